@@ -1,0 +1,168 @@
+//! The agent as a whole: start every camera, report readiness and liveness to systemd, and stop
+//! cleanly (closing every open segment) when asked.
+
+use std::time::Duration;
+
+use tokio::sync::mpsc::unbounded_channel;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::camera::{self, CameraHandle};
+use crate::config::AgentConfig;
+use crate::recorder::SegmentFinished;
+use crate::service;
+use crate::state::CameraState;
+
+/// READY is sent once every camera has either started recording or failed its first attempt,
+/// or after this long, whichever comes first: a dead camera is reported, not a reason to make
+/// systemd kill the agent.
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+/// A supervisor that has not run its loop for this long is wedged.
+const HEARTBEAT_LIMIT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("GStreamer initialisation failed: {0}")]
+    Gstreamer(#[from] gst::glib::Error),
+    #[error("cannot prepare storage {path}: {source}")]
+    Storage {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// Runs the agent until `shutdown` is cancelled. Every finished segment is also sent to
+/// `segments` when given (the hook for manifests and uploads; tests observe it).
+pub async fn run(
+    config: AgentConfig,
+    shutdown: CancellationToken,
+    segments: Option<tokio::sync::mpsc::UnboundedSender<SegmentFinished>>,
+) -> Result<(), AgentError> {
+    gst::init()?;
+    let storage_err = |source| AgentError::Storage {
+        path: config.storage.path.display().to_string(),
+        source,
+    };
+    std::fs::create_dir_all(&config.storage.path).map_err(storage_err)?;
+    info!(
+        station = %config.station,
+        cameras = config.cameras.len(),
+        storage = %config.storage.path.display(),
+        segment_s = config.storage.segment.as_secs(),
+        version = env!("CARGO_PKG_VERSION"),
+        "agent starting"
+    );
+
+    let (fin_tx, mut fin_rx) = unbounded_channel();
+    let mut cams = Vec::new();
+    for cam in &config.cameras {
+        let handle = camera::spawn(
+            config.station.clone(),
+            cam.clone(),
+            &config.storage,
+            config.supervision.clone(),
+            fin_tx.clone(),
+            shutdown.child_token(),
+        )
+        .map_err(storage_err)?;
+        cams.push(handle);
+    }
+    drop(fin_tx);
+
+    wait_until_started(&mut cams, &shutdown).await;
+    let status = status_line(&cams);
+    info!(status = %status, "agent ready");
+    service::ready(&status);
+
+    let ping_every = service::watchdog_interval().unwrap_or(Duration::from_secs(5));
+    let mut last_status = status;
+    let mut tick = tokio::time::interval(ping_every.min(Duration::from_secs(5)));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            Some(seg) = fin_rx.recv() => {
+                // Seam: manifest signing, health reporting and uploads consume finished
+                // segments here.
+                if let Some(tx) = &segments {
+                    let _ = tx.send(seg);
+                }
+            }
+            _ = tick.tick() => {
+                match unhealthy(&cams) {
+                    None => service::watchdog_ping(),
+                    Some(why) => warn!(reason = %why, "supervisor unhealthy; withholding watchdog ping"),
+                }
+                let status = status_line(&cams);
+                if status != last_status {
+                    service::status(&status);
+                    last_status = status;
+                }
+            }
+        }
+    }
+
+    info!("agent stopping: closing open segments");
+    service::stopping();
+    for cam in cams {
+        if let Err(e) = cam.task.await {
+            warn!(camera = %cam.id, error = %e, "camera task ended abnormally");
+        }
+    }
+    while let Some(seg) = fin_rx.recv().await {
+        if let Some(tx) = &segments {
+            let _ = tx.send(seg);
+        }
+    }
+    info!("agent stopped");
+    Ok(())
+}
+
+async fn wait_until_started(cams: &mut [CameraHandle], shutdown: &CancellationToken) {
+    let all_started = async {
+        for cam in cams.iter_mut() {
+            let _ = cam
+                .state
+                .wait_for(|s| !matches!(s, CameraState::Starting))
+                .await;
+        }
+    };
+    tokio::select! {
+        _ = all_started => {}
+        _ = tokio::time::sleep(READY_TIMEOUT) => {}
+        _ = shutdown.cancelled() => {}
+    }
+}
+
+/// Why the agent should not ping the watchdog, if it should not.
+fn unhealthy(cams: &[CameraHandle]) -> Option<String> {
+    cams.iter().find_map(|c| {
+        if c.task.is_finished() {
+            Some(format!("supervisor of camera {} ended", c.id))
+        } else if c.heartbeat_age() > HEARTBEAT_LIMIT {
+            Some(format!(
+                "supervisor of camera {} silent for {:.0} s",
+                c.id,
+                c.heartbeat_age().as_secs_f64()
+            ))
+        } else {
+            None
+        }
+    })
+}
+
+/// One line for `systemctl status`: each camera and its state.
+fn status_line(cams: &[CameraHandle]) -> String {
+    cams.iter()
+        .map(|c| {
+            let s = match &*c.state.borrow() {
+                CameraState::Starting => "starting".to_owned(),
+                CameraState::Recording { .. } => "recording".to_owned(),
+                CameraState::Reconnecting { reason, .. } => format!("reconnecting ({reason})"),
+                CameraState::Failed { reason } => format!("failed ({reason})"),
+                CameraState::Stopped => "stopped".to_owned(),
+            };
+            format!("{}: {s}", c.id)
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}

@@ -1,0 +1,144 @@
+//! `station-agent`: the polling-station daemon and its technician commands.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use station_agent::{pipeline, AgentConfig};
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(
+    name = "station-agent",
+    version,
+    about = "Stationwatch polling-station agent"
+)]
+struct Cli {
+    /// Log as JSON lines instead of key=value text.
+    #[arg(long, global = true)]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Record the configured cameras until SIGTERM.
+    Run {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Validate a config file and the machine (storage, devices, GStreamer plugins), start nothing.
+    Check {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_json);
+    let result = match cli.command {
+        Command::Run { config } => run(&config),
+        Command::Check { config } => check(&config),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(json: bool) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false);
+    if json {
+        builder.json().flatten_event(true).init();
+    } else {
+        builder.compact().init();
+    }
+}
+
+/// Loads the config, adding the checks that need GStreamer (installed plugins).
+fn load(path: &std::path::Path) -> anyhow::Result<AgentConfig> {
+    let config = AgentConfig::load(path)?;
+    gst::init().context("GStreamer initialisation failed")?;
+    let problems: Vec<String> = config
+        .cameras
+        .iter()
+        .enumerate()
+        .flat_map(|(i, c)| {
+            pipeline::missing_elements(&c.source)
+                .into_iter()
+                .map(move |e| {
+                    format!(
+                        "{}: camera[{i}].source: GStreamer element {e:?} is not installed \
+                     (Debian: gstreamer1.0-plugins-base/-good/-bad/-ugly)",
+                        path.display()
+                    )
+                })
+        })
+        .collect();
+    if !problems.is_empty() {
+        anyhow::bail!(
+            "config file {} cannot be used on this machine:\n  {}",
+            path.display(),
+            problems.join("\n  ")
+        );
+    }
+    Ok(config)
+}
+
+fn check(path: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let config = load(path)?;
+    println!(
+        "{}: OK — station {}, {} camera(s), segments of {} s in {}",
+        path.display(),
+        config.station,
+        config.cameras.len(),
+        config.storage.segment.as_secs(),
+        config.storage.path.display()
+    );
+    for c in &config.cameras {
+        println!("  camera {}: {} ({})", c.id, c.source, c.source.kind());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run(path: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let config = load(path)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        spawn_signal_handler(shutdown.clone())?;
+        station_agent::run(config, shutdown, None).await?;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+fn spawn_signal_handler(shutdown: CancellationToken) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!(signal = "SIGTERM", "shutdown requested"),
+            _ = int.recv() => tracing::info!(signal = "SIGINT", "shutdown requested"),
+        }
+        shutdown.cancel();
+    });
+    Ok(())
+}

@@ -1,0 +1,306 @@
+//! Supervision of one camera: build and run its pipeline, detect loss (error, end of stream,
+//! stall), tear down cleanly, reconnect with backoff, and publish the camera's state.
+//!
+//! Each camera has its own task, pipeline and recorder: one camera failing never touches
+//! another.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use gst::prelude::*;
+use stationwatch_protocol::{CameraId, StationId};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::backoff::Backoff;
+use crate::config::{CameraConfig, StorageConfig, SupervisionConfig};
+use crate::pipeline::{BusEvent, CameraPipeline, PipelineError};
+use crate::recorder::{Recorder, SegmentFinished, WriterEvent};
+use crate::state::{CameraCounters, CameraState};
+
+/// Recording this long without a loss resets the reconnect backoff.
+const STABLE_AFTER: Duration = Duration::from_secs(10);
+/// How long a clean close (EOS through the muxer) may take before the pipeline is stopped hard.
+const EOS_TIMEOUT: Duration = Duration::from_secs(3);
+/// How often the supervisor checks for stalls (and proves it is alive).
+const TICK: Duration = Duration::from_millis(250);
+
+/// The rest of the agent's view of a running camera.
+pub struct CameraHandle {
+    pub id: CameraId,
+    pub state: watch::Receiver<CameraState>,
+    pub counters: Arc<CameraCounters>,
+    heartbeat: Arc<AtomicU64>,
+    started: Instant,
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+impl CameraHandle {
+    /// Time since the supervisor last proved it is alive (its loop ran).
+    pub fn heartbeat_age(&self) -> Duration {
+        let beat = Duration::from_millis(self.heartbeat.load(Ordering::Relaxed));
+        self.started.elapsed().saturating_sub(beat)
+    }
+}
+
+/// Starts supervising a camera.
+pub fn spawn(
+    station: StationId,
+    cam: CameraConfig,
+    storage: &StorageConfig,
+    supervision: SupervisionConfig,
+    finished: UnboundedSender<SegmentFinished>,
+    shutdown: CancellationToken,
+) -> std::io::Result<CameraHandle> {
+    let counters = CameraCounters::new();
+    let (writer_tx, writer_rx) = unbounded_channel();
+    let recorder = Recorder::new(
+        cam.id.clone(),
+        storage.path.join(cam.id.as_str()),
+        storage.segment,
+        storage.sync_interval,
+        counters.clone(),
+        writer_tx,
+        finished,
+    )?;
+    let (state_tx, state_rx) = watch::channel(CameraState::Starting);
+    let heartbeat = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let sup = Supervisor {
+        station,
+        id: cam.id.clone(),
+        cam,
+        supervision,
+        recorder,
+        writer_rx,
+        counters: counters.clone(),
+        state: state_tx,
+        heartbeat: heartbeat.clone(),
+        started,
+        shutdown,
+    };
+    Ok(CameraHandle {
+        id: sup.id.clone(),
+        state: state_rx,
+        counters,
+        heartbeat,
+        started,
+        task: tokio::spawn(sup.run()),
+    })
+}
+
+struct Supervisor {
+    station: StationId,
+    id: CameraId,
+    cam: CameraConfig,
+    supervision: SupervisionConfig,
+    recorder: Recorder,
+    writer_rx: UnboundedReceiver<WriterEvent>,
+    counters: Arc<CameraCounters>,
+    state: watch::Sender<CameraState>,
+    heartbeat: Arc<AtomicU64>,
+    started: Instant,
+    shutdown: CancellationToken,
+}
+
+enum Outcome {
+    Shutdown,
+    Lost {
+        reason: String,
+        recorded_for: Duration,
+    },
+    Fatal(String),
+}
+
+impl Supervisor {
+    async fn run(mut self) {
+        info!(camera = %self.id, source = %self.cam.source, "camera supervision started");
+        let mut backoff = Backoff::new(
+            self.supervision.reconnect_initial,
+            self.supervision.reconnect_max,
+        );
+        loop {
+            match self.run_once().await {
+                Outcome::Shutdown => break,
+                Outcome::Fatal(reason) => {
+                    error!(camera = %self.id, %reason, "camera cannot be recorded");
+                    self.set_state(CameraState::Failed { reason });
+                    self.idle_until_shutdown().await;
+                    break;
+                }
+                Outcome::Lost {
+                    reason,
+                    recorded_for,
+                } => {
+                    if recorded_for >= STABLE_AFTER {
+                        backoff.reset();
+                    }
+                    let delay = backoff.next_delay();
+                    warn!(
+                        camera = %self.id,
+                        %reason,
+                        attempt = backoff.attempt(),
+                        retry_in_ms = delay.as_millis() as u64,
+                        "camera lost; reconnecting"
+                    );
+                    self.set_state(CameraState::Reconnecting {
+                        reason,
+                        attempt: backoff.attempt(),
+                        since: Utc::now(),
+                    });
+                    if self.sleep_or_shutdown(delay).await {
+                        break;
+                    }
+                }
+            }
+        }
+        let recorder = self.recorder;
+        let _ = tokio::task::spawn_blocking(move || recorder.shutdown()).await;
+        let _ = self.state.send(CameraState::Stopped);
+        info!(camera = %self.id, "camera stopped");
+    }
+
+    fn set_state(&self, s: CameraState) {
+        self.state.send_replace(s);
+    }
+
+    fn beat(&self) {
+        let ms = self.started.elapsed().as_millis() as u64;
+        self.heartbeat.store(ms, Ordering::Relaxed);
+    }
+
+    /// Sleeps, beating; true if shutdown was requested.
+    async fn sleep_or_shutdown(&self, d: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + d;
+        loop {
+            self.beat();
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return true,
+                _ = tokio::time::sleep_until(deadline) => return false,
+                _ = tokio::time::sleep(TICK) => {}
+            }
+        }
+    }
+
+    async fn idle_until_shutdown(&self) {
+        while !self.sleep_or_shutdown(Duration::from_secs(3600)).await {}
+    }
+
+    async fn run_once(&mut self) -> Outcome {
+        let (bus_tx, mut bus_rx) = unbounded_channel();
+        let built = CameraPipeline::build(
+            &self.station,
+            &self.cam,
+            &self.recorder,
+            self.counters.clone(),
+            bus_tx,
+        );
+        let p = match built {
+            Ok(p) => p,
+            Err(e @ PipelineError::MissingElement(_)) => return Outcome::Fatal(e.to_string()),
+            Err(e) => {
+                return Outcome::Lost {
+                    reason: e.to_string(),
+                    recorded_for: Duration::ZERO,
+                }
+            }
+        };
+        let started = Instant::now();
+        if let Err(e) = p.pipeline.set_state(gst::State::Playing) {
+            let reason = bus_rx
+                .try_recv()
+                .ok()
+                .map(|e| format!("{e:?}"))
+                .unwrap_or_else(|| e.to_string());
+            self.teardown(&p, &mut bus_rx).await;
+            return Outcome::Lost {
+                reason,
+                recorded_for: Duration::ZERO,
+            };
+        }
+        let mut recording_since: Option<Instant> = None;
+        let mut tick = tokio::time::interval(TICK);
+        let outcome = loop {
+            self.beat();
+            tokio::select! {
+                _ = self.shutdown.cancelled() => break Outcome::Shutdown,
+                ev = bus_rx.recv() => match ev {
+                    Some(BusEvent::Error(e)) => break self.lost(e, recording_since),
+                    Some(BusEvent::Eos) | None => {
+                        break self.lost("camera ended the stream".into(), recording_since)
+                    }
+                },
+                Some(ev) = self.writer_rx.recv() => match ev {
+                    WriterEvent::Opened(_) => {
+                        if recording_since.is_none() {
+                            recording_since = Some(Instant::now());
+                            info!(
+                                camera = %self.id,
+                                after_ms = started.elapsed().as_millis() as u64,
+                                "recording"
+                            );
+                        }
+                        if !self.state.borrow().is_recording() {
+                            self.set_state(CameraState::Recording { since: Utc::now() });
+                        }
+                    }
+                    WriterEvent::WriteFailed(reason) => {
+                        self.set_state(CameraState::Failed { reason });
+                    }
+                },
+                _ = tick.tick() => {
+                    let idle = self.counters.idle_since(started);
+                    if idle > self.supervision.stall_timeout {
+                        let reason = format!("no video for {:.1} s (stalled)", idle.as_secs_f64());
+                        break self.lost(reason, recording_since);
+                    }
+                }
+            }
+        };
+        self.teardown(&p, &mut bus_rx).await;
+        outcome
+    }
+
+    fn lost(&self, reason: String, recording_since: Option<Instant>) -> Outcome {
+        Outcome::Lost {
+            reason,
+            recorded_for: recording_since.map(|t| t.elapsed()).unwrap_or_default(),
+        }
+    }
+
+    /// Closes the open segment through the muxer (EOS), then stops the pipeline. Whatever
+    /// happens in GStreamer, the recorder is finished so the segment is closed and announced.
+    async fn teardown(&self, p: &CameraPipeline, bus_rx: &mut UnboundedReceiver<BusEvent>) {
+        let entry = p.recorder_entry.clone();
+        // Sending a serialized event can block behind a streaming thread: never on the runtime.
+        let eos = tokio::task::spawn_blocking(move || {
+            entry
+                .static_pad("sink")
+                .map(|pad| pad.send_event(gst::event::Eos::new()))
+        });
+        let wait_eos = async {
+            let _ = eos.await;
+            while let Some(ev) = bus_rx.recv().await {
+                if ev == BusEvent::Eos {
+                    return;
+                }
+            }
+        };
+        if tokio::time::timeout(EOS_TIMEOUT, wait_eos).await.is_err() {
+            warn!(camera = %self.id, "pipeline did not drain in time; stopping it");
+        }
+        let pipeline = p.pipeline.clone();
+        let stop = tokio::task::spawn_blocking(move || pipeline.set_state(gst::State::Null));
+        // A stop that never returns stops the heartbeat, and systemd's watchdog restarts us.
+        match stop.await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => warn!(camera = %self.id, error = %e, "stopping pipeline failed"),
+            Err(e) => warn!(camera = %self.id, error = %e, "stopping pipeline panicked"),
+        }
+        self.recorder.finish();
+    }
+}

@@ -1,0 +1,640 @@
+//! The agent's configuration file: loading and validation.
+//!
+//! The file is TOML (`config/agent.toml` is the commented reference). Validation reports every
+//! problem at once, each naming the file, the key and what is wrong, so a technician fixes the
+//! whole file in one pass. Serde's derive stops at the first error, so the file is parsed into a
+//! `toml::Table` and walked by [`Reader`], which collects problems instead of returning early.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::ops::RangeInclusive;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use stationwatch_protocol::{CameraId, StationId};
+
+use crate::source::CameraSource;
+
+/// Segment length bounds, seconds. Short segments are for tests; long ones make a lost file cost
+/// too much footage.
+pub const SEGMENT_SECONDS: RangeInclusive<i64> = 2..=900;
+/// How many cameras one agent records.
+pub const MAX_CAMERAS: usize = 4;
+
+/// A validated agent configuration.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// The file this came from (for messages).
+    pub file: PathBuf,
+    pub station: StationId,
+    pub storage: StorageConfig,
+    pub supervision: SupervisionConfig,
+    pub cameras: Vec<CameraConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct StorageConfig {
+    /// Root folder: segments go to `<path>/<camera>/<YYYY-MM-DD>/`.
+    pub path: PathBuf,
+    /// Target segment length; segments split on the first keyframe at or after it.
+    pub segment: Duration,
+    /// How often the open segment is flushed to stable storage (power-cut safety).
+    pub sync_interval: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct SupervisionConfig {
+    /// No data for this long counts as a lost camera, even without an error.
+    pub stall_timeout: Duration,
+    /// First reconnect delay; doubles per failure up to `reconnect_max`, with jitter.
+    pub reconnect_initial: Duration,
+    pub reconnect_max: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct CameraConfig {
+    pub id: CameraId,
+    pub source: CameraSource,
+    /// Encoding settings, used only for sources the agent encodes itself (test, V4L2).
+    pub encode: EncodeSettings,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EncodeSettings {
+    pub width: u32,
+    pub height: u32,
+    pub fps: u32,
+    pub bitrate_kbps: u32,
+}
+
+impl Default for EncodeSettings {
+    fn default() -> Self {
+        Self {
+            width: 1280,
+            height: 720,
+            fps: 15,
+            bitrate_kbps: 2000,
+        }
+    }
+}
+
+/// One thing wrong with the file: which key and what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Dotted path of the key, e.g. `camera[1].source`; empty for whole-file problems.
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.key, self.message)
+        }
+    }
+}
+
+/// The configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {}: {source}", file.display())]
+    Read {
+        file: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}", render_invalid(file, problems))]
+    Invalid {
+        file: PathBuf,
+        problems: Vec<Problem>,
+    },
+}
+
+fn render_invalid(file: &Path, problems: &[Problem]) -> String {
+    let mut s = format!(
+        "config file {} has {} problem{}:",
+        file.display(),
+        problems.len(),
+        if problems.len() == 1 { "" } else { "s" }
+    );
+    for p in problems {
+        s.push_str(&format!("\n  {}: {p}", file.display()));
+    }
+    s
+}
+
+impl ConfigError {
+    /// The individual problems (empty for a read error).
+    pub fn problems(&self) -> &[Problem] {
+        match self {
+            ConfigError::Read { .. } => &[],
+            ConfigError::Invalid { problems, .. } => problems,
+        }
+    }
+}
+
+impl AgentConfig {
+    /// Reads and validates a config file, including checks against the machine (storage
+    /// writable, V4L2 devices present).
+    pub fn load(file: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
+            file: file.to_owned(),
+            source,
+        })?;
+        Self::parse(file, &text, true)
+    }
+
+    /// Validates config text. `check_machine` also checks the storage folder and devices.
+    pub fn parse(file: &Path, text: &str, check_machine: bool) -> Result<Self, ConfigError> {
+        let invalid = |problems| ConfigError::Invalid {
+            file: file.to_owned(),
+            problems,
+        };
+        let root: toml::Table = match text.parse() {
+            Ok(t) => t,
+            Err(e) => {
+                return Err(invalid(vec![Problem {
+                    key: String::new(),
+                    message: format!("not valid TOML: {}", e.to_string().trim_end()),
+                }]))
+            }
+        };
+        let mut r = Reader::default();
+        let cfg = r.agent(&root, check_machine);
+        match cfg {
+            Some(cfg) if r.problems.is_empty() => Ok(AgentConfig {
+                file: file.to_owned(),
+                ..cfg
+            }),
+            _ => Err(invalid(r.problems)),
+        }
+    }
+
+    /// Folder of one camera's recordings.
+    pub fn camera_dir(&self, camera: &CameraId) -> PathBuf {
+        self.storage.path.join(camera.as_str())
+    }
+}
+
+/// Walks the TOML tree, collecting every problem.
+#[derive(Default)]
+struct Reader {
+    problems: Vec<Problem>,
+}
+
+fn join(parent: &str, key: &str) -> String {
+    if parent.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{parent}.{key}")
+    }
+}
+
+fn type_name(v: &toml::Value) -> &'static str {
+    v.type_str()
+}
+
+impl Reader {
+    fn problem(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.problems.push(Problem {
+            key: key.into(),
+            message: message.into(),
+        });
+    }
+
+    fn unknown_keys(&mut self, table: &toml::Table, path: &str, allowed: &[&str]) {
+        for k in table.keys() {
+            if !allowed.contains(&k.as_str()) {
+                self.problem(
+                    join(path, k),
+                    format!("unknown key (allowed here: {})", allowed.join(", ")),
+                );
+            }
+        }
+    }
+
+    fn table<'t>(
+        &mut self,
+        parent: &'t toml::Table,
+        path: &str,
+        key: &str,
+        required: bool,
+    ) -> Option<&'t toml::Table> {
+        match parent.get(key) {
+            Some(toml::Value::Table(t)) => Some(t),
+            Some(v) => {
+                self.problem(
+                    join(path, key),
+                    format!("must be a table ([{key}]), found {}", type_name(v)),
+                );
+                None
+            }
+            None => {
+                if required {
+                    self.problem(join(path, key), "missing required section");
+                }
+                None
+            }
+        }
+    }
+
+    fn string(&mut self, t: &toml::Table, path: &str, key: &str, required: bool) -> Option<String> {
+        match t.get(key) {
+            Some(toml::Value::String(s)) => Some(s.clone()),
+            Some(v) => {
+                self.problem(
+                    join(path, key),
+                    format!("must be a string, found {}", type_name(v)),
+                );
+                None
+            }
+            None => {
+                if required {
+                    self.problem(join(path, key), "missing required key");
+                }
+                None
+            }
+        }
+    }
+
+    /// An integer within `range`, or `default` when absent. `None` when present but invalid.
+    fn int(
+        &mut self,
+        t: &toml::Table,
+        path: &str,
+        key: &str,
+        range: RangeInclusive<i64>,
+        default: i64,
+    ) -> Option<i64> {
+        match t.get(key) {
+            None => Some(default),
+            Some(toml::Value::Integer(i)) if range.contains(i) => Some(*i),
+            Some(toml::Value::Integer(i)) => {
+                self.problem(
+                    join(path, key),
+                    format!("{i} is out of range ({}..={})", range.start(), range.end()),
+                );
+                None
+            }
+            Some(v) => {
+                self.problem(
+                    join(path, key),
+                    format!("must be an integer, found {}", type_name(v)),
+                );
+                None
+            }
+        }
+    }
+
+    fn agent(&mut self, root: &toml::Table, check_machine: bool) -> Option<AgentConfig> {
+        self.unknown_keys(root, "", &["station", "storage", "supervision", "camera"]);
+        let station = self.station(root);
+        let storage = self.storage(root, check_machine);
+        let supervision = self.supervision(root);
+        let cameras = self.cameras(root, check_machine);
+        Some(AgentConfig {
+            file: PathBuf::new(),
+            station: station?,
+            storage: storage?,
+            supervision: supervision?,
+            cameras: cameras?,
+        })
+    }
+
+    fn station(&mut self, root: &toml::Table) -> Option<StationId> {
+        let t = self.table(root, "", "station", true)?;
+        self.unknown_keys(t, "station", &["id", "name", "region"]);
+        // `name` and `region` are free text for humans; only their type is checked.
+        self.string(t, "station", "name", false);
+        self.string(t, "station", "region", false);
+        let id = self.string(t, "station", "id", true)?;
+        match StationId::new(id.clone()) {
+            Ok(id) => Some(id),
+            Err(e) => {
+                self.problem("station.id", format!("{id:?} {e}"));
+                None
+            }
+        }
+    }
+
+    fn storage(&mut self, root: &toml::Table, check_machine: bool) -> Option<StorageConfig> {
+        let t = self.table(root, "", "storage", true)?;
+        self.unknown_keys(
+            t,
+            "storage",
+            &["path", "segment_seconds", "sync_interval_ms"],
+        );
+        let path = self.string(t, "storage", "path", true).and_then(|p| {
+            let path = PathBuf::from(&p);
+            if !path.is_absolute() {
+                self.problem("storage.path", format!("{p:?} must be an absolute path"));
+                return None;
+            }
+            if check_machine {
+                if let Err(e) = check_writable(&path) {
+                    self.problem("storage.path", format!("{p:?} is not writable: {e}"));
+                    return None;
+                }
+            }
+            Some(path)
+        });
+        let segment = self.int(t, "storage", "segment_seconds", SEGMENT_SECONDS, 60);
+        let sync = self.int(t, "storage", "sync_interval_ms", 100..=10_000, 1000);
+        Some(StorageConfig {
+            path: path?,
+            segment: Duration::from_secs(segment? as u64),
+            sync_interval: Duration::from_millis(sync? as u64),
+        })
+    }
+
+    fn supervision(&mut self, root: &toml::Table) -> Option<SupervisionConfig> {
+        let empty = toml::Table::new();
+        let t = self.table(root, "", "supervision", false).unwrap_or(&empty);
+        self.unknown_keys(
+            t,
+            "supervision",
+            &[
+                "stall_timeout_seconds",
+                "reconnect_initial_ms",
+                "reconnect_max_ms",
+            ],
+        );
+        let stall = self.int(t, "supervision", "stall_timeout_seconds", 2..=60, 5);
+        let initial = self.int(t, "supervision", "reconnect_initial_ms", 100..=10_000, 500);
+        let max = self.int(t, "supervision", "reconnect_max_ms", 1_000..=60_000, 10_000);
+        let (stall, initial, max) = (stall?, initial?, max?);
+        if max < initial {
+            self.problem(
+                "supervision.reconnect_max_ms",
+                format!("{max} is smaller than reconnect_initial_ms ({initial})"),
+            );
+            return None;
+        }
+        Some(SupervisionConfig {
+            stall_timeout: Duration::from_secs(stall as u64),
+            reconnect_initial: Duration::from_millis(initial as u64),
+            reconnect_max: Duration::from_millis(max as u64),
+        })
+    }
+
+    fn cameras(&mut self, root: &toml::Table, check_machine: bool) -> Option<Vec<CameraConfig>> {
+        let list = match root.get("camera") {
+            Some(toml::Value::Array(a)) => a,
+            Some(v) => {
+                self.problem(
+                    "camera",
+                    format!(
+                        "must be an array of tables ([[camera]]), found {}",
+                        type_name(v)
+                    ),
+                );
+                return None;
+            }
+            None => {
+                self.problem("camera", "at least one [[camera]] is required");
+                return None;
+            }
+        };
+        if list.is_empty() || list.len() > MAX_CAMERAS {
+            self.problem(
+                "camera",
+                format!(
+                    "{} cameras configured; between 1 and {MAX_CAMERAS} are supported",
+                    list.len()
+                ),
+            );
+        }
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        let mut out = Vec::new();
+        let mut ok = true;
+        for (i, v) in list.iter().enumerate() {
+            let path = format!("camera[{i}]");
+            let toml::Value::Table(t) = v else {
+                self.problem(path, format!("must be a table, found {}", type_name(v)));
+                ok = false;
+                continue;
+            };
+            if let Some(toml::Value::String(id)) = t.get("id") {
+                if let Some(first) = seen.insert(id.clone(), i) {
+                    self.problem(
+                        format!("{path}.id"),
+                        format!("duplicate camera id {id:?} (also camera[{first}])"),
+                    );
+                    ok = false;
+                }
+            }
+            match self.camera(t, &path, check_machine) {
+                Some(c) => out.push(c),
+                None => ok = false,
+            }
+        }
+        ok.then_some(out)
+    }
+
+    fn camera(&mut self, t: &toml::Table, path: &str, check_machine: bool) -> Option<CameraConfig> {
+        const ENCODE_KEYS: [&str; 4] = ["width", "height", "fps", "bitrate_kbps"];
+        self.unknown_keys(
+            t,
+            path,
+            &["id", "source", "width", "height", "fps", "bitrate_kbps"],
+        );
+        let id = self.string(t, path, "id", true).and_then(|id| {
+            CameraId::new(id.clone())
+                .map_err(|e| self.problem(join(path, "id"), format!("{id:?} {e}")))
+                .ok()
+        });
+        let source = self.string(t, path, "source", true).and_then(|s| {
+            match CameraSource::parse(&s) {
+                Ok(src) => Some(src),
+                Err(e) => {
+                    // Never echo the raw string: it may hold a password.
+                    self.problem(join(path, "source"), e.to_string());
+                    None
+                }
+            }
+        });
+        let d = EncodeSettings::default();
+        let width = self.int(t, path, "width", 16..=3840, d.width as i64);
+        let height = self.int(t, path, "height", 16..=2160, d.height as i64);
+        let fps = self.int(t, path, "fps", 1..=60, d.fps as i64);
+        let bitrate = self.int(t, path, "bitrate_kbps", 64..=20_000, d.bitrate_kbps as i64);
+        let source = source?;
+        if !source.is_encoded_by_agent() {
+            for k in ENCODE_KEYS.iter().filter(|k| t.contains_key(**k)) {
+                self.problem(
+                    join(path, k),
+                    "only applies to sources the agent encodes (test, /dev/videoN); \
+                     RTSP streams are recorded as the camera sends them",
+                );
+            }
+        }
+        if check_machine {
+            if let Err(e) = source.check_present() {
+                self.problem(join(path, "source"), e.to_string());
+            }
+        }
+        let encode = EncodeSettings {
+            width: width? as u32,
+            height: height? as u32,
+            fps: fps? as u32,
+            bitrate_kbps: bitrate? as u32,
+        };
+        if !encode.width.is_multiple_of(2) || !encode.height.is_multiple_of(2) {
+            self.problem(
+                join(path, "width"),
+                format!(
+                    "{}x{} must have even width and height for H.264",
+                    encode.width, encode.height
+                ),
+            );
+            return None;
+        }
+        Some(CameraConfig {
+            id: id?,
+            source,
+            encode,
+        })
+    }
+}
+
+/// Whether recordings can be written under `path`: creates it if missing, then writes and
+/// removes a probe file.
+pub fn check_writable(path: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(path)?;
+    let probe = path.join(format!(".stationwatch-probe-{}", std::process::id()));
+    std::fs::write(&probe, b"probe")?;
+    std::fs::remove_file(&probe)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<AgentConfig, ConfigError> {
+        AgentConfig::parse(Path::new("/etc/stationwatch/agent.toml"), text, false)
+    }
+
+    const GOOD: &str = r#"
+[station]
+id = "KG-0042"
+[storage]
+path = "/var/lib/stationwatch"
+[[camera]]
+id = "desk"
+source = "rtsp://admin:s3cret@192.0.2.10:554/stream1"
+[[camera]]
+id = "boxes"
+source = "test"
+width = 320
+height = 240
+"#;
+
+    #[test]
+    fn good_config_loads_with_defaults() {
+        let c = parse(GOOD).expect("valid");
+        assert_eq!(c.station.as_str(), "KG-0042");
+        assert_eq!(c.storage.segment, Duration::from_secs(60));
+        assert_eq!(c.supervision.stall_timeout, Duration::from_secs(5));
+        assert_eq!(c.supervision.reconnect_max, Duration::from_secs(10));
+        assert_eq!(c.cameras.len(), 2);
+        assert_eq!(c.cameras[1].encode.width, 320);
+        assert_eq!(c.cameras[1].encode.fps, 15);
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once_with_its_key() {
+        let text = r#"
+[station]
+id = "bad id"
+colour = "red"
+[storage]
+path = "relative/path"
+segment_seconds = 1
+[[camera]]
+id = "desk"
+source = "http://user:topsecret@192.0.2.1/x"
+[[camera]]
+id = "desk"
+source = "test"
+fps = "fast"
+"#;
+        let err = parse(text).unwrap_err();
+        let keys: Vec<&str> = err.problems().iter().map(|p| p.key.as_str()).collect();
+        for k in [
+            "station.id",
+            "station.colour",
+            "storage.path",
+            "storage.segment_seconds",
+            "camera[0].source",
+            "camera[1].id",
+            "camera[1].fps",
+        ] {
+            assert!(keys.contains(&k), "missing problem for {k}: {keys:?}");
+        }
+        let msg = err.to_string();
+        assert!(msg.contains("/etc/stationwatch/agent.toml"), "{msg}");
+        assert!(msg.contains("duplicate camera id \"desk\""), "{msg}");
+        assert!(msg.contains("1 is out of range (2..=900)"), "{msg}");
+        assert!(msg.contains("unknown key"), "{msg}");
+        assert!(!msg.contains("topsecret"), "password leaked: {msg}");
+    }
+
+    #[test]
+    fn encode_settings_on_rtsp_camera_are_refused() {
+        let text = GOOD.replace(
+            "source = \"rtsp://admin:s3cret@192.0.2.10:554/stream1\"",
+            "source = \"rtsp://192.0.2.10/s\"\nbitrate_kbps = 500",
+        );
+        let err = parse(&text).unwrap_err();
+        assert_eq!(err.problems().len(), 1, "{err}");
+        assert_eq!(err.problems()[0].key, "camera[0].bitrate_kbps");
+    }
+
+    #[test]
+    fn syntax_error_names_file_and_line() {
+        let err = parse("[station\nid = 1").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("agent.toml"), "{msg}");
+        assert!(msg.contains("not valid TOML"), "{msg}");
+        assert!(msg.contains("line 1"), "{msg}");
+    }
+
+    #[test]
+    fn missing_sections_and_too_many_cameras() {
+        let err = parse("").unwrap_err();
+        let keys: Vec<&str> = err.problems().iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(keys, ["station", "storage", "camera"]);
+
+        let mut text = String::from("[station]\nid=\"s\"\n[storage]\npath=\"/x\"\n");
+        for i in 0..5 {
+            text.push_str(&format!("[[camera]]\nid=\"c{i}\"\nsource=\"test\"\n"));
+        }
+        let err = parse(&text).unwrap_err();
+        assert!(err.to_string().contains("5 cameras configured"), "{err}");
+    }
+
+    #[test]
+    fn unwritable_storage_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("not-a-dir");
+        std::fs::write(&file, b"x").unwrap();
+        let text = GOOD.replace("/var/lib/stationwatch", file.to_str().unwrap());
+        let err = AgentConfig::parse(Path::new("a.toml"), &text, true).unwrap_err();
+        assert!(
+            err.problems()
+                .iter()
+                .any(|p| p.key == "storage.path" && p.message.contains("not writable")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn reconnect_bounds_are_consistent() {
+        let text = format!(
+            "{GOOD}\n[supervision]\nreconnect_initial_ms = 5000\nreconnect_max_ms = 2000\n"
+        );
+        let err = parse(&text).unwrap_err();
+        assert_eq!(err.problems()[0].key, "supervision.reconnect_max_ms");
+    }
+}

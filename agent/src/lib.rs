@@ -1,0 +1,18 @@
+//! Stationwatch station agent.
+//!
+//! Captures one to four cameras through GStreamer and records them into crash-safe MPEG-TS
+//! segments on local disk. See `README.md` and `docs/` for the whole picture; each concept
+//! lives in the module named after it.
+
+pub mod agent;
+pub mod backoff;
+pub mod camera;
+pub mod config;
+pub mod pipeline;
+pub mod recorder;
+pub mod service;
+pub mod source;
+pub mod state;
+
+pub use agent::run;
+pub use config::AgentConfig;

@@ -1,0 +1,623 @@
+//! The recorder: MPEG-TS segments on local disk, split on keyframes, crash- and power-cut-safe.
+//!
+//! GStreamer muxes the elementary stream into MPEG-TS (`mpegtsmux`), and an `appsink` hands the
+//! 188-byte packets to [`SegmentWriter`], which owns the files:
+//!
+//! * `mpegtsmux` marks the first packet of every key unit (a PAT, followed by the PMT and the
+//!   IDR frame with SPS/PPS, thanks to `h264parse config-interval=-1`) as the only packets
+//!   without `DELTA_UNIT`; a segment therefore starts exactly there and plays on its own.
+//! * Packets are written per frame (no GOP is held in memory, unlike `splitmuxsink`), so a
+//!   SIGKILL loses at most the frame in flight; a per-camera durability thread `fdatasync`s the
+//!   open file every `sync_interval`, bounding what a power cut can lose.
+//! * Files are named by the UTC time of their first frame and are never overwritten.
+//! * A finished segment is `fsync`ed with its directory before it is announced as
+//!   [`SegmentFinished`]: whoever hashes, signs or uploads it sees complete bytes.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use gst::glib;
+use gst::prelude::*;
+use gst_app::AppSink;
+use stationwatch_protocol::CameraId;
+use tokio::sync::mpsc::UnboundedSender;
+use tracing::{debug, error, info, warn};
+
+use crate::state::CameraCounters;
+
+/// File extension of recorded segments.
+pub const SEGMENT_EXT: &str = "ts";
+
+/// Keyframes this close before the target length still end the segment, so timestamp jitter on
+/// network cameras does not push every split one GOP later.
+const SPLIT_TOLERANCE: gst::ClockTime = gst::ClockTime::from_mseconds(100);
+
+/// Minimum pause between attempts to open a new file after a write error.
+const REOPEN_INTERVAL: gst::ClockTime = gst::ClockTime::from_seconds(1);
+
+/// Why a segment was closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CloseReason {
+    /// Reached the segment length; the next segment starts with the very next frame.
+    Rotated,
+    /// The source ended, failed or stalled, or the agent is stopping.
+    StreamEnded,
+    /// Writing failed (disk full, I/O error); the file holds what was written before.
+    WriteError,
+}
+
+/// A segment complete and durable on disk.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SegmentFinished {
+    pub camera: CameraId,
+    pub path: PathBuf,
+    /// UTC time of the first frame.
+    pub start: DateTime<Utc>,
+    /// UTC time of the frame that follows the last one (the next segment's start when rotated).
+    pub end: DateTime<Utc>,
+    pub bytes: u64,
+    pub closed: CloseReason,
+}
+
+/// What the writer tells the camera's supervisor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriterEvent {
+    Opened(PathBuf),
+    WriteFailed(String),
+}
+
+/// Path of a segment starting at `start`: `<camera_dir>/<YYYY-MM-DD>/<YYYYMMDDTHHMMSS.mmmZ>.ts`.
+pub fn segment_path(camera_dir: &Path, start: DateTime<Utc>) -> PathBuf {
+    camera_dir
+        .join(start.format("%Y-%m-%d").to_string())
+        .join(format!(
+            "{}.{SEGMENT_EXT}",
+            start.format("%Y%m%dT%H%M%S%.3fZ")
+        ))
+}
+
+/// Creates a new segment file, never overwriting: a clash (clock stepped back) gets a suffix.
+fn create_segment_file(camera_dir: &Path, start: DateTime<Utc>) -> io::Result<(File, PathBuf)> {
+    let base = segment_path(camera_dir, start);
+    if let Some(dir) = base.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    for n in 0..100 {
+        let path = if n == 0 {
+            base.clone()
+        } else {
+            base.with_extension(format!("{n}.{SEGMENT_EXT}"))
+        };
+        match OpenOptions::new().write(true).create_new(true).open(&path) {
+            Ok(f) => return Ok((f, path)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::AlreadyExists,
+        format!("100 segment files already start at {start}"),
+    ))
+}
+
+struct OpenSegment {
+    file: File,
+    path: PathBuf,
+    start: DateTime<Utc>,
+    start_rt: gst::ClockTime,
+    last_rt: gst::ClockTime,
+    bytes: u64,
+}
+
+enum DurabilityJob {
+    /// A new segment is open: sync it periodically.
+    Opened(File),
+    /// A segment is closed: make it durable, then announce it.
+    Finish(Box<(File, SegmentFinished)>),
+}
+
+/// Owns the segment files of one camera, across pipeline restarts.
+pub struct SegmentWriter {
+    camera: CameraId,
+    camera_dir: PathBuf,
+    segment_len: gst::ClockTime,
+    current: Option<OpenSegment>,
+    /// Packets of the frame being received; written when the next frame starts.
+    pending: Vec<u8>,
+    pending_rt: Option<gst::ClockTime>,
+    /// After a write error: running time of the last attempt to open a file.
+    failed_at: Option<gst::ClockTime>,
+    jobs: mpsc::Sender<DurabilityJob>,
+    events: UnboundedSender<WriterEvent>,
+}
+
+/// A frame's worth of packets with its timing, as seen by the writer.
+pub struct Packet<'a> {
+    pub data: &'a [u8],
+    /// Running time of the packet.
+    pub rt: gst::ClockTime,
+    /// UTC time of `rt` (computed from the pipeline clock).
+    pub utc: DateTime<Utc>,
+    /// First packet of a key unit: a segment may start here.
+    pub key_unit_start: bool,
+}
+
+impl SegmentWriter {
+    /// Feeds one muxed packet.
+    pub fn push(&mut self, p: Packet<'_>) {
+        let new_frame = self.pending_rt != Some(p.rt) || p.key_unit_start;
+        if new_frame {
+            self.flush_pending();
+        }
+        if p.key_unit_start {
+            let due = match &self.current {
+                None => self.may_retry(p.rt),
+                Some(cur) => p.rt + SPLIT_TOLERANCE >= cur.start_rt + self.segment_len,
+            };
+            if due {
+                self.close(p.utc, CloseReason::Rotated);
+                self.open(p.rt, p.utc);
+            }
+        }
+        if self.current.is_some() {
+            self.pending.extend_from_slice(p.data);
+            self.pending_rt = Some(p.rt);
+        }
+    }
+
+    /// Closes the open segment (end of stream, pipeline torn down, shutdown).
+    pub fn finish(&mut self) {
+        self.flush_pending();
+        if let Some(cur) = &self.current {
+            let end = cur.start + chrono_dur(cur.last_rt.saturating_sub(cur.start_rt));
+            self.close(end, CloseReason::StreamEnded);
+        }
+        self.failed_at = None;
+    }
+
+    fn may_retry(&self, rt: gst::ClockTime) -> bool {
+        match self.failed_at {
+            None => true,
+            Some(at) => rt < at || rt >= at + REOPEN_INTERVAL,
+        }
+    }
+
+    fn open(&mut self, rt: gst::ClockTime, utc: DateTime<Utc>) {
+        match create_segment_file(&self.camera_dir, utc) {
+            Ok((file, path)) => {
+                debug!(camera = %self.camera, path = %path.display(), "segment opened");
+                if let Ok(clone) = file.try_clone() {
+                    let _ = self.jobs.send(DurabilityJob::Opened(clone));
+                }
+                let _ = self.events.send(WriterEvent::Opened(path.clone()));
+                self.failed_at = None;
+                self.current = Some(OpenSegment {
+                    file,
+                    path,
+                    start: utc,
+                    start_rt: rt,
+                    last_rt: rt,
+                    bytes: 0,
+                });
+            }
+            Err(e) => self.failed(rt, format!("cannot create segment file: {e}")),
+        }
+    }
+
+    fn failed(&mut self, rt: gst::ClockTime, msg: String) {
+        if self.failed_at.is_none() {
+            error!(camera = %self.camera, error = %msg, "recording write failed");
+        }
+        self.failed_at = Some(rt);
+        let _ = self.events.send(WriterEvent::WriteFailed(msg));
+    }
+
+    fn flush_pending(&mut self) {
+        let Some(rt) = self.pending_rt.take() else {
+            return;
+        };
+        let Some(cur) = self.current.as_mut() else {
+            self.pending.clear();
+            return;
+        };
+        match cur.file.write_all(&self.pending) {
+            Ok(()) => {
+                cur.bytes += self.pending.len() as u64;
+                cur.last_rt = rt;
+                self.pending.clear();
+            }
+            Err(e) => {
+                self.pending.clear();
+                let msg = format!("writing {}: {e}", cur.path.display());
+                let end = cur.start + chrono_dur(cur.last_rt.saturating_sub(cur.start_rt));
+                self.close(end, CloseReason::WriteError);
+                self.failed(rt, msg);
+            }
+        }
+    }
+
+    fn close(&mut self, end: DateTime<Utc>, closed: CloseReason) {
+        let Some(cur) = self.current.take() else {
+            return;
+        };
+        let done = SegmentFinished {
+            camera: self.camera.clone(),
+            path: cur.path,
+            start: cur.start,
+            end: end.max(cur.start),
+            bytes: cur.bytes,
+            closed,
+        };
+        let _ = self
+            .jobs
+            .send(DurabilityJob::Finish(Box::new((cur.file, done))));
+    }
+}
+
+fn chrono_dur(d: gst::ClockTime) -> chrono::Duration {
+    chrono::Duration::nanoseconds(d.nseconds().min(i64::MAX as u64) as i64)
+}
+
+/// One camera's recorder: the segment writer and its durability thread.
+pub struct Recorder {
+    writer: Arc<Mutex<SegmentWriter>>,
+    durability: Option<JoinHandle<()>>,
+    camera: CameraId,
+}
+
+impl Recorder {
+    /// Starts the durability thread. Finished segments are announced on `finished`.
+    pub fn new(
+        camera: CameraId,
+        camera_dir: PathBuf,
+        segment_len: Duration,
+        sync_interval: Duration,
+        counters: Arc<CameraCounters>,
+        events: UnboundedSender<WriterEvent>,
+        finished: UnboundedSender<SegmentFinished>,
+    ) -> io::Result<Self> {
+        let (jobs, rx) = mpsc::channel();
+        let cam = camera.clone();
+        let durability = std::thread::Builder::new()
+            .name(format!("sync-{camera}"))
+            .spawn(move || durability_loop(cam, rx, sync_interval, counters, finished))?;
+        let writer = SegmentWriter {
+            camera: camera.clone(),
+            camera_dir,
+            segment_len: gst::ClockTime::from_nseconds(segment_len.as_nanos() as u64),
+            current: None,
+            pending: Vec::with_capacity(64 * 1024),
+            pending_rt: None,
+            failed_at: None,
+            jobs,
+            events,
+        };
+        Ok(Self {
+            writer: Arc::new(Mutex::new(writer)),
+            durability: Some(durability),
+            camera,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, SegmentWriter> {
+        lock(&self.writer)
+    }
+
+    /// Builds the recording branch `queue ! mpegtsmux ! appsink` feeding this recorder. The
+    /// returned queue's sink pad is where the branch attaches (a tee's src pad).
+    pub fn branch(&self) -> Result<(Vec<gst::Element>, gst::Element), glib::BoolError> {
+        let queue = gst::ElementFactory::make("queue")
+            .name("rec_queue")
+            // Disk hiccups must not drop frames: hold up to 10 s / 64 MiB instead.
+            .property("max-size-buffers", 0u32)
+            .property("max-size-bytes", 64u32 * 1024 * 1024)
+            .property("max-size-time", gst::ClockTime::from_seconds(10))
+            .build()?;
+        let mux = gst::ElementFactory::make("mpegtsmux")
+            .name("rec_mux")
+            .build()?;
+        let sink = AppSink::builder()
+            .name("rec_sink")
+            .sync(false)
+            .max_buffers(0)
+            .enable_last_sample(false)
+            .build();
+        let writer = self.writer.clone();
+        let writer_eos = self.writer.clone();
+        sink.set_callbacks(
+            gst_app::AppSinkCallbacks::builder()
+                .new_sample(move |sink| on_sample(sink, &writer))
+                .eos(move |_| lock(&writer_eos).finish())
+                .build(),
+        );
+        Ok((vec![queue.clone(), mux, sink.upcast()], queue))
+    }
+
+    /// Closes the open segment (after the pipeline stopped).
+    pub fn finish(&self) {
+        self.lock().finish();
+    }
+
+    /// Closes the open segment and waits until every finished segment is durable and announced.
+    pub fn shutdown(mut self) {
+        self.lock().finish();
+        let Some(handle) = self.durability.take() else {
+            return;
+        };
+        // The durability thread ends when the writer (and its job sender) is gone; make sure
+        // no pipeline still holds a clone of it.
+        match Arc::try_unwrap(self.writer) {
+            Ok(w) => drop(w),
+            Err(_) => {
+                warn!(camera = %self.camera, "recorder still referenced at shutdown");
+                return;
+            }
+        }
+        if handle.join().is_err() {
+            error!(camera = %self.camera, "durability thread panicked");
+        }
+    }
+}
+
+fn lock(w: &Mutex<SegmentWriter>) -> MutexGuard<'_, SegmentWriter> {
+    // A panic while holding the lock must not stop recording of later frames.
+    w.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn on_sample(
+    sink: &AppSink,
+    writer: &Mutex<SegmentWriter>,
+) -> Result<gst::FlowSuccess, gst::FlowError> {
+    let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+    let (Some(buffer), Some(segment)) = (sample.buffer(), sample.segment()) else {
+        return Ok(gst::FlowSuccess::Ok);
+    };
+    let Some(rt) = buffer.pts().and_then(|pts| {
+        segment
+            .downcast_ref::<gst::ClockTime>()?
+            .to_running_time(pts)
+    }) else {
+        return Ok(gst::FlowSuccess::Ok);
+    };
+    let utc = utc_of_running_time(sink.upcast_ref(), rt);
+    let Ok(map) = buffer.map_readable() else {
+        return Ok(gst::FlowSuccess::Ok);
+    };
+    lock(writer).push(Packet {
+        data: map.as_slice(),
+        rt,
+        utc,
+        key_unit_start: !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT),
+    });
+    // Recording errors are handled (and reported) by the writer; the pipeline keeps flowing so
+    // the next key unit can retry.
+    Ok(gst::FlowSuccess::Ok)
+}
+
+/// UTC wall-clock time at which the pipeline's running time was `rt`.
+fn utc_of_running_time(element: &gst::Element, rt: gst::ClockTime) -> DateTime<Utc> {
+    let now = Utc::now();
+    let (Some(clock), Some(base)) = (element.clock(), element.base_time()) else {
+        return now;
+    };
+    let now_rt = clock.time().saturating_sub(base);
+    if now_rt >= rt {
+        now - chrono_dur(now_rt - rt)
+    } else {
+        now + chrono_dur(rt - now_rt)
+    }
+}
+
+fn durability_loop(
+    camera: CameraId,
+    jobs: mpsc::Receiver<DurabilityJob>,
+    interval: Duration,
+    counters: Arc<CameraCounters>,
+    finished: UnboundedSender<SegmentFinished>,
+) {
+    let mut open: Option<File> = None;
+    loop {
+        match jobs.recv_timeout(interval) {
+            Ok(DurabilityJob::Opened(f)) => open = Some(f),
+            Ok(DurabilityJob::Finish(job)) => {
+                let (file, seg) = *job;
+                if let Err(e) = file.sync_all() {
+                    error!(camera = %camera, path = %seg.path.display(), error = %e, "fsync of finished segment failed");
+                }
+                drop(file);
+                if let Some(dir) = seg.path.parent() {
+                    sync_dir(dir);
+                }
+                counters.on_segment_finished();
+                info!(
+                    camera = %camera,
+                    path = %seg.path.display(),
+                    start = %seg.start.to_rfc3339(),
+                    end = %seg.end.to_rfc3339(),
+                    bytes = seg.bytes,
+                    closed = ?seg.closed,
+                    "segment finished"
+                );
+                let _ = finished.send(seg);
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                if let Some(f) = &open {
+                    if let Err(e) = f.sync_data() {
+                        warn!(camera = %camera, error = %e, "periodic fdatasync failed");
+                    }
+                }
+            }
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+    }
+}
+
+/// Makes a new directory entry durable.
+fn sync_dir(dir: &Path) {
+    if let Err(e) = File::open(dir).and_then(|d| d.sync_all()) {
+        warn!(dir = %dir.display(), error = %e, "fsync of directory failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn writer(
+        dir: &Path,
+        seg: Duration,
+    ) -> (
+        Recorder,
+        tokio::sync::mpsc::UnboundedReceiver<SegmentFinished>,
+    ) {
+        let (ev, _ev_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (fin, fin_rx) = tokio::sync::mpsc::unbounded_channel();
+        let r = Recorder::new(
+            CameraId::new("cam").unwrap(),
+            dir.to_owned(),
+            seg,
+            Duration::from_millis(50),
+            CameraCounters::new(),
+            ev,
+            fin,
+        )
+        .unwrap();
+        (r, fin_rx)
+    }
+
+    fn t0() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 21, 23, 59, 59).unwrap()
+    }
+
+    /// Pushes `frames` frames at 10 fps, 3 packets each, key unit every 5 frames.
+    fn feed(r: &Recorder, frames: u64) {
+        for i in 0..frames {
+            let rt = gst::ClockTime::from_mseconds(100 * i);
+            for k in 0..3u8 {
+                r.lock().push(Packet {
+                    data: &[i as u8, k],
+                    rt,
+                    utc: t0() + chrono::Duration::milliseconds(100 * i as i64),
+                    key_unit_start: i % 5 == 0 && k == 0,
+                });
+            }
+        }
+    }
+
+    #[test]
+    fn splits_on_key_units_names_by_utc_and_loses_no_packet() {
+        let dir = tempfile::tempdir().unwrap();
+        let (r, mut fin) = writer(dir.path(), Duration::from_secs(1));
+        feed(&r, 23);
+        r.shutdown();
+        let mut segs = Vec::new();
+        while let Ok(s) = fin.try_recv() {
+            segs.push(s);
+        }
+        // Key units at frames 0,5,10,15,20; 1 s segments split at 0, 10, 20.
+        assert_eq!(segs.len(), 3, "{segs:#?}");
+        assert_eq!(
+            segs[0].path,
+            dir.path().join("2026-11-21/20261121T235959.000Z.ts")
+        );
+        // Crossing midnight UTC moves to the next day's folder.
+        assert_eq!(
+            segs[1].path,
+            dir.path().join("2026-11-22/20261122T000000.000Z.ts")
+        );
+        assert_eq!(
+            segs[0].end, segs[1].start,
+            "rotated segments are contiguous"
+        );
+        assert_eq!(segs[0].closed, CloseReason::Rotated);
+        assert_eq!(segs[2].closed, CloseReason::StreamEnded);
+        let mut all = Vec::new();
+        for s in &segs {
+            let bytes = std::fs::read(&s.path).unwrap();
+            assert_eq!(bytes.len() as u64, s.bytes);
+            all.extend(bytes);
+        }
+        let expected: Vec<u8> = (0..23u8).flat_map(|i| [i, 0, i, 1, i, 2]).collect();
+        assert_eq!(all, expected, "every packet exactly once, in order");
+    }
+
+    #[test]
+    fn never_overwrites_an_existing_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let existing = segment_path(dir.path(), t0());
+        std::fs::create_dir_all(existing.parent().unwrap()).unwrap();
+        std::fs::write(&existing, b"evidence").unwrap();
+        let (r, mut fin) = writer(dir.path(), Duration::from_secs(60));
+        feed(&r, 3);
+        r.shutdown();
+        let seg = fin.try_recv().unwrap();
+        assert_ne!(seg.path, existing);
+        assert_eq!(std::fs::read(&existing).unwrap(), b"evidence");
+        assert!(
+            seg.path.to_str().unwrap().ends_with("Z.1.ts"),
+            "{:?}",
+            seg.path
+        );
+    }
+
+    #[test]
+    fn waits_for_a_key_unit_before_writing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (r, mut fin) = writer(dir.path(), Duration::from_secs(60));
+        r.lock().push(Packet {
+            data: b"delta",
+            rt: gst::ClockTime::ZERO,
+            utc: t0(),
+            key_unit_start: false,
+        });
+        feed(&r, 1);
+        r.shutdown();
+        let seg = fin.try_recv().unwrap();
+        assert_eq!(std::fs::read(&seg.path).unwrap(), [0, 0, 0, 1, 0, 2]);
+    }
+
+    #[test]
+    fn unwritable_folder_is_reported_and_retried_without_panicking() {
+        let dir = tempfile::tempdir().unwrap();
+        let blocker = dir.path().join("cam");
+        std::fs::write(&blocker, b"not a dir").unwrap();
+        let (ev, mut ev_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (fin, _fin_rx) = tokio::sync::mpsc::unbounded_channel();
+        let r = Recorder::new(
+            CameraId::new("cam").unwrap(),
+            blocker.clone(),
+            Duration::from_secs(1),
+            Duration::from_millis(50),
+            CameraCounters::new(),
+            ev,
+            fin,
+        )
+        .unwrap();
+        feed(&r, 15);
+        assert!(matches!(ev_rx.try_recv(), Ok(WriterEvent::WriteFailed(_))));
+        // Space (here: the folder) comes back: the next key unit after the retry pause opens.
+        std::fs::remove_file(&blocker).unwrap();
+        for i in 15..40u64 {
+            r.lock().push(Packet {
+                data: &[1],
+                rt: gst::ClockTime::from_mseconds(100 * i),
+                utc: t0(),
+                key_unit_start: i % 5 == 0,
+            });
+        }
+        let mut opened = false;
+        while let Ok(e) = ev_rx.try_recv() {
+            opened |= matches!(e, WriterEvent::Opened(_));
+        }
+        assert!(opened, "recording resumed after the error cleared");
+        r.shutdown();
+    }
+}

@@ -1,0 +1,45 @@
+//! systemd integration: READY, STATUS and watchdog pings (Type=notify).
+//!
+//! Outside systemd (`NOTIFY_SOCKET` unset) every call is a no-op.
+
+use std::time::Duration;
+
+use sd_notify::NotifyState;
+use tracing::{debug, warn};
+
+/// Tells systemd the agent is up. `status` is shown by `systemctl status`.
+pub fn ready(status: &str) {
+    notify(&[NotifyState::Ready, NotifyState::Status(status)]);
+}
+
+pub fn status(status: &str) {
+    notify(&[NotifyState::Status(status)]);
+}
+
+pub fn stopping() {
+    notify(&[NotifyState::Stopping]);
+}
+
+pub fn watchdog_ping() {
+    notify(&[NotifyState::Watchdog]);
+}
+
+/// The watchdog interval systemd expects pings at (half of `WatchdogSec`), if enabled.
+pub fn watchdog_interval() -> Option<Duration> {
+    let mut usec = 0u64;
+    if sd_notify::watchdog_enabled(false, &mut usec) && usec > 0 {
+        Some(Duration::from_micros(usec / 2))
+    } else {
+        None
+    }
+}
+
+fn notify(states: &[NotifyState<'_>]) {
+    if std::env::var_os("NOTIFY_SOCKET").is_none() {
+        return;
+    }
+    match sd_notify::notify(false, states) {
+        Ok(()) => debug!("systemd notified"),
+        Err(e) => warn!(error = %e, "systemd notification failed"),
+    }
+}

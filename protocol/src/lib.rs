@@ -1,0 +1,9 @@
+//! Types shared by `station-agent` and `station-controller`.
+//!
+//! This crate holds the identifiers, wire messages and the segment-manifest format. It must stay
+//! free of GStreamer and of any database so that both sides (and third-party verifiers) can use it.
+
+pub mod ids;
+pub mod manifest;
+
+pub use ids::{CameraId, IdError, StationId};

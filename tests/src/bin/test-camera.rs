@@ -1,0 +1,188 @@
+//! `test-camera`: an RTSP test camera for Stationwatch tests.
+//!
+//! Serves `rtsp://127.0.0.1:PORT/cam` from `videotestsrc is-live=true pattern=ball` with a
+//! `timeoverlay`, encoded as H.264 (x264enc) or H.265 (x265enc). The media factory is shared,
+//! so every client sees the same stream. Prints exactly one line, `READY <url>`, on stdout
+//! once the server socket is bound and attached, then serves until SIGTERM or SIGINT.
+//!
+//! Exit codes: 0 after a signal, 1 on any error (bad arguments for the pipeline, port in use).
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, ValueEnum};
+use gst_rtsp_server::prelude::*;
+use gst_rtsp_server::{gio, glib};
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+enum Codec {
+    H264,
+    H265,
+}
+
+/// RTSP test camera (videotestsrc + timeoverlay, H.264 or H.265).
+#[derive(Parser, Debug)]
+#[command(name = "test-camera", version)]
+struct Args {
+    /// TCP port to listen on (127.0.0.1). 0 picks a free port; the READY line shows it.
+    #[arg(long)]
+    port: u16,
+    /// Mount path of the stream.
+    #[arg(long, default_value = "/cam")]
+    path: String,
+    #[arg(long, default_value_t = 1280)]
+    width: u32,
+    #[arg(long, default_value_t = 720)]
+    height: u32,
+    #[arg(long, default_value_t = 15)]
+    fps: u32,
+    #[arg(long = "bitrate-kbps", default_value_t = 2000)]
+    bitrate_kbps: u32,
+    #[arg(long, value_enum, default_value_t = Codec::H264)]
+    codec: Codec,
+}
+
+fn launch_line(args: &Args) -> String {
+    let Args {
+        width,
+        height,
+        fps,
+        bitrate_kbps,
+        ..
+    } = args;
+    let (encoder, payloader) = match args.codec {
+        Codec::H264 => (
+            format!(
+                "x264enc tune=zerolatency speed-preset=ultrafast key-int-max={fps} \
+                 bitrate={bitrate_kbps}"
+            ),
+            "rtph264pay",
+        ),
+        Codec::H265 => (
+            format!(
+                "x265enc tune=zerolatency speed-preset=ultrafast key-int-max={fps} \
+                 bitrate={bitrate_kbps}"
+            ),
+            "rtph265pay",
+        ),
+    };
+    format!(
+        "( videotestsrc is-live=true pattern=ball \
+         ! video/x-raw,width={width},height={height},framerate={fps}/1 \
+         ! timeoverlay ! videoconvert ! video/x-raw,format=I420 \
+         ! {encoder} ! {payloader} name=pay0 pt=96 config-interval=-1 )"
+    )
+}
+
+fn validate(args: &Args) -> Result<()> {
+    if !args.path.starts_with('/') {
+        bail!("--path must start with '/', got {:?}", args.path);
+    }
+    if args.width == 0 || args.height == 0 || args.fps == 0 || args.bitrate_kbps == 0 {
+        bail!("--width, --height, --fps and --bitrate-kbps must be positive");
+    }
+    let encoder = match args.codec {
+        Codec::H264 => "x264enc",
+        Codec::H265 => "x265enc",
+    };
+    for element in ["videotestsrc", "timeoverlay", encoder] {
+        if gst::ElementFactory::find(element).is_none() {
+            bail!("GStreamer element {element:?} is not installed");
+        }
+    }
+    Ok(())
+}
+
+/// Blocks SIGTERM and SIGINT in this thread (and so in every thread spawned later, including
+/// GStreamer's), so that they can be received synchronously with `sigwait` in one thread.
+fn block_termination_signals() -> Result<libc::sigset_t> {
+    // SAFETY: plain libc signal-set manipulation on a local, zero-initialised sigset_t.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        if rc != 0 {
+            bail!(
+                "pthread_sigmask failed: {}",
+                std::io::Error::from_raw_os_error(rc)
+            );
+        }
+        Ok(set)
+    }
+}
+
+fn run(args: Args) -> Result<()> {
+    let signals = block_termination_signals()?;
+    gst::init().context("initialising GStreamer")?;
+    validate(&args)?;
+
+    let server = gst_rtsp_server::RTSPServer::new();
+    server.set_address("127.0.0.1");
+    server.set_service(&args.port.to_string());
+
+    let factory = gst_rtsp_server::RTSPMediaFactory::new();
+    factory.set_launch(&launch_line(&args));
+    factory.set_shared(true);
+    let mounts = server
+        .mount_points()
+        .context("RTSP server has no mount points")?;
+    mounts.add_factory(&args.path, factory);
+
+    // create_source binds the socket and reports the real cause (e.g. "Address already in
+    // use"), which RTSPServer::attach would reduce to a bare failure.
+    let source = server
+        .create_source(None::<&gio::Cancellable>)
+        .with_context(|| format!("cannot listen on 127.0.0.1:{}", args.port))?;
+    let main_loop = glib::MainLoop::new(None, false);
+    let _server_source = source.attach(None);
+    let port = server.bound_port();
+    if port <= 0 {
+        bail!("RTSP server socket is not bound");
+    }
+
+    // Drop sessions of clients that went away without TEARDOWN.
+    let pool = server.session_pool();
+    let _cleanup = glib::timeout_add_seconds_local(2, move || {
+        if let Some(pool) = &pool {
+            pool.cleanup();
+        }
+        glib::ControlFlow::Continue
+    });
+
+    let loop_for_signals = main_loop.clone();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let mut sig: libc::c_int = 0;
+            // SAFETY: `signals` is a valid, initialised set; `sig` is a valid out-pointer.
+            let rc = unsafe { libc::sigwait(&signals, &mut sig) };
+            if rc == 0 {
+                eprintln!("test-camera: got signal {sig}, shutting down");
+            }
+            loop_for_signals.quit();
+        })
+        .context("spawning the signal thread")?;
+
+    let url = format!("rtsp://127.0.0.1:{port}{}", args.path);
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "READY {url}").context("writing READY line")?;
+    stdout.flush().context("flushing stdout")?;
+    drop(stdout);
+
+    main_loop.run();
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("test-camera: error: {err:#}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,594 @@
+//! Test fixtures for Stationwatch end-to-end tests.
+//!
+//! - [`TestCamera`]: runs the `test-camera` binary (an RTSP server fed by `videotestsrc`) as a
+//!   child process, waits for it to listen, and can stop and restart it on the same port to
+//!   simulate a camera that drops off the network and comes back.
+//! - [`ffprobe_packets`], [`ffprobe_decodable_frames`], [`ffprobe_video_codec`]: inspect a
+//!   recorded file with `ffprobe`.
+//! - [`ffmpeg_pull`]: record a few seconds of an RTSP stream with `ffmpeg`.
+//! - [`free_port`], [`have_binary`], [`have_gst_element`]: environment helpers so tests can
+//!   skip cleanly when a tool is missing.
+//!
+//! The `test-camera` binary lives in this package. Integration tests of this package find it
+//! with `env!("CARGO_BIN_EXE_test-camera")`; anything else can use [`test_camera_bin`].
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+
+/// How long [`TestCamera::start`] waits for the `READY` line.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long [`TestCamera::stop`] waits after SIGTERM before it kills the process.
+pub const STOP_GRACE: Duration = Duration::from_secs(3);
+/// How long [`TestCamera::restart`] keeps retrying when the port is not free yet.
+pub const RESTART_BIND_RETRY: Duration = Duration::from_secs(10);
+/// Most stderr bytes kept from the camera process (the tail is kept).
+const STDERR_KEEP: usize = 64 * 1024;
+
+/// Returns a TCP port on 127.0.0.1 that was free a moment ago.
+///
+/// Racy by nature (another process may take it before you bind it); prefer passing port 0 to
+/// [`TestCamera::start`], which lets the camera pick its own port.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("binding 127.0.0.1:0 must work on a test host")
+}
+
+/// True if `name` is an executable file, either given as a path or found on `PATH`.
+pub fn have_binary(name: &str) -> bool {
+    fn is_executable(p: &Path) -> bool {
+        p.metadata()
+            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            .unwrap_or(false)
+    }
+    if name.contains('/') {
+        return is_executable(Path::new(name));
+    }
+    std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|dir| is_executable(&dir.join(name))))
+        .unwrap_or(false)
+}
+
+/// True if the GStreamer element factory `name` (e.g. `"x265enc"`) is installed.
+pub fn have_gst_element(name: &str) -> bool {
+    gst::init().is_ok() && gst::ElementFactory::find(name).is_some()
+}
+
+/// Path of the `test-camera` binary next to the running test executable.
+///
+/// Test executables live in `target/<profile>/deps/`, binaries in `target/<profile>/`, so this
+/// is `current_exe()/../../test-camera`. `STATIONWATCH_TEST_CAMERA` overrides it. Cargo only
+/// builds the binary for tests of this package (`stationwatch-tests`); from elsewhere, run
+/// `cargo build -p stationwatch-tests --bin test-camera` first.
+pub fn test_camera_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("STATIONWATCH_TEST_CAMERA") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().unwrap_or_default();
+    let mut candidates = Vec::new();
+    if let Some(dir) = exe.parent() {
+        if let Some(profile_dir) = dir.parent() {
+            candidates.push(profile_dir.join("test-camera"));
+        }
+        candidates.push(dir.join("test-camera"));
+    }
+    candidates
+        .iter()
+        .find(|p| p.is_file())
+        .or(candidates.first())
+        .cloned()
+        .unwrap_or_else(|| PathBuf::from("test-camera"))
+}
+
+/// Video codec of the test camera.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Default)]
+pub enum Codec {
+    #[default]
+    H264,
+    H265,
+}
+
+impl Codec {
+    /// Value of the `--codec` argument of `test-camera`.
+    pub fn as_arg(self) -> &'static str {
+        match self {
+            Codec::H264 => "h264",
+            Codec::H265 => "h265",
+        }
+    }
+
+    /// `codec_name` as reported by ffprobe.
+    pub fn ffprobe_name(self) -> &'static str {
+        match self {
+            Codec::H264 => "h264",
+            Codec::H265 => "hevc",
+        }
+    }
+
+    /// GStreamer encoder element the camera uses.
+    pub fn gst_encoder(self) -> &'static str {
+        match self {
+            Codec::H264 => "x264enc",
+            Codec::H265 => "x265enc",
+        }
+    }
+}
+
+/// Options of a [`TestCamera`]. The default is a small, cheap stream (320x240 @ 15 fps H.264,
+/// 500 kbit/s) on a port picked by the camera itself (`port: 0`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CameraOpts {
+    /// 0 lets the camera pick a free port; [`TestCamera::port`] tells which.
+    pub port: u16,
+    pub width: u32,
+    pub height: u32,
+    pub fps: u32,
+    pub bitrate_kbps: u32,
+    pub codec: Codec,
+}
+
+impl Default for CameraOpts {
+    fn default() -> Self {
+        CameraOpts {
+            port: 0,
+            width: 320,
+            height: 240,
+            fps: 15,
+            bitrate_kbps: 500,
+            codec: Codec::H264,
+        }
+    }
+}
+
+impl CameraOpts {
+    fn args(&self) -> Vec<String> {
+        vec![
+            "--port".into(),
+            self.port.to_string(),
+            "--width".into(),
+            self.width.to_string(),
+            "--height".into(),
+            self.height.to_string(),
+            "--fps".into(),
+            self.fps.to_string(),
+            "--bitrate-kbps".into(),
+            self.bitrate_kbps.to_string(),
+            "--codec".into(),
+            self.codec.as_arg().into(),
+        ]
+    }
+}
+
+/// A running `test-camera` child process.
+struct Running {
+    child: Child,
+    url: String,
+    port: u16,
+    stderr_thread: Option<JoinHandle<()>>,
+}
+
+/// Why a spawn attempt failed: restart retries only when the process exited by itself (most
+/// likely because the port was still taken).
+enum SpawnError {
+    Exited(anyhow::Error),
+    Other(anyhow::Error),
+}
+
+impl From<SpawnError> for anyhow::Error {
+    fn from(e: SpawnError) -> Self {
+        match e {
+            SpawnError::Exited(e) | SpawnError::Other(e) => e,
+        }
+    }
+}
+
+/// An RTSP test camera running as a child process (the `test-camera` binary).
+///
+/// Dropping it kills the process.
+pub struct TestCamera {
+    bin: PathBuf,
+    opts: CameraOpts,
+    url: String,
+    running: Option<Running>,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl TestCamera {
+    /// Starts `bin` (the `test-camera` binary) with `opts` and waits up to 20 s for it to print
+    /// `READY <url>`. With `opts.port == 0` the camera picks a free port.
+    pub fn start(bin: impl AsRef<Path>, opts: CameraOpts) -> Result<TestCamera> {
+        let bin = bin.as_ref().to_path_buf();
+        if !bin.is_file() {
+            bail!(
+                "test-camera binary not found at {} (build it with \
+                 `cargo build -p stationwatch-tests --bin test-camera`, or set \
+                 STATIONWATCH_TEST_CAMERA)",
+                bin.display()
+            );
+        }
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let running = spawn(&bin, &opts, &stderr)?;
+        let mut opts = opts;
+        opts.port = running.port;
+        Ok(TestCamera {
+            bin,
+            opts,
+            url: running.url.clone(),
+            running: Some(running),
+            stderr,
+        })
+    }
+
+    /// `rtsp://127.0.0.1:PORT/cam`. Stays the same across [`TestCamera::restart`].
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The TCP port the camera listens on.
+    pub fn port(&self) -> u16 {
+        self.opts.port
+    }
+
+    /// The options, with the actual port filled in.
+    pub fn opts(&self) -> &CameraOpts {
+        &self.opts
+    }
+
+    /// Process id of the camera, if it is running.
+    pub fn pid(&self) -> Option<u32> {
+        self.running.as_ref().map(|r| r.child.id())
+    }
+
+    /// True if the process is still alive.
+    pub fn is_running(&mut self) -> bool {
+        match &mut self.running {
+            Some(r) => matches!(r.child.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// Everything the camera wrote on stderr so far (the last 64 KiB).
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Stops the camera: SIGTERM, then waits up to 3 s, then SIGKILL. Clients see the server
+    /// go away; new connections are refused. Doing nothing if it is not running.
+    pub fn stop(&mut self) -> Result<()> {
+        let Some(mut running) = self.running.take() else {
+            return Ok(());
+        };
+        let status = terminate(&mut running.child, STOP_GRACE)?;
+        if let Some(t) = running.stderr_thread.take() {
+            let _ = t.join();
+        }
+        if !status.success() {
+            // SIGKILL after the grace period, or an error exit: worth telling, not failing.
+            eprintln!(
+                "test-camera on port {} ended with {status}; stderr:\n{}",
+                self.opts.port,
+                self.stderr()
+            );
+        }
+        Ok(())
+    }
+
+    /// Stops the camera if it runs, then starts it again on the same port, retrying for up to
+    /// 10 s while the port is not free yet.
+    pub fn restart(&mut self) -> Result<()> {
+        self.stop()?;
+        let deadline = Instant::now() + RESTART_BIND_RETRY;
+        loop {
+            match spawn(&self.bin, &self.opts, &self.stderr) {
+                Ok(running) => {
+                    if running.url != self.url {
+                        bail!(
+                            "restarted camera serves {} instead of {}",
+                            running.url,
+                            self.url
+                        );
+                    }
+                    self.running = Some(running);
+                    return Ok(());
+                }
+                Err(SpawnError::Exited(_)) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(250));
+                }
+                Err(e) => {
+                    return Err(anyhow::Error::from(e)
+                        .context(format!("restarting test-camera on port {}", self.opts.port)))
+                }
+            }
+        }
+    }
+}
+
+impl Drop for TestCamera {
+    fn drop(&mut self) {
+        if let Some(mut running) = self.running.take() {
+            let _ = running.child.kill();
+            let _ = running.child.wait();
+            if let Some(t) = running.stderr_thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+/// Sends SIGTERM, waits up to `grace`, then SIGKILLs. Returns the exit status.
+fn terminate(child: &mut Child, grace: Duration) -> Result<ExitStatus> {
+    if let Some(status) = child.try_wait().context("polling test-camera")? {
+        return Ok(status);
+    }
+    let pid = libc::pid_t::try_from(child.id()).context("pid out of range")?;
+    // SAFETY: kill(2) on the pid of our own child, which has not been reaped yet (try_wait
+    // above returned None), so the pid cannot have been reused.
+    unsafe {
+        libc::kill(pid, libc::SIGTERM);
+    }
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait().context("waiting for test-camera")? {
+            return Ok(status);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    child.wait().context("waiting for killed test-camera")
+}
+
+fn spawn(
+    bin: &Path,
+    opts: &CameraOpts,
+    stderr: &Arc<Mutex<String>>,
+) -> Result<Running, SpawnError> {
+    let mut child = Command::new(bin)
+        .args(opts.args())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("spawning {}", bin.display()))
+        .map_err(SpawnError::Other)?;
+
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let (tx, rx) = mpsc::channel::<String>();
+    // Reads the READY line, then keeps draining stdout so the child never blocks on it.
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some(url) = line.strip_prefix("READY ") {
+                if let Some(tx) = tx.take() {
+                    let _ = tx.send(url.trim().to_string());
+                }
+            }
+        }
+    });
+
+    let child_stderr = child.stderr.take().expect("stderr is piped");
+    let sink = Arc::clone(stderr);
+    let stderr_thread = std::thread::spawn(move || {
+        let mut reader = BufReader::new(child_stderr);
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = reader.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            if let Ok(mut s) = sink.lock() {
+                s.push_str(&String::from_utf8_lossy(&buf[..n]));
+                if s.len() > STDERR_KEEP {
+                    let mut cut = s.len() - STDERR_KEEP;
+                    while !s.is_char_boundary(cut) {
+                        cut += 1;
+                    }
+                    s.drain(..cut);
+                }
+            }
+        }
+    });
+
+    let stderr_text = |stderr: &Arc<Mutex<String>>| -> String {
+        stderr.lock().map(|s| s.clone()).unwrap_or_default()
+    };
+
+    match rx.recv_timeout(READY_TIMEOUT) {
+        Ok(url) => {
+            let port = port_of(&url)
+                .with_context(|| format!("test-camera printed a bad URL: {url:?}"))
+                .map_err(SpawnError::Other)?;
+            Ok(Running {
+                child,
+                url,
+                port,
+                stderr_thread: Some(stderr_thread),
+            })
+        }
+        Err(mpsc::RecvTimeoutError::Disconnected) => {
+            // stdout closed without READY: the process is exiting.
+            let status = child.wait();
+            let _ = stderr_thread.join();
+            let status = status
+                .map(|s| s.to_string())
+                .unwrap_or_else(|e| format!("unknown status ({e})"));
+            Err(SpawnError::Exited(anyhow!(
+                "test-camera exited before READY ({status}); stderr:\n{}",
+                stderr_text(stderr)
+            )))
+        }
+        Err(mpsc::RecvTimeoutError::Timeout) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            let _ = stderr_thread.join();
+            Err(SpawnError::Other(anyhow!(
+                "test-camera printed no READY line within {READY_TIMEOUT:?}; stderr:\n{}",
+                stderr_text(stderr)
+            )))
+        }
+    }
+}
+
+/// Port of `rtsp://HOST:PORT/path`.
+fn port_of(url: &str) -> Result<u16> {
+    let rest = url.strip_prefix("rtsp://").context("not an rtsp:// URL")?;
+    let authority = rest.split('/').next().unwrap_or_default();
+    let (_, port) = authority.rsplit_once(':').context("no port in URL")?;
+    port.parse().context("bad port in URL")
+}
+
+fn run_tool(cmd: &mut Command) -> Result<String> {
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running {program} (is it installed?)"))?;
+    if !out.status.success() {
+        bail!(
+            "{program} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// `pts_time` of every packet of the first video stream of `path`, in file order. Packets
+/// without a timestamp are skipped.
+pub fn ffprobe_packets(path: impl AsRef<Path>) -> Result<Vec<f64>> {
+    let path = path.as_ref();
+    let out = run_tool(
+        Command::new("ffprobe")
+            .args(["-v", "error", "-select_streams", "v:0"])
+            .args(["-show_entries", "packet=pts_time", "-of", "csv=p=0"])
+            .arg(path),
+    )
+    .with_context(|| format!("listing packets of {}", path.display()))?;
+    Ok(out
+        .lines()
+        .map(|l| l.trim().trim_end_matches(','))
+        .filter_map(|l| l.parse::<f64>().ok())
+        .collect())
+}
+
+/// Number of frames of the first video stream of `path` that decode (`ffprobe -count_frames`).
+pub fn ffprobe_decodable_frames(path: impl AsRef<Path>) -> Result<u64> {
+    let path = path.as_ref();
+    let out = run_tool(
+        Command::new("ffprobe")
+            .args(["-v", "error", "-count_frames", "-select_streams", "v:0"])
+            .args(["-show_entries", "stream=nb_read_frames", "-of", "csv=p=0"])
+            .arg(path),
+    )
+    .with_context(|| format!("counting frames of {}", path.display()))?;
+    let first = out
+        .lines()
+        .map(|l| l.trim().trim_end_matches(','))
+        .find(|l| !l.is_empty())
+        .with_context(|| format!("{} has no video stream", path.display()))?;
+    first
+        .parse()
+        .with_context(|| format!("ffprobe printed {first:?} as frame count"))
+}
+
+/// `codec_name` of the first video stream of `path` (`"h264"`, `"hevc"`, ...).
+pub fn ffprobe_video_codec(path: impl AsRef<Path>) -> Result<String> {
+    let path = path.as_ref();
+    let out = run_tool(
+        Command::new("ffprobe")
+            .args(["-v", "error", "-select_streams", "v:0"])
+            .args(["-show_entries", "stream=codec_name", "-of", "csv=p=0"])
+            .arg(path),
+    )
+    .with_context(|| format!("probing {}", path.display()))?;
+    out.lines()
+        .map(|l| l.trim().trim_end_matches(','))
+        .find(|l| !l.is_empty())
+        .map(str::to_string)
+        .with_context(|| format!("{} has no video stream", path.display()))
+}
+
+/// Records `seconds` of the RTSP stream at `url` (over TCP) into `out` without re-encoding
+/// (`ffmpeg -rtsp_transport tcp -i URL -t SECONDS -c copy OUT`). The container follows the
+/// extension of `out` (`.ts`, `.mkv`, ...). Fails if ffmpeg fails or takes 20 s longer than
+/// asked.
+pub fn ffmpeg_pull(url: &str, seconds: f64, out: impl AsRef<Path>) -> Result<()> {
+    let out = out.as_ref();
+    let mut child = Command::new("ffmpeg")
+        .args(["-nostdin", "-hide_banner", "-loglevel", "error", "-y"])
+        .args(["-rtsp_transport", "tcp", "-i", url])
+        .args(["-t", &seconds.to_string(), "-c", "copy"])
+        .arg(out)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("spawning ffmpeg (is it installed?)")?;
+    let mut err_pipe = child.stderr.take().expect("stderr is piped");
+    let err_thread = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err_pipe.read_to_string(&mut s);
+        s
+    });
+    let deadline = Instant::now() + Duration::from_secs_f64(seconds.max(0.0) + 20.0);
+    let status = loop {
+        if let Some(status) = child.try_wait().context("waiting for ffmpeg")? {
+            break Some(status);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let err = err_thread.join().unwrap_or_default();
+    match status {
+        Some(s) if s.success() => Ok(()),
+        Some(s) => bail!("ffmpeg pulling {url} failed ({s}): {}", err.trim()),
+        None => bail!("ffmpeg pulling {url} timed out: {}", err.trim()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_of_parses_rtsp_urls() {
+        assert_eq!(port_of("rtsp://127.0.0.1:8554/cam").unwrap(), 8554);
+        assert_eq!(port_of("rtsp://127.0.0.1:1/a/b").unwrap(), 1);
+        assert!(port_of("http://127.0.0.1:80/").is_err());
+        assert!(port_of("rtsp://127.0.0.1/cam").is_err());
+    }
+
+    #[test]
+    fn free_port_is_bindable() {
+        let port = free_port();
+        assert_ne!(port, 0);
+        TcpListener::bind(("127.0.0.1", port)).unwrap();
+    }
+
+    #[test]
+    fn have_binary_finds_sh_and_not_nonsense() {
+        assert!(have_binary("sh"));
+        assert!(have_binary("/bin/sh"));
+        assert!(!have_binary("no-such-binary-stationwatch"));
+    }
+
+    #[test]
+    fn default_opts_are_small() {
+        let o = CameraOpts::default();
+        assert_eq!((o.width, o.height, o.fps, o.port), (320, 240, 15, 0));
+        assert!(o.args().windows(2).any(|w| w == ["--codec", "h264"]));
+    }
+}
