@@ -498,11 +498,21 @@ impl Reader {
     }
 }
 
-/// Whether recordings can be written under `path`: creates it if missing, then writes and
-/// removes a probe file.
+/// Whether recordings can be written under `path`, without creating anything: the folder (or,
+/// when it does not exist yet, its nearest existing ancestor, where the agent will create it)
+/// must accept a new file.
 pub fn check_writable(path: &Path) -> std::io::Result<()> {
-    std::fs::create_dir_all(path)?;
-    let probe = path.join(format!(".stationwatch-probe-{}", std::process::id()));
+    let existing = path
+        .ancestors()
+        .find(|p| p.exists())
+        .unwrap_or_else(|| Path::new("/"));
+    if !existing.is_dir() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::NotADirectory,
+            format!("{} is not a directory", existing.display()),
+        ));
+    }
+    let probe = existing.join(format!(".stationwatch-probe-{}", std::process::id()));
     std::fs::write(&probe, b"probe")?;
     std::fs::remove_file(&probe)
 }
@@ -627,6 +637,25 @@ fps = "fast"
                 .any(|p| p.key == "storage.path" && p.message.contains("not writable")),
             "{err}"
         );
+    }
+
+    #[test]
+    fn reference_config_is_valid() {
+        let text = include_str!("../../config/agent.toml");
+        let c = parse(text).expect("config/agent.toml must stay valid");
+        assert_eq!(c.cameras.len(), 2);
+        // The reference documents the defaults: it must not change them.
+        assert_eq!(c.storage.segment, Duration::from_secs(60));
+        assert_eq!(c.storage.sync_interval, Duration::from_millis(1000));
+    }
+
+    #[test]
+    fn missing_storage_folder_is_not_created_by_validation() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("a/b");
+        let text = GOOD.replace("/var/lib/stationwatch", target.to_str().unwrap());
+        AgentConfig::parse(Path::new("a.toml"), &text, true).expect("creatable is fine");
+        assert!(!dir.path().join("a").exists());
     }
 
     #[test]

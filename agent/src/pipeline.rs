@@ -290,14 +290,31 @@ fn link_rtp_pad(
         debug!(encoding, "second video stream ignored");
         return Ok(());
     }
+    let media = if encoding == "H264" {
+        "video/x-h264"
+    } else {
+        "video/x-h265"
+    };
     let depay = gst::ElementFactory::make(depay).build()?;
     let parse = gst::ElementFactory::make(parse)
         .property("config-interval", -1i32)
         .build()?;
-    pipeline.add_many([&depay, &parse])?;
-    gst::Element::link_many([&depay, &parse, tee])?;
-    depay.sync_state_with_parent()?;
-    parse.sync_state_with_parent()?;
+    // Whole access units: a frame sent as several slices must become one buffer (one PES with
+    // one timestamp), or segments could start in the middle of a keyframe.
+    let au = gst::ElementFactory::make("capsfilter")
+        .property(
+            "caps",
+            gst::Caps::builder(media)
+                .field("stream-format", "byte-stream")
+                .field("alignment", "au")
+                .build(),
+        )
+        .build()?;
+    pipeline.add_many([&depay, &parse, &au])?;
+    gst::Element::link_many([&depay, &parse, &au, tee])?;
+    for e in [&depay, &parse, &au] {
+        e.sync_state_with_parent()?;
+    }
     let depay_sink = depay
         .static_pad("sink")
         .ok_or_else(|| PipelineError::Build("depayloader without sink pad".into()))?;

@@ -24,6 +24,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 
+pub mod agent_process;
+
 /// How long [`TestCamera::start`] waits for the `READY` line.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long [`TestCamera::stop`] waits after SIGTERM before it kills the process.

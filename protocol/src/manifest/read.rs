@@ -2,7 +2,7 @@
 
 use serde::Deserialize;
 
-use super::entry::{Chain, Entry, EntryBody, EntryKind, SignedEntry, SIG_SUFFIX_LEN};
+use super::entry::{Chain, Entry, EntryBody, EntryKind, SignedEntry};
 use super::entry::{Deleted, Gap, GapReason, Segment, Start, Stop};
 use super::hash::{decode_lower_hex, Hash256};
 use super::key::PublicKey;
@@ -70,7 +70,7 @@ pub fn parse_line(line: &[u8]) -> Result<SignedEntry, LineError> {
     let signed = SignedEntry::assemble(entry, sig).map_err(invalid)?;
     // Unknown or duplicate fields, another order, white space, other escapes or another `sig`
     // position all make the bytes differ from the re-encoding.
-    if signed.line().as_bytes() != line || line.len() < SIG_SUFFIX_LEN {
+    if signed.line().as_bytes() != line {
         return Err(LineError::NonCanonical);
     }
     Ok(signed)

@@ -54,7 +54,7 @@ fn launch_line(args: &Args) -> String {
     let (encoder, payloader) = match args.codec {
         Codec::H264 => (
             format!(
-                "x264enc tune=zerolatency speed-preset=ultrafast key-int-max={fps} \
+                "x264enc tune=zerolatency speed-preset=ultrafast sliced-threads=false key-int-max={fps} \
                  bitrate={bitrate_kbps}"
             ),
             "rtph264pay",

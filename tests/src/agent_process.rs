@@ -1,0 +1,286 @@
+//! The real `station-agent` binary as a child process, and what a test reads of its recordings.
+//!
+//! [`agent_bin`] builds the agent once per test process (`cargo build -p station-agent`), so the
+//! end-to-end tests always run the current code even though Cargo does not build another
+//! package's binaries for a test.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use chrono::{DateTime, NaiveDateTime, Utc};
+
+/// Path of the `station-agent` binary of this workspace, built on first use.
+pub fn agent_bin() -> Result<PathBuf> {
+    static BUILT: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let status = Command::new(cargo)
+                .args(["build", "--quiet", "-p", "station-agent", "--bin", "station-agent"])
+                .current_dir(workspace_root())
+                .status()
+                .map_err(|e| format!("running cargo: {e}"))?;
+            if !status.success() {
+                return Err(format!("cargo build -p station-agent failed: {status}"));
+            }
+            let bin = target_dir().join("debug/station-agent");
+            if bin.is_file() {
+                Ok(bin)
+            } else {
+                Err(format!("{} missing after build", bin.display()))
+            }
+        })
+        .clone()
+        .map_err(anyhow::Error::msg)
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
+}
+
+/// A running agent. Dropping it kills the process.
+pub struct AgentProcess {
+    child: Option<Child>,
+    pub config: PathBuf,
+    log: Arc<Mutex<String>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl AgentProcess {
+    /// Writes `config_text` to `dir/agent.toml` and starts `station-agent run` on it.
+    pub fn start(dir: &Path, config_text: &str) -> Result<Self> {
+        Self::start_with_env(dir, config_text, &[])
+    }
+
+    pub fn start_with_env(dir: &Path, config_text: &str, env: &[(&str, &str)]) -> Result<Self> {
+        let config = dir.join("agent.toml");
+        std::fs::write(&config, config_text)?;
+        let mut cmd = Command::new(agent_bin()?);
+        cmd.args(["run", "--config"])
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if !env.iter().any(|(k, _)| *k == "RUST_LOG") {
+            cmd.env("RUST_LOG", "info");
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().context("spawning station-agent")?;
+        let stderr = child.stderr.take().context("stderr is piped")?;
+        let log = Arc::new(Mutex::new(String::new()));
+        let sink = log.clone();
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(|l| l.ok()) {
+                if std::env::var_os("STATIONWATCH_TEST_ECHO").is_some() {
+                    eprintln!("agent| {line}");
+                }
+                if let Ok(mut s) = sink.lock() {
+                    s.push_str(&line);
+                    s.push('\n');
+                }
+            }
+        });
+        Ok(Self {
+            child: Some(child),
+            config,
+            log,
+            reader: Some(reader),
+        })
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Everything the agent logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Waits until the log contains `needle` `count` times.
+    pub fn wait_log_count(&self, needle: &str, count: usize, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.log().matches(needle).count() >= count {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "agent did not log {needle:?} {count} time(s) within {timeout:?}; log:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn wait_log(&self, needle: &str, timeout: Duration) -> Result<()> {
+        self.wait_log_count(needle, 1, timeout)
+    }
+
+    fn signal(&self, sig: i32) -> Result<()> {
+        let pid = self.pid().context("agent already stopped")?;
+        // SAFETY: kill(2) on our own child's pid.
+        if unsafe { libc::kill(pid as i32, sig) } != 0 {
+            bail!("kill({pid}, {sig}): {}", std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// SIGTERM, then waits up to `timeout` for the exit. Returns the status and how long the
+    /// agent took to exit.
+    pub fn terminate(&mut self, timeout: Duration) -> Result<(ExitStatus, Duration)> {
+        let t0 = Instant::now();
+        self.signal(libc::SIGTERM)?;
+        let status = self.wait(timeout)?;
+        Ok((status, t0.elapsed()))
+    }
+
+    /// SIGKILL (a crash or a power cut as far as the process is concerned), and reap it.
+    pub fn kill(&mut self) -> Result<()> {
+        self.signal(libc::SIGKILL)?;
+        self.wait(Duration::from_secs(10))?;
+        Ok(())
+    }
+
+    fn wait(&mut self, timeout: Duration) -> Result<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        let child = self.child.as_mut().context("agent already stopped")?;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                self.child = None;
+                if let Some(r) = self.reader.take() {
+                    let _ = r.join();
+                }
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                self.child = None;
+                bail!("agent did not exit within {timeout:?}; log:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Runs `station-agent ARGS...` to completion and returns (status, stdout, stderr).
+pub fn agent_command(args: &[&str]) -> Result<(ExitStatus, String, String)> {
+    let out = Command::new(agent_bin()?)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .context("running station-agent")?;
+    Ok((
+        out.status,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+/// A recorded segment file found on disk.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SegmentFile {
+    /// UTC start time, from the file name.
+    pub start: DateTime<Utc>,
+    pub path: PathBuf,
+}
+
+/// Parses `YYYYMMDDTHHMMSS.mmmZ[.n].ts` into the segment's start time.
+pub fn segment_start_from_name(path: &Path) -> Option<DateTime<Utc>> {
+    let name = path.file_name()?.to_str()?;
+    let stamp = name.get(..19)?;
+    let naive = NaiveDateTime::parse_from_str(stamp, "%Y%m%dT%H%M%S%.3f").ok()?;
+    (name.get(19..20) == Some("Z")).then(|| naive.and_utc())
+}
+
+/// Every segment of `camera` under `storage`, oldest first. Also checks the layout:
+/// `<storage>/<camera>/<YYYY-MM-DD>/<stamp>.ts`, the day folder matching the start time.
+pub fn segments(storage: &Path, camera: &str) -> Result<Vec<SegmentFile>> {
+    let cam_dir = storage.join(camera);
+    let mut out = Vec::new();
+    if !cam_dir.exists() {
+        return Ok(out);
+    }
+    for day in std::fs::read_dir(&cam_dir)? {
+        let day = day?.path();
+        if !day.is_dir() {
+            continue;
+        }
+        for f in std::fs::read_dir(&day)? {
+            let path = f?.path();
+            if path.extension().and_then(|e| e.to_str()) != Some("ts") {
+                continue;
+            }
+            let start = segment_start_from_name(&path)
+                .with_context(|| format!("segment name {} is not a UTC stamp", path.display()))?;
+            let day_name = day.file_name().and_then(|d| d.to_str()).unwrap_or("");
+            if day_name != start.format("%Y-%m-%d").to_string() {
+                bail!("{} is not in its day's folder", path.display());
+            }
+            out.push(SegmentFile { start, path });
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Waits until `camera` has a segment whose start is after `after`; returns it.
+pub fn wait_segment_after(
+    storage: &Path,
+    camera: &str,
+    after: DateTime<Utc>,
+    timeout: Duration,
+) -> Result<SegmentFile> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(s) = segments(storage, camera)?
+            .into_iter()
+            .find(|s| s.start > after && std::fs::metadata(&s.path).map(|m| m.len() > 0).unwrap_or(false))
+        {
+            return Ok(s);
+        }
+        if Instant::now() > deadline {
+            bail!("no segment of {camera} started after {after} within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A minimal agent config for tests.
+pub fn config(storage: &Path, segment_seconds: u32, cameras: &[(&str, &str)]) -> String {
+    let mut s = format!(
+        "[station]\nid = \"TEST-0001\"\n\n[storage]\npath = \"{}\"\nsegment_seconds = {segment_seconds}\n\n\
+         [supervision]\nstall_timeout_seconds = 3\n",
+        storage.display()
+    );
+    for (id, extra) in cameras {
+        s.push_str(&format!("\n[[camera]]\nid = \"{id}\"\n{extra}\n"));
+    }
+    s
+}

@@ -1,0 +1,370 @@
+//! End-to-end recording tests: the real `station-agent` binary, real GStreamer pipelines, the
+//! RTSP test camera as a child process, and ffprobe to check what a player would see.
+//!
+//! They print the figures they measure (resume times, footage lost on SIGKILL) so a CI log
+//! shows them; the assertions are the limits the issue sets.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use stationwatch_tests::agent_process::{
+    agent_command, config, segments, wait_segment_after, AgentProcess, SegmentFile,
+};
+use stationwatch_tests::{
+    ffprobe_decodable_frames, ffprobe_packets, ffprobe_video_codec, free_port, have_binary,
+    have_gst_element, CameraOpts, Codec, TestCamera,
+};
+
+const CAMERA_BIN: &str = env!("CARGO_BIN_EXE_test-camera");
+const TEST_SOURCE: &str = "source = \"test\"\nwidth = 320\nheight = 240\nfps = 15\nbitrate_kbps = 300";
+
+fn tools_present() -> bool {
+    let ok = have_binary("ffprobe") && have_gst_element("x264enc") && have_gst_element("mpegtsmux");
+    if !ok {
+        eprintln!("SKIP: ffprobe, x264enc or mpegtsmux missing (run scripts/install-deps)");
+    }
+    ok
+}
+
+fn rtsp_source(cam: &TestCamera) -> String {
+    format!("source = \"{}\"", cam.url())
+}
+
+fn chrono_secs(s: f64) -> chrono::Duration {
+    chrono::Duration::microseconds((s * 1e6) as i64)
+}
+
+/// What ffprobe sees in one segment.
+struct Probe {
+    pts: Vec<f64>,
+    decodable: u64,
+}
+
+fn probe(seg: &SegmentFile) -> Probe {
+    let pts = ffprobe_packets(&seg.path).expect("ffprobe packets");
+    let decodable = ffprobe_decodable_frames(&seg.path).expect("ffprobe frames");
+    Probe { pts, decodable }
+}
+
+/// UTC time covered up to the last frame of a segment (its name gives the first frame's).
+fn last_frame_utc(seg: &SegmentFile, p: &Probe) -> DateTime<Utc> {
+    let first = p.pts.first().copied().unwrap_or(0.0);
+    let last = p.pts.last().copied().unwrap_or(0.0);
+    seg.start + chrono_secs(last - first)
+}
+
+/// Every packet of every finished segment decodes, and frames follow each other at exactly
+/// 1/fps across segment boundaries: nothing lost, nothing duplicated. Returns the frame count.
+fn assert_gapless(segs: &[SegmentFile], fps: f64) -> usize {
+    let mut all = Vec::new();
+    for s in segs {
+        let p = probe(s);
+        assert!(!p.pts.is_empty(), "{} has no frames", s.path.display());
+        assert_eq!(
+            p.decodable,
+            p.pts.len() as u64,
+            "{}: {} packets but {} decodable frames",
+            s.path.display(),
+            p.pts.len(),
+            p.decodable
+        );
+        all.extend(p.pts);
+    }
+    let step = 1.0 / fps;
+    for (i, w) in all.windows(2).enumerate() {
+        let d = w[1] - w[0];
+        assert!(
+            (d - step).abs() < 0.003,
+            "frame {i}->{}: pts step {d:.4} s instead of {step:.4} s (lost or duplicated frame)",
+            i + 1
+        );
+    }
+    all.len()
+}
+
+#[test]
+fn segments_are_gapless_playable_and_closed_on_sigterm() {
+    if !tools_present() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let storage = dir.path().join("rec");
+    let mut agent =
+        AgentProcess::start(dir.path(), &config(&storage, 2, &[("cam", TEST_SOURCE)])).unwrap();
+    agent.wait_log("agent ready", Duration::from_secs(20)).unwrap();
+    std::thread::sleep(Duration::from_secs(7));
+    let term_at = Utc::now();
+    let (status, took) = agent.terminate(Duration::from_secs(10)).unwrap();
+    assert!(status.success(), "agent exit status {status}; log:\n{}", agent.log());
+    eprintln!("SIGTERM to exit: {:.2} s", took.as_secs_f64());
+    assert!(took < Duration::from_secs(5), "SIGTERM took {took:?}");
+
+    let segs = segments(&storage, "cam").unwrap();
+    assert!(segs.len() >= 3, "expected >= 3 segments of 2 s, got {segs:?}");
+    let frames = assert_gapless(&segs, 15.0);
+    eprintln!(
+        "{} segments, {frames} frames, no frame lost or duplicated across boundaries",
+        segs.len()
+    );
+    // Every closed segment but the last is 2 s (30 frames at 15 fps, GOP of 2 s).
+    for s in &segs[..segs.len() - 1] {
+        let p = probe(s);
+        assert_eq!(p.pts.len(), 30, "{} holds {} frames", s.path.display(), p.pts.len());
+    }
+    for w in segs.windows(2) {
+        let d = (w[1].start - w[0].start).num_milliseconds();
+        assert!((1950..=2050).contains(&d), "segment starts {d} ms apart");
+    }
+    // The open segment was finalised with everything up to the signal.
+    let last = segs.last().unwrap();
+    let lag = term_at - last_frame_utc(last, &probe(last));
+    assert!(
+        lag < chrono::Duration::milliseconds(1000),
+        "last recorded frame {lag} before SIGTERM"
+    );
+    assert!(agent.log().contains("segment finished"));
+}
+
+#[test]
+fn sigkill_at_arbitrary_moments_keeps_every_segment_and_loses_under_two_seconds() {
+    if !tools_present() {
+        return;
+    }
+    let cam = TestCamera::start(
+        CAMERA_BIN,
+        CameraOpts {
+            width: 640,
+            height: 360,
+            bitrate_kbps: 1000,
+            ..CameraOpts::default()
+        },
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let storage = dir.path().join("rec");
+    let cfg = config(&storage, 4, &[("cam", &rtsp_source(&cam))]);
+    // Kill moments spread over segment phases; one storage folder across restarts.
+    for (round, wait_ms) in [5_300u64, 6_900, 4_100].into_iter().enumerate() {
+        let before = segments(&storage, "cam").unwrap();
+        let started = Instant::now();
+        let agent = AgentProcess::start(dir.path(), &cfg).unwrap();
+        let first = wait_segment_after(
+            &storage,
+            "cam",
+            before.last().map(|s| s.start).unwrap_or(DateTime::<Utc>::MIN_UTC),
+            Duration::from_secs(20),
+        )
+        .unwrap();
+        eprintln!(
+            "round {round}: agent start to first new segment on disk: {:.2} s",
+            started.elapsed().as_secs_f64()
+        );
+        let _ = first;
+        std::thread::sleep(Duration::from_millis(wait_ms));
+        let kill_at = Utc::now();
+        let mut agent = agent;
+        agent.kill().unwrap();
+
+        let segs = segments(&storage, "cam").unwrap();
+        // Files of earlier rounds are untouched by later ones.
+        for b in &before {
+            assert!(segs.contains(b), "{} vanished", b.path.display());
+        }
+        let non_empty: Vec<&SegmentFile> = segs
+            .iter()
+            .filter(|s| std::fs::metadata(&s.path).map(|m| m.len() > 0).unwrap_or(false))
+            .collect();
+        let (open, finished) = non_empty.split_last().expect("segments recorded");
+        for s in finished {
+            let p = probe(s);
+            assert!(!p.pts.is_empty() && p.decodable == p.pts.len() as u64,
+                "finished segment {} damaged: {} packets, {} decodable", s.path.display(), p.pts.len(), p.decodable);
+        }
+        let p = probe(open);
+        assert!(
+            p.decodable >= 1 && p.decodable + 1 >= p.pts.len() as u64,
+            "open segment {} not playable: {} packets, {} decodable",
+            open.path.display(),
+            p.pts.len(),
+            p.decodable
+        );
+        let lost = kill_at - last_frame_utc(open, &p);
+        eprintln!(
+            "round {round}: SIGKILL {wait_ms} ms after start; open segment playable up to {} ms before the kill",
+            lost.num_milliseconds()
+        );
+        assert!(
+            lost < chrono::Duration::seconds(2),
+            "open segment ends {lost} before the kill"
+        );
+        // Only the segment being opened at the very moment of the kill may be empty.
+        let empty: Vec<_> = segs.iter().filter(|s| !non_empty.contains(s)).collect();
+        assert!(empty.len() <= 1 && empty.iter().all(|e| e.start >= open.start), "{empty:?}");
+    }
+}
+
+#[test]
+fn recording_resumes_by_itself_after_a_camera_outage() {
+    if !tools_present() {
+        return;
+    }
+    let mut cam = TestCamera::start(CAMERA_BIN, CameraOpts::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let storage = dir.path().join("rec");
+    let agent = AgentProcess::start(dir.path(), &config(&storage, 2, &[("cam", &rtsp_source(&cam))]))
+        .unwrap();
+    agent.wait_log("agent ready", Duration::from_secs(20)).unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+
+    cam.stop().unwrap();
+    agent.wait_log("camera lost", Duration::from_secs(10)).unwrap();
+    // Long enough for the backoff to grow past its first steps.
+    std::thread::sleep(Duration::from_secs(6));
+    let up_at = Utc::now();
+    cam.restart().unwrap();
+    let resumed = wait_segment_after(&storage, "cam", up_at, Duration::from_secs(25)).unwrap();
+    let after = resumed.start - up_at;
+    eprintln!(
+        "camera back at {up_at}; recording resumed {} ms later",
+        after.num_milliseconds()
+    );
+    assert!(after < chrono::Duration::seconds(12), "resume took {after}");
+    std::thread::sleep(Duration::from_secs(1));
+    drop(agent);
+    for s in segments(&storage, "cam").unwrap().iter().filter(|s| s.start < up_at) {
+        let p = probe(s);
+        assert!(p.decodable >= 1, "{} not playable", s.path.display());
+    }
+}
+
+#[test]
+fn a_camera_that_stops_sending_without_closing_is_detected_as_stalled() {
+    if !tools_present() {
+        return;
+    }
+    let cam = TestCamera::start(CAMERA_BIN, CameraOpts::default()).unwrap();
+    let pid = cam.pid().unwrap() as i32;
+    let dir = tempfile::tempdir().unwrap();
+    let storage = dir.path().join("rec");
+    let agent = AgentProcess::start(dir.path(), &config(&storage, 2, &[("cam", &rtsp_source(&cam))]))
+        .unwrap();
+    agent.wait_log("agent ready", Duration::from_secs(20)).unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    // Freeze the camera: its TCP connection stays open but no packet flows.
+    // SAFETY: signals to our own child process.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let frozen = Instant::now();
+    let detected = agent.wait_log("stalled", Duration::from_secs(10));
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    detected.unwrap();
+    eprintln!(
+        "stall detected {:.1} s after the camera froze (stall_timeout_seconds = 3)",
+        frozen.elapsed().as_secs_f64()
+    );
+    let back = Utc::now();
+    wait_segment_after(&storage, "cam", back, Duration::from_secs(25)).unwrap();
+}
+
+#[test]
+fn one_camera_failing_never_disturbs_another_and_secrets_stay_out_of_logs() {
+    if !tools_present() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let storage = dir.path().join("rec");
+    let dead = format!(
+        "source = \"rtsp://operator:sup3rsecret@127.0.0.1:{}/live?token=t0k3n\"",
+        free_port()
+    );
+    let mut agent = AgentProcess::start_with_env(
+        dir.path(),
+        &config(&storage, 2, &[("dead", &dead), ("live", TEST_SOURCE)]),
+        &[("RUST_LOG", "debug")],
+    )
+    .unwrap();
+    agent.wait_log_count("camera lost", 3, Duration::from_secs(20)).unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let (status, _) = agent.terminate(Duration::from_secs(10)).unwrap();
+    assert!(status.success());
+    let log = agent.log();
+    assert!(!log.contains("sup3rsecret"), "password in the log:\n{log}");
+    assert!(!log.contains("t0k3n"), "token in the log:\n{log}");
+    assert!(log.contains("operator:***@127.0.0.1"), "redacted source not logged:\n{log}");
+    let live = segments(&storage, "live").unwrap();
+    assert!(live.len() >= 2, "{live:?}");
+    assert_gapless(&live, 15.0);
+    assert!(segments(&storage, "dead").unwrap().is_empty());
+}
+
+#[test]
+fn h265_camera_is_recorded_without_reencoding() {
+    if !tools_present() {
+        return;
+    }
+    if !have_gst_element("x265enc") {
+        eprintln!("SKIP: x265enc missing, cannot run an H.265 test camera");
+        return;
+    }
+    let cam = TestCamera::start(
+        CAMERA_BIN,
+        CameraOpts {
+            codec: Codec::H265,
+            ..CameraOpts::default()
+        },
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let storage = dir.path().join("rec");
+    let mut agent =
+        AgentProcess::start(dir.path(), &config(&storage, 2, &[("cam", &rtsp_source(&cam))]))
+            .unwrap();
+    agent.wait_log("segment finished", Duration::from_secs(20)).unwrap();
+    agent.terminate(Duration::from_secs(10)).unwrap();
+    let segs = segments(&storage, "cam").unwrap();
+    assert!(!segs.is_empty());
+    for s in &segs {
+        assert_eq!(ffprobe_video_codec(&s.path).unwrap(), "hevc");
+        let p = probe(s);
+        assert!(p.decodable >= 1 && p.decodable == p.pts.len() as u64, "{}", s.path.display());
+    }
+}
+
+#[test]
+fn check_reports_every_problem_and_run_refuses_the_same_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[station]\nid = \"has space\"\n[storage]\npath = \"/tmp/x\"\nsegment_seconds = 5000\n\
+         [[camera]]\nid = \"a\"\nsource = \"http://u:hunter2@cam/\"\n[[camera]]\nid = \"a\"\nsource = \"test\"\ncolour = 1\n",
+    )
+    .unwrap();
+    let bad_s = bad.to_str().unwrap();
+    for cmd in ["check", "run"] {
+        let (status, _out, err) = agent_command(&[cmd, "--config", bad_s]).unwrap();
+        assert!(!status.success(), "{cmd} accepted a bad config");
+        for needle in [
+            bad_s,
+            "station.id",
+            "storage.segment_seconds",
+            "camera[0].source",
+            "camera[1].id: duplicate camera id \"a\"",
+            "camera[1].colour: unknown key",
+        ] {
+            assert!(err.contains(needle), "{cmd}: {needle:?} missing from:\n{err}");
+        }
+        assert!(!err.contains("hunter2"), "{cmd} leaked the password:\n{err}");
+    }
+    let good = dir.path().join("good.toml");
+    std::fs::write(
+        &good,
+        config(&dir.path().join("rec"), 60, &[("desk", "source = \"rtsp://u:hunter2@192.0.2.1/s\"")]),
+    )
+    .unwrap();
+    let (status, out, err) = agent_command(&["check", "--config", good.to_str().unwrap()]).unwrap();
+    assert!(status.success(), "{err}");
+    assert!(out.contains("OK") && out.contains("rtsp://u:***@192.0.2.1/s"), "{out}");
+    assert!(!out.contains("hunter2"));
+    assert!(!Path::new(&dir.path().join("rec")).exists(), "check must not create storage");
+}
