@@ -7,11 +7,14 @@ use tokio::sync::mpsc::unbounded_channel;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::camera::{self, CameraHandle};
+use std::sync::Arc;
+
+use crate::camera::{self, CameraContext, CameraHandle};
 use crate::config::AgentConfig;
 use crate::recorder::SegmentFinished;
 use crate::service;
 use crate::state::CameraState;
+use crate::{keys, ledger};
 
 /// READY is sent once every camera has either started recording or failed its first attempt,
 /// or after this long, whichever comes first: a dead camera is reported, not a reason to make
@@ -24,6 +27,8 @@ const HEARTBEAT_LIMIT: Duration = Duration::from_secs(10);
 pub enum AgentError {
     #[error("GStreamer initialisation failed: {0}")]
     Gstreamer(#[from] gst::glib::Error),
+    #[error("station key: {0}")]
+    Key(#[from] stationwatch_protocol::manifest::KeyError),
     #[error("cannot prepare storage {path}: {source}")]
     Storage {
         path: String,
@@ -53,21 +58,23 @@ pub async fn run(
         "agent starting"
     );
 
+    let key = Arc::new(keys::load_or_generate(&config.station_key)?);
     let (fin_tx, mut fin_rx) = unbounded_channel();
+    let ctx = CameraContext {
+        station: config.station.clone(),
+        storage: config.storage.clone(),
+        supervision: config.supervision.clone(),
+        key,
+        rebooted: ledger::rebooted_since_last_start(&config.storage.path),
+        finished: fin_tx,
+    };
     let mut cams = Vec::new();
     for cam in &config.cameras {
-        let handle = camera::spawn(
-            config.station.clone(),
-            cam.clone(),
-            &config.storage,
-            config.supervision.clone(),
-            fin_tx.clone(),
-            shutdown.child_token(),
-        )
-        .map_err(storage_err)?;
+        let handle =
+            camera::spawn(&ctx, cam.clone(), shutdown.child_token()).map_err(storage_err)?;
         cams.push(handle);
     }
-    drop(fin_tx);
+    drop(ctx);
 
     wait_until_started(&mut cams, &shutdown).await;
     let status = status_line(&cams);

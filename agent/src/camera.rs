@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use gst::prelude::*;
+use stationwatch_protocol::manifest::{GapReason, StationKey};
 use stationwatch_protocol::{CameraId, StationId};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tokio::sync::watch;
@@ -18,6 +19,7 @@ use tracing::{error, info, warn};
 
 use crate::backoff::Backoff;
 use crate::config::{CameraConfig, StorageConfig, SupervisionConfig};
+use crate::ledger::{LedgerConfig, LedgerJob};
 use crate::pipeline::{BusEvent, CameraPipeline, PipelineError};
 use crate::recorder::{Recorder, SegmentFinished, WriterEvent};
 use crate::state::{CameraCounters, CameraState};
@@ -34,6 +36,8 @@ pub struct CameraHandle {
     pub id: CameraId,
     pub state: watch::Receiver<CameraState>,
     pub counters: Arc<CameraCounters>,
+    /// This camera's ledger (manifest), for retention.
+    pub ledger: std::sync::mpsc::Sender<LedgerJob>,
     heartbeat: Arc<AtomicU64>,
     started: Instant,
     pub task: tokio::task::JoinHandle<()>,
@@ -47,26 +51,43 @@ impl CameraHandle {
     }
 }
 
+/// What every camera of the agent shares.
+#[derive(Clone)]
+pub struct CameraContext {
+    pub station: StationId,
+    pub storage: StorageConfig,
+    pub supervision: SupervisionConfig,
+    pub key: Arc<StationKey>,
+    /// The machine rebooted since the last start (for the manifest's restart gap).
+    pub rebooted: bool,
+    pub finished: UnboundedSender<SegmentFinished>,
+}
+
 /// Starts supervising a camera.
 pub fn spawn(
-    station: StationId,
+    ctx: &CameraContext,
     cam: CameraConfig,
-    storage: &StorageConfig,
-    supervision: SupervisionConfig,
-    finished: UnboundedSender<SegmentFinished>,
     shutdown: CancellationToken,
 ) -> std::io::Result<CameraHandle> {
     let counters = CameraCounters::new();
     let (writer_tx, writer_rx) = unbounded_channel();
     let recorder = Recorder::new(
-        cam.id.clone(),
-        storage.path.join(cam.id.as_str()),
-        storage.segment,
-        storage.sync_interval,
-        counters.clone(),
+        LedgerConfig {
+            station: ctx.station.clone(),
+            camera: cam.id.clone(),
+            camera_dir: ctx.storage.path.join(cam.id.as_str()),
+            key: ctx.key.clone(),
+            sync_interval: ctx.storage.sync_interval,
+            counters: counters.clone(),
+            finished: ctx.finished.clone(),
+            rebooted: ctx.rebooted,
+        },
+        ctx.storage.segment,
         writer_tx,
-        finished,
     )?;
+    let ledger = recorder.ledger();
+    let station = ctx.station.clone();
+    let supervision = ctx.supervision.clone();
     let (state_tx, state_rx) = watch::channel(CameraState::Starting);
     let heartbeat = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
@@ -87,6 +108,7 @@ pub fn spawn(
         id: sup.id.clone(),
         state: state_rx,
         counters,
+        ledger,
         heartbeat,
         started,
         task: tokio::spawn(sup.run()),
@@ -139,6 +161,8 @@ impl Supervisor {
                     if recorded_for >= STABLE_AFTER {
                         backoff.reset();
                     }
+                    self.recorder
+                        .note_lost(GapReason::CameraLost, reason.clone());
                     let delay = backoff.next_delay();
                     warn!(
                         camera = %self.id,
@@ -248,8 +272,10 @@ impl Supervisor {
                             self.set_state(CameraState::Recording { since: Utc::now() });
                         }
                     }
-                    WriterEvent::WriteFailed(reason) => {
-                        self.set_state(CameraState::Failed { reason });
+                    WriterEvent::WriteFailed { reason, detail } => {
+                        self.set_state(CameraState::Failed {
+                            reason: format!("{reason}: {detail}"),
+                        });
                     }
                 },
                 _ = tick.tick() => {

@@ -11,6 +11,7 @@ use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use stationwatch_protocol::{CameraId, StationId};
 
 use crate::source::CameraSource;
@@ -27,7 +28,10 @@ pub struct AgentConfig {
     /// The file this came from (for messages).
     pub file: PathBuf,
     pub station: StationId,
+    /// The station's Ed25519 signing key (generated on first run if missing).
+    pub station_key: PathBuf,
     pub storage: StorageConfig,
+    pub retention: RetentionConfig,
     pub supervision: SupervisionConfig,
     pub cameras: Vec<CameraConfig>,
 }
@@ -40,6 +44,37 @@ pub struct StorageConfig {
     pub segment: Duration,
     /// How often the open segment is flushed to stable storage (power-cut safety).
     pub sync_interval: Duration,
+}
+
+/// What may be deleted, and when. Nothing younger than `keep_days` and nothing under a legal
+/// hold is ever deleted by policy.
+#[derive(Debug, Clone)]
+pub struct RetentionConfig {
+    /// Footage younger than this is never deleted by policy (the legal minimum).
+    pub keep_days: u32,
+    /// Footage older than this is deleted even when space is plentiful; `None`: never by age.
+    pub delete_after_days: Option<u32>,
+    /// Below this much free space, the oldest deletable footage is deleted.
+    pub min_free_bytes: u64,
+    /// How often retention runs (it also runs at once when a disk-full write error occurs).
+    pub check_interval: Duration,
+    pub holds: Vec<LegalHold>,
+}
+
+/// Footage in `[from, to]` (of one camera, or all) that policy must never delete.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LegalHold {
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    pub camera: Option<CameraId>,
+    pub reason: String,
+}
+
+impl LegalHold {
+    /// Whether a segment of `camera` spanning `[start, end]` is held.
+    pub fn covers(&self, camera: &CameraId, start: DateTime<Utc>, end: DateTime<Utc>) -> bool {
+        self.camera.as_ref().is_none_or(|c| c == camera) && start <= self.to && end >= self.from
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -288,34 +323,185 @@ impl Reader {
     }
 
     fn agent(&mut self, root: &toml::Table, check_machine: bool) -> Option<AgentConfig> {
-        self.unknown_keys(root, "", &["station", "storage", "supervision", "camera"]);
+        self.unknown_keys(
+            root,
+            "",
+            &["station", "storage", "retention", "supervision", "camera"],
+        );
         let station = self.station(root);
         let storage = self.storage(root, check_machine);
         let supervision = self.supervision(root);
         let cameras = self.cameras(root, check_machine);
+        let retention = self.retention(root, cameras.as_deref().unwrap_or_default());
+        let (station, station_key) = station?;
+        let storage = storage?;
+        let station_key = match station_key {
+            Some(k) => k,
+            None => storage
+                .path
+                .parent()
+                .unwrap_or(Path::new("/"))
+                .join("station.key"),
+        };
         Some(AgentConfig {
             file: PathBuf::new(),
-            station: station?,
-            storage: storage?,
+            station,
+            station_key,
+            storage,
+            retention: retention?,
             supervision: supervision?,
             cameras: cameras?,
         })
     }
 
-    fn station(&mut self, root: &toml::Table) -> Option<StationId> {
+    fn station(&mut self, root: &toml::Table) -> Option<(StationId, Option<PathBuf>)> {
         let t = self.table(root, "", "station", true)?;
-        self.unknown_keys(t, "station", &["id", "name", "region"]);
+        self.unknown_keys(t, "station", &["id", "name", "region", "key_file"]);
         // `name` and `region` are free text for humans; only their type is checked.
         self.string(t, "station", "name", false);
         self.string(t, "station", "region", false);
+        let key_file = self.string(t, "station", "key_file", false).and_then(|k| {
+            let p = PathBuf::from(&k);
+            if p.is_absolute() {
+                Some(p)
+            } else {
+                self.problem(
+                    "station.key_file",
+                    format!("{k:?} must be an absolute path"),
+                );
+                None
+            }
+        });
         let id = self.string(t, "station", "id", true)?;
         match StationId::new(id.clone()) {
-            Ok(id) => Some(id),
+            Ok(id) => Some((id, key_file)),
             Err(e) => {
                 self.problem("station.id", format!("{id:?} {e}"));
                 None
             }
         }
+    }
+
+    fn time(&mut self, t: &toml::Table, path: &str, key: &str) -> Option<DateTime<Utc>> {
+        let text = match t.get(key) {
+            Some(toml::Value::String(s)) => s.clone(),
+            Some(toml::Value::Datetime(d)) => d.to_string(),
+            Some(v) => {
+                self.problem(
+                    join(path, key),
+                    format!("must be an RFC 3339 time, found {}", type_name(v)),
+                );
+                return None;
+            }
+            None => {
+                self.problem(join(path, key), "missing required key");
+                return None;
+            }
+        };
+        match DateTime::parse_from_rfc3339(&text) {
+            Ok(d) => Some(d.with_timezone(&Utc)),
+            Err(e) => {
+                self.problem(
+                    join(path, key),
+                    format!("{text:?} is not an RFC 3339 time with offset (e.g. 2026-11-21T06:00:00Z): {e}"),
+                );
+                None
+            }
+        }
+    }
+
+    fn retention(
+        &mut self,
+        root: &toml::Table,
+        cameras: &[CameraConfig],
+    ) -> Option<RetentionConfig> {
+        let empty = toml::Table::new();
+        let t = self.table(root, "", "retention", false).unwrap_or(&empty);
+        self.unknown_keys(
+            t,
+            "retention",
+            &[
+                "keep_days",
+                "delete_after_days",
+                "min_free_mb",
+                "check_interval_seconds",
+                "hold",
+            ],
+        );
+        let keep = self.int(t, "retention", "keep_days", 0..=3650, 30);
+        let after = self.int(t, "retention", "delete_after_days", 0..=36500, 0);
+        let free = self.int(t, "retention", "min_free_mb", 0..=100_000_000, 1024);
+        let interval = self.int(t, "retention", "check_interval_seconds", 1..=3600, 30);
+        let mut holds = Vec::new();
+        let mut holds_ok = true;
+        match t.get("hold") {
+            None => {}
+            Some(toml::Value::Array(list)) => {
+                for (i, v) in list.iter().enumerate() {
+                    let path = format!("retention.hold[{i}]");
+                    let toml::Value::Table(h) = v else {
+                        self.problem(path, format!("must be a table, found {}", type_name(v)));
+                        holds_ok = false;
+                        continue;
+                    };
+                    self.unknown_keys(h, &path, &["from", "to", "camera", "reason"]);
+                    let from = self.time(h, &path, "from");
+                    let to = self.time(h, &path, "to");
+                    let reason = self.string(h, &path, "reason", true);
+                    let camera = self.string(h, &path, "camera", false).map(|c| {
+                        let known = cameras.iter().find(|cam| cam.id.as_str() == c);
+                        if known.is_none() && !cameras.is_empty() {
+                            self.problem(
+                                join(&path, "camera"),
+                                format!("{c:?} is not a configured camera id"),
+                            );
+                        }
+                        CameraId::new(c)
+                    });
+                    match (from, to, reason, camera) {
+                        (Some(from), Some(to), Some(reason), camera) if from <= to => {
+                            holds.push(LegalHold {
+                                from,
+                                to,
+                                camera: camera.and_then(Result::ok),
+                                reason,
+                            })
+                        }
+                        (Some(_), Some(_), Some(_), _) => {
+                            self.problem(join(&path, "to"), "is before `from`");
+                            holds_ok = false;
+                        }
+                        _ => holds_ok = false,
+                    }
+                }
+            }
+            Some(v) => {
+                self.problem(
+                    "retention.hold",
+                    format!(
+                        "must be an array of tables ([[retention.hold]]), found {}",
+                        type_name(v)
+                    ),
+                );
+                holds_ok = false;
+            }
+        }
+        let (keep, after) = (keep?, after?);
+        if after != 0 && after < keep {
+            self.problem(
+                "retention.delete_after_days",
+                format!("{after} is shorter than keep_days ({keep})"),
+            );
+            return None;
+        }
+        holds_ok.then_some(())?;
+        Some(RetentionConfig {
+            keep_days: keep as u32,
+            delete_after_days: (after != 0).then_some(after as u32),
+            min_free_bytes: free? as u64 * 1024 * 1024,
+            check_interval: Duration::from_secs(interval? as u64),
+            holds,
+        })
     }
 
     fn storage(&mut self, root: &toml::Table, check_machine: bool) -> Option<StorageConfig> {

@@ -7,16 +7,16 @@
 //!   IDR frame with SPS/PPS, thanks to `h264parse config-interval=-1`) as the only packets
 //!   without `DELTA_UNIT`; a segment therefore starts exactly there and plays on its own.
 //! * Packets are written per frame (no GOP is held in memory, unlike `splitmuxsink`), so a
-//!   SIGKILL loses at most the frame in flight; a per-camera durability thread `fdatasync`s the
-//!   open file every `sync_interval`, bounding what a power cut can lose.
+//!   SIGKILL loses at most the frame in flight; the camera's ledger thread (`ledger.rs`)
+//!   `fdatasync`s the open file every `sync_interval`, bounding what a power cut can lose.
 //! * Files are named by the UTC time of their first frame and are never overwritten.
-//! * A finished segment is `fsync`ed with its directory before it is announced as
-//!   [`SegmentFinished`]: whoever hashes, signs or uploads it sees complete bytes.
+//! * A closed segment goes to the ledger, which makes it durable, enters it in the signed
+//!   manifest and only then announces it as [`SegmentFinished`].
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -25,11 +25,12 @@ use chrono::{DateTime, Utc};
 use gst::glib;
 use gst::prelude::*;
 use gst_app::AppSink;
+use stationwatch_protocol::manifest::{GapReason, Hash256};
 use stationwatch_protocol::CameraId;
 use tokio::sync::mpsc::UnboundedSender;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, error};
 
-use crate::state::CameraCounters;
+use crate::ledger::{LedgerConfig, LedgerJob};
 
 /// File extension of recorded segments.
 pub const SEGMENT_EXT: &str = "ts";
@@ -64,13 +65,15 @@ pub struct SegmentFinished {
     pub end: DateTime<Utc>,
     pub bytes: u64,
     pub closed: CloseReason,
+    /// SHA-256 of the file, set by the ledger once it is entered in the manifest.
+    pub sha256: Option<Hash256>,
 }
 
 /// What the writer tells the camera's supervisor.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WriterEvent {
     Opened(PathBuf),
-    WriteFailed(String),
+    WriteFailed { reason: GapReason, detail: String },
 }
 
 /// Path of a segment starting at `start`: `<camera_dir>/<YYYY-MM-DD>/<YYYYMMDDTHHMMSS.mmmZ>.ts`.
@@ -81,6 +84,14 @@ pub fn segment_path(camera_dir: &Path, start: DateTime<Utc>) -> PathBuf {
             "{}.{SEGMENT_EXT}",
             start.format("%Y%m%dT%H%M%S%.3fZ")
         ))
+}
+
+/// The UTC start time encoded in a segment's file name (`YYYYMMDDTHHMMSS.mmmZ[.n].ts`).
+pub fn segment_start_from_name(path: &Path) -> Option<DateTime<Utc>> {
+    let name = path.file_name()?.to_str()?;
+    let stamp = name.get(..19)?;
+    let naive = chrono::NaiveDateTime::parse_from_str(stamp, "%Y%m%dT%H%M%S%.3f").ok()?;
+    (name.get(19..20) == Some("Z")).then(|| naive.and_utc())
 }
 
 /// Creates a new segment file, never overwriting: a clash (clock stepped back) gets a suffix.
@@ -116,13 +127,6 @@ struct OpenSegment {
     bytes: u64,
 }
 
-enum DurabilityJob {
-    /// A new segment is open: sync it periodically.
-    Opened(File),
-    /// A segment is closed: make it durable, then announce it.
-    Finish(Box<(File, SegmentFinished)>),
-}
-
 /// Owns the segment files of one camera, across pipeline restarts.
 pub struct SegmentWriter {
     camera: CameraId,
@@ -134,7 +138,7 @@ pub struct SegmentWriter {
     pending_rt: Option<gst::ClockTime>,
     /// After a write error: running time of the last attempt to open a file.
     failed_at: Option<gst::ClockTime>,
-    jobs: mpsc::Sender<DurabilityJob>,
+    jobs: mpsc::Sender<LedgerJob>,
     events: UnboundedSender<WriterEvent>,
 }
 
@@ -194,7 +198,7 @@ impl SegmentWriter {
             Ok((file, path)) => {
                 debug!(camera = %self.camera, path = %path.display(), "segment opened");
                 if let Ok(clone) = file.try_clone() {
-                    let _ = self.jobs.send(DurabilityJob::Opened(clone));
+                    let _ = self.jobs.send(LedgerJob::Opened(clone));
                 }
                 let _ = self.events.send(WriterEvent::Opened(path.clone()));
                 self.failed_at = None;
@@ -207,16 +211,28 @@ impl SegmentWriter {
                     bytes: 0,
                 });
             }
-            Err(e) => self.failed(rt, format!("cannot create segment file: {e}")),
+            Err(e) => self.failed(rt, &e, "cannot create segment file"),
         }
     }
 
-    fn failed(&mut self, rt: gst::ClockTime, msg: String) {
+    fn failed(&mut self, rt: gst::ClockTime, e: &io::Error, context: &str) {
+        let reason = match e.kind() {
+            io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => GapReason::DiskFull,
+            _ => GapReason::StorageError,
+        };
+        let msg = format!("{context}: {e}");
         if self.failed_at.is_none() {
-            error!(camera = %self.camera, error = %msg, "recording write failed");
+            error!(camera = %self.camera, error = %msg, %reason, "recording write failed");
+            let _ = self.jobs.send(LedgerJob::Lost {
+                reason,
+                detail: msg.clone(),
+            });
         }
         self.failed_at = Some(rt);
-        let _ = self.events.send(WriterEvent::WriteFailed(msg));
+        let _ = self.events.send(WriterEvent::WriteFailed {
+            reason,
+            detail: msg,
+        });
     }
 
     fn flush_pending(&mut self) {
@@ -235,10 +251,10 @@ impl SegmentWriter {
             }
             Err(e) => {
                 self.pending.clear();
-                let msg = format!("writing {}: {e}", cur.path.display());
+                let context = format!("writing {}", cur.path.display());
                 let end = cur.start + chrono_dur(cur.last_rt.saturating_sub(cur.start_rt));
                 self.close(end, CloseReason::WriteError);
-                self.failed(rt, msg);
+                self.failed(rt, &e, &context);
             }
         }
     }
@@ -254,10 +270,11 @@ impl SegmentWriter {
             end: end.max(cur.start),
             bytes: cur.bytes,
             closed,
+            sha256: None,
         };
         let _ = self
             .jobs
-            .send(DurabilityJob::Finish(Box::new((cur.file, done))));
+            .send(LedgerJob::Finish(Box::new((cur.file, done))));
     }
 }
 
@@ -265,29 +282,25 @@ fn chrono_dur(d: gst::ClockTime) -> chrono::Duration {
     chrono::Duration::nanoseconds(d.nseconds().min(i64::MAX as u64) as i64)
 }
 
-/// One camera's recorder: the segment writer and its durability thread.
+/// One camera's recorder: the segment writer and its ledger thread.
 pub struct Recorder {
     writer: Arc<Mutex<SegmentWriter>>,
-    durability: Option<JoinHandle<()>>,
+    jobs: mpsc::Sender<LedgerJob>,
+    ledger: Option<JoinHandle<()>>,
     camera: CameraId,
 }
 
 impl Recorder {
-    /// Starts the durability thread. Finished segments are announced on `finished`.
+    /// Starts the camera's ledger (which opens its manifest). Finished segments are announced
+    /// on `ledger.finished`.
     pub fn new(
-        camera: CameraId,
-        camera_dir: PathBuf,
+        ledger: LedgerConfig,
         segment_len: Duration,
-        sync_interval: Duration,
-        counters: Arc<CameraCounters>,
         events: UnboundedSender<WriterEvent>,
-        finished: UnboundedSender<SegmentFinished>,
     ) -> io::Result<Self> {
-        let (jobs, rx) = mpsc::channel();
-        let cam = camera.clone();
-        let durability = std::thread::Builder::new()
-            .name(format!("sync-{camera}"))
-            .spawn(move || durability_loop(cam, rx, sync_interval, counters, finished))?;
+        let camera = ledger.camera.clone();
+        let camera_dir = ledger.camera_dir.clone();
+        let (jobs, handle) = crate::ledger::spawn(ledger)?;
         let writer = SegmentWriter {
             camera: camera.clone(),
             camera_dir,
@@ -296,14 +309,25 @@ impl Recorder {
             pending: Vec::with_capacity(64 * 1024),
             pending_rt: None,
             failed_at: None,
-            jobs,
+            jobs: jobs.clone(),
             events,
         };
         Ok(Self {
             writer: Arc::new(Mutex::new(writer)),
-            durability: Some(durability),
+            jobs,
+            ledger: Some(handle),
             camera,
         })
+    }
+
+    /// A sender to this camera's ledger (retention uses it to delete through the manifest).
+    pub fn ledger(&self) -> mpsc::Sender<LedgerJob> {
+        self.jobs.clone()
+    }
+
+    /// Recording stopped (camera lost): the time until the next segment is a gap of `reason`.
+    pub fn note_lost(&self, reason: GapReason, detail: String) {
+        let _ = self.jobs.send(LedgerJob::Lost { reason, detail });
     }
 
     fn lock(&self) -> MutexGuard<'_, SegmentWriter> {
@@ -345,23 +369,15 @@ impl Recorder {
         self.lock().finish();
     }
 
-    /// Closes the open segment and waits until every finished segment is durable and announced.
+    /// Closes the open segment and waits until every finished segment is durable, entered and
+    /// announced, and the manifest says `stop`.
     pub fn shutdown(mut self) {
         self.lock().finish();
-        let Some(handle) = self.durability.take() else {
-            return;
-        };
-        // The durability thread ends when the writer (and its job sender) is gone; make sure
-        // no pipeline still holds a clone of it.
-        match Arc::try_unwrap(self.writer) {
-            Ok(w) => drop(w),
-            Err(_) => {
-                warn!(camera = %self.camera, "recorder still referenced at shutdown");
-                return;
+        let _ = self.jobs.send(LedgerJob::Shutdown);
+        if let Some(handle) = self.ledger.take() {
+            if handle.join().is_err() {
+                error!(camera = %self.camera, "ledger thread panicked");
             }
-        }
-        if handle.join().is_err() {
-            error!(camera = %self.camera, "durability thread panicked");
         }
     }
 }
@@ -415,61 +431,28 @@ fn utc_of_running_time(element: &gst::Element, rt: gst::ClockTime) -> DateTime<U
     }
 }
 
-fn durability_loop(
-    camera: CameraId,
-    jobs: mpsc::Receiver<DurabilityJob>,
-    interval: Duration,
-    counters: Arc<CameraCounters>,
-    finished: UnboundedSender<SegmentFinished>,
-) {
-    let mut open: Option<File> = None;
-    loop {
-        match jobs.recv_timeout(interval) {
-            Ok(DurabilityJob::Opened(f)) => open = Some(f),
-            Ok(DurabilityJob::Finish(job)) => {
-                let (file, seg) = *job;
-                if let Err(e) = file.sync_all() {
-                    error!(camera = %camera, path = %seg.path.display(), error = %e, "fsync of finished segment failed");
-                }
-                drop(file);
-                if let Some(dir) = seg.path.parent() {
-                    sync_dir(dir);
-                }
-                counters.on_segment_finished();
-                info!(
-                    camera = %camera,
-                    path = %seg.path.display(),
-                    start = %seg.start.to_rfc3339(),
-                    end = %seg.end.to_rfc3339(),
-                    bytes = seg.bytes,
-                    closed = ?seg.closed,
-                    "segment finished"
-                );
-                let _ = finished.send(seg);
-            }
-            Err(RecvTimeoutError::Timeout) => {
-                if let Some(f) = &open {
-                    if let Err(e) = f.sync_data() {
-                        warn!(camera = %camera, error = %e, "periodic fdatasync failed");
-                    }
-                }
-            }
-            Err(RecvTimeoutError::Disconnected) => return,
-        }
-    }
-}
-
-/// Makes a new directory entry durable.
-fn sync_dir(dir: &Path) {
-    if let Err(e) = File::open(dir).and_then(|d| d.sync_all()) {
-        warn!(dir = %dir.display(), error = %e, "fsync of directory failed");
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::CameraCounters;
     use chrono::TimeZone;
+    use stationwatch_protocol::manifest::{parse_manifest, EntryBody, StationKey, MANIFEST_FILE};
+
+    fn ledger_cfg(
+        dir: &Path,
+        fin: tokio::sync::mpsc::UnboundedSender<SegmentFinished>,
+    ) -> LedgerConfig {
+        LedgerConfig {
+            station: stationwatch_protocol::StationId::new("S-1").unwrap(),
+            camera: CameraId::new("cam").unwrap(),
+            camera_dir: dir.to_owned(),
+            key: Arc::new(StationKey::generate().unwrap()),
+            sync_interval: Duration::from_millis(50),
+            counters: CameraCounters::new(),
+            finished: fin,
+            rebooted: false,
+        }
+    }
 
     fn writer(
         dir: &Path,
@@ -480,16 +463,7 @@ mod tests {
     ) {
         let (ev, _ev_rx) = tokio::sync::mpsc::unbounded_channel();
         let (fin, fin_rx) = tokio::sync::mpsc::unbounded_channel();
-        let r = Recorder::new(
-            CameraId::new("cam").unwrap(),
-            dir.to_owned(),
-            seg,
-            Duration::from_millis(50),
-            CameraCounters::new(),
-            ev,
-            fin,
-        )
-        .unwrap();
+        let r = Recorder::new(ledger_cfg(dir, fin), seg, ev).unwrap();
         (r, fin_rx)
     }
 
@@ -547,6 +521,22 @@ mod tests {
         }
         let expected: Vec<u8> = (0..23u8).flat_map(|i| [i, 0, i, 1, i, 2]).collect();
         assert_eq!(all, expected, "every packet exactly once, in order");
+        // The manifest: start, three segments with their hashes, stop.
+        let m = parse_manifest(&std::fs::read(dir.path().join(MANIFEST_FILE)).unwrap());
+        assert!(m.problems.is_empty(), "{:?}", m.problems);
+        let kinds: Vec<_> = m
+            .entries
+            .iter()
+            .map(|e| format!("{:?}", e.body().kind()))
+            .collect();
+        assert_eq!(kinds, ["Start", "Segment", "Segment", "Segment", "Stop"]);
+        for (e, s) in m.entries[1..4].iter().zip(&segs) {
+            let EntryBody::Segment(entry) = e.body() else {
+                unreachable!()
+            };
+            assert_eq!(Some(entry.sha256), s.sha256);
+            assert_eq!(entry.size, s.bytes);
+        }
     }
 
     #[test]
@@ -591,18 +581,15 @@ mod tests {
         std::fs::write(&blocker, b"not a dir").unwrap();
         let (ev, mut ev_rx) = tokio::sync::mpsc::unbounded_channel();
         let (fin, _fin_rx) = tokio::sync::mpsc::unbounded_channel();
-        let r = Recorder::new(
-            CameraId::new("cam").unwrap(),
-            blocker.clone(),
-            Duration::from_secs(1),
-            Duration::from_millis(50),
-            CameraCounters::new(),
-            ev,
-            fin,
-        )
-        .unwrap();
+        let r = Recorder::new(ledger_cfg(&blocker, fin), Duration::from_secs(1), ev).unwrap();
         feed(&r, 15);
-        assert!(matches!(ev_rx.try_recv(), Ok(WriterEvent::WriteFailed(_))));
+        assert!(matches!(
+            ev_rx.try_recv(),
+            Ok(WriterEvent::WriteFailed {
+                reason: GapReason::StorageError,
+                ..
+            })
+        ));
         // Space (here: the folder) comes back: the next key unit after the retry pause opens.
         std::fs::remove_file(&blocker).unwrap();
         for i in 15..40u64 {

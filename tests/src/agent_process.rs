@@ -20,7 +20,14 @@ pub fn agent_bin() -> Result<PathBuf> {
         .get_or_init(|| {
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
             let status = Command::new(cargo)
-                .args(["build", "--quiet", "-p", "station-agent", "--bin", "station-agent"])
+                .args([
+                    "build",
+                    "--quiet",
+                    "-p",
+                    "station-agent",
+                    "--bin",
+                    "station-agent",
+                ])
                 .current_dir(workspace_root())
                 .status()
                 .map_err(|e| format!("running cargo: {e}"))?;
@@ -173,7 +180,10 @@ impl AgentProcess {
                 let _ = child.kill();
                 let _ = child.wait();
                 self.child = None;
-                bail!("agent did not exit within {timeout:?}; log:\n{}", self.log());
+                bail!(
+                    "agent did not exit within {timeout:?}; log:\n{}",
+                    self.log()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -259,10 +269,12 @@ pub fn wait_segment_after(
 ) -> Result<SegmentFile> {
     let deadline = Instant::now() + timeout;
     loop {
-        if let Some(s) = segments(storage, camera)?
-            .into_iter()
-            .find(|s| s.start > after && std::fs::metadata(&s.path).map(|m| m.len() > 0).unwrap_or(false))
-        {
+        if let Some(s) = segments(storage, camera)?.into_iter().find(|s| {
+            s.start > after
+                && std::fs::metadata(&s.path)
+                    .map(|m| m.len() > 0)
+                    .unwrap_or(false)
+        }) {
             return Ok(s);
         }
         if Instant::now() > deadline {

@@ -17,7 +17,8 @@ use stationwatch_tests::{
 };
 
 const CAMERA_BIN: &str = env!("CARGO_BIN_EXE_test-camera");
-const TEST_SOURCE: &str = "source = \"test\"\nwidth = 320\nheight = 240\nfps = 15\nbitrate_kbps = 300";
+const TEST_SOURCE: &str =
+    "source = \"test\"\nwidth = 320\nheight = 240\nfps = 15\nbitrate_kbps = 300";
 
 fn tools_present() -> bool {
     let ok = have_binary("ffprobe") && have_gst_element("x264enc") && have_gst_element("mpegtsmux");
@@ -92,16 +93,25 @@ fn segments_are_gapless_playable_and_closed_on_sigterm() {
     let storage = dir.path().join("rec");
     let mut agent =
         AgentProcess::start(dir.path(), &config(&storage, 2, &[("cam", TEST_SOURCE)])).unwrap();
-    agent.wait_log("agent ready", Duration::from_secs(20)).unwrap();
+    agent
+        .wait_log("agent ready", Duration::from_secs(20))
+        .unwrap();
     std::thread::sleep(Duration::from_secs(7));
     let term_at = Utc::now();
     let (status, took) = agent.terminate(Duration::from_secs(10)).unwrap();
-    assert!(status.success(), "agent exit status {status}; log:\n{}", agent.log());
+    assert!(
+        status.success(),
+        "agent exit status {status}; log:\n{}",
+        agent.log()
+    );
     eprintln!("SIGTERM to exit: {:.2} s", took.as_secs_f64());
     assert!(took < Duration::from_secs(5), "SIGTERM took {took:?}");
 
     let segs = segments(&storage, "cam").unwrap();
-    assert!(segs.len() >= 3, "expected >= 3 segments of 2 s, got {segs:?}");
+    assert!(
+        segs.len() >= 3,
+        "expected >= 3 segments of 2 s, got {segs:?}"
+    );
     let frames = assert_gapless(&segs, 15.0);
     eprintln!(
         "{} segments, {frames} frames, no frame lost or duplicated across boundaries",
@@ -110,7 +120,13 @@ fn segments_are_gapless_playable_and_closed_on_sigterm() {
     // Every closed segment but the last is 2 s (30 frames at 15 fps, GOP of 2 s).
     for s in &segs[..segs.len() - 1] {
         let p = probe(s);
-        assert_eq!(p.pts.len(), 30, "{} holds {} frames", s.path.display(), p.pts.len());
+        assert_eq!(
+            p.pts.len(),
+            30,
+            "{} holds {} frames",
+            s.path.display(),
+            p.pts.len()
+        );
     }
     for w in segs.windows(2) {
         let d = (w[1].start - w[0].start).num_milliseconds();
@@ -152,7 +168,10 @@ fn sigkill_at_arbitrary_moments_keeps_every_segment_and_loses_under_two_seconds(
         let first = wait_segment_after(
             &storage,
             "cam",
-            before.last().map(|s| s.start).unwrap_or(DateTime::<Utc>::MIN_UTC),
+            before
+                .last()
+                .map(|s| s.start)
+                .unwrap_or(DateTime::<Utc>::MIN_UTC),
             Duration::from_secs(20),
         )
         .unwrap();
@@ -173,13 +192,22 @@ fn sigkill_at_arbitrary_moments_keeps_every_segment_and_loses_under_two_seconds(
         }
         let non_empty: Vec<&SegmentFile> = segs
             .iter()
-            .filter(|s| std::fs::metadata(&s.path).map(|m| m.len() > 0).unwrap_or(false))
+            .filter(|s| {
+                std::fs::metadata(&s.path)
+                    .map(|m| m.len() > 0)
+                    .unwrap_or(false)
+            })
             .collect();
         let (open, finished) = non_empty.split_last().expect("segments recorded");
         for s in finished {
             let p = probe(s);
-            assert!(!p.pts.is_empty() && p.decodable == p.pts.len() as u64,
-                "finished segment {} damaged: {} packets, {} decodable", s.path.display(), p.pts.len(), p.decodable);
+            assert!(
+                !p.pts.is_empty() && p.decodable == p.pts.len() as u64,
+                "finished segment {} damaged: {} packets, {} decodable",
+                s.path.display(),
+                p.pts.len(),
+                p.decodable
+            );
         }
         let p = probe(open);
         assert!(
@@ -200,7 +228,10 @@ fn sigkill_at_arbitrary_moments_keeps_every_segment_and_loses_under_two_seconds(
         );
         // Only the segment being opened at the very moment of the kill may be empty.
         let empty: Vec<_> = segs.iter().filter(|s| !non_empty.contains(s)).collect();
-        assert!(empty.len() <= 1 && empty.iter().all(|e| e.start >= open.start), "{empty:?}");
+        assert!(
+            empty.len() <= 1 && empty.iter().all(|e| e.start >= open.start),
+            "{empty:?}"
+        );
     }
 }
 
@@ -212,13 +243,20 @@ fn recording_resumes_by_itself_after_a_camera_outage() {
     let mut cam = TestCamera::start(CAMERA_BIN, CameraOpts::default()).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let storage = dir.path().join("rec");
-    let agent = AgentProcess::start(dir.path(), &config(&storage, 2, &[("cam", &rtsp_source(&cam))]))
+    let agent = AgentProcess::start(
+        dir.path(),
+        &config(&storage, 2, &[("cam", &rtsp_source(&cam))]),
+    )
+    .unwrap();
+    agent
+        .wait_log("agent ready", Duration::from_secs(20))
         .unwrap();
-    agent.wait_log("agent ready", Duration::from_secs(20)).unwrap();
     std::thread::sleep(Duration::from_secs(3));
 
     cam.stop().unwrap();
-    agent.wait_log("camera lost", Duration::from_secs(10)).unwrap();
+    agent
+        .wait_log("camera lost", Duration::from_secs(10))
+        .unwrap();
     // Long enough for the backoff to grow past its first steps.
     std::thread::sleep(Duration::from_secs(6));
     let up_at = Utc::now();
@@ -232,7 +270,11 @@ fn recording_resumes_by_itself_after_a_camera_outage() {
     assert!(after < chrono::Duration::seconds(12), "resume took {after}");
     std::thread::sleep(Duration::from_secs(1));
     drop(agent);
-    for s in segments(&storage, "cam").unwrap().iter().filter(|s| s.start < up_at) {
+    for s in segments(&storage, "cam")
+        .unwrap()
+        .iter()
+        .filter(|s| s.start < up_at)
+    {
         let p = probe(s);
         assert!(p.decodable >= 1, "{} not playable", s.path.display());
     }
@@ -247,9 +289,14 @@ fn a_camera_that_stops_sending_without_closing_is_detected_as_stalled() {
     let pid = cam.pid().unwrap() as i32;
     let dir = tempfile::tempdir().unwrap();
     let storage = dir.path().join("rec");
-    let agent = AgentProcess::start(dir.path(), &config(&storage, 2, &[("cam", &rtsp_source(&cam))]))
+    let agent = AgentProcess::start(
+        dir.path(),
+        &config(&storage, 2, &[("cam", &rtsp_source(&cam))]),
+    )
+    .unwrap();
+    agent
+        .wait_log("agent ready", Duration::from_secs(20))
         .unwrap();
-    agent.wait_log("agent ready", Duration::from_secs(20)).unwrap();
     std::thread::sleep(Duration::from_secs(2));
     // Freeze the camera: its TCP connection stays open but no packet flows.
     // SAFETY: signals to our own child process.
@@ -283,14 +330,19 @@ fn one_camera_failing_never_disturbs_another_and_secrets_stay_out_of_logs() {
         &[("RUST_LOG", "debug")],
     )
     .unwrap();
-    agent.wait_log_count("camera lost", 3, Duration::from_secs(20)).unwrap();
+    agent
+        .wait_log_count("camera lost", 3, Duration::from_secs(20))
+        .unwrap();
     std::thread::sleep(Duration::from_secs(2));
     let (status, _) = agent.terminate(Duration::from_secs(10)).unwrap();
     assert!(status.success());
     let log = agent.log();
     assert!(!log.contains("sup3rsecret"), "password in the log:\n{log}");
     assert!(!log.contains("t0k3n"), "token in the log:\n{log}");
-    assert!(log.contains("operator:***@127.0.0.1"), "redacted source not logged:\n{log}");
+    assert!(
+        log.contains("operator:***@127.0.0.1"),
+        "redacted source not logged:\n{log}"
+    );
     let live = segments(&storage, "live").unwrap();
     assert!(live.len() >= 2, "{live:?}");
     assert_gapless(&live, 15.0);
@@ -316,17 +368,25 @@ fn h265_camera_is_recorded_without_reencoding() {
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let storage = dir.path().join("rec");
-    let mut agent =
-        AgentProcess::start(dir.path(), &config(&storage, 2, &[("cam", &rtsp_source(&cam))]))
-            .unwrap();
-    agent.wait_log("segment finished", Duration::from_secs(20)).unwrap();
+    let mut agent = AgentProcess::start(
+        dir.path(),
+        &config(&storage, 2, &[("cam", &rtsp_source(&cam))]),
+    )
+    .unwrap();
+    agent
+        .wait_log("segment finished", Duration::from_secs(20))
+        .unwrap();
     agent.terminate(Duration::from_secs(10)).unwrap();
     let segs = segments(&storage, "cam").unwrap();
     assert!(!segs.is_empty());
     for s in &segs {
         assert_eq!(ffprobe_video_codec(&s.path).unwrap(), "hevc");
         let p = probe(s);
-        assert!(p.decodable >= 1 && p.decodable == p.pts.len() as u64, "{}", s.path.display());
+        assert!(
+            p.decodable >= 1 && p.decodable == p.pts.len() as u64,
+            "{}",
+            s.path.display()
+        );
     }
 }
 
@@ -352,19 +412,35 @@ fn check_reports_every_problem_and_run_refuses_the_same_file() {
             "camera[1].id: duplicate camera id \"a\"",
             "camera[1].colour: unknown key",
         ] {
-            assert!(err.contains(needle), "{cmd}: {needle:?} missing from:\n{err}");
+            assert!(
+                err.contains(needle),
+                "{cmd}: {needle:?} missing from:\n{err}"
+            );
         }
-        assert!(!err.contains("hunter2"), "{cmd} leaked the password:\n{err}");
+        assert!(
+            !err.contains("hunter2"),
+            "{cmd} leaked the password:\n{err}"
+        );
     }
     let good = dir.path().join("good.toml");
     std::fs::write(
         &good,
-        config(&dir.path().join("rec"), 60, &[("desk", "source = \"rtsp://u:hunter2@192.0.2.1/s\"")]),
+        config(
+            &dir.path().join("rec"),
+            60,
+            &[("desk", "source = \"rtsp://u:hunter2@192.0.2.1/s\"")],
+        ),
     )
     .unwrap();
     let (status, out, err) = agent_command(&["check", "--config", good.to_str().unwrap()]).unwrap();
     assert!(status.success(), "{err}");
-    assert!(out.contains("OK") && out.contains("rtsp://u:***@192.0.2.1/s"), "{out}");
+    assert!(
+        out.contains("OK") && out.contains("rtsp://u:***@192.0.2.1/s"),
+        "{out}"
+    );
     assert!(!out.contains("hunter2"));
-    assert!(!Path::new(&dir.path().join("rec")).exists(), "check must not create storage");
+    assert!(
+        !Path::new(&dir.path().join("rec")).exists(),
+        "check must not create storage"
+    );
 }

@@ -5,7 +5,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use stationwatch_tests::{
     ffmpeg_pull, ffprobe_decodable_frames, ffprobe_packets, ffprobe_video_codec, have_binary,
@@ -135,7 +135,18 @@ fn ready_line_once_and_clean_exit_on_sigterm() {
     unsafe {
         libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
     }
-    let status = child.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("test-camera ignored SIGTERM for 10 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
     assert_eq!(status.code(), Some(0), "{status}");
     let mut rest = String::new();
     stdout.read_to_string(&mut rest).unwrap();

@@ -105,6 +105,9 @@ pub enum GapReason {
     Schedule,
     /// Recording stopped because the disk was full.
     DiskFull,
+    /// Writing to storage failed for another reason (I/O error, file system remounted
+    /// read-only); `detail` holds the error.
+    StorageError,
 }
 
 impl GapReason {
@@ -116,6 +119,7 @@ impl GapReason {
             GapReason::PowerLoss => "power_loss",
             GapReason::Schedule => "schedule",
             GapReason::DiskFull => "disk_full",
+            GapReason::StorageError => "storage_error",
         }
     }
 }

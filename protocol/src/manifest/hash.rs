@@ -28,6 +28,28 @@ impl Hash256 {
         Hash256(Sha256::digest(bytes).into())
     }
 
+    /// SHA-256 and byte count of everything `reader` yields (streamed in 64 KiB chunks).
+    pub fn of_reader(mut reader: impl std::io::Read) -> std::io::Result<(Self, u64)> {
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut size: u64 = 0;
+        loop {
+            match reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    let chunk = buf.get(..n).ok_or_else(|| {
+                        std::io::Error::other("reader returned more bytes than asked")
+                    })?;
+                    hasher.update(chunk);
+                    size = size.saturating_add(n as u64);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok((Hash256(hasher.finalize().into()), size))
+    }
+
     /// The 64-character lowercase hex form.
     pub fn to_hex(&self) -> String {
         hex::encode(self.0)

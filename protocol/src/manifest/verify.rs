@@ -5,8 +5,6 @@ use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::path::Path;
 
-use sha2::{Digest, Sha256};
-
 use super::entry::{Chain, EntryBody, Segment, SignedEntry};
 use super::hash::Hash256;
 use super::key::PublicKey;
@@ -192,30 +190,14 @@ fn segment_of(entry: &SignedEntry) -> Result<&Segment, Problem> {
 }
 
 /// Streams `reader` through SHA-256 and compares size and hash with the segment entry.
-pub fn check_segment_file(entry: &SignedEntry, mut reader: impl Read) -> Result<(), Problem> {
+pub fn check_segment_file(entry: &SignedEntry, reader: impl Read) -> Result<(), Problem> {
     let seg = segment_of(entry)?;
     let unreadable = |error: String| Problem::Unreadable {
         seq: entry.seq(),
         file: seg.file.clone(),
         error,
     };
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut size: u64 = 0;
-    loop {
-        match reader.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                let chunk = buf
-                    .get(..n)
-                    .ok_or_else(|| unreadable("reader returned more bytes than asked".into()))?;
-                hasher.update(chunk);
-                size = size.saturating_add(n as u64);
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(unreadable(e.to_string())),
-        }
-    }
+    let (hash, size) = Hash256::of_reader(reader).map_err(|e| unreadable(e.to_string()))?;
     if size != seg.size {
         return Err(Problem::SizeMismatch {
             seq: entry.seq(),
@@ -224,7 +206,7 @@ pub fn check_segment_file(entry: &SignedEntry, mut reader: impl Read) -> Result<
             found: size,
         });
     }
-    if Hash256(hasher.finalize().into()) != seg.sha256 {
+    if hash != seg.sha256 {
         return Err(Problem::HashMismatch {
             seq: entry.seq(),
             file: seg.file.clone(),

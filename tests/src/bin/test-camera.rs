@@ -152,17 +152,30 @@ fn run(args: Args) -> Result<()> {
         glib::ControlFlow::Continue
     });
 
+    // SIGTERM/SIGINT are blocked everywhere and taken here synchronously. The quit is handed
+    // to the main context rather than called directly: a MainLoop::quit() that lands before
+    // MainLoop::run() has started is forgotten, and the READY line (which tells clients they
+    // may signal us) is printed before run(). A second signal exits at once.
     let loop_for_signals = main_loop.clone();
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
-            let mut sig: libc::c_int = 0;
-            // SAFETY: `signals` is a valid, initialised set; `sig` is a valid out-pointer.
-            let rc = unsafe { libc::sigwait(&signals, &mut sig) };
-            if rc == 0 {
+            let mut received = 0;
+            loop {
+                let mut sig: libc::c_int = 0;
+                // SAFETY: `signals` is a valid, initialised set; `sig` is a valid out-pointer.
+                if unsafe { libc::sigwait(&signals, &mut sig) } != 0 {
+                    continue;
+                }
+                received += 1;
+                if received > 1 {
+                    eprintln!("test-camera: second signal {sig}, exiting now");
+                    std::process::exit(1);
+                }
                 eprintln!("test-camera: got signal {sig}, shutting down");
+                let main_loop = loop_for_signals.clone();
+                glib::MainContext::default().invoke(move || main_loop.quit());
             }
-            loop_for_signals.quit();
         })
         .context("spawning the signal thread")?;
 
