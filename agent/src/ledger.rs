@@ -253,15 +253,20 @@ impl Ledger {
         // Time between the previous entry and this segment is a gap: explained by the loss
         // the recorder reported, or (should never happen) marked as unexplained.
         if let Some(prev_end) = self.timeline_end {
-            let (reason, detail) = self.lost.take().unwrap_or((
-                GapReason::CameraLost,
-                "no video reached the recorder".to_owned(),
-            ));
-            if start.ms_since(prev_end) > TIME_TOLERANCE_MS / 2 {
-                self.gap(prev_end, start, reason, detail);
+            match self.lost.take() {
+                // A known stop: every millisecond of it is entered.
+                Some((reason, detail)) => self.gap(prev_end, start, reason, detail),
+                // Consecutive segments meet exactly; a hole without a reported cause beyond
+                // clock jitter is still entered, never silently skipped.
+                None if start.ms_since(prev_end) > 100 => self.gap(
+                    prev_end,
+                    start,
+                    GapReason::CameraLost,
+                    "no video reached the recorder".to_owned(),
+                ),
+                None => {}
             }
         }
-        self.lost = None;
         match self.segment_entry(&seg.path, start, end) {
             Ok((body, sha256)) => {
                 seg.sha256 = Some(sha256);

@@ -16,6 +16,7 @@ pub mod recorder;
 pub mod service;
 pub mod source;
 pub mod state;
+pub mod verify;
 
 pub use agent::run;
 pub use config::AgentConfig;

@@ -69,10 +69,13 @@ impl ManifestWriter {
         let (chain, truncate_to) = match resume_point(&bytes, station, camera) {
             Ok(rp) => {
                 previous.restart_reason = rp.restart_reason();
-                previous.timeline_end = rp.timeline_end();
                 for e in parse_manifest(&bytes).entries {
                     if let EntryBody::Segment(s) = e.body() {
                         previous.listed_files.insert(s.file.as_str().to_owned());
+                    }
+                    // The last entry may be `stop`: the timeline ends with the last span.
+                    if let Some((_, end)) = e.body().span() {
+                        previous.timeline_end = Some(end);
                     }
                 }
                 (rp.chain, rp.truncate_to)

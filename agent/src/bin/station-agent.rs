@@ -36,6 +36,29 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Print the station's public key and fingerprint (generating the key if it does not exist).
+    Key {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Verify recordings offline: hashes, chain, signatures, and coverage of a time window.
+    /// Exit status 0 only when everything checks.
+    Verify {
+        /// A recordings folder (one folder per camera) or one camera's folder.
+        path: PathBuf,
+        /// The station's public key (64 hex characters or SPKI PEM), or a file holding it.
+        #[arg(long)]
+        public_key: Option<String>,
+        /// Window start (RFC 3339, e.g. 2026-11-21T06:00:00Z); default: first recorded time.
+        #[arg(long)]
+        from: Option<String>,
+        /// Window end (RFC 3339); default: last recorded time.
+        #[arg(long)]
+        to: Option<String>,
+        /// Only this camera.
+        #[arg(long)]
+        camera: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -44,6 +67,14 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run { config } => run(&config),
         Command::Check { config } => check(&config),
+        Command::Key { config } => key(&config),
+        Command::Verify {
+            path,
+            public_key,
+            from,
+            to,
+            camera,
+        } => verify(&path, public_key, from, to, camera),
     };
     match result {
         Ok(code) => code,
@@ -112,6 +143,77 @@ fn check(path: &std::path::Path) -> anyhow::Result<ExitCode> {
         println!("  camera {}: {} ({})", c.id, c.source, c.source.kind());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn key(path: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let config = AgentConfig::parse(
+        path,
+        &std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?,
+        false,
+    )?;
+    let existed = config.station_key.exists();
+    let key = station_agent::keys::load_or_generate(&config.station_key)?;
+    let public = key.public();
+    if !existed {
+        println!(
+            "generated a new station key in {}",
+            config.station_key.display()
+        );
+    }
+    println!("station      {}", config.station);
+    println!("key file     {}", config.station_key.display());
+    println!("fingerprint  {}", public.fingerprint());
+    println!("public key   {}", public.to_hex());
+    println!(
+        "{}",
+        public
+            .to_spki_pem()
+            .context("encoding the public key")?
+            .trim_end()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn verify(
+    path: &std::path::Path,
+    public_key: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    camera: Option<String>,
+) -> anyhow::Result<ExitCode> {
+    use stationwatch_protocol::manifest::{PublicKey, Timestamp};
+    let public_key = public_key
+        .map(|k| {
+            // A file holding the key, or the key itself.
+            let text = std::fs::read_to_string(&k).unwrap_or(k);
+            PublicKey::from_text(&text).context("--public-key")
+        })
+        .transpose()?;
+    let time = |s: Option<String>, what: &str| {
+        s.map(|s| {
+            chrono::DateTime::parse_from_rfc3339(&s)
+                .map_err(|e| anyhow::anyhow!("--{what} {s:?} is not an RFC 3339 time: {e}"))
+                .and_then(|t| {
+                    Timestamp::from_datetime(t.with_timezone(&chrono::Utc))
+                        .map_err(|e| anyhow::anyhow!("--{what} {s:?}: {e}"))
+                })
+        })
+        .transpose()
+    };
+    let opts = station_agent::verify::VerifyOptions {
+        public_key,
+        from: time(from, "from")?,
+        to: time(to, "to")?,
+        camera,
+    };
+    let reports = station_agent::verify::verify(path, &opts)?;
+    print!("{}", station_agent::verify::render(&reports));
+    Ok(if reports.iter().all(|r| r.ok()) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn run(path: &std::path::Path) -> anyhow::Result<ExitCode> {

@@ -152,10 +152,12 @@ fn run(args: Args) -> Result<()> {
         glib::ControlFlow::Continue
     });
 
-    // SIGTERM/SIGINT are blocked everywhere and taken here synchronously. The quit is handed
-    // to the main context rather than called directly: a MainLoop::quit() that lands before
-    // MainLoop::run() has started is forgotten, and the READY line (which tells clients they
-    // may signal us) is printed before run(). A second signal exits at once.
+    // SIGTERM/SIGINT are blocked everywhere and taken here synchronously. The quit goes
+    // through an idle source, so it runs inside MainLoop::run(): a quit() that lands before
+    // run() has started is forgotten (run() resets the flag), and READY (after which clients
+    // may signal us) is printed before run(). MainContext::invoke() would not do: with the
+    // context not yet acquired, it calls the closure at once in this thread. A second signal
+    // exits at once.
     let loop_for_signals = main_loop.clone();
     std::thread::Builder::new()
         .name("signals".into())
@@ -174,7 +176,7 @@ fn run(args: Args) -> Result<()> {
                 }
                 eprintln!("test-camera: got signal {sig}, shutting down");
                 let main_loop = loop_for_signals.clone();
-                glib::MainContext::default().invoke(move || main_loop.quit());
+                glib::idle_add_once(move || main_loop.quit());
             }
         })
         .context("spawning the signal thread")?;

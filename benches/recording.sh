@@ -1,0 +1,342 @@
+#!/usr/bin/env bash
+# Recording cost: station-agent against ffmpeg, on the same RTSP test camera, in one run.
+#
+# Every camera is `test-camera` (videotestsrc 1280x720@15, x264 2000 kbit/s, keyframe every 1 s,
+# served over RTSP; a shared stream, so several clients get the same packets).
+#
+#   case a  1 camera:  station-agent, `ffmpeg -f segment` into MPEG-TS (the agent's container)
+#                      and ffmpeg with Frigate's record arguments (MP4 segments), all three at
+#                      the same time on the same camera.
+#   case b  4 cameras: one station-agent recording 4 cameras against 4 ffmpeg processes (TS),
+#                      each camera its own test-camera process. Run at the same time; if the
+#                      machine had less than MIN_IDLE % idle CPU during that run, case b is run
+#                      again sequentially (agent, then ffmpeg) and both results are printed.
+#
+# Per recorder: CPU seconds = utime+stime of the process (all its threads) from /proc/PID/stat,
+# read just before it is stopped, so from its start to the end of the run (start-up included,
+# shut-down not); peak RSS = VmHWM from /proc/PID/status at the same moment; anon = RssAnon
+# (private memory, without the shared libraries' file pages). For 4 ffmpeg processes the sums.
+# CPU s per minute of video = CPU s / (DURATION / 60). The test cameras are not counted.
+# Stop: SIGTERM to the agent, SIGINT to ffmpeg (both finish and close their files).
+# Output check, per recorder, with ffprobe on every file: H.264 stream found, frames decoded
+# (-count_frames), decoder errors, sum of the files' durations.
+#
+# Usage: benches/recording.sh     (env: DURATION=60 seconds per run; CASE_B=auto|parallel|
+#        sequential; MIN_IDLE=10 percent; SEGMENT=10 seconds; KEEP=1 keeps the files)
+# Needs: cargo, ffmpeg, ffprobe, awk; GStreamer with rtsp-server, x264 (test-camera).
+set -euo pipefail
+
+DURATION=${DURATION:-60}
+CASE_B=${CASE_B:-auto}
+MIN_IDLE=${MIN_IDLE:-10}
+SEGMENT=${SEGMENT:-10}
+FPS=15
+CLK_TCK=$(getconf CLK_TCK)
+
+case "$CASE_B" in auto | parallel | sequential) ;; *)
+    echo "recording.sh: CASE_B must be auto, parallel or sequential" >&2
+    exit 2
+    ;;
+esac
+for tool in cargo ffmpeg ffprobe awk; do
+    command -v "$tool" >/dev/null || { echo "recording.sh: $tool not found" >&2; exit 1; }
+done
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+AGENT=$ROOT/target/release/station-agent
+CAMERA=$ROOT/target/release/test-camera
+
+WORK=$(mktemp -d /tmp/stationwatch-recording.XXXXXX)
+ALL_PIDS=()
+cleanup() {
+    local pid
+    for pid in "${ALL_PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    sleep 0.5
+    for pid in "${ALL_PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    if [ "${KEEP:-0}" = 1 ]; then echo "files kept in $WORK"; else rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
+
+# ---------------------------------------------------------------------------------------------
+# Processes
+
+# start_camera NAME: starts a test camera on a free port; sets CAM_PID and CAM_URL.
+start_camera() {
+    local name=$1 out=$WORK/$1.out i
+    "$CAMERA" --port 0 --width 1280 --height 720 --fps $FPS --bitrate-kbps 2000 \
+        >"$out" 2>"$WORK/$name.err" &
+    CAM_PID=$!
+    ALL_PIDS+=("$CAM_PID")
+    for i in $(seq 100); do
+        CAM_URL=$(awk '/^READY /{print $2; exit}' "$out")
+        if [ -n "$CAM_URL" ]; then return 0; fi
+        kill -0 "$CAM_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    echo "recording.sh: test camera $name did not become ready:" >&2
+    cat "$WORK/$name.err" >&2
+    exit 1
+}
+
+# start_agent NAME URL...: one station-agent recording the given cameras; sets REC_PID.
+start_agent() {
+    local name=$1 conf=$WORK/$1.toml n=0 url
+    shift
+    mkdir -p "$WORK/out/$name"
+    {
+        printf '[station]\nid = "BENCH-0001"\n\n[storage]\npath = "%s"\nsegment_seconds = %d\n' \
+            "$WORK/out/$name" "$SEGMENT"
+        for url in "$@"; do
+            n=$((n + 1))
+            printf '\n[[camera]]\nid = "cam%d"\nsource = "%s"\n' "$n" "$url"
+        done
+    } >"$conf"
+    "$AGENT" run --config "$conf" </dev/null >"$WORK/$name.log" 2>&1 &
+    REC_PID=$!
+    ALL_PIDS+=("$REC_PID")
+}
+
+# start_ffmpeg NAME URL ts|frigate OUTDIR: one ffmpeg recording one camera; sets REC_PID.
+start_ffmpeg() {
+    local name=$1 url=$2 kind=$3 out=$4
+    local -a args
+    mkdir -p "$out"
+    if [ "$kind" = ts ]; then
+        args=(-c copy -f segment -segment_time "$SEGMENT" -segment_format mpegts "$out/%03d.ts")
+    else
+        # Frigate's default record output arguments (ffmpeg.output_args.record).
+        args=(-f segment -segment_time "$SEGMENT" -segment_format mp4 -reset_timestamps 1
+            -strftime 1 -c copy -an "$out/%Y%m%d%H%M%S.mp4")
+    fi
+    ffmpeg -nostdin -hide_banner -loglevel warning -rtsp_transport tcp -i "$url" "${args[@]}" \
+        >"$WORK/$name.log" 2>&1 &
+    REC_PID=$!
+    ALL_PIDS+=("$REC_PID")
+}
+
+# cpu_ticks PID...: summed utime+stime (clock ticks) of the processes.
+cpu_ticks() {
+    local pid sum=0 t
+    for pid in "$@"; do
+        # Field 2 (comm) may hold spaces: drop everything up to ") "; utime, stime are then 12, 13.
+        t=$(sed 's/.*) //' "/proc/$pid/stat" | awk '{print $12 + $13}')
+        sum=$((sum + t))
+    done
+    echo "$sum"
+}
+
+# status_kb FIELD PID...: summed /proc/PID/status FIELD (kB).
+status_kb() {
+    local field=$1 pid sum=0 v
+    shift
+    for pid in "$@"; do
+        v=$(awk -v f="$field:" '$1 == f {print $2}' "/proc/$pid/status")
+        sum=$((sum + ${v:-0}))
+    done
+    echo "$sum"
+}
+
+# Machine-wide CPU counters: "busy total" in ticks (idle = idle + iowait).
+machine_ticks() {
+    awk '$1 == "cpu" {t = 0; for (i = 2; i <= 9; i++) t += $i; print t - $5 - $6, t; exit}' /proc/stat
+}
+
+# stop_and_wait SIGNAL PID...: signals the processes, waits up to 20 s for each; sets STOP_RC
+# (the worst exit status; 137 when one had to be killed).
+stop_and_wait() {
+    local sig=$1 pid i rc
+    shift
+    STOP_RC=0
+    for pid in "$@"; do kill -"$sig" "$pid" 2>/dev/null || true; done
+    for pid in "$@"; do
+        for i in $(seq 200); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        if kill -0 "$pid" 2>/dev/null; then
+            log "pid $pid still running 20 s after SIG$sig: SIGKILL"
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+        rc=0
+        wait "$pid" || rc=$?
+        if [ "$rc" -gt "$STOP_RC" ]; then STOP_RC=$rc; fi
+    done
+}
+
+# ---------------------------------------------------------------------------------------------
+# One measured run
+
+# A recorder group is "label|signal|pid pid ...|output dir".
+# measure RUN_NAME GROUP...: lets the already started groups record for DURATION s, samples
+# them, stops them, verifies their files and appends one result line per group to RESULTS.
+# CAM_PIDS must hold the test cameras serving them.
+RESULTS=$WORK/results
+NOTES=$WORK/notes
+measure() {
+    local run=$1 g label sig pids dir pid m0 mt0 m1 mt1 cam0 cam1 idle cam_pct
+    shift
+    read -r m0 mt0 < <(machine_ticks)
+    cam0=$(cpu_ticks "${CAM_PIDS[@]}")
+    log "$run: recording for $DURATION s"
+    sleep "$DURATION"
+
+    # Sample everything first (all groups at the same moment), then stop.
+    local -A cpu hwm anon
+    for g in "$@"; do
+        IFS='|' read -r label _ pids _ <<<"$g"
+        # shellcheck disable=SC2086  # pids is a space-separated list
+        for pid in $pids; do
+            kill -0 "$pid" 2>/dev/null || {
+                echo "recording.sh: $label (pid $pid) died during the run; its log:" >&2
+                tail -n 20 "$WORK"/*.log >&2 || true
+                exit 1
+            }
+        done
+        # shellcheck disable=SC2086
+        cpu[$label]=$(cpu_ticks $pids)
+        # shellcheck disable=SC2086
+        hwm[$label]=$(status_kb VmHWM $pids)
+        # shellcheck disable=SC2086
+        anon[$label]=$(status_kb RssAnon $pids)
+    done
+    read -r m1 mt1 < <(machine_ticks)
+    cam1=$(cpu_ticks "${CAM_PIDS[@]}")
+    idle=$(awk -v b="$((m1 - m0))" -v t="$((mt1 - mt0))" 'BEGIN {printf "%.0f", 100 * (1 - b / t)}')
+    cam_pct=$(awk -v c="$((cam1 - cam0))" -v d="$DURATION" -v hz="$CLK_TCK" \
+        'BEGIN {printf "%.0f", 100 * c / hz / d}')
+    LAST_IDLE=$idle
+    echo "$run: machine idle ${idle}% of $(nproc) CPUs during the run; the ${#CAM_PIDS[@]} test" \
+        "camera(s) used ${cam_pct}% of one CPU" >>"$NOTES"
+
+    for g in "$@"; do
+        IFS='|' read -r label sig pids dir <<<"$g"
+        # shellcheck disable=SC2086
+        stop_and_wait "$sig" $pids
+        verify "$dir"
+        # run|label|procs|cpu ticks|hwm kB|anon kB|exit|files|frames|seconds|errors|playable
+        echo "$run|$label|$(wc -w <<<"$pids")|${cpu[$label]}|${hwm[$label]}|${anon[$label]}|$STOP_RC|$VERIFY" \
+            >>"$RESULTS"
+    done
+}
+
+# verify DIR: ffprobe every segment under DIR; sets VERIFY="files|frames|seconds|errors|playable"
+# (playable = files with an H.264 stream and at least one decoded frame).
+verify() {
+    local dir=$1 f files=0 frames=0 secs=0 errors=0 playable=0 out err n d codec
+    while IFS= read -r f; do
+        files=$((files + 1))
+        err=$WORK/ffprobe.err
+        out=$(ffprobe -v error -select_streams v:0 -count_frames \
+            -show_entries stream=codec_name,nb_read_frames:format=duration \
+            -of default=noprint_wrappers=1 "$f" 2>"$err") || true
+        codec=$(awk -F= '$1 == "codec_name" {print $2}' <<<"$out")
+        n=$(awk -F= '$1 == "nb_read_frames" {print $2 + 0}' <<<"$out")
+        d=$(awk -F= '$1 == "duration" {print $2 + 0}' <<<"$out")
+        frames=$((frames + ${n:-0}))
+        secs=$(awk -v a="$secs" -v b="${d:-0}" 'BEGIN {print a + b}')
+        errors=$((errors + $(wc -l <"$err")))
+        if [ "$codec" = h264 ] && [ "${n:-0}" -gt 0 ]; then playable=$((playable + 1)); fi
+    done < <(find "$dir" -type f \( -name '*.ts' -o -name '*.mp4' \) | sort)
+    VERIFY="$files|$frames|$secs|$errors|$playable"
+}
+
+# ---------------------------------------------------------------------------------------------
+
+log "building release binaries"
+(cd "$ROOT" && cargo build --release --quiet -p station-agent -p stationwatch-tests)
+: >"$RESULTS"
+: >"$NOTES"
+
+# Case a: one camera, three recorders at once.
+log "case a: 1 test camera; agent, ffmpeg (TS) and ffmpeg (Frigate args) on it at once"
+start_camera cam-a
+CAM_PIDS=("$CAM_PID")
+start_agent a-agent "$CAM_URL"
+A_AGENT=$REC_PID
+start_ffmpeg a-ffmpeg "$CAM_URL" ts "$WORK/out/a-ffmpeg"
+A_FFMPEG=$REC_PID
+start_ffmpeg a-frigate "$CAM_URL" frigate "$WORK/out/a-frigate"
+A_FRIGATE=$REC_PID
+measure "a: 1 camera" \
+    "station-agent|TERM|$A_AGENT|$WORK/out/a-agent" \
+    "ffmpeg -f segment (TS)|INT|$A_FFMPEG|$WORK/out/a-ffmpeg" \
+    "ffmpeg, Frigate args (MP4)|INT|$A_FRIGATE|$WORK/out/a-frigate"
+stop_and_wait TERM "${CAM_PIDS[@]}"
+
+# Case b: four cameras, each its own test-camera process.
+log "case b: 4 test cameras"
+URLS=()
+CAM_PIDS=()
+for i in 1 2 3 4; do
+    start_camera "cam-b$i"
+    CAM_PIDS+=("$CAM_PID")
+    URLS+=("$CAM_URL")
+done
+
+# start_b_agent SUFFIX / start_b_ffmpeg SUFFIX: case b's recorders; set B_AGENT / B_FFMPEG.
+start_b_agent() {
+    start_agent "b-agent$1" "${URLS[@]}"
+    B_AGENT="station-agent, 4 cameras|TERM|$REC_PID|$WORK/out/b-agent$1"
+}
+start_b_ffmpeg() {
+    local i pids=() dir=$WORK/out/b-ffmpeg$1
+    for i in 1 2 3 4; do
+        start_ffmpeg "b-ffmpeg$1-$i" "${URLS[$((i - 1))]}" ts "$dir/cam$i"
+        pids+=("$REC_PID")
+    done
+    B_FFMPEG="4 x ffmpeg -f segment (TS)|INT|${pids[*]}|$dir"
+}
+
+if [ "$CASE_B" != sequential ]; then
+    log "case b: one agent (4 cameras) and 4 ffmpeg at once"
+    start_b_agent ""
+    start_b_ffmpeg ""
+    measure "b: 4 cameras, simultaneous" "$B_AGENT" "$B_FFMPEG"
+fi
+if [ "$CASE_B" = sequential ] || { [ "$CASE_B" = auto ] && [ "$LAST_IDLE" -lt "$MIN_IDLE" ]; }; then
+    if [ "$CASE_B" = auto ]; then
+        echo "b: idle ${LAST_IDLE}% < ${MIN_IDLE}% in the simultaneous run: case b repeated" \
+            "sequentially (agent, then ffmpeg) on the same 4 cameras" >>"$NOTES"
+    fi
+    log "case b, sequential: the agent alone"
+    start_b_agent -seq
+    measure "b: 4 cameras, agent alone" "$B_AGENT"
+    log "case b, sequential: 4 ffmpeg alone"
+    start_b_ffmpeg -seq
+    measure "b: 4 cameras, ffmpeg alone" "$B_FFMPEG"
+fi
+stop_and_wait TERM "${CAM_PIDS[@]}"
+
+# ---------------------------------------------------------------------------------------------
+# Report
+
+echo
+echo "Recording cost, $(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) CPUs ($(lscpu | awk -F: '/^Model name/ {gsub(/^ +/, "", $2); print $2; exit}')),"
+echo "$(ffmpeg -version | head -n1 | awk '{print "ffmpeg " $3}'), GStreamer $(gst-launch-1.0 --version 2>/dev/null | awk '/GStreamer/ {print $2; exit}')," \
+    "DURATION=${DURATION} s, segments of ${SEGMENT} s, camera 1280x720@${FPS} x264 2000 kbit/s, expected frames per camera ~ $((DURATION * FPS))"
+echo
+awk -F'|' -v hz="$CLK_TCK" -v dur="$DURATION" -v fps="$FPS" '
+BEGIN {
+    printf "| %-27s | %-27s | %5s | %6s | %13s | %13s | %13s | %5s | %6s | %8s | %8s | %6s | %4s |\n", \
+        "run", "recorder", "procs", "CPU s", "CPU s/vid-min", "peak RSS MiB", "anon RSS MiB", \
+        "files", "frames", "video s", "playable", "errors", "exit"
+    printf "|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|\n", dash(29), dash(29), dash(7), dash(8), \
+        dash(15), dash(15), dash(15), dash(7), dash(8), dash(10), dash(10), dash(8), dash(6)
+}
+function dash(n,  s) { s = ""; while (n-- > 0) s = s "-"; return s }
+{
+    cpu = $4 / hz
+    printf "| %-27s | %-27s | %5d | %6.2f | %13.2f | %13.1f | %13.1f | %5d | %6d | %8.1f | %8s | %6d | %4d |\n", \
+        $1, $2, $3, cpu, cpu / (dur / 60), $5 / 1024, $6 / 1024, $8, $9, $10, $12 "/" $8, $11, $7
+}' "$RESULTS"
+echo
+echo "CPU s = utime+stime of the recorder process(es) from start to the stop signal; CPU s/vid-min"
+echo "= CPU s / (DURATION/60); peak RSS = VmHWM (summed over processes); anon RSS = RssAnon at the"
+echo "stop; video s = sum of the segment durations (ffprobe); frames = decoded frames (4 cameras:"
+echo "all of them); errors = decoder messages; exit = worst exit status after SIGTERM/SIGINT."
+echo "Test cameras are not counted."
+cat "$NOTES"
