@@ -138,11 +138,11 @@ fn verify_camera(dir: &Path, opts: &VerifyOptions) -> CameraReport {
     let entries = &parsed.entries;
 
     let key = match &opts.public_key {
-        Some(k) => Some(k.clone()),
+        Some(k) => Some(*k),
         None => {
             report.key_from_manifest = true;
             entries.iter().find_map(|e| match e.body() {
-                EntryBody::Start(s) => Some(s.key.clone()),
+                EntryBody::Start(s) => Some(s.key),
                 _ => None,
             })
         }
