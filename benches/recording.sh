@@ -177,7 +177,7 @@ stop_and_wait() {
 RESULTS=$WORK/results
 NOTES=$WORK/notes
 measure() {
-    local run=$1 g label sig pids dir pid m0 mt0 m1 mt1 cam0 cam1 idle cam_pct
+    local run=$1 g label sig pids dir pid m0 mt0 m1 mt1 cam0 cam1 idle cam_pct rec rec_pct other_pct
     shift
     read -r m0 mt0 < <(machine_ticks)
     cam0=$(cpu_ticks "${CAM_PIDS[@]}")
@@ -205,12 +205,18 @@ measure() {
     done
     read -r m1 mt1 < <(machine_ticks)
     cam1=$(cpu_ticks "${CAM_PIDS[@]}")
-    idle=$(awk -v b="$((m1 - m0))" -v t="$((mt1 - mt0))" 'BEGIN {printf "%.0f", 100 * (1 - b / t)}')
-    cam_pct=$(awk -v c="$((cam1 - cam0))" -v d="$DURATION" -v hz="$CLK_TCK" \
-        'BEGIN {printf "%.0f", 100 * c / hz / d}')
+    rec=0
+    for g in "$@"; do
+        IFS='|' read -r label _ _ _ <<<"$g"
+        rec=$((rec + cpu[$label]))
+    done
+    # Machine CPU over the run, in % of all CPUs: idle, and who was busy.
+    read -r idle cam_pct rec_pct other_pct < <(awk -v b="$((m1 - m0))" -v t="$((mt1 - mt0))" \
+        -v c="$((cam1 - cam0))" -v r="$rec" 'BEGIN {
+            printf "%.0f %.0f %.0f %.0f\n", 100 * (1 - b / t), 100 * c / t, 100 * r / t, 100 * (b - c - r) / t }')
     LAST_IDLE=$idle
-    echo "$run: machine idle ${idle}% of $(nproc) CPUs during the run; the ${#CAM_PIDS[@]} test" \
-        "camera(s) used ${cam_pct}% of one CPU" >>"$NOTES"
+    echo "$run: machine CPU over the run ($(nproc) CPUs = 100%): idle ${idle}%, test cameras" \
+        "${cam_pct}%, recorders ${rec_pct}%, everything else ${other_pct}%" >>"$NOTES"
 
     for g in "$@"; do
         IFS='|' read -r label sig pids dir <<<"$g"
@@ -233,11 +239,12 @@ verify() {
         out=$(ffprobe -v error -select_streams v:0 -count_frames \
             -show_entries stream=codec_name,nb_read_frames:format=duration \
             -of default=noprint_wrappers=1 "$f" 2>"$err") || true
-        codec=$(awk -F= '$1 == "codec_name" {print $2}' <<<"$out")
-        n=$(awk -F= '$1 == "nb_read_frames" {print $2 + 0}' <<<"$out")
-        d=$(awk -F= '$1 == "duration" {print $2 + 0}' <<<"$out")
+        # MPEG-TS files list the stream twice (under its program too): first value wins.
+        codec=$(awk -F= '$1 == "codec_name" {print $2; exit}' <<<"$out")
+        n=$(awk -F= '$1 == "nb_read_frames" {print int($2); exit}' <<<"$out")
+        d=$(awk -F= '$1 == "duration" {print $2 + 0; exit}' <<<"$out")
         frames=$((frames + ${n:-0}))
-        secs=$(awk -v a="$secs" -v b="${d:-0}" 'BEGIN {print a + b}')
+        secs=$(awk -v a="$secs" -v b="${d:-0}" 'BEGIN {printf "%.3f", a + b}')
         errors=$((errors + $(wc -l <"$err")))
         if [ "$codec" = h264 ] && [ "${n:-0}" -gt 0 ]; then playable=$((playable + 1)); fi
     done < <(find "$dir" -type f \( -name '*.ts' -o -name '*.mp4' \) | sort)
