@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use tokio::sync::mpsc::unbounded_channel;
+use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -12,6 +13,7 @@ use std::sync::Arc;
 use crate::camera::{self, CameraContext, CameraHandle};
 use crate::config::AgentConfig;
 use crate::recorder::SegmentFinished;
+use crate::retention::{DiskStatus, Retention, RetentionCamera};
 use crate::service;
 use crate::state::CameraState;
 use crate::{keys, ledger};
@@ -67,6 +69,7 @@ pub async fn run(
         key,
         rebooted: ledger::rebooted_since_last_start(&config.storage.path),
         finished: fin_tx,
+        storage_pressure: Arc::new(Notify::new()),
     };
     let mut cams = Vec::new();
     for cam in &config.cameras {
@@ -74,10 +77,23 @@ pub async fn run(
             camera::spawn(&ctx, cam.clone(), shutdown.child_token()).map_err(storage_err)?;
         cams.push(handle);
     }
+    let (retention, disk) = Retention::new(
+        config.retention.clone(),
+        config.storage.path.clone(),
+        cams.iter()
+            .map(|c| RetentionCamera {
+                id: c.id.clone(),
+                dir: config.storage.path.join(c.id.as_str()),
+                ledger: c.ledger.clone(),
+            })
+            .collect(),
+    );
+    let retention_task =
+        tokio::spawn(retention.run(ctx.storage_pressure.clone(), shutdown.child_token()));
     drop(ctx);
 
     wait_until_started(&mut cams, &shutdown).await;
-    let status = status_line(&cams);
+    let status = status_line(&cams, &disk);
     info!(status = %status, "agent ready");
     service::ready(&status);
 
@@ -99,7 +115,7 @@ pub async fn run(
                     None => service::watchdog_ping(),
                     Some(why) => warn!(reason = %why, "supervisor unhealthy; withholding watchdog ping"),
                 }
-                let status = status_line(&cams);
+                let status = status_line(&cams, &disk);
                 if status != last_status {
                     service::status(&status);
                     last_status = status;
@@ -110,6 +126,7 @@ pub async fn run(
 
     info!("agent stopping: closing open segments");
     service::stopping();
+    let _ = retention_task.await;
     for cam in cams {
         if let Err(e) = cam.task.await {
             warn!(camera = %cam.id, error = %e, "camera task ended abnormally");
@@ -157,8 +174,18 @@ fn unhealthy(cams: &[CameraHandle]) -> Option<String> {
     })
 }
 
-/// One line for `systemctl status`: each camera and its state.
-fn status_line(cams: &[CameraHandle]) -> String {
+/// One line for `systemctl status`: each camera and its state, and the disk.
+fn status_line(cams: &[CameraHandle], disk: &watch::Receiver<DiskStatus>) -> String {
+    let d = disk.borrow();
+    let disk = format!(
+        "disk: {} MB free{}",
+        d.free_bytes / 1_000_000,
+        if d.exhausted {
+            " (below floor, nothing deletable)"
+        } else {
+            ""
+        }
+    );
     cams.iter()
         .map(|c| {
             let s = match &*c.state.borrow() {
@@ -170,6 +197,7 @@ fn status_line(cams: &[CameraHandle]) -> String {
             };
             format!("{}: {s}", c.id)
         })
+        .chain(std::iter::once(disk))
         .collect::<Vec<_>>()
         .join("; ")
 }

@@ -61,6 +61,8 @@ pub struct CameraContext {
     /// The machine rebooted since the last start (for the manifest's restart gap).
     pub rebooted: bool,
     pub finished: UnboundedSender<SegmentFinished>,
+    /// Notified when a camera hits a full disk, so retention runs at once.
+    pub storage_pressure: Arc<tokio::sync::Notify>,
 }
 
 /// Starts supervising a camera.
@@ -86,6 +88,7 @@ pub fn spawn(
         writer_tx,
     )?;
     let ledger = recorder.ledger();
+    let storage_pressure = ctx.storage_pressure.clone();
     let station = ctx.station.clone();
     let supervision = ctx.supervision.clone();
     let (state_tx, state_rx) = watch::channel(CameraState::Starting);
@@ -99,6 +102,7 @@ pub fn spawn(
         recorder,
         writer_rx,
         counters: counters.clone(),
+        storage_pressure,
         state: state_tx,
         heartbeat: heartbeat.clone(),
         started,
@@ -123,6 +127,7 @@ struct Supervisor {
     recorder: Recorder,
     writer_rx: UnboundedReceiver<WriterEvent>,
     counters: Arc<CameraCounters>,
+    storage_pressure: Arc<tokio::sync::Notify>,
     state: watch::Sender<CameraState>,
     heartbeat: Arc<AtomicU64>,
     started: Instant,
@@ -273,6 +278,9 @@ impl Supervisor {
                         }
                     }
                     WriterEvent::WriteFailed { reason, detail } => {
+                        if reason == GapReason::DiskFull {
+                            self.storage_pressure.notify_one();
+                        }
                         self.set_state(CameraState::Failed {
                             reason: format!("{reason}: {detail}"),
                         });

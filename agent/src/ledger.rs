@@ -401,20 +401,37 @@ impl Ledger {
         policy: DeletionPolicy,
         detail: String,
     ) -> io::Result<()> {
+        // A deletion is never queued: the file goes only once its entry is durable, and an
+        // entry that waited in memory could be repeated by the next retention pass.
+        if !self.backlog.is_empty() {
+            self.flush_backlog();
+            if !self.backlog.is_empty() {
+                return Err(io::Error::other(
+                    "manifest not writable; deletion postponed",
+                ));
+            }
+        }
+        let Some(m) = self.manifest.as_mut() else {
+            return Err(io::Error::other("manifest not open; deletion postponed"));
+        };
         let path = self.cfg.camera_dir.join(file.as_str());
-        self.enter(EntryBody::Deleted(Deleted {
+        let body = EntryBody::Deleted(Deleted {
             at: Timestamp::now(),
             target,
             file,
             sha256,
             policy,
             detail,
-        }));
-        if !self.backlog.is_empty() {
-            // The deletion is not durable yet: keep the file (it is what frees space later).
-            return Err(io::Error::other(
-                "manifest not writable; deletion postponed",
-            ));
+        });
+        if let Err(e) = m.append(body.clone()) {
+            // A disk filled by something else: spend the reserve on the entry.
+            let storage = self.cfg.camera_dir.parent().unwrap_or(Path::new("/"));
+            if !crate::retention::release_reserve(storage) {
+                return Err(io::Error::other(e.to_string()));
+            }
+            warn!(camera = %self.cfg.camera, "disk full: space reserve released to record deletions");
+            m.append(body)
+                .map_err(|e| io::Error::other(e.to_string()))?;
         }
         std::fs::remove_file(&path)?;
         if let Some(dir) = path.parent() {

@@ -13,6 +13,7 @@ pub mod ledger;
 pub mod manifest_writer;
 pub mod pipeline;
 pub mod recorder;
+pub mod retention;
 pub mod service;
 pub mod source;
 pub mod state;
