@@ -31,9 +31,14 @@ DURATION=${DURATION:-60}
 CASE_B=${CASE_B:-auto}
 MIN_HEADROOM=${MIN_HEADROOM:-20}
 SEGMENT=${SEGMENT:-10}
+WARMUP=5 # seconds left out of the steady-state CPU figure
 FPS=15
 CLK_TCK=$(getconf CLK_TCK)
 
+if [ "$DURATION" -lt 15 ]; then
+    echo "recording.sh: DURATION must be at least 15 seconds" >&2
+    exit 2
+fi
 case "$CASE_B" in auto | parallel | sequential) ;; *)
     echo "recording.sh: CASE_B must be auto, parallel or sequential" >&2
     exit 2
@@ -189,10 +194,18 @@ measure() {
     read -r m0 mt0 < <(machine_ticks)
     cam0=$(cpu_ticks "${CAM_PIDS[@]}")
     log "$run: recording for $DURATION s"
-    sleep "$DURATION"
+    # CPU at +WARMUP s too: what comes after it is the steady cost, without start-up (loading
+    # libraries and plugins, RTSP negotiation, first segment).
+    local -A cpu hwm anon cpu_warm
+    sleep "$WARMUP"
+    for g in "$@"; do
+        IFS='|' read -r label _ pids _ <<<"$g"
+        # shellcheck disable=SC2086
+        cpu_warm[$label]=$(cpu_ticks $pids)
+    done
+    sleep "$((DURATION - WARMUP))"
 
     # Sample everything first (all groups at the same moment), then stop.
-    local -A cpu hwm anon
     for g in "$@"; do
         IFS='|' read -r label _ pids _ <<<"$g"
         # shellcheck disable=SC2086  # pids is a space-separated list
@@ -242,8 +255,9 @@ measure() {
         # shellcheck disable=SC2086
         wait_for_exit $pids
         verify "$dir"
-        # run|label|procs|cpu ticks|hwm kB|anon kB|exit|files|frames|seconds|errors|playable
-        echo "$run|$label|$(wc -w <<<"$pids")|${cpu[$label]}|${hwm[$label]}|${anon[$label]}|$STOP_RC|$VERIFY" \
+        # run|label|procs|cpu ticks|hwm kB|anon kB|exit|files|frames|seconds|errors|playable|
+        # cpu ticks after warm-up
+        echo "$run|$label|$(wc -w <<<"$pids")|${cpu[$label]}|${hwm[$label]}|${anon[$label]}|$STOP_RC|$VERIFY|$((cpu[$label] - cpu_warm[$label]))" \
             >>"$RESULTS"
     done
 }
@@ -350,24 +364,33 @@ echo "Recording cost, $(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) CPUs ($(lscpu | a
 echo "$(ffmpeg -version | head -n1 | awk '{print "ffmpeg " $3}'), GStreamer $(gst-launch-1.0 --version 2>/dev/null | awk '/GStreamer/ {print $2; exit}')," \
     "DURATION=${DURATION} s, segments of ${SEGMENT} s, camera 1280x720@${FPS} x264 2000 kbit/s, expected frames per camera ~ $((DURATION * FPS))"
 echo
-awk -F'|' -v hz="$CLK_TCK" -v dur="$DURATION" -v fps="$FPS" '
+awk -F'|' -v hz="$CLK_TCK" -v dur="$DURATION" -v warm="$WARMUP" '
 BEGIN {
-    printf "| %-27s | %-27s | %5s | %6s | %13s | %13s | %13s | %5s | %6s | %8s | %8s | %6s | %4s |\n", \
-        "run", "recorder", "procs", "CPU s", "CPU s/vid-min", "peak RSS MiB", "anon RSS MiB", \
-        "files", "frames", "video s", "playable", "errors", "exit"
-    printf "|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|\n", dash(29), dash(29), dash(7), dash(8), \
-        dash(15), dash(15), dash(15), dash(7), dash(8), dash(10), dash(10), dash(8), dash(6)
+    printf "| %-26s | %-26s | %5s | %6s | %13s | %13s | %12s | %12s | %5s | %6s | %7s | %8s | %6s | %4s |\n", \
+        "run", "recorder", "procs", "CPU s", "CPU s/vid-min", "steady s/min", "peak RSS MiB", \
+        "anon RSS MiB", "files", "frames", "video s", "playable", "errors", "exit"
+    printf "|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|\n", dash(28), dash(28), dash(7), dash(8), \
+        dash(15), dash(15), dash(14), dash(14), dash(7), dash(8), dash(9), dash(10), dash(8), dash(6)
 }
 function dash(n,  s) { s = ""; while (n-- > 0) s = s "-"; return s }
 {
     cpu = $4 / hz
-    printf "| %-27s | %-27s | %5d | %6.2f | %13.2f | %13.1f | %13.1f | %5d | %6d | %8.1f | %8s | %6d | %4d |\n", \
-        $1, $2, $3, cpu, cpu / (dur / 60), $5 / 1024, $6 / 1024, $8, $9, $10, $12 "/" $8, $11, $7
+    printf "| %-26s | %-26s | %5d | %6.2f | %13.2f | %13.2f | %12.1f | %12.1f | %5d | %6d | %7.1f | %8s | %6d | %4d |\n", \
+        $1, $2, $3, cpu, cpu / (dur / 60), $13 / hz / ((dur - warm) / 60), $5 / 1024, $6 / 1024, \
+        $8, $9, $10, $12 "/" $8, $11, $7
 }' "$RESULTS"
 echo
-echo "CPU s = utime+stime of the recorder process(es) from start to the stop signal; CPU s/vid-min"
-echo "= CPU s / (DURATION/60); peak RSS = VmHWM (summed over processes); anon RSS = RssAnon at the"
-echo "stop; video s = sum of the segment durations (ffprobe); frames = decoded frames (4 cameras:"
-echo "all of them); errors = decoder messages; exit = worst exit status after SIGTERM (agent) /"
-echo "SIGINT (ffmpeg; 255 is its normal status after a signal). Test cameras are not counted."
+cat <<EOF
+CPU s         utime+stime of the recorder process(es), all threads, from start to the stop signal
+CPU s/vid-min CPU s / (DURATION / 60)
+steady s/min  the same without the first $WARMUP s (start-up: libraries, plugins, RTSP set-up)
+peak RSS      VmHWM, summed over the processes; anon RSS = RssAnon (private memory) at the stop
+frames        frames decoded by ffprobe in all the files (4 cameras: all four together)
+video s       sum of the files' durations (ffprobe); playable = files with H.264 that decode
+errors        decoder messages; exit = worst exit status after SIGTERM (agent) / SIGINT
+              (ffmpeg: 255 is its normal status after a signal)
+The test cameras are not counted. ffmpeg: ffmpeg -nostdin -rtsp_transport tcp -i URL
+  TS:      -c copy -f segment -segment_time $SEGMENT -segment_format mpegts %03d.ts
+  Frigate: -f segment -segment_time $SEGMENT -segment_format mp4 -reset_timestamps 1 -strftime 1 -c copy -an
+EOF
 cat "$NOTES"

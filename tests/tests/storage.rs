@@ -1,0 +1,201 @@
+//! Retention and a full disk, on a real small file system (a tmpfs of a few MB).
+//!
+//! NEEDS ROOT (to mount the tmpfs); each test prints SKIP and passes when not root. CI runs as
+//! root, so they run there.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use stationwatch_tests::agent_process::{agent_command, segments, AgentProcess};
+use stationwatch_tests::{have_binary, have_gst_element};
+
+/// About 190 kB/s: a 3 MB file system fills in seconds.
+const SOURCE: &str = "source = \"test\"\nwidth = 320\nheight = 240\nfps = 15\nbitrate_kbps = 1500";
+
+/// A tmpfs mounted for one test; unmounted on drop.
+struct SmallDisk {
+    _dir: tempfile::TempDir,
+    mount: PathBuf,
+}
+
+impl SmallDisk {
+    fn new(size_mb: u32) -> Option<SmallDisk> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("SKIP: needs root to mount a tmpfs");
+            return None;
+        }
+        if !(have_binary("ffprobe") && have_gst_element("x264enc")) {
+            eprintln!("SKIP: x264enc or ffprobe missing (run scripts/install-deps)");
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let mount = dir.path().join("disk");
+        std::fs::create_dir(&mount).unwrap();
+        let st = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size_mb}m"), "tmpfs"])
+            .arg(&mount)
+            .status()
+            .unwrap();
+        assert!(st.success(), "mount tmpfs failed");
+        Some(SmallDisk { _dir: dir, mount })
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.mount).status();
+    }
+}
+
+fn free_bytes(path: &Path) -> u64 {
+    let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+    // SAFETY: statvfs writes into the zeroed struct we own; the path is NUL-terminated.
+    unsafe {
+        let mut s: libc::statvfs = std::mem::zeroed();
+        assert_eq!(libc::statvfs(c.as_ptr(), &mut s), 0);
+        s.f_bavail as u64 * s.f_frsize as u64
+    }
+}
+
+fn config(storage: &Path, key: &Path, retention: &str) -> String {
+    format!(
+        "[station]\nid = \"DISK-0001\"\nkey_file = \"{}\"\n\n[storage]\npath = \"{}\"\nsegment_seconds = 2\n\n\
+         [retention]\n{retention}\n\n[[camera]]\nid = \"cam\"\n{SOURCE}\n",
+        key.display(),
+        storage.display()
+    )
+}
+
+fn manifest(storage: &Path) -> String {
+    std::fs::read_to_string(storage.join("cam/manifest.jsonl")).unwrap_or_default()
+}
+
+fn verify(storage: &Path) -> (bool, String) {
+    let (st, out, err) = agent_command(&["verify", storage.to_str().unwrap()]).unwrap();
+    (st.success(), format!("{out}{err}"))
+}
+
+fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn free_space_floor_deletes_oldest_by_policy_and_recording_goes_on() {
+    let Some(disk) = SmallDisk::new(4) else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let storage = disk.mount.join("rec");
+    let cfg = config(
+        &storage,
+        &work.path().join("station.key"),
+        "keep_days = 0\nmin_free_mb = 2\ncheck_interval_seconds = 1",
+    );
+    let mut agent = AgentProcess::start(work.path(), &cfg).unwrap();
+    agent
+        .wait_log_count("segment deleted by policy", 3, Duration::from_secs(60))
+        .unwrap();
+    let still = chrono::Utc::now();
+    std::thread::sleep(Duration::from_secs(3));
+    let newest = segments(&storage, "cam").unwrap().last().cloned().unwrap();
+    assert!(
+        newest.start > still,
+        "recording stopped: newest segment {newest:?}"
+    );
+    let (status, _) = agent.terminate(Duration::from_secs(10)).unwrap();
+    assert!(status.success());
+    let log = agent.log();
+    assert!(
+        !log.contains("recording write failed"),
+        "disk filled up:\n{log}"
+    );
+
+    let m = manifest(&storage);
+    assert!(m.contains("\"kind\":\"deleted\"") && m.contains("\"policy\":\"free_space\""));
+    assert!(!m.contains("disk_full"));
+    let (ok, out) = verify(&storage);
+    assert!(ok, "{out}");
+    assert!(out.contains("by policy free_space"), "{out}");
+}
+
+/// Fills the disk with footage policy may not delete, then gives space back.
+fn disk_full_then_space_returns(retention: &str) {
+    let Some(disk) = SmallDisk::new(4) else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let storage = disk.mount.join("rec");
+    // Something else on the disk that the operator can remove later, leaving ~700 kB.
+    let filler = disk.mount.join("operator-files.bin");
+    let free = free_bytes(&disk.mount);
+    std::fs::write(&filler, vec![7u8; free.saturating_sub(700_000) as usize]).unwrap();
+    let cfg = config(&storage, &work.path().join("station.key"), retention);
+    let mut agent = AgentProcess::start(work.path(), &cfg).unwrap();
+    agent
+        .wait_log("recording write failed", Duration::from_secs(60))
+        .unwrap();
+    agent
+        .wait_log(
+            "policy allows nothing more to be deleted",
+            Duration::from_secs(10),
+        )
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    let pid = agent.pid().unwrap();
+    assert!(
+        Path::new(&format!("/proc/{pid}")).exists(),
+        "agent died on a full disk"
+    );
+    let before = segments(&storage, "cam").unwrap();
+
+    std::fs::remove_file(&filler).unwrap();
+    let back = chrono::Utc::now();
+    wait_for("recording to resume", Duration::from_secs(20), || {
+        segments(&storage, "cam").unwrap().iter().any(|s| {
+            s.start > back
+                && std::fs::metadata(&s.path)
+                    .map(|m| m.len() > 0)
+                    .unwrap_or(false)
+        })
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    let (status, _) = agent.terminate(Duration::from_secs(10)).unwrap();
+    assert!(status.success(), "{}", agent.log());
+
+    // Nothing recorded before the disk filled was deleted.
+    let after = segments(&storage, "cam").unwrap();
+    for b in &before {
+        assert!(after.contains(b), "{} deleted", b.path.display());
+    }
+    let m = manifest(&storage);
+    assert!(
+        !m.contains("\"kind\":\"deleted\""),
+        "policy deleted footage it must keep"
+    );
+    assert!(
+        m.contains("\"reason\":\"disk_full\""),
+        "no disk_full gap:\n{m}"
+    );
+    let (ok, out) = verify(&storage);
+    assert!(ok, "{out}");
+    assert!(out.contains("disk_full"), "{out}");
+}
+
+#[test]
+fn disk_full_with_only_young_footage_records_a_gap_and_resumes() {
+    disk_full_then_space_returns("keep_days = 30\nmin_free_mb = 1\ncheck_interval_seconds = 1");
+}
+
+#[test]
+fn legal_hold_is_never_deleted_even_when_the_disk_fills() {
+    disk_full_then_space_returns(
+        "keep_days = 0\nmin_free_mb = 1\ncheck_interval_seconds = 1\n\
+         [[retention.hold]]\nfrom = \"2000-01-01T00:00:00Z\"\nto = \"2100-01-01T00:00:00Z\"\nreason = \"test hold\"",
+    );
+}
