@@ -24,21 +24,18 @@ pub fn watchdog_ping() {
     notify(&[NotifyState::Watchdog]);
 }
 
-/// The watchdog interval systemd expects pings at (half of `WatchdogSec`), if enabled.
+/// The interval to ping the watchdog at (half of `WatchdogSec`), if systemd enabled it.
 pub fn watchdog_interval() -> Option<Duration> {
-    let mut usec = 0u64;
-    if sd_notify::watchdog_enabled(false, &mut usec) && usec > 0 {
-        Some(Duration::from_micros(usec / 2))
-    } else {
-        None
-    }
+    sd_notify::watchdog_enabled()
+        .filter(|d| !d.is_zero())
+        .map(|d| d / 2)
 }
 
 fn notify(states: &[NotifyState<'_>]) {
     if std::env::var_os("NOTIFY_SOCKET").is_none() {
         return;
     }
-    match sd_notify::notify(false, states) {
+    match sd_notify::notify(states) {
         Ok(()) => debug!("systemd notified"),
         Err(e) => warn!(error = %e, "systemd notification failed"),
     }
