@@ -274,6 +274,19 @@ impl Reader {
         }
     }
 
+    /// A top-level section that may be absent (then every key takes its default).
+    fn optional_section<'t>(
+        &mut self,
+        root: &'t toml::Table,
+        key: &str,
+        allowed: &[&str],
+    ) -> &'t toml::Table {
+        static EMPTY: std::sync::LazyLock<toml::Table> = std::sync::LazyLock::new(toml::Table::new);
+        let t = self.table(root, "", key, false).unwrap_or(&EMPTY);
+        self.unknown_keys(t, key, allowed);
+        t
+    }
+
     fn string(&mut self, t: &toml::Table, path: &str, key: &str, required: bool) -> Option<String> {
         match t.get(key) {
             Some(toml::Value::String(s)) => Some(s.clone()),
@@ -415,10 +428,8 @@ impl Reader {
         root: &toml::Table,
         cameras: &[CameraConfig],
     ) -> Option<RetentionConfig> {
-        let empty = toml::Table::new();
-        let t = self.table(root, "", "retention", false).unwrap_or(&empty);
-        self.unknown_keys(
-            t,
+        let t = self.optional_section(
+            root,
             "retention",
             &[
                 "keep_days",
@@ -535,10 +546,8 @@ impl Reader {
     }
 
     fn supervision(&mut self, root: &toml::Table) -> Option<SupervisionConfig> {
-        let empty = toml::Table::new();
-        let t = self.table(root, "", "supervision", false).unwrap_or(&empty);
-        self.unknown_keys(
-            t,
+        let t = self.optional_section(
+            root,
             "supervision",
             &[
                 "stall_timeout_seconds",

@@ -32,6 +32,21 @@ fn rtsp_source(cam: &TestCamera) -> String {
     format!("source = \"{}\"", cam.url())
 }
 
+/// Starts an agent recording `cam` in 2 s segments; returns once it is ready.
+fn record_camera(cam: &TestCamera) -> (tempfile::TempDir, std::path::PathBuf, AgentProcess) {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = dir.path().join("rec");
+    let agent = AgentProcess::start(
+        dir.path(),
+        &config(&storage, 2, &[("cam", &rtsp_source(cam))]),
+    )
+    .unwrap();
+    agent
+        .wait_log("agent ready", Duration::from_secs(20))
+        .unwrap();
+    (dir, storage, agent)
+}
+
 fn chrono_secs(s: f64) -> chrono::Duration {
     chrono::Duration::microseconds((s * 1e6) as i64)
 }
@@ -241,16 +256,7 @@ fn recording_resumes_by_itself_after_a_camera_outage() {
         return;
     }
     let mut cam = TestCamera::start(CAMERA_BIN, CameraOpts::default()).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let storage = dir.path().join("rec");
-    let agent = AgentProcess::start(
-        dir.path(),
-        &config(&storage, 2, &[("cam", &rtsp_source(&cam))]),
-    )
-    .unwrap();
-    agent
-        .wait_log("agent ready", Duration::from_secs(20))
-        .unwrap();
+    let (_dir, storage, agent) = record_camera(&cam);
     std::thread::sleep(Duration::from_secs(3));
 
     cam.stop().unwrap();
@@ -287,16 +293,7 @@ fn a_camera_that_stops_sending_without_closing_is_detected_as_stalled() {
     }
     let cam = TestCamera::start(CAMERA_BIN, CameraOpts::default()).unwrap();
     let pid = cam.pid().unwrap() as i32;
-    let dir = tempfile::tempdir().unwrap();
-    let storage = dir.path().join("rec");
-    let agent = AgentProcess::start(
-        dir.path(),
-        &config(&storage, 2, &[("cam", &rtsp_source(&cam))]),
-    )
-    .unwrap();
-    agent
-        .wait_log("agent ready", Duration::from_secs(20))
-        .unwrap();
+    let (_dir, storage, agent) = record_camera(&cam);
     std::thread::sleep(Duration::from_secs(2));
     // Freeze the camera: its TCP connection stays open but no packet flows.
     // SAFETY: signals to our own child process.
@@ -366,13 +363,7 @@ fn h265_camera_is_recorded_without_reencoding() {
         },
     )
     .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let storage = dir.path().join("rec");
-    let mut agent = AgentProcess::start(
-        dir.path(),
-        &config(&storage, 2, &[("cam", &rtsp_source(&cam))]),
-    )
-    .unwrap();
+    let (_dir, storage, mut agent) = record_camera(&cam);
     agent
         .wait_log("segment finished", Duration::from_secs(20))
         .unwrap();
