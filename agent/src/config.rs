@@ -32,6 +32,8 @@ pub struct AgentConfig {
     pub station_key: PathBuf,
     pub storage: StorageConfig,
     pub retention: RetentionConfig,
+    /// Reporting to the controller; `None` when the file has no `[mqtt]` section (record only).
+    pub mqtt: Option<MqttConfig>,
     pub supervision: SupervisionConfig,
     pub cameras: Vec<CameraConfig>,
 }
@@ -75,6 +77,43 @@ impl LegalHold {
     pub fn covers(&self, camera: &CameraId, start: DateTime<Utc>, end: DateTime<Utc>) -> bool {
         self.camera.as_ref().is_none_or(|c| c == camera) && start <= self.to && end >= self.from
     }
+}
+
+/// Connection to the MQTT broker.
+#[derive(Clone)]
+pub struct MqttConfig {
+    pub host: String,
+    pub port: u16,
+    /// `mqtts://`: TLS with `ca_file` as the trust root.
+    pub tls: Option<TlsFiles>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub keepalive: Duration,
+    pub health_interval: Duration,
+    pub command_max_age: Duration,
+    pub outbox: PathBuf,
+    pub outbox_max_messages: usize,
+    pub outbox_max_bytes: u64,
+}
+
+/// Never prints the password.
+impl fmt::Debug for MqttConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MqttConfig")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("tls", &self.tls)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub ca_file: PathBuf,
+    /// Client certificate and key (PEM), when the broker requires one.
+    pub client_cert: Option<(PathBuf, PathBuf)>,
 }
 
 #[derive(Debug, Clone)]
@@ -339,15 +378,39 @@ impl Reader {
         self.unknown_keys(
             root,
             "",
-            &["station", "storage", "retention", "supervision", "camera"],
+            &[
+                "station",
+                "storage",
+                "retention",
+                "mqtt",
+                "supervision",
+                "camera",
+            ],
         );
         let station = self.station(root);
         let storage = self.storage(root, check_machine);
         let supervision = self.supervision(root);
         let cameras = self.cameras(root, check_machine);
         let retention = self.retention(root, cameras.as_deref().unwrap_or_default());
+        let mqtt = self.mqtt(root, check_machine);
         let (station, station_key) = station?;
         let storage = storage?;
+        let mqtt = match mqtt? {
+            Some(mut m) => {
+                if m.username.is_none() {
+                    m.username = Some(station.to_string());
+                }
+                if m.outbox.as_os_str().is_empty() {
+                    m.outbox = storage
+                        .path
+                        .parent()
+                        .unwrap_or(Path::new("/"))
+                        .join("outbox");
+                }
+                Some(m)
+            }
+            None => None,
+        };
         let station_key = match station_key {
             Some(k) => k,
             None => storage
@@ -362,6 +425,7 @@ impl Reader {
             station_key,
             storage,
             retention: retention?,
+            mqtt,
             supervision: supervision?,
             cameras: cameras?,
         })
@@ -543,6 +607,143 @@ impl Reader {
             segment: Duration::from_secs(segment? as u64),
             sync_interval: Duration::from_millis(sync? as u64),
         })
+    }
+
+    /// `Some(None)`: no `[mqtt]` section; `None`: invalid.
+    fn mqtt(&mut self, root: &toml::Table, check_machine: bool) -> Option<Option<MqttConfig>> {
+        let Some(t) = self.table(root, "", "mqtt", false) else {
+            return Some(None).filter(|_| !root.contains_key("mqtt"));
+        };
+        let p = "mqtt";
+        self.unknown_keys(
+            t,
+            p,
+            &[
+                "url",
+                "username",
+                "password",
+                "password_file",
+                "ca_file",
+                "client_cert",
+                "client_key",
+                "keepalive_seconds",
+                "health_interval_seconds",
+                "command_max_age_seconds",
+                "outbox_path",
+                "outbox_max_messages",
+                "outbox_max_mb",
+            ],
+        );
+        let endpoint = self.string(t, p, "url", true).and_then(|u| {
+            let parsed = url::Url::parse(&u).ok().filter(|x| {
+                matches!(x.scheme(), "mqtt" | "mqtts")
+                    && x.host_str().is_some_and(|h| !h.is_empty())
+            });
+            match parsed {
+                Some(x) if x.username().is_empty() && x.password().is_none() => {
+                    let tls = x.scheme() == "mqtts";
+                    let port = x.port().unwrap_or(if tls { 8883 } else { 1883 });
+                    Some((x.host_str().unwrap_or_default().to_owned(), port, tls))
+                }
+                Some(_) => {
+                    self.problem(
+                        join(p, "url"),
+                        "must not hold credentials; use username and password_file",
+                    );
+                    None
+                }
+                None => {
+                    self.problem(
+                        join(p, "url"),
+                        "expected mqtt://HOST[:PORT] or mqtts://HOST[:PORT]",
+                    );
+                    None
+                }
+            }
+        });
+        let file = |r: &mut Self, key: &str| -> Option<PathBuf> {
+            let f = PathBuf::from(r.string(t, p, key, false)?);
+            if !f.is_absolute() {
+                r.problem(
+                    join(p, key),
+                    format!("{} must be an absolute path", f.display()),
+                );
+                return None;
+            }
+            if check_machine {
+                if let Err(e) = std::fs::metadata(&f) {
+                    r.problem(join(p, key), format!("{}: {e}", f.display()));
+                    return None;
+                }
+            }
+            Some(f)
+        };
+        let ca = file(self, "ca_file");
+        let cert = file(self, "client_cert");
+        let key = file(self, "client_key");
+        let username = self.string(t, p, "username", false);
+        let mut password = self.string(t, p, "password", false);
+        if let Some(pf) = file(self, "password_file") {
+            if password.is_some() {
+                self.problem(
+                    join(p, "password_file"),
+                    "give either password or password_file, not both",
+                );
+            }
+            match std::fs::read_to_string(&pf) {
+                Ok(s) => password = Some(s.trim_end_matches(['\n', '\r']).to_owned()),
+                Err(e) if check_machine => {
+                    self.problem(join(p, "password_file"), format!("{}: {e}", pf.display()))
+                }
+                Err(_) => {}
+            }
+        }
+        let keepalive = self.int(t, p, "keepalive_seconds", 5..=3600, 30);
+        let health = self.int(t, p, "health_interval_seconds", 1..=3600, 15);
+        let max_age = self.int(t, p, "command_max_age_seconds", 1..=86_400, 300);
+        let outbox = self.string(t, p, "outbox_path", false).map(PathBuf::from);
+        let outbox_max = self.int(t, p, "outbox_max_messages", 10..=1_000_000, 10_000);
+        let outbox_mb = self.int(t, p, "outbox_max_mb", 1..=10_000, 50);
+        let (host, port, tls) = endpoint?;
+        let tls = if tls {
+            let Some(ca_file) = ca else {
+                self.problem(join(p, "ca_file"), "required for mqtts://");
+                return None;
+            };
+            let client_cert = match (cert, key) {
+                (Some(c), Some(k)) => Some((c, k)),
+                (None, None) => None,
+                _ => {
+                    self.problem(
+                        join(p, "client_cert"),
+                        "client_cert and client_key go together",
+                    );
+                    return None;
+                }
+            };
+            Some(TlsFiles {
+                ca_file,
+                client_cert,
+            })
+        } else {
+            if ca.is_some() {
+                self.problem(join(p, "ca_file"), "only applies to mqtts:// URLs");
+            }
+            None
+        };
+        Some(Some(MqttConfig {
+            host,
+            port,
+            tls,
+            username,
+            password,
+            keepalive: Duration::from_secs(keepalive? as u64),
+            health_interval: Duration::from_secs(health? as u64),
+            command_max_age: Duration::from_secs(max_age? as u64),
+            outbox: outbox.unwrap_or_default(),
+            outbox_max_messages: outbox_max? as usize,
+            outbox_max_bytes: outbox_mb? as u64 * 1024 * 1024,
+        }))
     }
 
     fn supervision(&mut self, root: &toml::Table) -> Option<SupervisionConfig> {
@@ -851,6 +1052,41 @@ fps = "fast"
         let text = GOOD.replace("/var/lib/stationwatch", target.to_str().unwrap());
         AgentConfig::parse(Path::new("a.toml"), &text, true).expect("creatable is fine");
         assert!(!dir.path().join("a").exists());
+    }
+
+    #[test]
+    fn mqtt_section_is_optional_and_validated() {
+        assert!(parse(GOOD).unwrap().mqtt.is_none());
+        let ok = parse(&format!(
+            "{GOOD}\n[mqtt]\nurl = \"mqtts://broker.example.org\"\nca_file = \"/etc/ca.pem\"\npassword = \"pw\"\n"
+        ))
+        .unwrap();
+        let m = ok.mqtt.expect("mqtt configured");
+        assert_eq!((m.host.as_str(), m.port), ("broker.example.org", 8883));
+        assert_eq!(
+            m.username.as_deref(),
+            Some("KG-0042"),
+            "defaults to the station id"
+        );
+        assert_eq!(m.outbox, Path::new("/var/lib/outbox"));
+        assert!(
+            !format!("{m:?}").contains("\"pw\""),
+            "Debug must hide the password"
+        );
+
+        let err = parse(&format!(
+            "{GOOD}\n[mqtt]\nurl = \"mqtts://u:secret@broker\"\nhealth_interval_seconds = 0\n"
+        ))
+        .unwrap_err();
+        let keys: Vec<&str> = err.problems().iter().map(|p| p.key.as_str()).collect();
+        assert!(
+            keys.contains(&"mqtt.url") && keys.contains(&"mqtt.health_interval_seconds"),
+            "{err}"
+        );
+        assert!(!err.to_string().contains("secret"), "{err}");
+
+        let err = parse(&format!("{GOOD}\n[mqtt]\nurl = \"mqtts://broker\"\n")).unwrap_err();
+        assert_eq!(err.problems()[0].key, "mqtt.ca_file", "{err}");
     }
 
     #[test]

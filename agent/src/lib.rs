@@ -11,6 +11,7 @@ pub mod config;
 pub mod keys;
 pub mod ledger;
 pub mod manifest_writer;
+pub mod outbox;
 pub mod pipeline;
 pub mod recorder;
 pub mod retention;
