@@ -15,11 +15,44 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 /// One queued message.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutMessage {
     pub topic: String,
     pub payload: Vec<u8>,
     pub retain: bool,
+}
+
+/// On disk: this header as one JSON line, then the payload bytes as they are.
+#[derive(Serialize, Deserialize)]
+struct Header {
+    topic: String,
+    retain: bool,
+}
+
+impl OutMessage {
+    fn encode(&self) -> io::Result<Vec<u8>> {
+        let mut data = serde_json::to_vec(&Header {
+            topic: self.topic.clone(),
+            retain: self.retain,
+        })
+        .map_err(io::Error::other)?;
+        data.push(b'\n');
+        data.extend_from_slice(&self.payload);
+        Ok(data)
+    }
+
+    fn decode(data: &[u8]) -> io::Result<Self> {
+        let nl = data
+            .iter()
+            .position(|&b| b == b'\n')
+            .ok_or_else(|| io::Error::other("no header line"))?;
+        let h: Header = serde_json::from_slice(&data[..nl]).map_err(io::Error::other)?;
+        Ok(OutMessage {
+            topic: h.topic,
+            retain: h.retain,
+            payload: data[nl + 1..].to_vec(),
+        })
+    }
 }
 
 #[derive(Debug)]
@@ -86,7 +119,7 @@ impl Outbox {
 
     /// Appends a message durably; returns its sequence number.
     pub fn push(&mut self, msg: &OutMessage) -> io::Result<u64> {
-        let data = serde_json::to_vec(msg).map_err(io::Error::other)?;
+        let data = msg.encode()?;
         let seq = self.next_seq;
         let tmp = self.dir.join(format!("{seq:020}.tmp"));
         {
@@ -126,7 +159,7 @@ impl Outbox {
             .take(n)
             .filter_map(|&seq| {
                 let data = fs::read(self.path(seq)).ok()?;
-                match serde_json::from_slice(&data) {
+                match OutMessage::decode(&data) {
                     Ok(m) => Some((seq, m)),
                     Err(e) => {
                         warn!(seq, error = %e, "unreadable outbox message skipped");
@@ -145,7 +178,7 @@ impl Outbox {
         };
         range.find_map(|(&s, _)| {
             let data = fs::read(self.path(s)).ok()?;
-            serde_json::from_slice(&data).ok().map(|m| (s, m))
+            OutMessage::decode(&data).ok().map(|m| (s, m))
         })
     }
 
