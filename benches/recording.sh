@@ -52,7 +52,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 AGENT=$ROOT/target/release/station-agent
 CAMERA=$ROOT/target/release/test-camera
 
-WORK=$(mktemp -d /tmp/stationwatch-recording.XXXXXX)
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/stationwatch-recording.XXXXXX")
 ALL_PIDS=()
 cleanup() {
     local pid

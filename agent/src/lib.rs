@@ -18,6 +18,7 @@ pub mod retention;
 pub mod service;
 pub mod source;
 pub mod state;
+pub mod sysinfo;
 pub mod verify;
 
 pub use agent::run;

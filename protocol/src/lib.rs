@@ -5,5 +5,6 @@
 
 pub mod ids;
 pub mod manifest;
+pub mod mqtt;
 
 pub use ids::{CameraId, IdError, StationId};
