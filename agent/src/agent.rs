@@ -3,15 +3,19 @@
 
 use std::time::Duration;
 
+use stationwatch_protocol::manifest::Hash256;
 use tokio::sync::mpsc::unbounded_channel;
 use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use std::sync::Arc;
 
 use crate::camera::{self, CameraContext, CameraHandle};
 use crate::config::AgentConfig;
+use crate::health::{CameraView, HealthCollector};
+use crate::holds::HoldStore;
+use crate::mqtt::{self, CameraControl, MqttContext};
 use crate::recorder::SegmentFinished;
 use crate::retention::{DiskStatus, Retention, RetentionCamera};
 use crate::service;
@@ -62,6 +66,9 @@ pub async fn run(
 
     let key = Arc::new(keys::load_or_generate(&config.station_key)?);
     let (fin_tx, mut fin_rx) = unbounded_channel();
+    // Events for the controller, when there is one.
+    let (events_tx, events_rx) = unbounded_channel();
+    let events_tx = config.mqtt.is_some().then_some(events_tx);
     let ctx = CameraContext {
         station: config.station.clone(),
         storage: config.storage.clone(),
@@ -70,6 +77,7 @@ pub async fn run(
         rebooted: ledger::rebooted_since_last_start(&config.storage.path),
         finished: fin_tx,
         storage_pressure: Arc::new(Notify::new()),
+        events: events_tx,
     };
     let mut cams = Vec::new();
     for cam in &config.cameras {
@@ -77,8 +85,13 @@ pub async fn run(
             camera::spawn(&ctx, cam.clone(), shutdown.child_token()).map_err(storage_err)?;
         cams.push(handle);
     }
+    let holds = Arc::new(HoldStore::open(
+        &config.storage.path,
+        config.retention.holds.clone(),
+    ));
     let (retention, disk) = Retention::new(
         config.retention.clone(),
+        holds.clone(),
         config.storage.path.clone(),
         cams.iter()
             .map(|c| RetentionCamera {
@@ -90,6 +103,52 @@ pub async fn run(
     );
     let retention_task =
         tokio::spawn(retention.run(ctx.storage_pressure.clone(), shutdown.child_token()));
+    // The link to the controller stops after the cameras, so their last events go out.
+    let mqtt_stop = CancellationToken::new();
+    let mqtt_task = match &config.mqtt {
+        Some(m) => {
+            let config_bytes = std::fs::read(&config.file).unwrap_or_default();
+            let health = HealthCollector::new(
+                cams.iter()
+                    .map(|c| CameraView {
+                        id: c.id.clone(),
+                        state: c.state.clone(),
+                        counters: c.counters.clone(),
+                    })
+                    .collect(),
+                disk.clone(),
+                config.storage.path.clone(),
+                Hash256::of(&config_bytes),
+                ctx.key.public().fingerprint(),
+                u32::try_from(m.health_interval.as_secs()).unwrap_or(u32::MAX),
+            );
+            let link = MqttContext {
+                config: m.clone(),
+                station: config.station.clone(),
+                cameras: cams
+                    .iter()
+                    .map(|c| CameraControl {
+                        id: c.id.clone(),
+                        counters: c.counters.clone(),
+                        restart: c.restart.clone(),
+                    })
+                    .collect(),
+                health,
+                holds: holds.clone(),
+                events: events_rx,
+            };
+            let stop = mqtt_stop.clone();
+            Some(tokio::spawn(async move {
+                if let Err(e) = mqtt::run(link, stop).await {
+                    error!(error = %e, "MQTT link failed; recording continues without reporting");
+                }
+            }))
+        }
+        None => {
+            info!("no [mqtt] section: recording without reporting to a controller");
+            None
+        }
+    };
     drop(ctx);
 
     wait_until_started(&mut cams, &shutdown).await;
@@ -136,6 +195,10 @@ pub async fn run(
         if let Some(tx) = &segments {
             let _ = tx.send(seg);
         }
+    }
+    mqtt_stop.cancel();
+    if let Some(t) = mqtt_task {
+        let _ = t.await;
     }
     info!("agent stopped");
     Ok(())

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use gst::prelude::*;
 use stationwatch_protocol::manifest::{GapReason, StationKey};
+use stationwatch_protocol::mqtt::EventKind;
 use stationwatch_protocol::{CameraId, StationId};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tokio::sync::watch;
@@ -38,6 +39,8 @@ pub struct CameraHandle {
     pub counters: Arc<CameraCounters>,
     /// This camera's ledger (manifest), for retention.
     pub ledger: std::sync::mpsc::Sender<LedgerJob>,
+    /// Notify to tear the pipeline down and start it again (remote command).
+    pub restart: Arc<tokio::sync::Notify>,
     heartbeat: Arc<AtomicU64>,
     started: Instant,
     pub task: tokio::task::JoinHandle<()>,
@@ -63,6 +66,8 @@ pub struct CameraContext {
     pub finished: UnboundedSender<SegmentFinished>,
     /// Notified when a camera hits a full disk, so retention runs at once.
     pub storage_pressure: Arc<tokio::sync::Notify>,
+    /// Where gap entries are reported as events (MQTT), if anywhere.
+    pub events: Option<UnboundedSender<EventKind>>,
 }
 
 /// Starts supervising a camera.
@@ -83,12 +88,14 @@ pub fn spawn(
             counters: counters.clone(),
             finished: ctx.finished.clone(),
             rebooted: ctx.rebooted,
+            events: ctx.events.clone(),
         },
         ctx.storage.segment,
         writer_tx,
     )?;
     let ledger = recorder.ledger();
     let storage_pressure = ctx.storage_pressure.clone();
+    let restart = Arc::new(tokio::sync::Notify::new());
     let station = ctx.station.clone();
     let supervision = ctx.supervision.clone();
     let (state_tx, state_rx) = watch::channel(CameraState::Starting);
@@ -103,6 +110,7 @@ pub fn spawn(
         writer_rx,
         counters: counters.clone(),
         storage_pressure,
+        restart: restart.clone(),
         state: state_tx,
         heartbeat: heartbeat.clone(),
         started,
@@ -113,6 +121,7 @@ pub fn spawn(
         state: state_rx,
         counters,
         ledger,
+        restart,
         heartbeat,
         started,
         task: tokio::spawn(sup.run()),
@@ -128,6 +137,7 @@ struct Supervisor {
     writer_rx: UnboundedReceiver<WriterEvent>,
     counters: Arc<CameraCounters>,
     storage_pressure: Arc<tokio::sync::Notify>,
+    restart: Arc<tokio::sync::Notify>,
     state: watch::Sender<CameraState>,
     heartbeat: Arc<AtomicU64>,
     started: Instant,
@@ -257,6 +267,9 @@ impl Supervisor {
             self.beat();
             tokio::select! {
                 _ = self.shutdown.cancelled() => break Outcome::Shutdown,
+                _ = self.restart.notified() => {
+                    break self.lost("restarted by remote command".into(), recording_since)
+                }
                 ev = bus_rx.recv() => match ev {
                     Some(BusEvent::Error(e)) => break self.lost(e, recording_since),
                     Some(BusEvent::Eos) | None => {

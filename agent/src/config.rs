@@ -64,7 +64,7 @@ pub struct RetentionConfig {
 }
 
 /// Footage in `[from, to]` (of one camera, or all) that policy must never delete.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LegalHold {
     pub from: DateTime<Utc>,
     pub to: DateTime<Utc>,

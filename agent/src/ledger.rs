@@ -24,6 +24,7 @@ use stationwatch_protocol::manifest::{
     Deleted, DeletionPolicy, EntryBody, Gap, GapReason, Hash256, Segment, SegmentFile, Start,
     StationKey, Stop, Timestamp, TIME_TOLERANCE_MS,
 };
+use stationwatch_protocol::mqtt::{EventKind, OrUnknown};
 use stationwatch_protocol::{CameraId, StationId};
 use tokio::sync::mpsc::UnboundedSender;
 use tracing::{error, info, warn};
@@ -68,6 +69,8 @@ pub struct LedgerConfig {
     pub finished: UnboundedSender<SegmentFinished>,
     /// The machine rebooted since the agent last started (a crash is then a power loss).
     pub rebooted: bool,
+    /// Where gap entries are reported as events (MQTT), if anywhere.
+    pub events: Option<UnboundedSender<EventKind>>,
 }
 
 /// Starts the ledger thread of one camera. The manifest is opened, and segments left over by a
@@ -214,8 +217,21 @@ impl Ledger {
         };
         while let Some(body) = self.backlog.front() {
             match m.append(body.clone()) {
-                Ok(_) => {
+                Ok(entry) => {
                     self.backlog.pop_front();
+                    self.cfg
+                        .counters
+                        .set_manifest_head(entry.seq() + 1, entry.hash());
+                    if let (Some(events), EntryBody::Gap(g)) = (&self.cfg.events, entry.body()) {
+                        let _ = events.send(EventKind::GapRecorded {
+                            camera: self.cfg.camera.clone(),
+                            start: g.start,
+                            end: g.end,
+                            reason: OrUnknown::Known(g.reason),
+                            detail: g.detail.clone(),
+                            seq: Some(entry.seq()),
+                        });
+                    }
                 }
                 Err(e) => {
                     if self.backlog.len() == 1 {
@@ -277,7 +293,7 @@ impl Ledger {
                 self.timeline_end = Some(end);
             }
         }
-        self.cfg.counters.on_segment_finished();
+        self.cfg.counters.on_segment_finished(end);
         info!(
             camera = %self.cfg.camera,
             path = %seg.path.display(),
@@ -423,16 +439,21 @@ impl Ledger {
             policy,
             detail,
         });
-        if let Err(e) = m.append(body.clone()) {
-            // A disk filled by something else: spend the reserve on the entry.
-            let storage = self.cfg.camera_dir.parent().unwrap_or(Path::new("/"));
-            if !crate::retention::release_reserve(storage) {
-                return Err(io::Error::other(e.to_string()));
+        let appended = match m.append(body.clone()) {
+            Ok(entry) => Ok(entry),
+            Err(e) => {
+                // A disk filled by something else: spend the reserve on the entry.
+                let storage = self.cfg.camera_dir.parent().unwrap_or(Path::new("/"));
+                if !crate::retention::release_reserve(storage) {
+                    return Err(io::Error::other(e.to_string()));
+                }
+                warn!(camera = %self.cfg.camera, "disk full: space reserve released to record deletions");
+                m.append(body).map_err(|e| io::Error::other(e.to_string()))
             }
-            warn!(camera = %self.cfg.camera, "disk full: space reserve released to record deletions");
-            m.append(body)
-                .map_err(|e| io::Error::other(e.to_string()))?;
-        }
+        }?;
+        self.cfg
+            .counters
+            .set_manifest_head(appended.seq() + 1, appended.hash());
         std::fs::remove_file(&path)?;
         if let Some(dir) = path.parent() {
             sync_dir(dir);

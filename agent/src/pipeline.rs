@@ -139,9 +139,16 @@ impl CameraPipeline {
         let tee_sink = tee
             .static_pad("sink")
             .ok_or_else(|| PipelineError::Build("tee without sink pad".into()))?;
-        tee_sink.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+        tee_sink.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
             if let Some(buf) = info.buffer() {
                 counters.on_frame(buf.size());
+                if !buf.flags().contains(gst::BufferFlags::DELTA_UNIT) {
+                    // Keep the latest keyframe (a reference, not a copy) for snapshots.
+                    if let Some(caps) = pad.current_caps() {
+                        counters
+                            .set_keyframe(gst::Sample::builder().buffer(buf).caps(&caps).build());
+                    }
+                }
             }
             gst::PadProbeReturn::Ok
         });

@@ -451,6 +451,7 @@ mod tests {
             counters: CameraCounters::new(),
             finished: fin,
             rebooted: false,
+            events: None,
         }
     }
 

@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::config::RetentionConfig;
+use crate::holds::HoldStore;
 use crate::ledger::LedgerJob;
 
 /// Space kept in a placeholder file so that, on a disk filled by something else, deletion
@@ -65,6 +66,7 @@ struct Candidate {
 
 pub struct Retention {
     cfg: RetentionConfig,
+    holds: Arc<HoldStore>,
     storage: PathBuf,
     cameras: Vec<RetentionCamera>,
     status: watch::Sender<DiskStatus>,
@@ -73,6 +75,7 @@ pub struct Retention {
 impl Retention {
     pub fn new(
         cfg: RetentionConfig,
+        holds: Arc<HoldStore>,
         storage: PathBuf,
         cameras: Vec<RetentionCamera>,
     ) -> (Self, watch::Receiver<DiskStatus>) {
@@ -80,6 +83,7 @@ impl Retention {
         (
             Self {
                 cfg,
+                holds,
                 storage,
                 cameras,
                 status,
@@ -164,7 +168,7 @@ impl Retention {
                 free_mb = free / 1_000_000,
                 floor_mb = floor / 1_000_000,
                 keep_days = self.cfg.keep_days,
-                holds = self.cfg.holds.len(),
+                holds = self.holds.all().len(),
                 "free space below the floor and policy allows nothing more to be deleted"
             );
         } else if !exhausted && was_exhausted {
@@ -185,6 +189,7 @@ impl Retention {
     /// Present segments that policy may delete, oldest first.
     fn candidates(&self, now: DateTime<Utc>) -> Vec<Candidate> {
         let young = now - chrono::Duration::days(i64::from(self.cfg.keep_days));
+        let holds = self.holds.all();
         let mut out = Vec::new();
         for (i, cam) in self.cameras.iter().enumerate() {
             let bytes = match std::fs::read(cam.dir.join(MANIFEST_FILE)) {
@@ -200,7 +205,7 @@ impl Retention {
                 if end >= young {
                     continue;
                 }
-                if self.cfg.holds.iter().any(|h| h.covers(&cam.id, start, end)) {
+                if holds.iter().any(|h| h.covers(&cam.id, start, end)) {
                     continue;
                 }
                 out.push(Candidate {

@@ -1,11 +1,12 @@
 //! What each camera is doing, as the rest of the agent (health, dashboard, systemd) sees it.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use stationwatch_protocol::manifest::{Hash256, Timestamp};
 
 /// A camera's recording state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -42,6 +43,12 @@ pub struct CameraCounters {
     frames: AtomicU64,
     bytes: AtomicU64,
     segments_finished: AtomicU64,
+    /// End of the last finished segment, Unix ms (0 = none yet).
+    last_segment_end_ms: AtomicI64,
+    /// The manifest's head after its last written entry: (next seq, hash of the last line).
+    manifest_head: Mutex<Option<(u64, Hash256)>>,
+    /// The latest keyframe access unit and its caps, for snapshots.
+    keyframe: Mutex<Option<gst::Sample>>,
 }
 
 impl Default for CameraCounters {
@@ -52,6 +59,9 @@ impl Default for CameraCounters {
             frames: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             segments_finished: AtomicU64::new(0),
+            last_segment_end_ms: AtomicI64::new(0),
+            manifest_head: Mutex::new(None),
+            keyframe: Mutex::new(None),
         }
     }
 }
@@ -69,8 +79,38 @@ impl CameraCounters {
         self.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
     }
 
-    pub fn on_segment_finished(&self) {
+    pub fn on_segment_finished(&self, end: Timestamp) {
         self.segments_finished.fetch_add(1, Ordering::Relaxed);
+        self.last_segment_end_ms
+            .store(end.unix_ms(), Ordering::Relaxed);
+    }
+
+    /// End of the last finished segment.
+    pub fn last_segment_end(&self) -> Option<Timestamp> {
+        match self.last_segment_end_ms.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Timestamp::from_unix_ms(ms).ok(),
+        }
+    }
+
+    pub fn set_manifest_head(&self, next_seq: u64, last: Hash256) {
+        *self.manifest_head.lock().unwrap_or_else(|e| e.into_inner()) = Some((next_seq, last));
+    }
+
+    pub fn manifest_head(&self) -> Option<(u64, Hash256)> {
+        *self.manifest_head.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Keeps the latest keyframe (called from the streaming thread for key units only).
+    pub fn set_keyframe(&self, sample: gst::Sample) {
+        *self.keyframe.lock().unwrap_or_else(|e| e.into_inner()) = Some(sample);
+    }
+
+    pub fn keyframe(&self) -> Option<gst::Sample> {
+        self.keyframe
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Time since the last frame, or `None` if none arrived since `since`.

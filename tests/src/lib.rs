@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 
 pub mod agent_process;
+pub mod mosquitto;
 
 /// How long [`TestCamera::start`] waits for the `READY` line.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(20);

@@ -1,0 +1,214 @@
+//! The health report and the events derived from changes, from measured figures only: camera
+//! states and counters, the manifest heads, the disk, the kernel's clock state, load and
+//! temperature.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use stationwatch_protocol::manifest::{Fingerprint, Hash256, Timestamp};
+use stationwatch_protocol::mqtt::{
+    hours_left, CameraHealth, CameraState as WireState, ClockHealth, DiskHealth, EventKind, Health,
+    ManifestHead, SystemHealth,
+};
+use stationwatch_protocol::CameraId;
+use tokio::sync::watch;
+
+use crate::retention::DiskStatus;
+use crate::state::{CameraCounters, CameraState};
+use crate::sysinfo::{self, BitrateMeter};
+
+/// One camera as the reporter sees it.
+pub struct CameraView {
+    pub id: CameraId,
+    pub state: watch::Receiver<CameraState>,
+    pub counters: Arc<CameraCounters>,
+}
+
+pub struct HealthCollector {
+    cameras: Vec<CameraView>,
+    meters: Vec<BitrateMeter>,
+    disk: watch::Receiver<DiskStatus>,
+    storage: PathBuf,
+    config_hash: Hash256,
+    fingerprint: Fingerprint,
+    started: Instant,
+    interval_s: u32,
+    /// Previous observations, for events.
+    last_states: Vec<CameraState>,
+    last_clock_synced: Option<bool>,
+    last_disk_low: bool,
+}
+
+impl HealthCollector {
+    pub fn new(
+        cameras: Vec<CameraView>,
+        disk: watch::Receiver<DiskStatus>,
+        storage: PathBuf,
+        config_hash: Hash256,
+        fingerprint: Fingerprint,
+        interval_s: u32,
+    ) -> Self {
+        let last_states = cameras.iter().map(|_| CameraState::Starting).collect();
+        Self {
+            meters: cameras.iter().map(|_| BitrateMeter::new()).collect(),
+            cameras,
+            disk,
+            storage,
+            config_hash,
+            fingerprint,
+            started: Instant::now(),
+            interval_s,
+            last_states,
+            last_clock_synced: None,
+            last_disk_low: false,
+        }
+    }
+
+    pub fn camera_ids(&self) -> Vec<CameraId> {
+        self.cameras.iter().map(|c| c.id.clone()).collect()
+    }
+
+    pub fn uptime_s(&self) -> u64 {
+        self.started.elapsed().as_secs()
+    }
+
+    /// The current state of a camera, as the wire names it.
+    pub fn wire_state(&self, camera: &CameraId) -> WireState {
+        self.cameras
+            .iter()
+            .find(|c| &c.id == camera)
+            .map_or(WireState::Unknown, |c| wire(&c.state.borrow()).0)
+    }
+
+    /// A full report. Rates are averaged since the previous report.
+    pub fn report(&mut self) -> Health {
+        let now = Instant::now();
+        let mut h = Health::new(Timestamp::now());
+        h.interval_s = self.interval_s;
+        h.agent.version = env!("CARGO_PKG_VERSION").to_owned();
+        h.agent.config_hash = Some(self.config_hash);
+        h.agent.key_fingerprint = Some(self.fingerprint);
+        h.agent.uptime_s = self.uptime_s();
+        h.agent.system_uptime_s = sysinfo::uptime().map(|d| d.as_secs());
+        let mut total_bps = 0.0;
+        for (cam, meter) in self.cameras.iter().zip(self.meters.iter_mut()) {
+            let c = &cam.counters;
+            let rate = meter.sample(now, c.frames(), c.bytes());
+            let (state, detail) = wire(&cam.state.borrow());
+            if let Some(r) = &rate {
+                total_bps += r.bitrate_bps;
+            }
+            h.cameras.insert(
+                cam.id.clone(),
+                CameraHealth {
+                    state,
+                    fps: rate.as_ref().map(|r| (r.fps * 10.0).round() / 10.0),
+                    bitrate_bps: rate.as_ref().map(|r| r.bitrate_bps.round() as u64),
+                    last_segment_end: c.last_segment_end(),
+                    manifest: c
+                        .manifest_head()
+                        .map(|(next_seq, prev)| ManifestHead { next_seq, prev }),
+                    detail,
+                },
+            );
+        }
+        let status = self.disk.borrow().clone();
+        if let Some(space) = sysinfo::disk_space(&self.storage) {
+            h.disk = Some(DiskHealth {
+                free_bytes: space.free_bytes,
+                total_bytes: space.total_bytes,
+                hours_left: hours_left(space.free_bytes, total_bps as u64),
+                low: status.exhausted || space.free_bytes < status.floor_bytes,
+            });
+        }
+        let clock = sysinfo::clock_sync();
+        h.clock = Some(ClockHealth {
+            synced: clock.synced,
+            est_error_us: clock.est_error_us,
+            max_error_us: clock.max_error_us,
+        });
+        let load = sysinfo::load_average();
+        h.system = SystemHealth {
+            load_1m: load.map(|l| l[0]),
+            load_5m: load.map(|l| l[1]),
+            load_15m: load.map(|l| l[2]),
+            temperature_c: sysinfo::max_celsius(&sysinfo::temperatures()),
+            ..SystemHealth::default()
+        };
+        h
+    }
+
+    /// What changed since the last call: cameras lost and back, clock and disk conditions.
+    pub fn poll_events(&mut self) -> Vec<EventKind> {
+        let mut out = Vec::new();
+        for (cam, last) in self.cameras.iter().zip(self.last_states.iter_mut()) {
+            let now = cam.state.borrow().clone();
+            match (&*last, &now) {
+                (CameraState::Recording { .. }, CameraState::Reconnecting { reason, .. })
+                | (CameraState::Recording { .. }, CameraState::Failed { reason }) => {
+                    out.push(EventKind::CameraLost {
+                        camera: cam.id.clone(),
+                        detail: reason.clone(),
+                    })
+                }
+                (CameraState::Reconnecting { since, .. }, CameraState::Recording { .. }) => out
+                    .push(EventKind::CameraBack {
+                        camera: cam.id.clone(),
+                        since: Timestamp::from_datetime(*since).ok(),
+                    }),
+                (CameraState::Failed { .. }, CameraState::Recording { .. }) => {
+                    out.push(EventKind::CameraBack {
+                        camera: cam.id.clone(),
+                        since: None,
+                    })
+                }
+                _ => {}
+            }
+            *last = now;
+        }
+        let clock = sysinfo::clock_sync();
+        if self.last_clock_synced != Some(clock.synced) {
+            // The first observation is reported only when it is bad.
+            if clock.synced && self.last_clock_synced.is_some() {
+                out.push(EventKind::ClockSynced {
+                    est_error_us: clock.est_error_us,
+                });
+            } else if !clock.synced {
+                out.push(EventKind::ClockUnsynced {
+                    est_error_us: clock.est_error_us,
+                    max_error_us: clock.max_error_us,
+                });
+            }
+            self.last_clock_synced = Some(clock.synced);
+        }
+        let status = self.disk.borrow().clone();
+        let low = status.exhausted;
+        if low != self.last_disk_low {
+            let free_bytes = status.free_bytes;
+            out.push(if low {
+                EventKind::DiskLow {
+                    free_bytes,
+                    hours_left: None,
+                }
+            } else {
+                EventKind::DiskOk {
+                    free_bytes,
+                    hours_left: None,
+                }
+            });
+            self.last_disk_low = low;
+        }
+        out
+    }
+}
+
+fn wire(s: &CameraState) -> (WireState, Option<String>) {
+    match s {
+        CameraState::Starting => (WireState::Starting, None),
+        CameraState::Recording { .. } => (WireState::Recording, None),
+        CameraState::Reconnecting { reason, .. } => (WireState::Lost, Some(reason.clone())),
+        CameraState::Failed { reason } => (WireState::Failed, Some(reason.clone())),
+        CameraState::Stopped => (WireState::Stopped, None),
+    }
+}

@@ -1,0 +1,609 @@
+//! The agent's MQTT link to the controller: retained status with a last will, periodic health,
+//! events and command acknowledgements that must arrive, and remote commands.
+//!
+//! * Every connection attempt uses a fresh rumqttc client and event loop, so no hidden pending
+//!   state survives a disconnect; the **outbox** (on disk) is the only record of what must
+//!   still be delivered, and after each connect it is sent again in order (QoS 1, at least
+//!   once; events and acks carry ids for de-duplication). A message leaves the outbox only when
+//!   the broker acknowledges it.
+//! * rumqttc does not back off by itself: between attempts we sleep with exponential backoff
+//!   and jitter (`backoff.rs`), still draining events into the outbox meanwhile.
+//! * Nothing here can reach the recording: it only reads counters and states, and sends
+//!   notifications (restart) that the camera supervisor handles like any other loss.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, Outgoing, Transport};
+use stationwatch_protocol::manifest::{Hash256, Timestamp};
+use stationwatch_protocol::mqtt::{
+    Ack, ClearHoldResult, Command, CommandEnvelope, CommandLog, EventKind, Handling, MessageId,
+    PingResult, QoS, RestartCameraResult, SetHoldResult, SnapshotResult, Status, TopicKind, Topics,
+    MAX_SNAPSHOT_BYTES,
+};
+use stationwatch_protocol::{CameraId, StationId};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use crate::backoff::Backoff;
+use crate::config::{LegalHold, MqttConfig};
+use crate::health::HealthCollector;
+use crate::holds::HoldStore;
+use crate::outbox::{OutMessage, Outbox};
+use crate::snapshot::{jpeg_from_keyframe, Jpeg, SnapshotError};
+use crate::state::CameraCounters;
+
+/// Outbox messages in flight at once on a connection.
+const WINDOW: usize = 32;
+/// How long a clean stop waits for the last messages to be acknowledged.
+const FLUSH_ON_STOP: Duration = Duration::from_secs(3);
+/// How often camera, clock and disk changes are checked for events.
+const EVENT_POLL: Duration = Duration::from_secs(1);
+
+#[derive(Debug, thiserror::Error)]
+pub enum MqttError {
+    #[error("reading {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("outbox {path}: {source}")]
+    Outbox {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// What a camera offers to remote commands.
+pub struct CameraControl {
+    pub id: CameraId,
+    pub counters: Arc<CameraCounters>,
+    pub restart: Arc<tokio::sync::Notify>,
+}
+
+/// Everything the link needs.
+pub struct MqttContext {
+    pub config: MqttConfig,
+    pub station: StationId,
+    pub cameras: Vec<CameraControl>,
+    pub health: HealthCollector,
+    pub holds: Arc<HoldStore>,
+    /// Events from elsewhere in the agent (gap entries).
+    pub events: UnboundedReceiver<EventKind>,
+}
+
+/// The result of a command that runs in the background (snapshots).
+struct Finished {
+    id: MessageId,
+    camera: CameraId,
+    taken_at: Timestamp,
+    result: Result<Jpeg, SnapshotError>,
+}
+
+/// Builds the connection options (TLS files are read here, once per attempt).
+fn options(
+    cfg: &MqttConfig,
+    station: &StationId,
+    topics: &Topics,
+) -> Result<MqttOptions, MqttError> {
+    let mut o = MqttOptions::new(station.as_str(), cfg.host.clone(), cfg.port);
+    o.set_keep_alive(cfg.keepalive);
+    o.set_clean_session(true);
+    o.set_max_packet_size(256 * 1024, MAX_SNAPSHOT_BYTES + 64 * 1024);
+    if let Some(user) = &cfg.username {
+        o.set_credentials(user.clone(), cfg.password.clone().unwrap_or_default());
+    }
+    let will = topics.last_will();
+    o.set_last_will(rumqttc::LastWill::new(
+        will.topic,
+        will.payload,
+        qos(will.qos),
+        will.retain,
+    ));
+    if let Some(tls) = &cfg.tls {
+        let read = |p: &std::path::Path| {
+            std::fs::read(p).map_err(|source| MqttError::Read {
+                path: p.display().to_string(),
+                source,
+            })
+        };
+        let client_auth = match &tls.client_cert {
+            Some((cert, key)) => Some((read(cert)?, read(key)?)),
+            None => None,
+        };
+        o.set_transport(Transport::tls_with_config(
+            rumqttc::TlsConfiguration::Simple {
+                ca: read(&tls.ca_file)?,
+                alpn: None,
+                client_auth,
+            },
+        ));
+    }
+    Ok(o)
+}
+
+fn qos(q: QoS) -> rumqttc::QoS {
+    match q {
+        QoS::AtMostOnce => rumqttc::QoS::AtMostOnce,
+        QoS::AtLeastOnce => rumqttc::QoS::AtLeastOnce,
+        QoS::ExactlyOnce => rumqttc::QoS::ExactlyOnce,
+    }
+}
+
+/// Per-connection delivery bookkeeping.
+#[derive(Default)]
+struct Conn {
+    connected: bool,
+    /// One tag per QoS ≥ 1 publish handed to rumqttc, in order: the outbox seq, if any.
+    tags: VecDeque<Option<u64>>,
+    /// Packet id → outbox seq, for publishes rumqttc has sent.
+    inflight: HashMap<u16, u64>,
+    /// Outbox messages handed to rumqttc on this connection and not yet acknowledged.
+    pending: usize,
+    /// Last outbox seq handed to rumqttc on this connection.
+    sent_upto: Option<u64>,
+}
+
+struct Link {
+    cfg: MqttConfig,
+    station: StationId,
+    topics: Topics,
+    cameras: Vec<CameraControl>,
+    health: HealthCollector,
+    holds: Arc<HoldStore>,
+    outbox: Outbox,
+    log: CommandLog,
+    event_prefix: String,
+    event_seq: u64,
+    finished_tx: UnboundedSender<Finished>,
+}
+
+/// Runs the link until `shutdown`; then says goodbye (event, status) and returns.
+pub async fn run(ctx: MqttContext, shutdown: CancellationToken) -> Result<(), MqttError> {
+    // rustls needs a process-wide crypto provider; another part may have installed one.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let outbox = Outbox::open(
+        &ctx.config.outbox,
+        ctx.config.outbox_max_messages,
+        ctx.config.outbox_max_bytes,
+    )
+    .map_err(|source| MqttError::Outbox {
+        path: ctx.config.outbox.display().to_string(),
+        source,
+    })?;
+    let (finished_tx, mut finished_rx) = unbounded_channel();
+    let topics = Topics::new(&ctx.station);
+    let mut link = Link {
+        topics,
+        station: ctx.station,
+        cameras: ctx.cameras,
+        health: ctx.health,
+        holds: ctx.holds,
+        outbox,
+        log: CommandLog::default(),
+        event_prefix: format!("{:x}", Timestamp::now().unix_ms()),
+        event_seq: 0,
+        finished_tx,
+        cfg: ctx.config,
+    };
+    let mut events = ctx.events;
+    link.event(EventKind::AgentStarting {
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        previous_stop: None,
+    });
+
+    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+    let mut health_tick = tokio::time::interval(link.cfg.health_interval);
+    let mut event_tick = tokio::time::interval(EVENT_POLL);
+    loop {
+        let opts = options(&link.cfg, &link.station, &link.topics)?;
+        let (client, mut eventloop) = AsyncClient::new(opts, 256);
+        let mut conn = Conn::default();
+        let stop = loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break true,
+                ev = eventloop.poll() => match ev {
+                    Ok(Event::Incoming(Incoming::ConnAck(_))) => {
+                        info!(host = %link.cfg.host, port = link.cfg.port, "connected to the broker");
+                        backoff.reset();
+                        conn.connected = true;
+                        link.on_connect(&client, &mut conn);
+                    }
+                    Ok(Event::Incoming(Incoming::Publish(p))) => {
+                        if p.topic == link.topics.command() {
+                            link.on_command(&p.payload);
+                            link.pump(&client, &mut conn);
+                        }
+                    }
+                    Ok(Event::Incoming(Incoming::PubAck(a))) => {
+                        if let Some(seq) = conn.inflight.remove(&a.pkid) {
+                            link.outbox.remove(seq);
+                            conn.pending = conn.pending.saturating_sub(1);
+                        }
+                        link.pump(&client, &mut conn);
+                    }
+                    Ok(Event::Outgoing(Outgoing::Publish(pkid))) if pkid != 0 => {
+                        if let Some(Some(seq)) = conn.tags.pop_front() {
+                            conn.inflight.insert(pkid, seq);
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        if conn.connected {
+                            warn!(error = %e, "broker connection lost");
+                        } else {
+                            debug!(error = %e, "cannot connect to the broker");
+                        }
+                        break false;
+                    }
+                },
+                Some(kind) = events.recv() => {
+                    link.event(kind);
+                    link.pump(&client, &mut conn);
+                }
+                Some(done) = finished_rx.recv() => {
+                    link.on_finished(&client, &mut conn, done);
+                    link.pump(&client, &mut conn);
+                }
+                _ = event_tick.tick() => {
+                    for kind in link.health.poll_events() {
+                        link.event(kind);
+                    }
+                    link.pump(&client, &mut conn);
+                }
+                _ = health_tick.tick() => {
+                    if conn.connected {
+                        link.publish_health(&client);
+                    }
+                }
+            }
+        };
+        if stop {
+            link.goodbye(&client, &mut eventloop, &mut conn).await;
+            return Ok(());
+        }
+        // Wait before the next attempt, still taking events into the outbox.
+        let delay = backoff.next_delay();
+        let wake = tokio::time::sleep(delay);
+        tokio::pin!(wake);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => {
+                    link.event(EventKind::AgentStopping { reason: "shutdown".into() });
+                    return Ok(());
+                }
+                _ = &mut wake => break,
+                Some(kind) = events.recv() => link.event(kind),
+                _ = event_tick.tick() => {
+                    for kind in link.health.poll_events() {
+                        link.event(kind);
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Link {
+    fn now(&self) -> Timestamp {
+        Timestamp::now()
+    }
+
+    /// Queues an event durably (it is sent when connected).
+    fn event(&mut self, kind: EventKind) {
+        self.event_seq += 1;
+        let id = MessageId::new(format!("{}-{}", self.event_prefix, self.event_seq))
+            .unwrap_or_else(|_| MessageId::new("event").expect("valid literal id"));
+        let name = kind.name();
+        let ev = stationwatch_protocol::mqtt::Event::new(id, self.now(), kind);
+        match ev.to_json() {
+            Ok(payload) => self.queue(self.topics.events(), payload),
+            Err(e) => error!(error = %e, "cannot encode event"),
+        }
+        debug!(kind = name, "event queued");
+    }
+
+    fn ack(&mut self, ack: &Ack) {
+        match ack.to_json() {
+            Ok(payload) => self.queue(self.topics.ack(), payload),
+            Err(e) => error!(error = %e, "cannot encode ack"),
+        }
+    }
+
+    fn queue(&mut self, topic: String, payload: Vec<u8>) {
+        let msg = OutMessage {
+            topic,
+            payload,
+            retain: false,
+        };
+        if let Err(e) = self.outbox.push(&msg) {
+            error!(error = %e, "cannot write to the outbox; message lost");
+        }
+    }
+
+    fn on_connect(&mut self, client: &AsyncClient, conn: &mut Conn) {
+        let status = Status::online(self.now(), env!("CARGO_PKG_VERSION"));
+        if let Ok(payload) = status.to_json() {
+            self.publish(
+                client,
+                conn,
+                &TopicKind::Status,
+                self.topics.status(),
+                payload,
+            );
+        }
+        let sub = self.topics.agent_subscription();
+        if let Err(e) = client.try_subscribe(sub.filter, qos(sub.qos)) {
+            warn!(error = %e, "cannot subscribe to commands");
+        }
+        self.publish_health(client);
+        self.pump(client, conn);
+    }
+
+    /// Publishes a non-outbox message with its topic's QoS and retain flag.
+    fn publish(
+        &self,
+        client: &AsyncClient,
+        conn: &mut Conn,
+        kind: &TopicKind,
+        topic: String,
+        payload: Vec<u8>,
+    ) -> bool {
+        let spec = kind.spec();
+        match client.try_publish(topic, qos(spec.qos), spec.retain, payload) {
+            Ok(()) => {
+                if spec.qos != QoS::AtMostOnce {
+                    conn.tags.push_back(None);
+                }
+                true
+            }
+            Err(e) => {
+                warn!(error = %e, "publish refused by the client");
+                false
+            }
+        }
+    }
+
+    fn publish_health(&mut self, client: &AsyncClient) {
+        let report = self.health.report();
+        let spec = TopicKind::Health.spec();
+        match report.to_json() {
+            // QoS 0: no tag to keep.
+            Ok(payload) => {
+                if let Err(e) =
+                    client.try_publish(self.topics.health(), qos(spec.qos), spec.retain, payload)
+                {
+                    debug!(error = %e, "health report not sent");
+                }
+            }
+            Err(e) => error!(error = %e, "cannot encode health"),
+        }
+    }
+
+    /// Hands outbox messages to rumqttc, in order, up to the window.
+    fn pump(&mut self, client: &AsyncClient, conn: &mut Conn) {
+        if !conn.connected {
+            return;
+        }
+        while conn.pending < WINDOW {
+            let Some((seq, msg)) = self.outbox.next_after(conn.sent_upto) else {
+                return;
+            };
+            match client.try_publish(
+                msg.topic,
+                rumqttc::QoS::AtLeastOnce,
+                msg.retain,
+                msg.payload,
+            ) {
+                Ok(()) => {
+                    conn.tags.push_back(Some(seq));
+                    conn.sent_upto = Some(seq);
+                    conn.pending += 1;
+                }
+                Err(_) => return,
+            }
+        }
+    }
+
+    fn on_command(&mut self, payload: &[u8]) {
+        let cams = self.health.camera_ids();
+        let max_age = i64::try_from(self.cfg.command_max_age.as_millis()).unwrap_or(i64::MAX);
+        match self.log.handle(payload, self.now(), max_age, &cams) {
+            Handling::Reply { ack, repeat } => {
+                if !repeat {
+                    info!(id = ?ack.id.as_ref().map(|i| i.as_str().to_owned()), reason = ?ack.reason.as_ref().map(|r| r.message.clone()), "command rejected");
+                }
+                self.ack(&ack);
+            }
+            Handling::Execute { command, ack } => {
+                info!(
+                    id = command.id.as_str(),
+                    kind = command.command.kind().name(),
+                    "command accepted"
+                );
+                self.ack(&ack);
+                self.execute(command);
+            }
+        }
+    }
+
+    fn finish(&mut self, ack: Ack) {
+        self.log.record(ack.clone());
+        self.ack(&ack);
+    }
+
+    fn done<T: serde::Serialize>(&mut self, id: MessageId, result: &T) {
+        let ack = Ack::done_with(id.clone(), self.now(), result)
+            .unwrap_or_else(|e| Ack::failed(id, self.now(), e.to_string()));
+        self.finish(ack);
+    }
+
+    fn execute(&mut self, cmd: CommandEnvelope) {
+        let id = cmd.id;
+        match cmd.command {
+            Command::Ping => {
+                let r = PingResult {
+                    agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+                    uptime_s: self.health.uptime_s(),
+                };
+                self.done(id, &r);
+            }
+            Command::RestartCamera { camera } => {
+                if let Some(c) = self.cameras.iter().find(|c| c.id == camera) {
+                    c.restart.notify_one();
+                }
+                let state = self.health.wire_state(&camera);
+                self.done(id, &RestartCameraResult { camera, state });
+            }
+            Command::SetHold {
+                hold,
+                from,
+                to,
+                camera,
+                reason,
+            } => {
+                let h = LegalHold {
+                    from: from.to_datetime(),
+                    to: to.to_datetime(),
+                    camera,
+                    reason,
+                };
+                match self.holds.set(hold.as_str(), h) {
+                    Ok(replaced) => self.done(
+                        id,
+                        &SetHoldResult {
+                            hold,
+                            replaced,
+                            segments: 0,
+                        },
+                    ),
+                    Err(e) => self.finish(Ack::failed(
+                        id,
+                        self.now(),
+                        format!("storing the hold: {e}"),
+                    )),
+                }
+            }
+            Command::ClearHold { hold } => match self.holds.clear(hold.as_str()) {
+                Ok(existed) => self.done(id, &ClearHoldResult { hold, existed }),
+                Err(e) => self.finish(Ack::failed(
+                    id,
+                    self.now(),
+                    format!("storing the holds: {e}"),
+                )),
+            },
+            Command::Snapshot { camera } => {
+                let keyframe = self
+                    .cameras
+                    .iter()
+                    .find(|c| c.id == camera)
+                    .and_then(|c| c.counters.keyframe());
+                let tx = self.finished_tx.clone();
+                let taken_at = self.now();
+                tokio::task::spawn_blocking(move || {
+                    let result = jpeg_from_keyframe(keyframe, Duration::from_secs(5));
+                    let _ = tx.send(Finished {
+                        id,
+                        camera,
+                        taken_at,
+                        result,
+                    });
+                });
+            }
+        }
+    }
+
+    fn on_finished(&mut self, client: &AsyncClient, conn: &mut Conn, f: Finished) {
+        let jpeg = match f.result {
+            Ok(j) if j.bytes.len() <= MAX_SNAPSHOT_BYTES => j,
+            Ok(j) => {
+                let detail = format!("snapshot of {} bytes exceeds the limit", j.bytes.len());
+                return self.finish(Ack::failed(f.id, self.now(), detail));
+            }
+            Err(e) => return self.finish(Ack::failed(f.id, self.now(), e.to_string())),
+        };
+        if !conn.connected {
+            return self.finish(Ack::failed(f.id, self.now(), "broker connection lost"));
+        }
+        let topic = self.topics.snapshot(&f.camera);
+        let result = SnapshotResult {
+            camera: f.camera.clone(),
+            topic: topic.clone(),
+            taken_at: f.taken_at,
+            bytes: jpeg.bytes.len() as u64,
+            sha256: Hash256::of(&jpeg.bytes),
+            width: jpeg.width,
+            height: jpeg.height,
+        };
+        // The image goes before the ack that describes it (same connection, in order).
+        if self.publish(
+            client,
+            conn,
+            &TopicKind::Snapshot(f.camera),
+            topic,
+            jpeg.bytes,
+        ) {
+            self.done(f.id, &result);
+        } else {
+            self.finish(Ack::failed(
+                f.id,
+                self.now(),
+                "snapshot could not be published",
+            ));
+        }
+    }
+
+    /// Clean stop: the stopping event and status offline, flushed for a few seconds.
+    async fn goodbye(
+        &mut self,
+        client: &AsyncClient,
+        eventloop: &mut rumqttc::EventLoop,
+        conn: &mut Conn,
+    ) {
+        self.event(EventKind::AgentStopping {
+            reason: "shutdown".into(),
+        });
+        if !conn.connected {
+            return;
+        }
+        self.pump(client, conn);
+        if let Ok(payload) = Status::shutdown(self.now()).to_json() {
+            self.publish(
+                client,
+                conn,
+                &TopicKind::Status,
+                self.topics.status(),
+                payload,
+            );
+        }
+        let flush = async {
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Incoming::PubAck(a))) => {
+                        if let Some(seq) = conn.inflight.remove(&a.pkid) {
+                            self.outbox.remove(seq);
+                            conn.pending = conn.pending.saturating_sub(1);
+                        }
+                        self.pump(client, conn);
+                        if conn.pending == 0 && conn.tags.is_empty() && conn.inflight.is_empty() {
+                            return;
+                        }
+                    }
+                    Ok(Event::Outgoing(Outgoing::Publish(pkid))) if pkid != 0 => {
+                        if let Some(Some(seq)) = conn.tags.pop_front() {
+                            conn.inflight.insert(pkid, seq);
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => return,
+                }
+            }
+        };
+        let _ = tokio::time::timeout(FLUSH_ON_STOP, flush).await;
+        let _ = client.try_disconnect();
+        let _ = tokio::time::timeout(Duration::from_millis(500), eventloop.poll()).await;
+        info!(undelivered = self.outbox.len(), "MQTT link closed");
+    }
+}
