@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use gst::prelude::*;
-use stationwatch_protocol::manifest::{GapReason, StationKey};
+use stationwatch_protocol::manifest::{GapReason, StationKey, Timestamp};
 use stationwatch_protocol::mqtt::EventKind;
 use stationwatch_protocol::{CameraId, StationId};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
@@ -111,6 +111,8 @@ pub fn spawn(
         counters: counters.clone(),
         storage_pressure,
         restart: restart.clone(),
+        events: ctx.events.clone(),
+        lost_since: None,
         state: state_tx,
         heartbeat: heartbeat.clone(),
         started,
@@ -142,6 +144,10 @@ struct Supervisor {
     heartbeat: Arc<AtomicU64>,
     started: Instant,
     shutdown: CancellationToken,
+    /// Camera lost/back events for the controller.
+    events: Option<UnboundedSender<EventKind>>,
+    /// When the current outage began (one `camera_lost` per outage, then `camera_back`).
+    lost_since: Option<chrono::DateTime<Utc>>,
 }
 
 enum Outcome {
@@ -178,6 +184,13 @@ impl Supervisor {
                     }
                     self.recorder
                         .note_lost(GapReason::CameraLost, reason.clone());
+                    if self.lost_since.is_none() {
+                        self.lost_since = Some(Utc::now());
+                        self.emit(EventKind::CameraLost {
+                            camera: self.id.clone(),
+                            detail: reason.clone(),
+                        });
+                    }
                     let delay = backoff.next_delay();
                     warn!(
                         camera = %self.id,
@@ -201,6 +214,12 @@ impl Supervisor {
         let _ = tokio::task::spawn_blocking(move || recorder.shutdown()).await;
         let _ = self.state.send(CameraState::Stopped);
         info!(camera = %self.id, "camera stopped");
+    }
+
+    fn emit(&self, kind: EventKind) {
+        if let Some(tx) = &self.events {
+            let _ = tx.send(kind);
+        }
     }
 
     fn set_state(&self, s: CameraState) {
@@ -255,13 +274,15 @@ impl Supervisor {
                 .ok()
                 .map(|e| format!("{e:?}"))
                 .unwrap_or_else(|| e.to_string());
-            self.teardown(&p, &mut bus_rx).await;
+            self.teardown(&p, &mut bus_rx, true).await;
             return Outcome::Lost {
                 reason,
                 recorded_for: Duration::ZERO,
             };
         }
         let mut recording_since: Option<Instant> = None;
+        // The stream already ended (EOS) or failed (error): nothing can be drained through it.
+        let mut drained = false;
         let mut tick = tokio::time::interval(TICK);
         let outcome = loop {
             self.beat();
@@ -271,8 +292,14 @@ impl Supervisor {
                     break self.lost("restarted by remote command".into(), recording_since)
                 }
                 ev = bus_rx.recv() => match ev {
-                    Some(BusEvent::Error(e)) => break self.lost(e, recording_since),
+                    Some(BusEvent::Error(e)) => {
+                        // The failing element stopped the streaming threads: an EOS would sit
+                        // in a paused queue. What reached the recorder is already written.
+                        drained = true;
+                        break self.lost(e, recording_since)
+                    }
                     Some(BusEvent::Eos) | None => {
+                        drained = true;
                         break self.lost("camera ended the stream".into(), recording_since)
                     }
                 },
@@ -288,6 +315,12 @@ impl Supervisor {
                         }
                         if !self.state.borrow().is_recording() {
                             self.set_state(CameraState::Recording { since: Utc::now() });
+                        }
+                        if let Some(since) = self.lost_since.take() {
+                            self.emit(EventKind::CameraBack {
+                                camera: self.id.clone(),
+                                since: Timestamp::from_datetime(since).ok(),
+                            });
                         }
                     }
                     WriterEvent::WriteFailed { reason, detail } => {
@@ -308,7 +341,7 @@ impl Supervisor {
                 }
             }
         };
-        self.teardown(&p, &mut bus_rx).await;
+        self.teardown(&p, &mut bus_rx, !drained).await;
         outcome
     }
 
@@ -321,24 +354,32 @@ impl Supervisor {
 
     /// Closes the open segment through the muxer (EOS), then stops the pipeline. Whatever
     /// happens in GStreamer, the recorder is finished so the segment is closed and announced.
-    async fn teardown(&self, p: &CameraPipeline, bus_rx: &mut UnboundedReceiver<BusEvent>) {
-        let entry = p.recorder_entry.clone();
-        // Sending a serialized event can block behind a streaming thread: never on the runtime.
-        let eos = tokio::task::spawn_blocking(move || {
-            entry
-                .static_pad("sink")
-                .map(|pad| pad.send_event(gst::event::Eos::new()))
-        });
-        let wait_eos = async {
-            let _ = eos.await;
-            while let Some(ev) = bus_rx.recv().await {
-                if ev == BusEvent::Eos {
-                    return;
+    async fn teardown(
+        &self,
+        p: &CameraPipeline,
+        bus_rx: &mut UnboundedReceiver<BusEvent>,
+        drain: bool,
+    ) {
+        if drain {
+            let entry = p.recorder_entry.clone();
+            // Sending a serialized event can block behind a streaming thread: never on the
+            // runtime.
+            let eos = tokio::task::spawn_blocking(move || {
+                entry
+                    .static_pad("sink")
+                    .map(|pad| pad.send_event(gst::event::Eos::new()))
+            });
+            let wait_eos = async {
+                let _ = eos.await;
+                while let Some(ev) = bus_rx.recv().await {
+                    if ev == BusEvent::Eos {
+                        return;
+                    }
                 }
+            };
+            if tokio::time::timeout(EOS_TIMEOUT, wait_eos).await.is_err() {
+                warn!(camera = %self.id, "pipeline did not drain in time; stopping it");
             }
-        };
-        if tokio::time::timeout(EOS_TIMEOUT, wait_eos).await.is_err() {
-            warn!(camera = %self.id, "pipeline did not drain in time; stopping it");
         }
         let pipeline = p.pipeline.clone();
         let stop = tokio::task::spawn_blocking(move || pipeline.set_state(gst::State::Null));

@@ -35,7 +35,6 @@ pub struct HealthCollector {
     started: Instant,
     interval_s: u32,
     /// Previous observations, for events.
-    last_states: Vec<CameraState>,
     last_clock_synced: Option<bool>,
     last_disk_low: bool,
 }
@@ -49,7 +48,6 @@ impl HealthCollector {
         fingerprint: Fingerprint,
         interval_s: u32,
     ) -> Self {
-        let last_states = cameras.iter().map(|_| CameraState::Starting).collect();
         Self {
             meters: cameras.iter().map(|_| BitrateMeter::new()).collect(),
             cameras,
@@ -59,7 +57,6 @@ impl HealthCollector {
             fingerprint,
             started: Instant::now(),
             interval_s,
-            last_states,
             last_clock_synced: None,
             last_disk_low: false,
         }
@@ -139,34 +136,10 @@ impl HealthCollector {
         h
     }
 
-    /// What changed since the last call: cameras lost and back, clock and disk conditions.
+    /// What changed since the last call: clock and disk conditions. (Cameras report their own
+    /// losses and returns, from their supervisors.)
     pub fn poll_events(&mut self) -> Vec<EventKind> {
         let mut out = Vec::new();
-        for (cam, last) in self.cameras.iter().zip(self.last_states.iter_mut()) {
-            let now = cam.state.borrow().clone();
-            match (&*last, &now) {
-                (CameraState::Recording { .. }, CameraState::Reconnecting { reason, .. })
-                | (CameraState::Recording { .. }, CameraState::Failed { reason }) => {
-                    out.push(EventKind::CameraLost {
-                        camera: cam.id.clone(),
-                        detail: reason.clone(),
-                    })
-                }
-                (CameraState::Reconnecting { since, .. }, CameraState::Recording { .. }) => out
-                    .push(EventKind::CameraBack {
-                        camera: cam.id.clone(),
-                        since: Timestamp::from_datetime(*since).ok(),
-                    }),
-                (CameraState::Failed { .. }, CameraState::Recording { .. }) => {
-                    out.push(EventKind::CameraBack {
-                        camera: cam.id.clone(),
-                        since: None,
-                    })
-                }
-                _ => {}
-            }
-            *last = now;
-        }
         let clock = sysinfo::clock_sync();
         if self.last_clock_synced != Some(clock.synced) {
             // The first observation is reported only when it is bad.

@@ -39,8 +39,9 @@ const MAX_BACKLOG: usize = 100_000;
 
 /// Work for the ledger thread.
 pub enum LedgerJob {
-    /// A new segment file is open: sync it periodically.
-    Opened(File),
+    /// A new segment file is open (its first frame at the given time): sync it periodically;
+    /// if recording had stopped, the gap ends here and is entered now.
+    Opened(File, chrono::DateTime<chrono::Utc>),
     /// A segment is closed: make it durable, enter it in the manifest, announce it.
     Finish(Box<(File, SegmentFinished)>),
     /// Recording stopped for this reason; the time until the next segment is a gap.
@@ -157,7 +158,14 @@ impl Ledger {
     fn run(mut self, jobs: mpsc::Receiver<LedgerJob>) {
         loop {
             match jobs.recv_timeout(self.cfg.sync_interval) {
-                Ok(LedgerJob::Opened(f)) => self.open = Some(f),
+                Ok(LedgerJob::Opened(f, start)) => {
+                    self.open = Some(f);
+                    if let (Some(prev_end), Some((reason, detail))) =
+                        (self.timeline_end, self.lost.take())
+                    {
+                        self.gap(prev_end, ts(start), reason, detail);
+                    }
+                }
                 Ok(LedgerJob::Finish(job)) => {
                     let (file, seg) = *job;
                     self.finish(file, seg);

@@ -198,7 +198,7 @@ impl SegmentWriter {
             Ok((file, path)) => {
                 debug!(camera = %self.camera, path = %path.display(), "segment opened");
                 if let Ok(clone) = file.try_clone() {
-                    let _ = self.jobs.send(LedgerJob::Opened(clone));
+                    let _ = self.jobs.send(LedgerJob::Opened(clone, utc));
                 }
                 let _ = self.events.send(WriterEvent::Opened(path.clone()));
                 self.failed_at = None;
