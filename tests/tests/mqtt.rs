@@ -324,6 +324,13 @@ fn commands_are_acknowledged_once_validated_and_never_crash_the_agent() {
     assert!(status.success(), "{}", agent.log());
     assert!(!agent.log().contains("panicked"));
     assert!(!segments(&storage, "cam").unwrap().is_empty());
+    // A clean stop says so: the stopping event, then status offline for shutdown (not lost).
+    wait(&ctl, "agent_stopping", 5, |m| {
+        m.topic == topic("events") && m.text().contains("agent_stopping")
+    });
+    wait(&ctl, "status offline (shutdown)", 5, |m| {
+        m.topic == topic("status") && m.text().contains("\"shutdown\"")
+    });
 }
 
 #[test]
