@@ -255,10 +255,8 @@ impl Retention {
 }
 
 /// (free bytes for unprivileged writers, total bytes) of the file system holding `path`.
-pub fn free_space(path: &Path) -> Option<(u64, u64)> {
-    let s = nix::sys::statvfs::statvfs(path).ok()?;
-    let frag = s.fragment_size() as u64;
-    Some((s.blocks_available() as u64 * frag, s.blocks() as u64 * frag))
+fn free_space(path: &Path) -> Option<(u64, u64)> {
+    crate::sysinfo::disk_space(path).map(|d| (d.free_bytes, d.total_bytes))
 }
 
 /// Creates the reserve placeholder if it is missing.

@@ -301,7 +301,7 @@ fn read_trimmed(path: &Path) -> Option<String> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Disk space and recording time left
+// Disk space
 // ---------------------------------------------------------------------------------------------
 
 /// Space on the file system holding a path.
@@ -325,29 +325,6 @@ pub fn disk_space(path: &Path) -> Option<DiskSpace> {
     })
 }
 
-/// Below this rate (bytes per second) nothing is being recorded and no "time left" is given.
-pub const MIN_RATE_BYTES_PER_S: f64 = 1.0;
-
-/// Hours of recording that `free_bytes` hold at `bytes_per_second` (bytes, not bits: divide a
-/// [`Rate::bitrate_bps`] by 8, or use [`Rate::bytes_per_second`]). `None` when the rate is
-/// below [`MIN_RATE_BYTES_PER_S`] or not a finite number.
-pub fn hours_left(free_bytes: u64, bytes_per_second: f64) -> Option<f64> {
-    if !bytes_per_second.is_finite() || bytes_per_second < MIN_RATE_BYTES_PER_S {
-        return None;
-    }
-    Some(free_bytes as f64 / bytes_per_second / 3600.0)
-}
-
-// ---------------------------------------------------------------------------------------------
-// Configuration hash
-// ---------------------------------------------------------------------------------------------
-
-/// SHA-256 of the configuration file's bytes, 64 lowercase hex characters: lets the
-/// controller see which configuration a station runs without shipping the file.
-pub fn config_hash(bytes: &[u8]) -> String {
-    stationwatch_protocol::manifest::Hash256::of(bytes).to_hex()
-}
-
 // ---------------------------------------------------------------------------------------------
 // Frame and bit rate
 // ---------------------------------------------------------------------------------------------
@@ -359,13 +336,6 @@ pub struct Rate {
     pub fps: f64,
     /// Bits per second.
     pub bitrate_bps: f64,
-}
-
-impl Rate {
-    /// The bit rate in bytes per second, as [`hours_left`] takes it.
-    pub fn bytes_per_second(&self) -> f64 {
-        self.bitrate_bps / 8.0
-    }
 }
 
 /// Turns monotonically increasing frame and byte counters into rates: each
@@ -720,7 +690,7 @@ mod tests {
         let _ = temperatures();
     }
 
-    // --- disk, hours left, hash ---
+    // --- disk ---
 
     #[test]
     fn disk_space_of_tempdir() {
@@ -729,37 +699,6 @@ mod tests {
         assert!(d.total_bytes > 0);
         assert!(d.free_bytes <= d.total_bytes);
         assert_eq!(disk_space(&dir.path().join("missing/dir")), None);
-    }
-
-    #[test]
-    fn hours_left_cases() {
-        // 3.6 GB at 1 MB/s = 3600 s = 1 h.
-        assert_eq!(hours_left(3_600_000_000, 1_000_000.0), Some(1.0));
-        assert_eq!(hours_left(0, 1_000_000.0), Some(0.0));
-        // 4 Mbit/s camera = 500 kB/s; 1.8 GB last 1 h.
-        let rate = Rate {
-            fps: 25.0,
-            bitrate_bps: 4_000_000.0,
-        };
-        assert_eq!(
-            hours_left(1_800_000_000, rate.bytes_per_second()),
-            Some(1.0)
-        );
-        for rate in [0.0, 0.5, -10.0, f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
-            assert_eq!(hours_left(1_000_000, rate), None, "{rate}");
-        }
-    }
-
-    #[test]
-    fn config_hash_is_sha256_hex() {
-        assert_eq!(
-            config_hash(b""),
-            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-        );
-        assert_eq!(
-            config_hash(b"abc"),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
     }
 
     // --- bitrate meter ---
@@ -774,7 +713,6 @@ mod tests {
             .unwrap();
         assert_eq!(r.fps, 25.0);
         assert_eq!(r.bitrate_bps, 4_000_000.0);
-        assert_eq!(r.bytes_per_second(), 500_000.0);
         // The next window starts at the previous sample.
         let r = m
             .sample(t0 + Duration::from_millis(2_500), 160, 2_125_000)
