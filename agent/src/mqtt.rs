@@ -146,6 +146,17 @@ struct Conn {
     sent_upto: Option<u64>,
 }
 
+impl Conn {
+    /// rumqttc sent a publish with this packet id (0 for QoS 0, which has no tag).
+    fn on_sent(&mut self, pkid: u16) {
+        if pkid != 0 {
+            if let Some(Some(seq)) = self.tags.pop_front() {
+                self.inflight.insert(pkid, seq);
+            }
+        }
+    }
+}
+
 struct Link {
     cfg: MqttConfig,
     station: StationId,
@@ -218,17 +229,9 @@ pub async fn run(ctx: MqttContext, shutdown: CancellationToken) -> Result<(), Mq
                         }
                     }
                     Ok(Event::Incoming(Incoming::PubAck(a))) => {
-                        if let Some(seq) = conn.inflight.remove(&a.pkid) {
-                            link.outbox.remove(seq);
-                            conn.pending = conn.pending.saturating_sub(1);
-                        }
-                        link.pump(&client, &mut conn);
+                        link.on_puback(&client, &mut conn, a.pkid);
                     }
-                    Ok(Event::Outgoing(Outgoing::Publish(pkid))) if pkid != 0 => {
-                        if let Some(Some(seq)) = conn.tags.pop_front() {
-                            conn.inflight.insert(pkid, seq);
-                        }
-                    }
+                    Ok(Event::Outgoing(Outgoing::Publish(pkid))) => conn.on_sent(pkid),
                     Ok(_) => {}
                     Err(e) => {
                         if conn.connected {
@@ -323,8 +326,7 @@ impl Link {
         }
     }
 
-    fn on_connect(&mut self, client: &AsyncClient, conn: &mut Conn) {
-        let status = Status::online(self.now(), env!("CARGO_PKG_VERSION"));
+    fn publish_status(&self, client: &AsyncClient, conn: &mut Conn, status: &Status) {
         if let Ok(payload) = status.to_json() {
             self.publish(
                 client,
@@ -334,6 +336,11 @@ impl Link {
                 payload,
             );
         }
+    }
+
+    fn on_connect(&mut self, client: &AsyncClient, conn: &mut Conn) {
+        let online = Status::online(self.now(), env!("CARGO_PKG_VERSION"));
+        self.publish_status(client, conn, &online);
         let sub = self.topics.agent_subscription();
         if let Err(e) = client.try_subscribe(sub.filter, qos(sub.qos)) {
             warn!(error = %e, "cannot subscribe to commands");
@@ -380,6 +387,15 @@ impl Link {
             }
             Err(e) => error!(error = %e, "cannot encode health"),
         }
+    }
+
+    /// The broker has a publish: an outbox message leaves the outbox; send the next ones.
+    fn on_puback(&mut self, client: &AsyncClient, conn: &mut Conn, pkid: u16) {
+        if let Some(seq) = conn.inflight.remove(&pkid) {
+            self.outbox.remove(seq);
+            conn.pending = conn.pending.saturating_sub(1);
+        }
+        self.pump(client, conn);
     }
 
     /// Hands outbox messages to rumqttc, in order, up to the window.
@@ -569,33 +585,17 @@ impl Link {
             return;
         }
         self.pump(client, conn);
-        if let Ok(payload) = Status::shutdown(self.now()).to_json() {
-            self.publish(
-                client,
-                conn,
-                &TopicKind::Status,
-                self.topics.status(),
-                payload,
-            );
-        }
+        self.publish_status(client, conn, &Status::shutdown(self.now()));
         let flush = async {
             loop {
                 match eventloop.poll().await {
                     Ok(Event::Incoming(Incoming::PubAck(a))) => {
-                        if let Some(seq) = conn.inflight.remove(&a.pkid) {
-                            self.outbox.remove(seq);
-                            conn.pending = conn.pending.saturating_sub(1);
-                        }
-                        self.pump(client, conn);
+                        self.on_puback(client, conn, a.pkid);
                         if conn.pending == 0 && conn.tags.is_empty() && conn.inflight.is_empty() {
                             return;
                         }
                     }
-                    Ok(Event::Outgoing(Outgoing::Publish(pkid))) if pkid != 0 => {
-                        if let Some(Some(seq)) = conn.tags.pop_front() {
-                            conn.inflight.insert(pkid, seq);
-                        }
-                    }
+                    Ok(Event::Outgoing(Outgoing::Publish(pkid))) => conn.on_sent(pkid),
                     Ok(_) => {}
                     Err(_) => return,
                 }
