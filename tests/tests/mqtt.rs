@@ -483,3 +483,31 @@ fn tls_and_password_are_used() {
         .unwrap();
     assert!(!bad.log().contains("connected to the broker"));
 }
+
+#[test]
+fn client_certificate_is_presented_when_the_broker_requires_one() {
+    if !ready() {
+        return;
+    }
+    let broker = Broker::new(BrokerOpts {
+        tls: true,
+        require_client_cert: true,
+        ..BrokerOpts::default()
+    })
+    .unwrap();
+    let ctl = Subscriber::start(&broker.client(), &[&topic("#")], 1).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("mqtts://127.0.0.1:{}", broker.tls_port().unwrap());
+    let extra = format!(
+        "ca_file = \"{}\"\nclient_cert = \"{}\"\nclient_key = \"{}\"",
+        broker.ca_file().unwrap().display(),
+        broker.client_cert().unwrap().display(),
+        broker.client_key().unwrap().display()
+    );
+    let cfg = config(&dir.path().join("rec"), 60, &[("cam", SOURCE)]) + &mqtt_section(&url, &extra);
+    let agent = AgentProcess::start(dir.path(), &cfg).unwrap();
+    wait(&ctl, "status over mutual TLS", 20, |m| {
+        m.topic == topic("status") && m.text().contains("online")
+    });
+    assert!(agent.log().contains("connected to the broker"));
+}
