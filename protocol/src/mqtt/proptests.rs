@@ -291,8 +291,7 @@ fn command_value() -> impl Strategy<Value = Value> {
         prop::option::weighted(0.2, wrong()),
     )
         .prop_map(|(kind, camera, hold, from, to, reason, extra)| {
-            let mut m = Map::new();
-            for (k, v) in [
+            object_of([
                 ("kind", kind),
                 ("camera", camera),
                 ("hold", hold),
@@ -300,13 +299,19 @@ fn command_value() -> impl Strategy<Value = Value> {
                 ("to", to),
                 ("reason", reason),
                 ("x_extra", extra),
-            ] {
-                if let Some(v) = v {
-                    m.insert(k.to_string(), v);
-                }
-            }
-            Value::Object(m)
+            ])
         })
+}
+
+/// A JSON object of the fields that are present, in the given order.
+fn object_of<const N: usize>(fields: [(&str, Option<Value>); N]) -> Value {
+    let mut m = Map::new();
+    for (k, v) in fields {
+        if let Some(v) = v {
+            m.insert(k.to_string(), v);
+        }
+    }
+    Value::Object(m)
 }
 
 /// Objects shaped like an envelope, each field right or wrong, present or not.
@@ -323,20 +328,14 @@ fn shaped_envelope() -> impl Strategy<Value = Value> {
         prop::option::weighted(0.2, wrong()),
     )
         .prop_map(|(v, id, issued_at, expires_at, command, extra)| {
-            let mut m = Map::new();
-            for (k, val) in [
+            object_of([
                 ("v", v),
                 ("id", id),
                 ("issued_at", issued_at),
                 ("expires_at", expires_at),
                 ("command", command),
                 ("x_extra", extra),
-            ] {
-                if let Some(val) = val {
-                    m.insert(k.to_string(), val);
-                }
-            }
-            Value::Object(m)
+            ])
         })
 }
 
