@@ -121,6 +121,7 @@ pub async fn run(
                 Hash256::of(&config_bytes),
                 ctx.key.public().fingerprint(),
                 u32::try_from(m.health_interval.as_secs()).unwrap_or(u32::MAX),
+                u32::try_from(config.storage.segment.as_secs()).unwrap_or(u32::MAX),
             );
             let link = MqttContext {
                 config: m.clone(),

@@ -34,6 +34,7 @@ pub struct HealthCollector {
     fingerprint: Fingerprint,
     started: Instant,
     interval_s: u32,
+    segment_s: u32,
     /// Previous observations, for events.
     last_clock_synced: Option<bool>,
     last_disk_low: bool,
@@ -47,6 +48,7 @@ impl HealthCollector {
         config_hash: Hash256,
         fingerprint: Fingerprint,
         interval_s: u32,
+        segment_s: u32,
     ) -> Self {
         Self {
             meters: cameras.iter().map(|_| BitrateMeter::new()).collect(),
@@ -57,6 +59,7 @@ impl HealthCollector {
             fingerprint,
             started: Instant::now(),
             interval_s,
+            segment_s,
             last_clock_synced: None,
             last_disk_low: false,
         }
@@ -83,6 +86,7 @@ impl HealthCollector {
         let now = Instant::now();
         let mut h = Health::new(Timestamp::now());
         h.interval_s = self.interval_s;
+        h.segment_s = Some(self.segment_s);
         h.agent.version = env!("CARGO_PKG_VERSION").to_owned();
         h.agent.config_hash = Some(self.config_hash);
         h.agent.key_fingerprint = Some(self.fingerprint);

@@ -24,6 +24,10 @@ pub struct Health {
     /// intervals without a newer one.
     #[serde(default = "default_interval")]
     pub interval_s: u32,
+    /// The agent's target segment length, seconds: a recording camera finishes a segment at
+    /// least this often (the controller flags a camera with no segment for twice as long).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segment_s: Option<u32>,
     #[serde(default)]
     pub agent: AgentInfo,
     /// One entry per configured camera, by camera id.
@@ -50,6 +54,7 @@ impl Health {
             v: SCHEMA_VERSION,
             at,
             interval_s: DEFAULT_HEALTH_INTERVAL_S,
+            segment_s: None,
             agent: AgentInfo::default(),
             cameras: BTreeMap::new(),
             disk: None,

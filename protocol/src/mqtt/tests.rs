@@ -295,6 +295,7 @@ pub(super) fn full_health() -> Health {
             battery_percent: Some(100.0),
         }),
     };
+    h.segment_s = Some(60);
     h.uplink = Some(UplinkHealth {
         live: LiveMode::Light,
         estimated_bps: Some(640_000),
