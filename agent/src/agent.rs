@@ -15,6 +15,8 @@ use crate::camera::{self, CameraContext, CameraHandle};
 use crate::config::AgentConfig;
 use crate::health::{CameraView, HealthCollector};
 use crate::holds::HoldStore;
+use crate::live::{self, LiveContext, LiveHandle};
+use crate::live_overrides::LiveOverrides;
 use crate::mqtt::{self, CameraControl, MqttContext};
 use crate::recorder::SegmentFinished;
 use crate::retention::{DiskStatus, Retention, RetentionCamera};
@@ -85,6 +87,35 @@ pub async fn run(
             camera::spawn(&ctx, cam.clone(), shutdown.child_token()).map_err(storage_err)?;
         cams.push(handle);
     }
+    // Live branches: one supervisor thread per camera with a live target, fed by the camera's
+    // leaky tap; nothing it does reaches the recording (live.rs).
+    let overrides = Arc::new(LiveOverrides::open(&config.storage.path));
+    let mut lives: Vec<LiveHandle> = Vec::new();
+    for (cam, handle) in config.cameras.iter().zip(&cams) {
+        let (Some(live_cfg), Some(feed)) = (&cam.live, &handle.live_feed) else {
+            continue;
+        };
+        let spawned = live::spawn(
+            LiveContext {
+                camera: cam.id.clone(),
+                source: cam.source.clone(),
+                bitrate_kbps: cam.encode.bitrate_kbps,
+                live: live_cfg.clone(),
+                config: config.live.clone(),
+                feed: feed.clone(),
+                counters: handle.counters.clone(),
+                initial_override: overrides.get(&cam.id),
+                events: ctx.events.clone(),
+            },
+            shutdown.child_token(),
+        );
+        match spawned {
+            Ok(h) => lives.push(h),
+            Err(e) => error!(camera = %cam.id, error = %e, "cannot start live supervision; recording only"),
+        }
+    }
+    // Backfill seam: a future uploader of recorded segments takes each `LiveHandle::uplink`
+    // (what the link carries and what the live streams leave spare) and sends no faster.
     let holds = Arc::new(HoldStore::open(
         &config.storage.path,
         config.retention.holds.clone(),
@@ -114,6 +145,10 @@ pub async fn run(
                         id: c.id.clone(),
                         state: c.state.clone(),
                         counters: c.counters.clone(),
+                        live: lives
+                            .iter()
+                            .find(|l| l.camera == c.id)
+                            .map(|l| l.status.clone()),
                     })
                     .collect(),
                 disk.clone(),
@@ -122,6 +157,8 @@ pub async fn run(
                 ctx.key.public().fingerprint(),
                 u32::try_from(m.health_interval.as_secs()).unwrap_or(u32::MAX),
                 u32::try_from(config.storage.segment.as_secs()).unwrap_or(u32::MAX),
+                config.station_name.clone(),
+                config.region.clone(),
             );
             let link = MqttContext {
                 config: m.clone(),
@@ -132,8 +169,16 @@ pub async fn run(
                         id: c.id.clone(),
                         counters: c.counters.clone(),
                         restart: c.restart.clone(),
+                        live: lives.iter().find(|l| l.camera == c.id).map(|l| {
+                            mqtt::LiveControl {
+                                configured: l.configured,
+                                status: l.status.clone(),
+                                control: l.control.clone(),
+                            }
+                        }),
                     })
                     .collect(),
+                live_overrides: overrides.clone(),
                 health,
                 holds: holds.clone(),
                 events: events_rx,
@@ -197,6 +242,13 @@ pub async fn run(
             let _ = tx.send(seg);
         }
     }
+    // The live threads saw the same shutdown; give their senders a moment to close.
+    let _ = tokio::task::spawn_blocking(move || {
+        for l in lives {
+            l.join(Duration::from_secs(3));
+        }
+    })
+    .await;
     mqtt_stop.cancel();
     if let Some(t) = mqtt_task {
         let _ = t.await;

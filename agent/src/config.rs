@@ -16,6 +16,9 @@ use stationwatch_protocol::{CameraId, StationId};
 
 use crate::source::CameraSource;
 
+mod live;
+pub use live::{CameraLiveConfig, LiveConfig, LiveMode, LiveTarget};
+
 /// Segment length bounds, seconds. Short segments are for tests; long ones make a lost file cost
 /// too much footage.
 pub const SEGMENT_SECONDS: RangeInclusive<i64> = 2..=900;
@@ -28,6 +31,9 @@ pub struct AgentConfig {
     /// The file this came from (for messages).
     pub file: PathBuf,
     pub station: StationId,
+    /// Free text for people (`station.name`, `station.region`), reported in health.
+    pub station_name: Option<String>,
+    pub region: Option<String>,
     /// The station's Ed25519 signing key (generated on first run if missing).
     pub station_key: PathBuf,
     pub storage: StorageConfig,
@@ -35,6 +41,8 @@ pub struct AgentConfig {
     /// Reporting to the controller; `None` when the file has no `[mqtt]` section (record only).
     pub mqtt: Option<MqttConfig>,
     pub supervision: SupervisionConfig,
+    /// The `[live]` section: the live rung policy (used by cameras with a `live_target`).
+    pub live: LiveConfig,
     pub cameras: Vec<CameraConfig>,
 }
 
@@ -131,6 +139,8 @@ pub struct CameraConfig {
     pub source: CameraSource,
     /// Encoding settings, used only for sources the agent encodes itself (test, V4L2).
     pub encode: EncodeSettings,
+    /// Live streaming, when the camera has a `live_target` (`config/live.rs`).
+    pub live: Option<CameraLiveConfig>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -384,6 +394,7 @@ impl Reader {
                 "retention",
                 "mqtt",
                 "supervision",
+                "live",
                 "camera",
             ],
         );
@@ -393,7 +404,8 @@ impl Reader {
         let cameras = self.cameras(root, check_machine);
         let retention = self.retention(root, cameras.as_deref().unwrap_or_default());
         let mqtt = self.mqtt(root, check_machine);
-        let (station, station_key) = station?;
+        let live = self.live_section(root);
+        let (station, station_key, station_name, region) = station?;
         let storage = storage?;
         let mqtt = match mqtt? {
             Some(mut m) => {
@@ -422,21 +434,28 @@ impl Reader {
         Some(AgentConfig {
             file: PathBuf::new(),
             station,
+            station_name,
+            region,
             station_key,
             storage,
             retention: retention?,
             mqtt,
             supervision: supervision?,
+            live: live?,
             cameras: cameras?,
         })
     }
 
-    fn station(&mut self, root: &toml::Table) -> Option<(StationId, Option<PathBuf>)> {
+    #[allow(clippy::type_complexity)]
+    fn station(
+        &mut self,
+        root: &toml::Table,
+    ) -> Option<(StationId, Option<PathBuf>, Option<String>, Option<String>)> {
         let t = self.table(root, "", "station", true)?;
         self.unknown_keys(t, "station", &["id", "name", "region", "key_file"]);
         // `name` and `region` are free text for humans; only their type is checked.
-        self.string(t, "station", "name", false);
-        self.string(t, "station", "region", false);
+        let name = self.string(t, "station", "name", false);
+        let region = self.string(t, "station", "region", false);
         let key_file = self.string(t, "station", "key_file", false).and_then(|k| {
             let p = PathBuf::from(&k);
             if p.is_absolute() {
@@ -451,7 +470,7 @@ impl Reader {
         });
         let id = self.string(t, "station", "id", true)?;
         match StationId::new(id.clone()) {
-            Ok(id) => Some((id, key_file)),
+            Ok(id) => Some((id, key_file, name, region)),
             Err(e) => {
                 self.problem("station.id", format!("{id:?} {e}"));
                 None
@@ -830,11 +849,11 @@ impl Reader {
 
     fn camera(&mut self, t: &toml::Table, path: &str, check_machine: bool) -> Option<CameraConfig> {
         const ENCODE_KEYS: [&str; 4] = ["width", "height", "fps", "bitrate_kbps"];
-        self.unknown_keys(
-            t,
-            path,
-            &["id", "source", "width", "height", "fps", "bitrate_kbps"],
-        );
+        let allowed: Vec<&str> = ["id", "source", "width", "height", "fps", "bitrate_kbps"]
+            .into_iter()
+            .chain(live::CAMERA_KEYS)
+            .collect();
+        self.unknown_keys(t, path, &allowed);
         let id = self.string(t, path, "id", true).and_then(|id| {
             CameraId::new(id.clone())
                 .map_err(|e| self.problem(join(path, "id"), format!("{id:?} {e}")))
@@ -855,6 +874,7 @@ impl Reader {
         let height = self.int(t, path, "height", 16..=2160, d.height as i64);
         let fps = self.int(t, path, "fps", 1..=60, d.fps as i64);
         let bitrate = self.int(t, path, "bitrate_kbps", 64..=20_000, d.bitrate_kbps as i64);
+        let live = self.camera_live(t, path, source.as_ref());
         let source = source?;
         if !source.is_encoded_by_agent() {
             for k in ENCODE_KEYS.iter().filter(|k| t.contains_key(**k)) {
@@ -890,6 +910,7 @@ impl Reader {
             id: id?,
             source,
             encode,
+            live: live?,
         })
     }
 }

@@ -9,20 +9,24 @@ use std::time::Instant;
 use stationwatch_protocol::manifest::{Fingerprint, Hash256, Timestamp};
 use stationwatch_protocol::mqtt::{
     hours_left, CameraHealth, CameraState as WireState, ClockHealth, DiskHealth, EventKind, Health,
-    ManifestHead, SystemHealth,
+    LiveMode, ManifestHead, SystemHealth, UplinkHealth,
 };
 use stationwatch_protocol::CameraId;
 use tokio::sync::watch;
 
+use crate::live::LiveStatus;
 use crate::retention::DiskStatus;
 use crate::state::{CameraCounters, CameraState};
 use crate::sysinfo::{self, BitrateMeter};
+use crate::uplink::Rung;
 
 /// One camera as the reporter sees it.
 pub struct CameraView {
     pub id: CameraId,
     pub state: watch::Receiver<CameraState>,
     pub counters: Arc<CameraCounters>,
+    /// The camera's live branch, when it has a live target.
+    pub live: Option<watch::Receiver<LiveStatus>>,
 }
 
 pub struct HealthCollector {
@@ -35,6 +39,8 @@ pub struct HealthCollector {
     started: Instant,
     interval_s: u32,
     segment_s: u32,
+    station_name: Option<String>,
+    region: Option<String>,
     /// Previous observations, for events.
     last_clock_synced: Option<bool>,
     last_disk_low: bool,
@@ -49,6 +55,8 @@ impl HealthCollector {
         fingerprint: Fingerprint,
         interval_s: u32,
         segment_s: u32,
+        station_name: Option<String>,
+        region: Option<String>,
     ) -> Self {
         Self {
             meters: cameras.iter().map(|_| BitrateMeter::new()).collect(),
@@ -60,6 +68,8 @@ impl HealthCollector {
             started: Instant::now(),
             interval_s,
             segment_s,
+            station_name,
+            region,
             last_clock_synced: None,
             last_disk_low: false,
         }
@@ -87,6 +97,8 @@ impl HealthCollector {
         let mut h = Health::new(Timestamp::now());
         h.interval_s = self.interval_s;
         h.segment_s = Some(self.segment_s);
+        h.agent.station_name = self.station_name.clone();
+        h.agent.region = self.region.clone();
         h.agent.version = env!("CARGO_PKG_VERSION").to_owned();
         h.agent.config_hash = Some(self.config_hash);
         h.agent.key_fingerprint = Some(self.fingerprint);
@@ -111,9 +123,11 @@ impl HealthCollector {
                         .manifest_head()
                         .map(|(next_seq, prev)| ManifestHead { next_seq, prev }),
                     detail,
+                    live: cam.live.as_ref().map(|l| l.borrow().wire()),
                 },
             );
         }
+        h.uplink = uplink(&self.cameras);
         let status = self.disk.borrow().clone();
         if let Some(space) = sysinfo::disk_space(&self.storage) {
             h.disk = Some(DiskHealth {
@@ -178,6 +192,29 @@ impl HealthCollector {
         }
         out
     }
+}
+
+/// The station's live summary: its best rung over the cameras and the largest estimate.
+fn uplink(cameras: &[CameraView]) -> Option<UplinkHealth> {
+    let lives: Vec<LiveStatus> = cameras
+        .iter()
+        .filter_map(|c| c.live.as_ref().map(|l| l.borrow().clone()))
+        .collect();
+    if lives.is_empty() {
+        return None;
+    }
+    let live = if lives.iter().any(|l| l.rung == Rung::Main) {
+        LiveMode::Full
+    } else if lives.iter().any(|l| l.rung == Rung::Sub) {
+        LiveMode::Light
+    } else {
+        LiveMode::RecordOnly
+    };
+    Some(UplinkHealth {
+        live,
+        estimated_bps: lives.iter().filter_map(|l| l.uplink_bps).max(),
+        upload_backlog_s: None,
+    })
 }
 
 fn wire(s: &CameraState) -> (WireState, Option<String>) {

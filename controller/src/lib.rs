@@ -1,8 +1,232 @@
-//! Stationwatch central controller.
+//! Stationwatch central controller: MQTT ingest from every station, the fleet's latest state in
+//! memory, history and alerts in a database (SQLite or PostgreSQL), the HTTP API and the
+//! operators' dashboard.
 //!
-//! Not built yet: the controller (MQTT ingest, fleet state, dashboard) is the subject of a later
-//! issue. This crate exists so the workspace layout is final and the shared `protocol` crate has
-//! its second user from the start.
+//! [`Controller::start`] starts everything on the configured address (port 0 picks a free one,
+//! for tests) and returns a handle with the bound address; [`Controller::stop`] shuts it down.
+//! Nothing here assumes it is the only replica: see `sync.rs` and `alerts.rs`.
 
-/// The protocol crate the controller will speak.
+pub mod alerts;
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod dashboard;
+pub mod fleet;
+pub mod history;
+pub mod ingest;
+pub mod metrics;
+pub mod rules;
+pub mod store;
+pub mod sync;
+pub mod writer;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{broadcast, mpsc};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+pub use config::ControllerConfig;
 pub use stationwatch_protocol as protocol;
+
+use crate::api::AppState;
+use crate::fleet::Fleet;
+use crate::ingest::{IngestContext, Publisher};
+use crate::metrics::Metrics;
+use crate::store::Store;
+
+/// Writes waiting for the database before ingest slows down.
+const WRITE_QUEUE: usize = 100_000;
+
+/// The controller's clock, Unix ms.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error("cannot create the bootstrap admin: {0}")]
+    Bootstrap(#[from] api::CreateUserError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// A running controller.
+pub struct Controller {
+    pub addr: SocketAddr,
+    pub store: Store,
+    pub fleet: Fleet,
+    shutdown: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Controller {
+    /// Connects the database (migrating it), creates the bootstrap admin if there is no user,
+    /// loads the stations' last known state, and starts ingest, alerts, sync and HTTP.
+    pub async fn start(cfg: ControllerConfig) -> Result<Controller, StartError> {
+        let store = Store::connect(&cfg.database).await?;
+        info!(database = %store::redact(&cfg.database.url), postgres = store.is_postgres(), "database ready");
+        if let Some((user, pw)) = &cfg.auth.bootstrap_admin {
+            if store.user_count().await? == 0 {
+                api::create_user_checked(&store, user, pw, auth::Role::Admin).await?;
+                info!(username = %user, "bootstrap admin created");
+            }
+        }
+        let fleet = Fleet::new(cfg.rules.clone());
+        let started = now_ms();
+        sync::apply(&fleet, store.stations(None).await?, started);
+        info!(stations = fleet.len(), "fleet loaded from the database");
+
+        let shutdown = CancellationToken::new();
+        let metrics = Arc::new(Metrics::default());
+        let publisher = Publisher::default();
+        let (writes_tx, writes_rx) = mpsc::channel(WRITE_QUEUE);
+        let (trans_tx, trans_rx) = mpsc::unbounded_channel();
+        let (changes, _) = broadcast::channel(64);
+        let mut tasks = Vec::new();
+
+        tasks.push(tokio::spawn(writer::run(
+            store.clone(),
+            writes_rx,
+            metrics.clone(),
+        )));
+        tasks.push(tokio::spawn(alerts::run(
+            store.clone(),
+            fleet.clone(),
+            trans_rx,
+            shutdown.child_token(),
+        )));
+        tasks.push(tokio::spawn(sync::run(
+            store.clone(),
+            fleet.clone(),
+            shutdown.child_token(),
+            started,
+        )));
+        tasks.push(tokio::spawn(notify(
+            fleet.clone(),
+            changes.clone(),
+            shutdown.child_token(),
+        )));
+        tasks.push(tokio::spawn(prune(
+            store.clone(),
+            cfg.database.history_days,
+            shutdown.child_token(),
+        )));
+        let ingest_ctx = IngestContext {
+            fleet: fleet.clone(),
+            writes: writes_tx.clone(),
+            transitions: trans_tx,
+            metrics: metrics.clone(),
+            publisher: publisher.clone(),
+        };
+        let mqtt_stop = shutdown.child_token();
+        let mqtt_cfg = cfg.mqtt.clone();
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = ingest::run(mqtt_cfg, ingest_ctx, mqtt_stop).await {
+                warn!(error = %e, "MQTT link stopped");
+            }
+        }));
+
+        let state = AppState {
+            store: store.clone(),
+            fleet: fleet.clone(),
+            publisher,
+            metrics,
+            writes: writes_tx,
+            http: cfg.http.clone(),
+            changes,
+            limiter: auth::LoginLimiter::default(),
+        };
+        let listener = tokio::net::TcpListener::bind(cfg.http.listen)
+            .await
+            .map_err(|source| StartError::Listen {
+                addr: cfg.http.listen,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| StartError::Listen {
+            addr: cfg.http.listen,
+            source,
+        })?;
+        let http_stop = shutdown.child_token();
+        let app = api::router(state);
+        tasks.push(tokio::spawn(async move {
+            let serve = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { http_stop.cancelled().await });
+            if let Err(e) = serve.await {
+                warn!(error = %e, "HTTP server stopped");
+            }
+        }));
+        info!(%addr, "controller listening");
+        Ok(Controller {
+            addr,
+            store,
+            fleet,
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// Stops every task (open SSE streams are cut after a short grace period) and closes the
+    /// database.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        for t in self.tasks {
+            // The writer ends when its senders are gone; the HTTP server when its streams end.
+            if tokio::time::timeout(Duration::from_secs(3), t)
+                .await
+                .is_err()
+            {
+                warn!("a controller task did not stop within 3 s");
+            }
+        }
+        self.store.close().await;
+    }
+}
+
+/// Once a second, tells live dashboards which stations changed.
+async fn notify(
+    fleet: Fleet,
+    changes: broadcast::Sender<Arc<Vec<fleet::StationSummary>>>,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut idle = 0;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let dirty = fleet.take_dirty();
+        idle += 1;
+        // An empty batch every 5 s still refreshes the counts.
+        if !dirty.is_empty() || idle >= 5 {
+            idle = 0;
+            let _ = changes.send(Arc::new(dirty));
+        }
+    }
+}
+
+/// Deletes old health history once an hour.
+async fn prune(store: Store, days: u32, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let before = now_ms() - i64::from(days) * 86_400_000;
+        match store.prune_history(before).await {
+            Ok(n) if n > 0 => info!(rows = n, "old health history deleted"),
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "cannot delete old health history"),
+        }
+    }
+}

@@ -35,13 +35,15 @@ mod tests;
 pub use ack::{Ack, AckReason, AckStatus, CommandLog, Handling, RejectCode};
 pub use command::{
     decode_command, peek_command_id, ClearHoldResult, Command, CommandEnvelope, CommandKind,
-    PingResult, RejectReason, Rejection, RestartCameraResult, SetHoldResult, SnapshotResult,
+    PingResult, RejectReason, Rejection, RestartCameraResult, SetHoldResult, SetLiveMode,
+    SetLiveResult, SnapshotResult,
 };
 pub use decode::{decode_ack, decode_event, decode_health, decode_status, DecodeError};
 pub use event::{Event, EventKind, OrUnknown};
 pub use health::{
-    hours_left, AgentInfo, CameraHealth, CameraState, ClockHealth, DiskHealth, Health, LiveMode,
-    ManifestHead, PowerHealth, SystemHealth, UplinkHealth,
+    hours_left, AgentInfo, CameraHealth, CameraLive, CameraState, ClockHealth, DiskHealth, Health,
+    LiveMode, LiveRung, LiveSetting, LiveState, ManifestHead, PowerHealth, SystemHealth,
+    UplinkHealth,
 };
 pub use id::{HoldId, MessageId, MessageIdError, MAX_MESSAGE_ID_LEN};
 pub use status::{OfflineReason, Status, StatusState, LAST_WILL_PAYLOAD};

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::ack::{Ack, RejectCode};
-use super::health::CameraState;
+use super::health::{CameraState, LiveRung, LiveSetting};
 use super::id::{HoldId, MessageId};
 use super::{FUTURE_TOLERANCE_MS, MAX_COMMAND_BYTES, SCHEMA_VERSION};
 use crate::ids::CameraId;
@@ -57,6 +57,22 @@ pub enum Command {
     ClearHold { hold: HoldId },
     /// Answer with `done` at once; the ack's `at` shows the agent's clock.
     Ping,
+    /// Choose what the camera streams live: `off`, `on` (always the main stream), `auto` (the
+    /// agent picks the best rung its uplink carries), or `config` (drop the override and go
+    /// back to the configured mode). The override is kept on disk and survives agent restarts.
+    /// Recording is never affected.
+    SetLive { camera: CameraId, mode: SetLiveMode },
+}
+
+/// The `mode` of a [`Command::SetLive`]. Strict: any other value rejects the command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SetLiveMode {
+    Off,
+    On,
+    Auto,
+    /// Remove the override: the camera's configured `live` mode applies again.
+    Config,
 }
 
 /// The kinds of [`Command`], without their fields.
@@ -67,15 +83,17 @@ pub enum CommandKind {
     SetHold,
     ClearHold,
     Ping,
+    SetLive,
 }
 
 impl CommandKind {
-    pub const ALL: [CommandKind; 5] = [
+    pub const ALL: [CommandKind; 6] = [
         CommandKind::RestartCamera,
         CommandKind::Snapshot,
         CommandKind::SetHold,
         CommandKind::ClearHold,
         CommandKind::Ping,
+        CommandKind::SetLive,
     ];
 
     /// The `kind` string.
@@ -86,6 +104,7 @@ impl CommandKind {
             CommandKind::SetHold => "set_hold",
             CommandKind::ClearHold => "clear_hold",
             CommandKind::Ping => "ping",
+            CommandKind::SetLive => "set_live",
         }
     }
 
@@ -108,6 +127,7 @@ impl Command {
             Command::SetHold { .. } => CommandKind::SetHold,
             Command::ClearHold { .. } => CommandKind::ClearHold,
             Command::Ping => CommandKind::Ping,
+            Command::SetLive { .. } => CommandKind::SetLive,
         }
     }
 }
@@ -168,7 +188,9 @@ impl CommandEnvelope {
             }
         };
         match &self.command {
-            Command::RestartCamera { camera } | Command::Snapshot { camera } => known(camera)?,
+            Command::RestartCamera { camera }
+            | Command::Snapshot { camera }
+            | Command::SetLive { camera, .. } => known(camera)?,
             Command::SetHold {
                 from,
                 to,
@@ -398,6 +420,22 @@ pub struct ClearHoldResult {
     /// Whether the hold existed (clearing an unknown hold is `done` too).
     #[serde(default)]
     pub existed: bool,
+}
+
+/// `result` of the `done` ack of `set_live`: the camera's live settings once applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetLiveResult {
+    pub camera: CameraId,
+    /// The mode now in force (`config` resolves to the configured mode).
+    #[serde(default)]
+    pub mode: LiveSetting,
+    /// Whether an override is in force (false after `config`).
+    #[serde(default)]
+    pub overridden: bool,
+    /// What the camera streams at the moment the command was applied; the change itself
+    /// follows within seconds and is reported by a `live_changed` event.
+    #[serde(default)]
+    pub rung: LiveRung,
 }
 
 /// `result` of the `done` ack of `ping`.

@@ -144,6 +144,7 @@ fn every_json_example_in_the_docs_parses() {
                         Some(CommandKind::SetHold) => check_result::<SetHoldResult>(ex, &ack),
                         Some(CommandKind::ClearHold) => check_result::<ClearHoldResult>(ex, &ack),
                         Some(CommandKind::Ping) => check_result::<PingResult>(ex, &ack),
+                        Some(CommandKind::SetLive) => check_result::<SetLiveResult>(ex, &ack),
                         None => panic!("line {}: unknown command kind {kind}", ex.line),
                     }
                     results.insert(kind.clone());

@@ -4,6 +4,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use super::health::{LiveRung, LiveSetting};
 use super::id::MessageId;
 use super::SCHEMA_VERSION;
 use crate::ids::CameraId;
@@ -107,6 +108,22 @@ pub enum EventKind {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         est_error_us: Option<u64>,
     },
+    /// A camera's live stream changed rung (main, sub, off), e.g. because the uplink no
+    /// longer carries it, or by command.
+    LiveChanged {
+        camera: CameraId,
+        rung: LiveRung,
+        /// The rung before.
+        #[serde(default)]
+        from: LiveRung,
+        #[serde(default)]
+        mode: LiveSetting,
+        /// The uplink estimate at the change, bits per second.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        uplink_bps: Option<u64>,
+        #[serde(default)]
+        reason: String,
+    },
     /// A kind this version does not know (from a newer agent); its fields are dropped.
     #[serde(other)]
     Unknown,
@@ -125,6 +142,7 @@ impl EventKind {
             EventKind::DiskOk { .. } => "disk_ok",
             EventKind::ClockUnsynced { .. } => "clock_unsynced",
             EventKind::ClockSynced { .. } => "clock_synced",
+            EventKind::LiveChanged { .. } => "live_changed",
             EventKind::Unknown => "unknown",
         }
     }

@@ -93,6 +93,11 @@ pub struct AgentInfo {
         skip_serializing_if = "Option::is_none"
     )]
     pub key_fingerprint: Option<Fingerprint>,
+    /// The station's name and region as its config gives them (free text for people).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub station_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
     /// Seconds since the agent started.
     #[serde(default)]
     pub uptime_s: u64,
@@ -122,6 +127,90 @@ pub struct CameraHealth {
     /// Short human-readable explanation of the state (e.g. the last error).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// Live streaming of this camera; absent when the camera has no live target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live: Option<CameraLive>,
+}
+
+/// What a camera streams live, and why.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct CameraLive {
+    /// The mode in force (configured, or set by a `set_live` command).
+    #[serde(default)]
+    pub mode: LiveSetting,
+    /// Whether `mode` comes from a `set_live` command rather than the config.
+    #[serde(default)]
+    pub overridden: bool,
+    /// What is being streamed.
+    #[serde(default)]
+    pub rung: LiveRung,
+    /// Whether the stream is flowing, starting, being probed or stopped.
+    #[serde(default)]
+    pub state: LiveState,
+    /// The agent's estimate of what the uplink carries, bits per second (from the sender's
+    /// statistics while streaming; absent when unknown).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uplink_bps: Option<u64>,
+    /// What the live sender put on the link over the last seconds, bits per second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub send_bps: Option<u64>,
+    /// Round-trip time to the live target, milliseconds (SRT only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtt_ms: Option<f64>,
+    /// Fraction of packets lost or dropped on the way, 0..1 (SRT only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss: Option<f64>,
+    /// Why the rung is what it is (e.g. `link carries 1.9 Mbit/s, main needs 2.5`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// A camera's live mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LiveSetting {
+    /// Never stream.
+    Off,
+    /// Always stream the main stream.
+    On,
+    /// Stream the best rung the uplink carries.
+    Auto,
+    /// A mode this version does not know.
+    #[default]
+    #[serde(other)]
+    Unknown,
+}
+
+/// What the live branch of a camera sends: the main stream, the lighter one (camera
+/// sub-stream, or a lower-bitrate encode), or nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LiveRung {
+    Main,
+    Sub,
+    Off,
+    /// A rung this version does not know.
+    #[default]
+    #[serde(other)]
+    Unknown,
+}
+
+/// Whether the live stream flows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LiveState {
+    /// Connecting to the target, waiting for a keyframe.
+    Starting,
+    /// Video flows to the target.
+    Streaming,
+    /// Trying a higher rung to see whether the link carries it.
+    Probing,
+    /// Nothing is sent (mode off, or the link carries no rung).
+    Stopped,
+    /// A state this version does not know.
+    #[default]
+    #[serde(other)]
+    Unknown,
 }
 
 /// What a camera is doing.

@@ -52,9 +52,9 @@ fn check_valid(payload: &[u8], env: &CommandEnvelope) {
     }
     let cams = cameras();
     match &env.command {
-        Command::RestartCamera { camera } | Command::Snapshot { camera } => {
-            assert!(cams.contains(camera))
-        }
+        Command::RestartCamera { camera }
+        | Command::Snapshot { camera }
+        | Command::SetLive { camera, .. } => assert!(cams.contains(camera)),
         Command::SetHold {
             from,
             to,
@@ -141,9 +141,11 @@ const KEYS: &[&str] = &[
     "from",
     "to",
     "reason",
+    "mode",
 ];
 
 const KINDS: &[&str] = &[
+    "set_live",
     "restart_camera",
     "snapshot",
     "set_hold",
@@ -289,8 +291,11 @@ fn command_value() -> impl Strategy<Value = Value> {
             1 => select(&[" ", ""][..]).prop_map(|r| json!(r)),
         ])),
         prop::option::weighted(0.2, wrong()),
+        maybe(field(
+            select(&["off", "on", "auto", "config", "full", ""][..]).prop_map(|m| json!(m))
+        )),
     )
-        .prop_map(|(kind, camera, hold, from, to, reason, extra)| {
+        .prop_map(|(kind, camera, hold, from, to, reason, extra, mode)| {
             object_of([
                 ("kind", kind),
                 ("camera", camera),
@@ -299,6 +304,7 @@ fn command_value() -> impl Strategy<Value = Value> {
                 ("to", to),
                 ("reason", reason),
                 ("x_extra", extra),
+                ("mode", mode),
             ])
         })
 }
@@ -355,7 +361,7 @@ fn valid_envelope() -> impl Strategy<Value = CommandEnvelope> {
         (
             hold.clone(),
             window,
-            prop::option::of(camera),
+            prop::option::of(camera.clone()),
             prop_oneof![
                 Just("Complaint 2026/0147".to_string()),
                 (any::<u64>(), 0usize..40)
@@ -371,6 +377,16 @@ fn valid_envelope() -> impl Strategy<Value = CommandEnvelope> {
             }),
         hold.prop_map(|hold| Command::ClearHold { hold }),
         Just(Command::Ping),
+        (
+            camera.clone(),
+            select(vec![
+                SetLiveMode::Off,
+                SetLiveMode::On,
+                SetLiveMode::Auto,
+                SetLiveMode::Config
+            ])
+        )
+            .prop_map(|(camera, mode)| Command::SetLive { camera, mode }),
     ];
     (
         id_text(),

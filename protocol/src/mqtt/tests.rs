@@ -249,6 +249,8 @@ pub(super) fn full_health() -> Health {
         version: "0.1.0".into(),
         config_hash: Some(Hash256::of(b"config")),
         key_fingerprint: Some("3f2a:9c41:0b7e:d5a8".parse().unwrap()),
+        station_name: Some("School No. 12".into()),
+        region: Some("North".into()),
         uptime_s: 11_808,
         system_uptime_s: Some(11_862),
     };
@@ -264,6 +266,17 @@ pub(super) fn full_health() -> Health {
                 prev: Hash256::of(b"manifest-desk"),
             }),
             detail: None,
+            live: Some(CameraLive {
+                mode: LiveSetting::Auto,
+                overridden: false,
+                rung: LiveRung::Sub,
+                state: LiveState::Streaming,
+                uplink_bps: Some(1_400_000),
+                send_bps: Some(610_000),
+                rtt_ms: Some(48.5),
+                loss: Some(0.01),
+                reason: Some("link carries 1.4 Mbit/s, main needs 2.5".into()),
+            }),
         },
     );
     h.cameras.insert(
@@ -430,6 +443,14 @@ pub(super) fn all_event_kinds() -> Vec<EventKind> {
         },
         EventKind::ClockSynced {
             est_error_us: Some(2_100),
+        },
+        EventKind::LiveChanged {
+            camera: cam("desk"),
+            rung: LiveRung::Sub,
+            from: LiveRung::Main,
+            mode: LiveSetting::Auto,
+            uplink_bps: Some(1_200_000),
+            reason: "link carries 1.2 Mbit/s".into(),
         },
     ]
 }

@@ -1,0 +1,1 @@
+/* dashboard script: see issue #5 */

@@ -1,0 +1,112 @@
+-- Stationwatch controller schema (SQLite). Times are Unix milliseconds (INTEGER).
+-- Keep in step with ../postgres/0001_init.sql: the same tables, columns and indexes.
+
+CREATE TABLE users (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    username TEXT NOT NULL UNIQUE,
+    password_hash TEXT NOT NULL,
+    role TEXT NOT NULL CHECK (role IN ('admin', 'operator', 'observer')),
+    created_at INTEGER NOT NULL
+);
+
+-- Stations an observer may see.
+CREATE TABLE grants (
+    user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    station_id TEXT NOT NULL,
+    PRIMARY KEY (user_id, station_id)
+);
+
+-- Only SHA-256 hashes of session and API tokens are stored.
+CREATE TABLE sessions (
+    token_hash TEXT PRIMARY KEY,
+    user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+
+CREATE TABLE api_tokens (
+    token_hash TEXT PRIMARY KEY,
+    user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
+
+-- The latest known state of every station, written by whichever replica received it.
+CREATE TABLE stations (
+    id TEXT PRIMARY KEY,
+    status_json TEXT,
+    status_received_at INTEGER,
+    health_json TEXT,
+    health_at INTEGER,
+    health_received_at INTEGER,
+    updated_at INTEGER NOT NULL
+);
+CREATE INDEX stations_updated ON stations (updated_at);
+
+-- Compact figures of every health report, for the station page's chart.
+CREATE TABLE health_history (
+    station_id TEXT NOT NULL,
+    at INTEGER NOT NULL,
+    received_at INTEGER NOT NULL,
+    figures TEXT NOT NULL,
+    PRIMARY KEY (station_id, at)
+);
+
+-- Events are delivered at least once: (station, id) de-duplicates.
+CREATE TABLE events (
+    station_id TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    at INTEGER NOT NULL,
+    received_at INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    camera TEXT,
+    body TEXT NOT NULL,
+    PRIMARY KEY (station_id, event_id)
+);
+CREATE INDEX events_station_at ON events (station_id, at);
+
+-- One open alert per (station, kind) at most, whichever replica opens it.
+CREATE TABLE alerts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    station_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    opened_at INTEGER NOT NULL,
+    closed_at INTEGER
+);
+CREATE UNIQUE INDEX alerts_one_open ON alerts (station_id, kind) WHERE closed_at IS NULL;
+CREATE INDEX alerts_station ON alerts (station_id, opened_at);
+CREATE INDEX alerts_open ON alerts (closed_at);
+
+CREATE TABLE commands (
+    id TEXT PRIMARY KEY,
+    station_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    body TEXT NOT NULL,
+    issued_by TEXT NOT NULL,
+    issued_at INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    ack_at INTEGER,
+    ack_body TEXT
+);
+CREATE INDEX commands_station ON commands (station_id, issued_at);
+
+-- The latest snapshot of every camera.
+CREATE TABLE snapshots (
+    station_id TEXT NOT NULL,
+    camera TEXT NOT NULL,
+    received_at INTEGER NOT NULL,
+    jpeg BLOB NOT NULL,
+    PRIMARY KEY (station_id, camera)
+);
+
+CREATE TABLE audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at INTEGER NOT NULL,
+    username TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    ok BOOLEAN NOT NULL
+);
+CREATE INDEX audit_at ON audit (at);

@@ -1,0 +1,494 @@
+//! The controller's configuration file (`config/controller.toml` is the commented reference).
+//!
+//! Every problem is reported at once with its key, like the agent's config.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use stationwatch_protocol::config_reader::{
+    join, parse_toml, render_problems, Problem, TomlReader,
+};
+
+/// A validated controller configuration.
+#[derive(Debug, Clone)]
+pub struct ControllerConfig {
+    /// The file this came from (for messages).
+    pub file: PathBuf,
+    pub http: HttpConfig,
+    pub database: DatabaseConfig,
+    pub mqtt: MqttConfig,
+    pub rules: RulesConfig,
+    pub auth: AuthConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// Where the API and dashboard listen.
+    pub listen: SocketAddr,
+    /// `Secure` flag on the session cookie. Only a plain-HTTP demo on localhost turns it off.
+    pub cookie_secure: bool,
+    /// Sessions expire this long after login.
+    pub session_ttl: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct DatabaseConfig {
+    /// `sqlite://PATH` (created if missing) or `postgres://...`.
+    pub url: String,
+    pub max_connections: u32,
+    /// Health history older than this is deleted.
+    pub history_days: u32,
+}
+
+impl DatabaseConfig {
+    pub fn is_postgres(&self) -> bool {
+        self.url.starts_with("postgres://") || self.url.starts_with("postgresql://")
+    }
+}
+
+#[derive(Clone)]
+pub struct MqttConfig {
+    pub host: String,
+    pub port: u16,
+    /// Unique per replica (defaults to `station-controller-<host>-<pid>`).
+    pub client_id: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub tls: Option<TlsFiles>,
+    pub keepalive: Duration,
+    /// Shared-subscription group of the controller replicas; `None` subscribes directly (one
+    /// replica only, or a broker without shared subscriptions).
+    pub shared_group: Option<String>,
+}
+
+impl std::fmt::Debug for MqttConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MqttConfig")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("client_id", &self.client_id)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("tls", &self.tls)
+            .field("shared_group", &self.shared_group)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub ca_file: PathBuf,
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+}
+
+/// When a station needs attention.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RulesConfig {
+    /// Offline after this many missed health reports (the report says its own interval).
+    pub missed_reports: u32,
+    /// A recording camera with no finished segment for this many segment lengths is flagged.
+    pub segment_factor: f64,
+    /// Disk with fewer hours of recording left than this is flagged.
+    pub min_disk_hours: f64,
+}
+
+impl Default for RulesConfig {
+    fn default() -> Self {
+        RulesConfig {
+            missed_reports: 3,
+            segment_factor: 2.0,
+            min_disk_hours: 24.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    /// Created as an admin at start when no user exists yet.
+    pub bootstrap_admin: Option<(String, String)>,
+}
+
+/// The configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {}: {source}", file.display())]
+    Read {
+        file: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}", render_problems(file, problems))]
+    Invalid {
+        file: PathBuf,
+        problems: Vec<Problem>,
+    },
+}
+
+impl ConfigError {
+    pub fn problems(&self) -> &[Problem] {
+        match self {
+            ConfigError::Read { .. } => &[],
+            ConfigError::Invalid { problems, .. } => problems,
+        }
+    }
+}
+
+impl ControllerConfig {
+    /// Reads and validates a config file, including that the files it names exist.
+    pub fn load(file: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
+            file: file.to_owned(),
+            source,
+        })?;
+        Self::parse(file, &text, true)
+    }
+
+    /// Validates config text; `check_machine` also reads the files it names.
+    pub fn parse(file: &Path, text: &str, check_machine: bool) -> Result<Self, ConfigError> {
+        let invalid = |problems| ConfigError::Invalid {
+            file: file.to_owned(),
+            problems,
+        };
+        let root = parse_toml(text).map_err(|p| invalid(vec![p]))?;
+        let mut r = TomlReader::default();
+        let cfg = read(&mut r, &root, file, check_machine);
+        match cfg {
+            Some(cfg) if r.problems.is_empty() => Ok(cfg),
+            _ => Err(invalid(r.problems)),
+        }
+    }
+}
+
+fn read(
+    r: &mut TomlReader,
+    root: &toml::Table,
+    file: &Path,
+    check_machine: bool,
+) -> Option<ControllerConfig> {
+    r.unknown_keys(root, "", &["http", "database", "mqtt", "rules", "auth"]);
+    let http = http(r, root);
+    let database = database(r, root, file);
+    let mqtt = mqtt(r, root, check_machine);
+    let rules = rules(r, root);
+    let auth = auth(r, root, check_machine);
+    Some(ControllerConfig {
+        file: file.to_owned(),
+        http: http?,
+        database: database?,
+        mqtt: mqtt?,
+        rules: rules?,
+        auth: auth?,
+    })
+}
+
+fn http(r: &mut TomlReader, root: &toml::Table) -> Option<HttpConfig> {
+    let p = "http";
+    let t = r.optional_section(root, p, &["listen", "cookie_secure", "session_hours"]);
+    let listen = r
+        .string(t, p, "listen", false)
+        .unwrap_or_else(|| "127.0.0.1:8080".into());
+    let listen = match listen.parse::<SocketAddr>() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            r.problem(
+                join(p, "listen"),
+                format!("{listen:?} is not an address like 127.0.0.1:8080 or [::]:443"),
+            );
+            None
+        }
+    };
+    let cookie_secure = r.bool(t, p, "cookie_secure", true);
+    let hours = r.int(t, p, "session_hours", 1..=24 * 30, 12);
+    Some(HttpConfig {
+        listen: listen?,
+        cookie_secure: cookie_secure?,
+        session_ttl: Duration::from_secs(hours? as u64 * 3600),
+    })
+}
+
+fn database(r: &mut TomlReader, root: &toml::Table, file: &Path) -> Option<DatabaseConfig> {
+    let p = "database";
+    let t = r.optional_section(root, p, &["url", "max_connections", "history_days"]);
+    let url = r
+        .string(t, p, "url", false)
+        .unwrap_or_else(|| "sqlite://controller.db".into());
+    let url = if let Some(path) = url.strip_prefix("sqlite://") {
+        if path.is_empty() {
+            r.problem(join(p, "url"), "sqlite:// needs a file path");
+            None
+        } else {
+            // A relative path is relative to the config file, not to the working directory.
+            let path = Path::new(path.split('?').next().unwrap_or(path));
+            let abs = if path.is_absolute() {
+                path.to_owned()
+            } else {
+                file.parent().unwrap_or(Path::new(".")).join(path)
+            };
+            Some(format!("sqlite://{}", abs.display()))
+        }
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Some(url)
+    } else {
+        r.problem(
+            join(p, "url"),
+            format!("{url:?}: expected sqlite://PATH or postgres://USER@HOST/DB"),
+        );
+        None
+    };
+    let max = r.int(t, p, "max_connections", 1..=256, 8);
+    let days = r.int(t, p, "history_days", 1..=3650, 30);
+    Some(DatabaseConfig {
+        url: url?,
+        max_connections: max? as u32,
+        history_days: days? as u32,
+    })
+}
+
+fn mqtt(r: &mut TomlReader, root: &toml::Table, check_machine: bool) -> Option<MqttConfig> {
+    let p = "mqtt";
+    let t = r.optional_section(
+        root,
+        p,
+        &[
+            "url",
+            "client_id",
+            "username",
+            "password",
+            "password_file",
+            "ca_file",
+            "client_cert",
+            "client_key",
+            "keepalive_seconds",
+            "shared_group",
+        ],
+    );
+    let url = r
+        .string(t, p, "url", false)
+        .unwrap_or_else(|| "mqtt://127.0.0.1:1883".into());
+    let endpoint = match url::Url::parse(&url) {
+        Ok(u)
+            if matches!(u.scheme(), "mqtt" | "mqtts")
+                && u.host_str().is_some_and(|h| !h.is_empty())
+                && u.username().is_empty()
+                && u.password().is_none() =>
+        {
+            let tls = u.scheme() == "mqtts";
+            Some((
+                u.host_str().unwrap_or_default().to_owned(),
+                u.port().unwrap_or(if tls { 8883 } else { 1883 }),
+                tls,
+            ))
+        }
+        _ => {
+            r.problem(
+                join(p, "url"),
+                format!(
+                    "{url:?}: expected mqtt://HOST[:PORT] or mqtts://HOST[:PORT] without credentials"
+                ),
+            );
+            None
+        }
+    };
+    let client_id = r.string(t, p, "client_id", false).unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        format!("station-controller-{}-{}", host.trim(), std::process::id())
+    });
+    let username = r.string(t, p, "username", false);
+    let mut password = r.string(t, p, "password", false);
+    if let Some(pf) = r.file(t, p, "password_file", check_machine) {
+        if password.is_some() {
+            r.problem(
+                join(p, "password_file"),
+                "give either password or password_file, not both",
+            );
+        }
+        if let Ok(s) = std::fs::read_to_string(&pf) {
+            password = Some(s.trim_end_matches(['\n', '\r']).to_owned());
+        }
+    }
+    let ca = r.file(t, p, "ca_file", check_machine);
+    let cert = r.file(t, p, "client_cert", check_machine);
+    let key = r.file(t, p, "client_key", check_machine);
+    let keepalive = r.int(t, p, "keepalive_seconds", 5..=600, 30);
+    let group = r
+        .string(t, p, "shared_group", false)
+        .unwrap_or_else(|| "controllers".into());
+    if group.contains(['/', '+', '#']) {
+        r.problem(join(p, "shared_group"), "must not contain '/', '+' or '#'");
+    }
+    let (host, port, tls) = endpoint?;
+    let tls = match (tls, ca) {
+        (true, Some(ca_file)) => {
+            let client_cert = match (cert, key) {
+                (Some(c), Some(k)) => Some((c, k)),
+                (None, None) => None,
+                _ => {
+                    r.problem(
+                        join(p, "client_cert"),
+                        "client_cert and client_key go together",
+                    );
+                    None
+                }
+            };
+            Some(TlsFiles {
+                ca_file,
+                client_cert,
+            })
+        }
+        (true, None) => {
+            r.problem(join(p, "ca_file"), "mqtts:// needs ca_file");
+            None
+        }
+        (false, _) => None,
+    };
+    Some(MqttConfig {
+        host,
+        port,
+        client_id,
+        username,
+        password,
+        tls,
+        keepalive: Duration::from_secs(keepalive? as u64),
+        shared_group: Some(group).filter(|g| !g.is_empty()),
+    })
+}
+
+fn rules(r: &mut TomlReader, root: &toml::Table) -> Option<RulesConfig> {
+    let p = "rules";
+    let t = r.optional_section(
+        root,
+        p,
+        &["missed_reports", "segment_factor", "min_disk_hours"],
+    );
+    let d = RulesConfig::default();
+    let missed = r.int(t, p, "missed_reports", 2..=100, i64::from(d.missed_reports));
+    let factor = r.number(t, p, "segment_factor", 1.0..=100.0, d.segment_factor);
+    let hours = r.number(t, p, "min_disk_hours", 0.0..=10_000.0, d.min_disk_hours);
+    Some(RulesConfig {
+        missed_reports: missed? as u32,
+        segment_factor: factor?,
+        min_disk_hours: hours?,
+    })
+}
+
+fn auth(r: &mut TomlReader, root: &toml::Table, check_machine: bool) -> Option<AuthConfig> {
+    let p = "auth";
+    let t = r.optional_section(root, p, &["bootstrap_admin", "bootstrap_password_file"]);
+    let user = r.string(t, p, "bootstrap_admin", false);
+    let file = r.file(t, p, "bootstrap_password_file", check_machine);
+    let bootstrap_admin = match (user, file) {
+        (Some(u), Some(f)) => match std::fs::read_to_string(&f) {
+            Ok(pw) => {
+                let pw = pw.trim_end_matches(['\n', '\r']).to_owned();
+                if pw.chars().count() < crate::auth::MIN_PASSWORD_CHARS {
+                    r.problem(
+                        join(p, "bootstrap_password_file"),
+                        format!(
+                            "the password in {} is shorter than {} characters",
+                            f.display(),
+                            crate::auth::MIN_PASSWORD_CHARS
+                        ),
+                    );
+                }
+                Some((u, pw))
+            }
+            Err(e) if check_machine => {
+                r.problem(
+                    join(p, "bootstrap_password_file"),
+                    format!("{}: {e}", f.display()),
+                );
+                None
+            }
+            Err(_) => None,
+        },
+        (None, None) => None,
+        (Some(_), None) => {
+            r.problem(
+                join(p, "bootstrap_password_file"),
+                "bootstrap_admin needs bootstrap_password_file",
+            );
+            None
+        }
+        (None, Some(_)) => {
+            r.problem(
+                join(p, "bootstrap_admin"),
+                "bootstrap_password_file needs bootstrap_admin",
+            );
+            None
+        }
+    };
+    Some(AuthConfig { bootstrap_admin })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<ControllerConfig, ConfigError> {
+        ControllerConfig::parse(Path::new("/etc/sw/controller.toml"), text, false)
+    }
+
+    #[test]
+    fn empty_file_takes_every_default() {
+        let c = parse("").unwrap();
+        assert_eq!(c.http.listen, "127.0.0.1:8080".parse().unwrap());
+        assert!(c.http.cookie_secure);
+        assert_eq!(c.database.url, "sqlite:///etc/sw/controller.db");
+        assert_eq!((c.mqtt.host.as_str(), c.mqtt.port), ("127.0.0.1", 1883));
+        assert_eq!(c.mqtt.shared_group.as_deref(), Some("controllers"));
+        assert_eq!(c.rules, RulesConfig::default());
+    }
+
+    #[test]
+    fn every_problem_is_named_with_file_and_key() {
+        let e = parse(
+            r#"
+            [http]
+            listen = "localhost"
+            session_hours = 0
+            [database]
+            url = "mysql://x"
+            [mqtt]
+            url = "mqtts://broker"
+            shared_group = "a/b"
+            colour = "red"
+            [rules]
+            min_disk_hours = "lots"
+            "#,
+        )
+        .unwrap_err();
+        let keys: Vec<_> = e.problems().iter().map(|p| p.key.as_str()).collect();
+        for k in [
+            "http.listen",
+            "http.session_hours",
+            "database.url",
+            "mqtt.colour",
+            "mqtt.shared_group",
+            "mqtt.ca_file",
+            "rules.min_disk_hours",
+        ] {
+            assert!(keys.contains(&k), "{k} missing from {keys:?}");
+        }
+        let text = e.to_string();
+        assert!(
+            text.contains("/etc/sw/controller.toml: database.url:"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn postgres_and_absolute_sqlite_urls_are_kept() {
+        let c = parse("[database]\nurl = \"postgres://sw@db/sw\"").unwrap();
+        assert!(c.database.is_postgres());
+        let c = parse("[database]\nurl = \"sqlite:///var/lib/sw/c.db\"").unwrap();
+        assert_eq!(c.database.url, "sqlite:///var/lib/sw/c.db");
+    }
+
+    #[test]
+    fn reference_config_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/controller.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let c = ControllerConfig::parse(&path, &text, false).unwrap();
+        assert!(c.http.cookie_secure);
+    }
+}

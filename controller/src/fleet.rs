@@ -1,0 +1,456 @@
+//! The latest state of every station, in memory: what the API and dashboard read.
+//!
+//! Every replica keeps the whole fleet here. It is fed by this replica's own MQTT ingest (at
+//! once) and by the stations table that other replicas write (see `sync.rs`), so the database
+//! stays the source of truth and any replica can serve any request.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, RwLock};
+
+use serde::Serialize;
+use stationwatch_protocol::mqtt::{Health, Status};
+
+use crate::config::RulesConfig;
+use crate::rules::{evaluate, Observed, Reason, StationState};
+
+/// One station as the controller knows it.
+#[derive(Debug, Clone)]
+pub struct Station {
+    pub id: String,
+    pub status: Option<Status>,
+    pub status_received_at: Option<i64>,
+    pub health: Option<Arc<Health>>,
+    pub health_received_at: Option<i64>,
+    pub state: StationState,
+    pub reasons: Vec<Reason>,
+    /// When `state` last changed (controller clock, ms).
+    pub state_since: i64,
+}
+
+impl Station {
+    fn new(id: String, now: i64) -> Self {
+        Station {
+            id,
+            status: None,
+            status_received_at: None,
+            health: None,
+            health_received_at: None,
+            state: StationState::Unknown,
+            reasons: Vec::new(),
+            state_since: now,
+        }
+    }
+
+    pub fn name(&self) -> Option<&str> {
+        self.health.as_ref()?.agent.station_name.as_deref()
+    }
+
+    pub fn region(&self) -> Option<&str> {
+        self.health.as_ref()?.agent.region.as_deref()
+    }
+
+    /// The row of the stations list.
+    pub fn summary(&self) -> StationSummary {
+        let (recording, cameras) = self.health.as_ref().map_or((0, 0), |h| {
+            let rec = h
+                .cameras
+                .values()
+                .filter(|c| c.state == stationwatch_protocol::mqtt::CameraState::Recording)
+                .count();
+            (rec, h.cameras.len())
+        });
+        StationSummary {
+            id: self.id.clone(),
+            name: self.name().map(str::to_owned),
+            region: self.region().map(str::to_owned),
+            state: self.state,
+            state_since: self.state_since,
+            reasons: self.reasons.clone(),
+            cameras,
+            cameras_recording: recording,
+            hours_left: self
+                .health
+                .as_ref()
+                .and_then(|h| h.disk.as_ref()?.hours_left),
+            last_report_at: self.health_received_at,
+        }
+    }
+}
+
+/// A station in lists and live updates.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct StationSummary {
+    pub id: String,
+    pub name: Option<String>,
+    pub region: Option<String>,
+    pub state: StationState,
+    pub state_since: i64,
+    pub reasons: Vec<Reason>,
+    pub cameras: usize,
+    pub cameras_recording: usize,
+    pub hours_left: Option<f64>,
+    pub last_report_at: Option<i64>,
+}
+
+/// Reasons that appeared and disappeared at one station: alerts to open and close.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transition {
+    pub station: String,
+    pub at: i64,
+    pub opened: Vec<Reason>,
+    pub closed: Vec<Reason>,
+}
+
+/// Which stations a list shows.
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    pub state: Option<StationState>,
+    /// Case-insensitive substring of the id or name.
+    pub search: Option<String>,
+    pub region: Option<String>,
+    pub offset: usize,
+    pub limit: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ListPage {
+    /// Matching stations before paging.
+    pub total: usize,
+    pub stations: Vec<StationSummary>,
+}
+
+/// Counts by state.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct Counts {
+    pub total: usize,
+    pub online: usize,
+    pub degraded: usize,
+    pub offline: usize,
+    pub unknown: usize,
+}
+
+#[derive(Default)]
+struct Inner {
+    stations: HashMap<String, Station>,
+    /// Changed since the last `take_dirty`.
+    dirty: HashSet<String>,
+}
+
+/// The fleet; cheap to clone.
+#[derive(Clone)]
+pub struct Fleet {
+    inner: Arc<RwLock<Inner>>,
+    rules: Arc<RulesConfig>,
+}
+
+impl Fleet {
+    pub fn new(rules: RulesConfig) -> Self {
+        Fleet {
+            inner: Arc::default(),
+            rules: Arc::new(rules),
+        }
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
+        self.inner.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
+        self.inner.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Applies a status; an older one than what is known is ignored. Returns the alert changes.
+    pub fn apply_status(
+        &self,
+        id: &str,
+        status: Status,
+        received_at: i64,
+        now: i64,
+    ) -> Option<Transition> {
+        let mut g = self.write();
+        let s = g
+            .stations
+            .entry(id.to_owned())
+            .or_insert_with(|| Station::new(id.to_owned(), now));
+        if s.status_received_at.is_some_and(|t| t > received_at) {
+            return None;
+        }
+        s.status = Some(status);
+        s.status_received_at = Some(received_at);
+        let t = reevaluate(s, now, &self.rules);
+        g.dirty.insert(id.to_owned());
+        t
+    }
+
+    /// Applies a health report unless a newer one (by the agent's `at`) is known.
+    pub fn apply_health(
+        &self,
+        id: &str,
+        health: Arc<Health>,
+        received_at: i64,
+        now: i64,
+    ) -> Option<Transition> {
+        let mut g = self.write();
+        let s = g
+            .stations
+            .entry(id.to_owned())
+            .or_insert_with(|| Station::new(id.to_owned(), now));
+        if s.health.as_ref().is_some_and(|h| h.at >= health.at) {
+            return None;
+        }
+        s.health = Some(health);
+        s.health_received_at = Some(received_at);
+        let t = reevaluate(s, now, &self.rules);
+        g.dirty.insert(id.to_owned());
+        t
+    }
+
+    /// Whether the fleet already holds this station's status/health as received at these times
+    /// (a sync from the database can skip parsing them).
+    pub fn has(
+        &self,
+        id: &str,
+        status_received_at: Option<i64>,
+        health_received_at: Option<i64>,
+    ) -> bool {
+        let g = self.read();
+        g.stations.get(id).is_some_and(|s| {
+            s.status_received_at >= status_received_at && s.health_received_at >= health_received_at
+        })
+    }
+
+    /// Re-applies the time-based rules (silence, stale segments) to every station.
+    pub fn tick(&self, now: i64) -> Vec<Transition> {
+        let mut g = self.write();
+        let Inner { stations, dirty } = &mut *g;
+        let mut out = Vec::new();
+        for s in stations.values_mut() {
+            let before = (s.state, s.reasons.len());
+            if let Some(t) = reevaluate(s, now, &self.rules) {
+                out.push(t);
+            }
+            if (s.state, s.reasons.len()) != before {
+                dirty.insert(s.id.clone());
+            }
+        }
+        out
+    }
+
+    /// Ids changed since the previous call, with their summaries.
+    pub fn take_dirty(&self) -> Vec<StationSummary> {
+        let mut g = self.write();
+        let ids: Vec<String> = g.dirty.drain().collect();
+        ids.iter()
+            .filter_map(|id| g.stations.get(id).map(Station::summary))
+            .collect()
+    }
+
+    pub fn get(&self, id: &str) -> Option<Station> {
+        self.read().stations.get(id).cloned()
+    }
+
+    pub fn len(&self) -> usize {
+        self.read().stations.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Counts by state among the stations `visible` lets through.
+    pub fn counts(&self, visible: &dyn Fn(&str) -> bool) -> Counts {
+        let g = self.read();
+        let mut c = Counts::default();
+        for s in g.stations.values().filter(|s| visible(&s.id)) {
+            c.total += 1;
+            match s.state {
+                StationState::Online => c.online += 1,
+                StationState::Degraded => c.degraded += 1,
+                StationState::Offline => c.offline += 1,
+                StationState::Unknown => c.unknown += 1,
+            }
+        }
+        c
+    }
+
+    /// Regions and their station counts.
+    pub fn regions(&self, visible: &dyn Fn(&str) -> bool) -> BTreeMap<String, usize> {
+        let g = self.read();
+        let mut out = BTreeMap::new();
+        for s in g.stations.values().filter(|s| visible(&s.id)) {
+            if let Some(r) = s.region() {
+                *out.entry(r.to_owned()).or_insert(0) += 1;
+            }
+        }
+        out
+    }
+
+    /// Stations needing attention first (offline, then degraded by number of reasons, then
+    /// unknown, then online), each group by id.
+    pub fn list(&self, q: &ListQuery, visible: &dyn Fn(&str) -> bool) -> ListPage {
+        let g = self.read();
+        let needle = q.search.as_ref().map(|s| s.to_lowercase());
+        let mut hits: Vec<&Station> = g
+            .stations
+            .values()
+            .filter(|s| visible(&s.id))
+            .filter(|s| q.state.is_none_or(|st| s.state == st))
+            .filter(|s| {
+                q.region
+                    .as_deref()
+                    .is_none_or(|r| s.region().is_some_and(|x| x.eq_ignore_ascii_case(r)))
+            })
+            .filter(|s| {
+                needle.as_deref().is_none_or(|n| {
+                    s.id.to_lowercase().contains(n)
+                        || s.name().is_some_and(|x| x.to_lowercase().contains(n))
+                })
+            })
+            .collect();
+        let total = hits.len();
+        let key = |s: &Station| (s.state, std::cmp::Reverse(s.reasons.len()));
+        let end = (q.offset + q.limit).min(total);
+        if q.offset < end {
+            // Only the requested page needs full order.
+            if end < total {
+                hits.select_nth_unstable_by(end, |a, b| {
+                    key(a).cmp(&key(b)).then_with(|| a.id.cmp(&b.id))
+                });
+            }
+            hits[..end].sort_unstable_by(|a, b| key(a).cmp(&key(b)).then_with(|| a.id.cmp(&b.id)));
+        }
+        let stations = hits
+            .get(q.offset.min(end)..end)
+            .unwrap_or_default()
+            .iter()
+            .map(|s| s.summary())
+            .collect();
+        ListPage { total, stations }
+    }
+}
+
+/// Evaluates the rules; on a change of reasons, returns what opened and closed.
+fn reevaluate(s: &mut Station, now: i64, rules: &RulesConfig) -> Option<Transition> {
+    let (state, reasons) = evaluate(
+        &Observed {
+            status: s.status.as_ref(),
+            status_received_at: s.status_received_at,
+            health: s.health.as_deref(),
+            health_received_at: s.health_received_at,
+        },
+        now,
+        rules,
+    );
+    if state != s.state {
+        s.state = state;
+        s.state_since = now;
+    }
+    let old: HashSet<String> = s.reasons.iter().map(Reason::key).collect();
+    let new: HashSet<String> = reasons.iter().map(Reason::key).collect();
+    let changed = old != new;
+    let t = changed.then(|| Transition {
+        station: s.id.clone(),
+        at: now,
+        opened: reasons
+            .iter()
+            .filter(|r| !old.contains(&r.key()))
+            .cloned()
+            .collect(),
+        closed: s
+            .reasons
+            .iter()
+            .filter(|r| !new.contains(&r.key()))
+            .cloned()
+            .collect(),
+    });
+    s.reasons = reasons;
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use stationwatch_protocol::manifest::Timestamp;
+
+    use super::*;
+
+    fn health(at: i64, region: &str) -> Arc<Health> {
+        let mut h = Health::new(Timestamp::from_unix_ms(at).unwrap());
+        h.agent.region = Some(region.into());
+        Arc::new(h)
+    }
+
+    #[test]
+    fn lists_attention_first_and_filters() {
+        let f = Fleet::new(RulesConfig::default());
+        let now = 1_780_000_000_000;
+        for i in 0..50 {
+            let id = format!("st-{i:03}");
+            f.apply_health(
+                &id,
+                health(now, if i % 2 == 0 { "North" } else { "South" }),
+                now,
+                now,
+            );
+        }
+        f.apply_status("st-007", Status::lost(), now + 1, now + 1);
+        f.apply_status("st-042", Status::lost(), now + 1, now + 1);
+        let all = |_: &str| true;
+        let page = f.list(
+            &ListQuery {
+                limit: 5,
+                ..Default::default()
+            },
+            &all,
+        );
+        assert_eq!(page.total, 50);
+        let ids: Vec<_> = page.stations.iter().map(|s| s.id.as_str()).collect();
+        assert_eq!(ids, ["st-007", "st-042", "st-000", "st-001", "st-002"]);
+        let q = ListQuery {
+            region: Some("north".into()),
+            search: Some("4".into()),
+            limit: 100,
+            ..Default::default()
+        };
+        let ids: Vec<_> = f
+            .list(&q, &all)
+            .stations
+            .into_iter()
+            .map(|s| s.id)
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                "st-042", "st-004", "st-014", "st-024", "st-034", "st-040", "st-044", "st-046",
+                "st-048"
+            ]
+        );
+        let only = |id: &str| id == "st-001";
+        assert_eq!(f.counts(&only).total, 1);
+        assert_eq!(f.counts(&all).offline, 2);
+    }
+
+    #[test]
+    fn older_reports_never_replace_newer_ones() {
+        let f = Fleet::new(RulesConfig::default());
+        let now = 1_780_000_000_000;
+        assert!(f.apply_health("a", health(now, "N"), now, now).is_none());
+        f.apply_health("a", health(now - 15_000, "S"), now + 5, now + 5);
+        assert_eq!(f.get("a").unwrap().region(), Some("N"));
+    }
+
+    #[test]
+    fn silence_opens_and_a_report_closes_the_offline_alert() {
+        let f = Fleet::new(RulesConfig::default());
+        let now = 1_780_000_000_000;
+        f.apply_health("a", health(now, "N"), now, now);
+        assert!(f.tick(now + 40_000).is_empty());
+        let t = f.tick(now + 50_000);
+        assert_eq!(t.len(), 1);
+        assert_eq!(t[0].opened[0].kind, "offline");
+        let t = f
+            .apply_health("a", health(now + 51_000, "N"), now + 51_000, now + 51_000)
+            .unwrap();
+        assert_eq!(t.closed[0].kind, "offline");
+        assert_eq!(f.get("a").unwrap().state, StationState::Online);
+    }
+}

@@ -1,0 +1,302 @@
+//! The controller's MQTT link: subscribes to every station, turns what arrives into fleet
+//! updates and database writes, and publishes operators' commands.
+//!
+//! Like the agent, it builds a fresh rumqttc client for every connection attempt (a rumqttc
+//! event loop that errored keeps pending state we do not want to reason about) and must poll
+//! the event loop continuously: nothing slow happens in this loop, database writes go to the
+//! writer task through a bounded channel.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, Transport};
+use stationwatch_protocol::mqtt::{
+    controller_subscriptions, decode_ack, decode_event, decode_health, decode_status, parse_topic,
+    CommandEnvelope, DecodeError, EventKind, QoS, TopicKind, Topics, MAX_SNAPSHOT_BYTES,
+};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::config::MqttConfig;
+use crate::fleet::{Fleet, Transition};
+use crate::metrics::Metrics;
+use crate::now_ms;
+use crate::store::{EventRow, Write};
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// Publishes commands through the current connection, if any.
+#[derive(Clone, Default)]
+pub struct Publisher {
+    client: Arc<Mutex<Option<AsyncClient>>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("the controller is not connected to the broker")]
+    NotConnected,
+    #[error("the command could not be queued for the broker: {0}")]
+    Client(String),
+    #[error("the command could not be encoded: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+impl Publisher {
+    fn set(&self, client: Option<AsyncClient>) {
+        *self.client.lock().unwrap_or_else(|e| e.into_inner()) = client;
+    }
+
+    pub fn connected(&self) -> bool {
+        self.client
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+    }
+
+    /// Queues a command for the station (QoS 1, not retained).
+    pub fn command(&self, topics: &Topics, cmd: &CommandEnvelope) -> Result<(), PublishError> {
+        let payload = cmd.to_json()?;
+        let guard = self.client.lock().unwrap_or_else(|e| e.into_inner());
+        let client = guard.as_ref().ok_or(PublishError::NotConnected)?;
+        client
+            .try_publish(topics.command(), rumqttc::QoS::AtLeastOnce, false, payload)
+            .map_err(|e| PublishError::Client(e.to_string()))
+    }
+}
+
+/// Where ingested messages go.
+#[derive(Clone)]
+pub struct IngestContext {
+    pub fleet: Fleet,
+    pub writes: mpsc::Sender<Write>,
+    pub transitions: mpsc::UnboundedSender<Transition>,
+    pub metrics: Arc<Metrics>,
+    pub publisher: Publisher,
+}
+
+fn qos(q: QoS) -> rumqttc::QoS {
+    match q {
+        QoS::AtMostOnce => rumqttc::QoS::AtMostOnce,
+        QoS::AtLeastOnce => rumqttc::QoS::AtLeastOnce,
+        QoS::ExactlyOnce => rumqttc::QoS::ExactlyOnce,
+    }
+}
+
+fn options(cfg: &MqttConfig) -> Result<MqttOptions, IngestError> {
+    let mut o = MqttOptions::new(cfg.client_id.clone(), cfg.host.clone(), cfg.port);
+    o.set_keep_alive(cfg.keepalive);
+    // A persistent session: QoS 1 events and acks published while this replica was away wait
+    // at the broker (for the shared group) instead of being lost.
+    o.set_clean_session(false);
+    o.set_max_packet_size(MAX_SNAPSHOT_BYTES + 64 * 1024, 256 * 1024);
+    o.set_inflight(100);
+    if let Some(user) = &cfg.username {
+        o.set_credentials(user.clone(), cfg.password.clone().unwrap_or_default());
+    }
+    if let Some(tls) = &cfg.tls {
+        let read = |p: &std::path::Path| {
+            std::fs::read(p).map_err(|source| IngestError::Read {
+                path: p.display().to_string(),
+                source,
+            })
+        };
+        let client_auth = match &tls.client_cert {
+            Some((cert, key)) => Some((read(cert)?, read(key)?)),
+            None => None,
+        };
+        o.set_transport(Transport::tls_with_config(
+            rumqttc::TlsConfiguration::Simple {
+                ca: read(&tls.ca_file)?,
+                alpn: None,
+                client_auth,
+            },
+        ));
+    }
+    Ok(o)
+}
+
+/// Runs the link until `shutdown`, reconnecting with backoff.
+pub async fn run(
+    cfg: MqttConfig,
+    ctx: IngestContext,
+    shutdown: CancellationToken,
+) -> Result<(), IngestError> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut delay = Duration::from_millis(250);
+    loop {
+        let (client, mut eventloop) = AsyncClient::new(options(&cfg)?, 4096);
+        let mut connected = false;
+        let stop = loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break true,
+                ev = eventloop.poll() => match ev {
+                    Ok(Event::Incoming(Incoming::ConnAck(_))) => {
+                        info!(host = %cfg.host, port = cfg.port, client_id = %cfg.client_id, "connected to the broker");
+                        connected = true;
+                        delay = Duration::from_millis(250);
+                        for s in controller_subscriptions(cfg.shared_group.as_deref()) {
+                            if let Err(e) = client.try_subscribe(s.filter.clone(), qos(s.qos)) {
+                                warn!(filter = %s.filter, error = %e, "cannot subscribe");
+                            }
+                        }
+                        ctx.publisher.set(Some(client.clone()));
+                    }
+                    Ok(Event::Incoming(Incoming::Publish(p))) => {
+                        handle(&ctx, &p.topic, &p.payload).await;
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        if connected {
+                            warn!(error = %e, "broker connection lost");
+                        } else {
+                            debug!(error = %e, "cannot connect to the broker");
+                        }
+                        break false;
+                    }
+                },
+            }
+        };
+        ctx.publisher.set(None);
+        if stop {
+            let _ = client.try_disconnect();
+            // Let the DISCONNECT go out.
+            let _ = tokio::time::timeout(Duration::from_millis(500), eventloop.poll()).await;
+            return Ok(());
+        }
+        let jitter = rand::random::<f64>() * 0.5 + 0.75;
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(delay.mul_f64(jitter)) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(10));
+    }
+}
+
+/// One message from a station. Nothing here may panic or block on bad input: a payload that
+/// does not decode is counted and logged, and the message is dropped.
+pub async fn handle(ctx: &IngestContext, topic: &str, payload: &[u8]) {
+    let now = now_ms();
+    let Some((station, kind)) = parse_topic(topic) else {
+        ctx.metrics.rejected();
+        debug!(%topic, "message on an unknown topic ignored");
+        return;
+    };
+    let id = station.as_str();
+    let reject = |e: &DecodeError| {
+        ctx.metrics.rejected();
+        warn!(station = id, %topic, error = %e, "malformed message from a station ignored");
+    };
+    let mut write = None;
+    match kind {
+        TopicKind::Status => match decode_status(payload) {
+            Ok(status) => {
+                ctx.metrics.status();
+                let json = String::from_utf8_lossy(payload).into_owned();
+                if let Some(t) = ctx.fleet.apply_status(id, status, now, now) {
+                    let _ = ctx.transitions.send(t);
+                }
+                write = Some(Write::Status {
+                    station: id.to_owned(),
+                    json,
+                    received_at: now,
+                });
+            }
+            Err(DecodeError::Empty) => {}
+            Err(e) => reject(&e),
+        },
+        TopicKind::Health => match decode_health(payload) {
+            Ok(h) => {
+                ctx.metrics.health(now - h.at.unix_ms());
+                let figures = crate::history::figures(&h).to_string();
+                let at = h.at.unix_ms();
+                if let Some(t) = ctx.fleet.apply_health(id, Arc::new(h), now, now) {
+                    let _ = ctx.transitions.send(t);
+                }
+                write = Some(Write::Health {
+                    station: id.to_owned(),
+                    json: String::from_utf8_lossy(payload).into_owned(),
+                    at,
+                    received_at: now,
+                    figures,
+                });
+            }
+            Err(DecodeError::Empty) => {}
+            Err(e) => reject(&e),
+        },
+        TopicKind::Events => match decode_event(payload) {
+            Ok(ev) => {
+                ctx.metrics.event();
+                let camera = match &ev.kind {
+                    EventKind::CameraLost { camera, .. }
+                    | EventKind::CameraBack { camera, .. }
+                    | EventKind::GapRecorded { camera, .. } => Some(camera.to_string()),
+                    _ => None,
+                };
+                let body = serde_json::from_slice(payload).unwrap_or(serde_json::Value::Null);
+                write = Some(Write::Event(EventRow {
+                    station_id: id.to_owned(),
+                    event_id: ev.id.as_str().to_owned(),
+                    at: ev.at.unix_ms(),
+                    received_at: now,
+                    kind: ev.kind.name().to_owned(),
+                    camera,
+                    body,
+                }));
+            }
+            Err(e) => reject(&e),
+        },
+        TopicKind::Ack => match decode_ack(payload) {
+            Ok(ack) => {
+                ctx.metrics.ack();
+                if let Some(cmd) = &ack.id {
+                    let status = serde_json::to_value(ack.status)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_owned))
+                        .unwrap_or_else(|| "unknown".into());
+                    write = Some(Write::Ack {
+                        station: id.to_owned(),
+                        command_id: cmd.as_str().to_owned(),
+                        status,
+                        at: now,
+                        json: String::from_utf8_lossy(payload).into_owned(),
+                    });
+                } else {
+                    debug!(
+                        station = id,
+                        "ack without a command id (a rejected payload)"
+                    );
+                }
+            }
+            Err(e) => reject(&e),
+        },
+        TopicKind::Snapshot(camera) => {
+            if payload.len() > MAX_SNAPSHOT_BYTES || !payload.starts_with(&[0xFF, 0xD8]) {
+                ctx.metrics.rejected();
+                warn!(station = id, camera = %camera, bytes = payload.len(), "snapshot is not a JPEG within the size limit; ignored");
+            } else {
+                ctx.metrics.snapshot();
+                write = Some(Write::Snapshot {
+                    station: id.to_owned(),
+                    camera: camera.to_string(),
+                    received_at: now,
+                    jpeg: payload.to_vec(),
+                });
+            }
+        }
+        TopicKind::Command => {}
+    }
+    if let Some(w) = write {
+        // Bounded: when the database falls behind, ingest slows down and the broker buffers.
+        if ctx.writes.send(w).await.is_err() {
+            debug!("writer stopped; message not stored");
+        }
+    }
+}

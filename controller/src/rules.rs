@@ -1,0 +1,350 @@
+//! What state a station is in, and why: pure functions of what it reported, when that arrived,
+//! and the configured thresholds. Each reason becomes an alert while it holds.
+
+use serde::Serialize;
+use stationwatch_protocol::mqtt::{CameraState, Health, OfflineReason, Status, StatusState};
+
+use crate::config::RulesConfig;
+
+/// A station at a glance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StationState {
+    /// Gone: its last will arrived, it said goodbye, or it stopped reporting. Sorted first.
+    Offline,
+    /// Connected, but something needs a technician.
+    Degraded,
+    /// Never heard from (known only from the database or a grant).
+    Unknown,
+    /// Connected, every camera recording, nothing to report.
+    Online,
+}
+
+impl StationState {
+    pub const ALL: [StationState; 4] = [
+        StationState::Offline,
+        StationState::Degraded,
+        StationState::Unknown,
+        StationState::Online,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            StationState::Offline => "offline",
+            StationState::Degraded => "degraded",
+            StationState::Unknown => "unknown",
+            StationState::Online => "online",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|x| x.name() == s)
+    }
+}
+
+/// Why a station is not simply online. `key()` identifies the alert it keeps open.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Reason {
+    /// `offline`, `camera_not_recording`, `no_segment`, `disk_low`, `clock_unsynced`.
+    pub kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub camera: Option<String>,
+    /// For people, e.g. "connection lost (last will)", "lost: connection refused".
+    pub detail: String,
+}
+
+impl Reason {
+    fn new(kind: &'static str, camera: Option<&str>, detail: String) -> Self {
+        Reason {
+            kind,
+            camera: camera.map(str::to_owned),
+            detail,
+        }
+    }
+
+    /// The alert kind this reason keeps open: `kind` or `kind:camera`.
+    pub fn key(&self) -> String {
+        match &self.camera {
+            Some(c) => format!("{}:{c}", self.kind),
+            None => self.kind.to_owned(),
+        }
+    }
+}
+
+/// What the rules see of a station.
+pub struct Observed<'a> {
+    pub status: Option<&'a Status>,
+    pub status_received_at: Option<i64>,
+    pub health: Option<&'a Health>,
+    pub health_received_at: Option<i64>,
+}
+
+/// The state and every reason, at controller time `now` (ms).
+pub fn evaluate(o: &Observed<'_>, now: i64, rules: &RulesConfig) -> (StationState, Vec<Reason>) {
+    // The newest word on the connection wins: a status newer than the last report, or silence.
+    if let Some(s) = o.status {
+        let newer_than_health = match (o.status_received_at, o.health_received_at) {
+            (Some(s), Some(h)) => s >= h,
+            _ => true,
+        };
+        if s.state == StatusState::Offline && newer_than_health {
+            let detail = match s.reason {
+                Some(OfflineReason::Shutdown) => "agent stopped (shutdown)",
+                Some(OfflineReason::Lost) => "connection lost (last will)",
+                _ => "offline",
+            };
+            return (
+                StationState::Offline,
+                vec![Reason::new("offline", None, detail.to_owned())],
+            );
+        }
+    }
+    let Some(h) = o.health else {
+        return match (o.status, o.status_received_at) {
+            (Some(s), Some(at)) if s.state == StatusState::Online => {
+                let allowed = i64::from(rules.missed_reports) * 15_000;
+                if now - at > allowed {
+                    let reason = Reason::new(
+                        "offline",
+                        None,
+                        format!("online for {} s without a health report", (now - at) / 1000),
+                    );
+                    (StationState::Offline, vec![reason])
+                } else {
+                    (StationState::Online, vec![])
+                }
+            }
+            _ => (StationState::Unknown, vec![]),
+        };
+    };
+    let received = o.health_received_at.unwrap_or(now);
+    let allowed = i64::from(rules.missed_reports) * i64::from(h.interval_s.max(1)) * 1000;
+    if now - received > allowed {
+        let reason = Reason::new(
+            "offline",
+            None,
+            format!("no health report for {} s", (now - received) / 1000),
+        );
+        return (StationState::Offline, vec![reason]);
+    }
+    let mut reasons = Vec::new();
+    for (id, cam) in &h.cameras {
+        let id = id.as_str();
+        if cam.state != CameraState::Recording {
+            let state = serde_json::to_value(cam.state)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_else(|| "unknown".into());
+            let detail = match &cam.detail {
+                Some(d) if !d.is_empty() => format!("{state}: {d}"),
+                _ => state,
+            };
+            reasons.push(Reason::new("camera_not_recording", Some(id), detail));
+            continue;
+        }
+        // Both times are the agent's clock, so skew between agent and controller cannot matter.
+        if let Some(seg) = h.segment_s {
+            let limit = (f64::from(seg) * rules.segment_factor * 1000.0) as i64;
+            let since = match cam.last_segment_end {
+                Some(end) => Some(h.at.ms_since(end)),
+                None if h.agent.uptime_s as i64 * 1000 > limit => {
+                    Some(h.agent.uptime_s as i64 * 1000)
+                }
+                None => None,
+            };
+            if let Some(ms) = since.filter(|ms| *ms > limit) {
+                reasons.push(Reason::new(
+                    "no_segment",
+                    Some(id),
+                    format!(
+                        "no segment finished for {} s (segments are {seg} s)",
+                        ms / 1000
+                    ),
+                ));
+            }
+        }
+    }
+    if let Some(d) = &h.disk {
+        match d.hours_left {
+            Some(left) if left < rules.min_disk_hours => reasons.push(Reason::new(
+                "disk_low",
+                None,
+                format!(
+                    "{left:.1} h of recording left (threshold {} h)",
+                    rules.min_disk_hours
+                ),
+            )),
+            _ if d.low => reasons.push(Reason::new(
+                "disk_low",
+                None,
+                "the agent reports its disk low".into(),
+            )),
+            _ => {}
+        }
+    }
+    if let Some(c) = &h.clock {
+        if !c.synced {
+            reasons.push(Reason::new(
+                "clock_unsynced",
+                None,
+                "the station's clock is not synchronised".into(),
+            ));
+        }
+    }
+    let state = if reasons.is_empty() {
+        StationState::Online
+    } else {
+        StationState::Degraded
+    };
+    (state, reasons)
+}
+
+#[cfg(test)]
+mod tests {
+    use stationwatch_protocol::manifest::Timestamp;
+    use stationwatch_protocol::mqtt::{CameraHealth, ClockHealth, DiskHealth};
+    use stationwatch_protocol::CameraId;
+
+    use super::*;
+
+    const NOW: i64 = 1_780_000_000_000;
+
+    fn ts(ms: i64) -> Timestamp {
+        Timestamp::from_unix_ms(ms).unwrap()
+    }
+
+    fn healthy() -> Health {
+        let mut h = Health::new(ts(NOW - 1000));
+        h.segment_s = Some(60);
+        h.agent.uptime_s = 3600;
+        for c in ["desk", "box"] {
+            h.cameras.insert(
+                CameraId::new(c).unwrap(),
+                CameraHealth {
+                    state: CameraState::Recording,
+                    last_segment_end: Some(ts(NOW - 30_000)),
+                    ..Default::default()
+                },
+            );
+        }
+        h.disk = Some(DiskHealth {
+            free_bytes: 100 << 30,
+            total_bytes: 200 << 30,
+            hours_left: Some(90.0),
+            low: false,
+        });
+        h.clock = Some(ClockHealth {
+            synced: true,
+            ..Default::default()
+        });
+        h
+    }
+
+    fn eval(
+        status: Option<&Status>,
+        s_at: Option<i64>,
+        h: Option<&Health>,
+        h_at: Option<i64>,
+    ) -> (StationState, Vec<String>) {
+        let o = Observed {
+            status,
+            status_received_at: s_at,
+            health: h,
+            health_received_at: h_at,
+        };
+        let (state, reasons) = evaluate(&o, NOW, &RulesConfig::default());
+        (state, reasons.iter().map(Reason::key).collect())
+    }
+
+    #[test]
+    fn healthy_station_is_online() {
+        let h = healthy();
+        let online = Status::online(ts(NOW - 60_000), "0.1.0");
+        assert_eq!(
+            eval(Some(&online), Some(NOW - 60_000), Some(&h), Some(NOW - 900)),
+            (StationState::Online, vec![])
+        );
+    }
+
+    #[test]
+    fn last_will_or_shutdown_after_the_last_report_is_offline() {
+        let h = healthy();
+        let (state, keys) = eval(
+            Some(&Status::lost()),
+            Some(NOW - 10),
+            Some(&h),
+            Some(NOW - 900),
+        );
+        assert_eq!(
+            (state, keys),
+            (StationState::Offline, vec!["offline".to_owned()])
+        );
+        let (state, _) = eval(
+            Some(&Status::shutdown(ts(NOW))),
+            Some(NOW),
+            Some(&h),
+            Some(NOW - 900),
+        );
+        assert_eq!(state, StationState::Offline);
+        // A report that arrived after the will means the station is back.
+        let (state, _) = eval(
+            Some(&Status::lost()),
+            Some(NOW - 5000),
+            Some(&h),
+            Some(NOW - 900),
+        );
+        assert_eq!(state, StationState::Online);
+    }
+
+    #[test]
+    fn silence_for_three_intervals_is_offline() {
+        let h = healthy();
+        assert_eq!(
+            eval(None, None, Some(&h), Some(NOW - 44_000)).0,
+            StationState::Online
+        );
+        let (state, keys) = eval(None, None, Some(&h), Some(NOW - 46_000));
+        assert_eq!(
+            (state, keys),
+            (StationState::Offline, vec!["offline".to_owned()])
+        );
+    }
+
+    #[test]
+    fn each_degradation_has_its_reason() {
+        let mut h = healthy();
+        let desk = CameraId::new("desk").unwrap();
+        let boxc = CameraId::new("box").unwrap();
+        h.cameras.get_mut(&desk).unwrap().state = CameraState::Lost;
+        h.cameras.get_mut(&boxc).unwrap().last_segment_end = Some(ts(NOW - 1000 - 121_000));
+        h.disk.as_mut().unwrap().hours_left = Some(5.0);
+        h.clock.as_mut().unwrap().synced = false;
+        let (state, keys) = eval(None, None, Some(&h), Some(NOW));
+        assert_eq!(state, StationState::Degraded);
+        assert_eq!(
+            keys,
+            [
+                "no_segment:box",
+                "camera_not_recording:desk",
+                "disk_low",
+                "clock_unsynced"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_segment_within_twice_its_length_is_fine() {
+        let mut h = healthy();
+        let boxc = CameraId::new("box").unwrap();
+        h.cameras.get_mut(&boxc).unwrap().last_segment_end = Some(ts(NOW - 1000 - 119_000));
+        assert_eq!(
+            eval(None, None, Some(&h), Some(NOW)).0,
+            StationState::Online
+        );
+    }
+
+    #[test]
+    fn never_heard_from_is_unknown() {
+        assert_eq!(eval(None, None, None, None).0, StationState::Unknown);
+    }
+}

@@ -1,0 +1,830 @@
+//! The database: users, sessions, the latest state of every station, history (health figures,
+//! events, alerts, commands and their acks), snapshots and the audit log.
+//!
+//! SQLite by default, PostgreSQL through the same code: queries go through sqlx's `Any` driver
+//! and use only SQL both understand (`$N` parameters, `ON CONFLICT`, `RETURNING`, partial unique
+//! indexes). Times are Unix milliseconds. Every write is idempotent where a message can arrive
+//! twice or at two replicas: events by (station, id), health figures by (station, report time),
+//! alerts by the partial unique index "one open alert per station and kind".
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, Row};
+
+use crate::config::DatabaseConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database {url}: {source}")]
+    Connect { url: String, source: sqlx::Error },
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("database error: {0}")]
+    Sql(#[from] sqlx::Error),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    postgres: bool,
+}
+
+/// A user as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRow {
+    pub id: i64,
+    pub username: String,
+    pub password_hash: String,
+    pub role: String,
+}
+
+/// A station's latest state as stored.
+#[derive(Debug, Clone)]
+pub struct StationRow {
+    pub id: String,
+    pub status_json: Option<String>,
+    pub status_received_at: Option<i64>,
+    pub health_json: Option<String>,
+    pub health_received_at: Option<i64>,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct EventRow {
+    pub station_id: String,
+    pub event_id: String,
+    pub at: i64,
+    pub received_at: i64,
+    pub kind: String,
+    pub camera: Option<String>,
+    pub body: serde_json::Value,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AlertRow {
+    pub id: i64,
+    pub station_id: String,
+    pub kind: String,
+    pub detail: String,
+    pub opened_at: i64,
+    pub closed_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CommandRow {
+    pub id: String,
+    pub station_id: String,
+    pub kind: String,
+    pub body: serde_json::Value,
+    pub issued_by: String,
+    pub issued_at: i64,
+    pub status: String,
+    pub ack_at: Option<i64>,
+    pub ack: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HealthPoint {
+    pub at: i64,
+    pub figures: serde_json::Value,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AuditRow {
+    pub id: i64,
+    pub at: i64,
+    pub username: String,
+    pub action: String,
+    pub target: String,
+    pub detail: String,
+    pub ok: bool,
+}
+
+/// One write of the ingest path; batches of them go in one transaction.
+#[derive(Debug, Clone)]
+pub enum Write {
+    Status {
+        station: String,
+        json: String,
+        received_at: i64,
+    },
+    Health {
+        station: String,
+        json: String,
+        at: i64,
+        received_at: i64,
+        figures: String,
+    },
+    Event(EventRow),
+    Ack {
+        station: String,
+        command_id: String,
+        status: String,
+        at: i64,
+        json: String,
+    },
+    Snapshot {
+        station: String,
+        camera: String,
+        received_at: i64,
+        jpeg: Vec<u8>,
+    },
+}
+
+fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or(serde_json::Value::Null)
+}
+
+impl Store {
+    /// Connects (creating a SQLite file if missing) and brings the schema up to date.
+    pub async fn connect(cfg: &DatabaseConfig) -> Result<Store> {
+        sqlx::any::install_default_drivers();
+        let postgres = cfg.is_postgres();
+        let url = if postgres {
+            cfg.url.clone()
+        } else if cfg.url.contains('?') {
+            cfg.url.clone()
+        } else {
+            format!("{}?mode=rwc", cfg.url)
+        };
+        let connect = |source| StoreError::Connect {
+            url: redact(&cfg.url),
+            source,
+        };
+        let opts = AnyConnectOptions::from_str(&url).map_err(connect)?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(if postgres {
+                cfg.max_connections
+            } else {
+                cfg.max_connections.min(4)
+            })
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if !postgres {
+                        // WAL: readers never wait for the ingest writer; NORMAL is durable
+                        // across application crashes and costs one fsync per checkpoint.
+                        sqlx::query("PRAGMA journal_mode = WAL")
+                            .execute(&mut *conn)
+                            .await?;
+                        sqlx::query("PRAGMA synchronous = NORMAL")
+                            .execute(&mut *conn)
+                            .await?;
+                        sqlx::query("PRAGMA busy_timeout = 10000")
+                            .execute(&mut *conn)
+                            .await?;
+                        sqlx::query("PRAGMA foreign_keys = ON")
+                            .execute(&mut *conn)
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(opts)
+            .await
+            .map_err(connect)?;
+        if postgres {
+            sqlx::migrate!("migrations/postgres").run(&pool).await?;
+        } else {
+            sqlx::migrate!("migrations/sqlite").run(&pool).await?;
+        }
+        Ok(Store { pool, postgres })
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        self.postgres
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    // ---- users, grants, sessions, tokens
+
+    pub async fn user_count(&self) -> Result<i64> {
+        Ok(sqlx::query("SELECT COUNT(*) FROM users")
+            .fetch_one(&self.pool)
+            .await?
+            .try_get(0)?)
+    }
+
+    /// Creates a user; `None` when the name is taken.
+    pub async fn create_user(
+        &self,
+        username: &str,
+        password_hash: &str,
+        role: &str,
+        now: i64,
+    ) -> Result<Option<i64>> {
+        let row = sqlx::query(
+            "INSERT INTO users (username, password_hash, role, created_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT DO NOTHING RETURNING id",
+        )
+        .bind(username)
+        .bind(password_hash)
+        .bind(role)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| r.try_get(0)).transpose()?)
+    }
+
+    pub async fn set_password(&self, user_id: i64, password_hash: &str) -> Result<()> {
+        sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
+            .bind(password_hash)
+            .bind(user_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    fn user_row(r: &sqlx::any::AnyRow) -> Result<UserRow> {
+        Ok(UserRow {
+            id: r.try_get(0)?,
+            username: r.try_get(1)?,
+            password_hash: r.try_get(2)?,
+            role: r.try_get(3)?,
+        })
+    }
+
+    pub async fn user_by_name(&self, username: &str) -> Result<Option<UserRow>> {
+        let r =
+            sqlx::query("SELECT id, username, password_hash, role FROM users WHERE username = $1")
+                .bind(username)
+                .fetch_optional(&self.pool)
+                .await?;
+        r.as_ref().map(Self::user_row).transpose()
+    }
+
+    pub async fn users(&self) -> Result<Vec<UserRow>> {
+        let rows =
+            sqlx::query("SELECT id, username, password_hash, role FROM users ORDER BY username")
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter().map(Self::user_row).collect()
+    }
+
+    pub async fn delete_user(&self, user_id: i64) -> Result<bool> {
+        for q in [
+            "DELETE FROM sessions WHERE user_id = $1",
+            "DELETE FROM api_tokens WHERE user_id = $1",
+            "DELETE FROM grants WHERE user_id = $1",
+        ] {
+            sqlx::query(q).bind(user_id).execute(&self.pool).await?;
+        }
+        let done = sqlx::query("DELETE FROM users WHERE id = $1")
+            .bind(user_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    pub async fn grants(&self, user_id: i64) -> Result<Vec<String>> {
+        let rows =
+            sqlx::query("SELECT station_id FROM grants WHERE user_id = $1 ORDER BY station_id")
+                .bind(user_id)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
+    }
+
+    pub async fn set_grants(&self, user_id: i64, stations: &[String]) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM grants WHERE user_id = $1")
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        for s in stations {
+            sqlx::query(
+                "INSERT INTO grants (user_id, station_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            )
+            .bind(user_id)
+            .bind(s)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn insert_session(
+        &self,
+        token_hash: &str,
+        user_id: i64,
+        now: i64,
+        expires_at: i64,
+    ) -> Result<()> {
+        sqlx::query("INSERT INTO sessions (token_hash, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)")
+            .bind(token_hash)
+            .bind(user_id)
+            .bind(now)
+            .bind(expires_at)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The user of a live session.
+    pub async fn session_user(&self, token_hash: &str, now: i64) -> Result<Option<UserRow>> {
+        let r = sqlx::query(
+            "SELECT u.id, u.username, u.password_hash, u.role FROM sessions s
+             JOIN users u ON u.id = s.user_id WHERE s.token_hash = $1 AND s.expires_at > $2",
+        )
+        .bind(token_hash)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        r.as_ref().map(Self::user_row).transpose()
+    }
+
+    pub async fn delete_session(&self, token_hash: &str) -> Result<()> {
+        sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
+            .bind(token_hash)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn insert_token(
+        &self,
+        token_hash: &str,
+        user_id: i64,
+        name: &str,
+        now: i64,
+    ) -> Result<()> {
+        sqlx::query("INSERT INTO api_tokens (token_hash, user_id, name, created_at) VALUES ($1, $2, $3, $4)")
+            .bind(token_hash)
+            .bind(user_id)
+            .bind(name)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn token_user(&self, token_hash: &str) -> Result<Option<UserRow>> {
+        let r = sqlx::query(
+            "SELECT u.id, u.username, u.password_hash, u.role FROM api_tokens t
+             JOIN users u ON u.id = t.user_id WHERE t.token_hash = $1",
+        )
+        .bind(token_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        r.as_ref().map(Self::user_row).transpose()
+    }
+
+    // ---- station state and ingest
+
+    /// Applies a batch of ingest writes in one transaction.
+    pub async fn write_batch(&self, batch: &[Write]) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        for w in batch {
+            match w {
+                Write::Status {
+                    station,
+                    json,
+                    received_at,
+                } => {
+                    sqlx::query(
+                        "INSERT INTO stations (id, status_json, status_received_at, updated_at)
+                         VALUES ($1, $2, $3, $3)
+                         ON CONFLICT (id) DO UPDATE SET status_json = excluded.status_json,
+                           status_received_at = excluded.status_received_at,
+                           updated_at = excluded.updated_at
+                         WHERE stations.status_received_at IS NULL
+                            OR stations.status_received_at <= excluded.status_received_at",
+                    )
+                    .bind(station)
+                    .bind(json)
+                    .bind(received_at)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                Write::Health {
+                    station,
+                    json,
+                    at,
+                    received_at,
+                    figures,
+                } => {
+                    sqlx::query(
+                        "INSERT INTO stations (id, health_json, health_at, health_received_at, updated_at)
+                         VALUES ($1, $2, $3, $4, $4)
+                         ON CONFLICT (id) DO UPDATE SET health_json = excluded.health_json,
+                           health_at = excluded.health_at,
+                           health_received_at = excluded.health_received_at,
+                           updated_at = excluded.updated_at
+                         WHERE stations.health_at IS NULL OR stations.health_at < excluded.health_at",
+                    )
+                    .bind(station)
+                    .bind(json)
+                    .bind(at)
+                    .bind(received_at)
+                    .execute(&mut *tx)
+                    .await?;
+                    sqlx::query(
+                        "INSERT INTO health_history (station_id, at, received_at, figures)
+                         VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                    )
+                    .bind(station)
+                    .bind(at)
+                    .bind(received_at)
+                    .bind(figures)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                Write::Event(e) => {
+                    sqlx::query(
+                        "INSERT INTO events (station_id, event_id, at, received_at, kind, camera, body)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+                    )
+                    .bind(&e.station_id)
+                    .bind(&e.event_id)
+                    .bind(e.at)
+                    .bind(e.received_at)
+                    .bind(&e.kind)
+                    .bind(&e.camera)
+                    .bind(e.body.to_string())
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                Write::Ack {
+                    station,
+                    command_id,
+                    status,
+                    at,
+                    json,
+                } => {
+                    // A final status is never replaced by a late `accepted`.
+                    sqlx::query(
+                        "UPDATE commands SET status = $1, ack_at = $2, ack_body = $3
+                         WHERE id = $4 AND station_id = $5
+                           AND status NOT IN ('done', 'rejected')",
+                    )
+                    .bind(status)
+                    .bind(at)
+                    .bind(json)
+                    .bind(command_id)
+                    .bind(station)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                Write::Snapshot {
+                    station,
+                    camera,
+                    received_at,
+                    jpeg,
+                } => {
+                    sqlx::query(
+                        "INSERT INTO snapshots (station_id, camera, received_at, jpeg) VALUES ($1, $2, $3, $4)
+                         ON CONFLICT (station_id, camera) DO UPDATE SET received_at = excluded.received_at,
+                           jpeg = excluded.jpeg",
+                    )
+                    .bind(station)
+                    .bind(camera)
+                    .bind(received_at)
+                    .bind(jpeg.as_slice())
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    fn station_row(r: &sqlx::any::AnyRow) -> Result<StationRow> {
+        Ok(StationRow {
+            id: r.try_get(0)?,
+            status_json: r.try_get(1)?,
+            status_received_at: r.try_get(2)?,
+            health_json: r.try_get(3)?,
+            health_received_at: r.try_get(4)?,
+            updated_at: r.try_get(5)?,
+        })
+    }
+
+    /// Which stations changed at or after `since`, with their receive times (cheap: no JSON).
+    pub async fn station_versions_since(
+        &self,
+        since: i64,
+    ) -> Result<Vec<(String, Option<i64>, Option<i64>, i64)>> {
+        let rows = sqlx::query(
+            "SELECT id, status_received_at, health_received_at, updated_at FROM stations WHERE updated_at >= $1",
+        )
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?)))
+            .collect()
+    }
+
+    /// The full rows of these stations (all stations when `ids` is `None`).
+    pub async fn stations(&self, ids: Option<&[String]>) -> Result<Vec<StationRow>> {
+        const COLS: &str =
+            "SELECT id, status_json, status_received_at, health_json, health_received_at, updated_at FROM stations";
+        let Some(ids) = ids else {
+            let rows = sqlx::query(COLS).fetch_all(&self.pool).await?;
+            return rows.iter().map(Self::station_row).collect();
+        };
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(500) {
+            let params: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let sql = format!("{COLS} WHERE id IN ({})", params.join(", "));
+            let mut q = sqlx::query(&sql);
+            for id in chunk {
+                q = q.bind(id);
+            }
+            for r in q.fetch_all(&self.pool).await? {
+                out.push(Self::station_row(&r)?);
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn health_history(
+        &self,
+        station: &str,
+        from: i64,
+        to: i64,
+        limit: i64,
+    ) -> Result<Vec<HealthPoint>> {
+        let rows = sqlx::query(
+            "SELECT at, figures FROM health_history WHERE station_id = $1 AND at >= $2 AND at < $3
+             ORDER BY at DESC LIMIT $4",
+        )
+        .bind(station)
+        .bind(from)
+        .bind(to)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = rows
+            .iter()
+            .map(|r| {
+                Ok(HealthPoint {
+                    at: r.try_get(0)?,
+                    figures: json(&r.try_get::<String, _>(1)?),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        out.reverse();
+        Ok(out)
+    }
+
+    /// Deletes health figures older than `before`.
+    pub async fn prune_history(&self, before: i64) -> Result<u64> {
+        Ok(sqlx::query("DELETE FROM health_history WHERE at < $1")
+            .bind(before)
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
+    }
+
+    pub async fn events(&self, station: Option<&str>, limit: i64) -> Result<Vec<EventRow>> {
+        let q = match station {
+            Some(_) => {
+                "SELECT station_id, event_id, at, received_at, kind, camera, body FROM events
+                        WHERE station_id = $1 ORDER BY at DESC, event_id DESC LIMIT $2"
+            }
+            None => {
+                "SELECT station_id, event_id, at, received_at, kind, camera, body FROM events
+                     WHERE $1 = $1 ORDER BY received_at DESC LIMIT $2"
+            }
+        };
+        let rows = sqlx::query(q)
+            .bind(station.unwrap_or(""))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(EventRow {
+                    station_id: r.try_get(0)?,
+                    event_id: r.try_get(1)?,
+                    at: r.try_get(2)?,
+                    received_at: r.try_get(3)?,
+                    kind: r.try_get(4)?,
+                    camera: r.try_get(5)?,
+                    body: json(&r.try_get::<String, _>(6)?),
+                })
+            })
+            .collect()
+    }
+
+    // ---- alerts
+
+    /// Opens an alert unless one of this kind is open for the station; true when it opened.
+    pub async fn open_alert(
+        &self,
+        station: &str,
+        kind: &str,
+        detail: &str,
+        at: i64,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "INSERT INTO alerts (station_id, kind, detail, opened_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(station)
+        .bind(kind)
+        .bind(detail)
+        .bind(at)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Closes the open alert of this kind, if any; true when one closed.
+    pub async fn close_alert(&self, station: &str, kind: &str, at: i64) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE alerts SET closed_at = $1 WHERE station_id = $2 AND kind = $3 AND closed_at IS NULL",
+        )
+        .bind(at)
+        .bind(station)
+        .bind(kind)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    fn alert_row(r: &sqlx::any::AnyRow) -> Result<AlertRow> {
+        Ok(AlertRow {
+            id: r.try_get(0)?,
+            station_id: r.try_get(1)?,
+            kind: r.try_get(2)?,
+            detail: r.try_get(3)?,
+            opened_at: r.try_get(4)?,
+            closed_at: r.try_get(5)?,
+        })
+    }
+
+    pub async fn open_alerts(&self) -> Result<Vec<AlertRow>> {
+        let rows = sqlx::query(
+            "SELECT id, station_id, kind, detail, opened_at, closed_at FROM alerts
+             WHERE closed_at IS NULL ORDER BY opened_at DESC",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(Self::alert_row).collect()
+    }
+
+    pub async fn station_alerts(&self, station: &str, limit: i64) -> Result<Vec<AlertRow>> {
+        let rows = sqlx::query(
+            "SELECT id, station_id, kind, detail, opened_at, closed_at FROM alerts
+             WHERE station_id = $1 ORDER BY opened_at DESC, id DESC LIMIT $2",
+        )
+        .bind(station)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(Self::alert_row).collect()
+    }
+
+    // ---- commands
+
+    pub async fn insert_command(&self, c: &CommandRow) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO commands (id, station_id, kind, body, issued_by, issued_at, status)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&c.id)
+        .bind(&c.station_id)
+        .bind(&c.kind)
+        .bind(c.body.to_string())
+        .bind(&c.issued_by)
+        .bind(c.issued_at)
+        .bind(&c.status)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Marks a command whose publication failed (it never reached the broker).
+    pub async fn fail_command(&self, id: &str, at: i64, why: &str) -> Result<()> {
+        sqlx::query(
+            "UPDATE commands SET status = 'failed', ack_at = $1, ack_body = $2 WHERE id = $3",
+        )
+        .bind(at)
+        .bind(serde_json::json!({ "error": why }).to_string())
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn commands(&self, station: &str, limit: i64) -> Result<Vec<CommandRow>> {
+        let rows = sqlx::query(
+            "SELECT id, station_id, kind, body, issued_by, issued_at, status, ack_at, ack_body
+             FROM commands WHERE station_id = $1 ORDER BY issued_at DESC, id DESC LIMIT $2",
+        )
+        .bind(station)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(CommandRow {
+                    id: r.try_get(0)?,
+                    station_id: r.try_get(1)?,
+                    kind: r.try_get(2)?,
+                    body: json(&r.try_get::<String, _>(3)?),
+                    issued_by: r.try_get(4)?,
+                    issued_at: r.try_get(5)?,
+                    status: r.try_get(6)?,
+                    ack_at: r.try_get(7)?,
+                    ack: r.try_get::<Option<String>, _>(8)?.as_deref().map(json),
+                })
+            })
+            .collect()
+    }
+
+    // ---- snapshots
+
+    /// The latest JPEG of a camera and when it arrived.
+    pub async fn snapshot(&self, station: &str, camera: &str) -> Result<Option<(i64, Vec<u8>)>> {
+        let r = sqlx::query(
+            "SELECT received_at, jpeg FROM snapshots WHERE station_id = $1 AND camera = $2",
+        )
+        .bind(station)
+        .bind(camera)
+        .fetch_optional(&self.pool)
+        .await?;
+        r.map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).transpose()
+    }
+
+    pub async fn snapshot_times(&self, station: &str) -> Result<Vec<(String, i64)>> {
+        let rows = sqlx::query(
+            "SELECT camera, received_at FROM snapshots WHERE station_id = $1 ORDER BY camera",
+        )
+        .bind(station)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect()
+    }
+
+    // ---- audit
+
+    pub async fn audit(
+        &self,
+        at: i64,
+        username: &str,
+        action: &str,
+        target: &str,
+        detail: &str,
+        ok: bool,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO audit (at, username, action, target, detail, ok) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(at)
+        .bind(username)
+        .bind(action)
+        .bind(target)
+        .bind(detail)
+        .bind(ok)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn audit_log(&self, limit: i64) -> Result<Vec<AuditRow>> {
+        let rows = sqlx::query(
+            "SELECT id, at, username, action, target, detail, ok FROM audit ORDER BY id DESC LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AuditRow {
+                    id: r.try_get(0)?,
+                    at: r.try_get(1)?,
+                    username: r.try_get(2)?,
+                    action: r.try_get(3)?,
+                    target: r.try_get(4)?,
+                    detail: r.try_get(5)?,
+                    ok: r.try_get(6)?,
+                })
+            })
+            .collect()
+    }
+}
+
+/// The URL without its password, for messages.
+pub fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("<redacted>"));
+            u.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}

@@ -1,0 +1,69 @@
+//! Brings what other replicas wrote to the stations table into this replica's fleet.
+//!
+//! With shared subscriptions each health report reaches one replica of the group; every replica
+//! writes the latest state it received to the database, and every replica reads back what
+//! changed every second. Rows this replica wrote itself are recognised by their receive times
+//! and skipped without parsing. At start the whole table is loaded (brokers do not send retained
+//! messages to shared subscriptions, so without it a restarted controller would know nothing
+//! until each station's next report).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use stationwatch_protocol::mqtt::{decode_health, decode_status};
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+use crate::fleet::Fleet;
+use crate::now_ms;
+use crate::store::{StationRow, Store};
+
+/// Rows changed this long before the previous read are read again (writes of other replicas
+/// commit in batches, not in the order of their `updated_at`).
+const OVERLAP_MS: i64 = 10_000;
+
+/// Applies rows to the fleet.
+pub fn apply(fleet: &Fleet, rows: Vec<StationRow>, now: i64) {
+    for r in rows {
+        if let (Some(json), Some(at)) = (&r.status_json, r.status_received_at) {
+            if let Ok(s) = decode_status(json.as_bytes()) {
+                fleet.apply_status(&r.id, s, at, now);
+            }
+        }
+        if let (Some(json), Some(at)) = (&r.health_json, r.health_received_at) {
+            if let Ok(h) = decode_health(json.as_bytes()) {
+                fleet.apply_health(&r.id, Arc::new(h), at, now);
+            }
+        }
+    }
+}
+
+/// Polls for changes until `shutdown` (the whole table was loaded at start, up to `since`).
+pub async fn run(store: Store, fleet: Fleet, shutdown: CancellationToken, mut since: i64) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if let Err(e) = poll(&store, &fleet, &mut since).await {
+            warn!(error = %e, "cannot read station states from the database");
+        }
+    }
+}
+
+async fn poll(store: &Store, fleet: &Fleet, since: &mut i64) -> crate::store::Result<()> {
+    let versions = store.station_versions_since(*since - OVERLAP_MS).await?;
+    let mut stale = Vec::new();
+    for (id, status_at, health_at, updated_at) in versions {
+        *since = (*since).max(updated_at);
+        if !fleet.has(&id, status_at, health_at) {
+            stale.push(id);
+        }
+    }
+    if !stale.is_empty() {
+        apply(fleet, store.stations(Some(&stale)).await?, now_ms());
+    }
+    Ok(())
+}
