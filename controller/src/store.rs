@@ -789,7 +789,7 @@ impl Store {
         .bind(action)
         .bind(target)
         .bind(detail)
-        .bind(ok)
+        .bind(i64::from(ok))
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -811,7 +811,7 @@ impl Store {
                     action: r.try_get(3)?,
                     target: r.try_get(4)?,
                     detail: r.try_get(5)?,
-                    ok: r.try_get(6)?,
+                    ok: r.try_get::<i64, _>(6)? != 0,
                 })
             })
             .collect()

@@ -25,7 +25,12 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 
 pub mod agent_process;
+pub mod controller_process;
 pub mod mosquitto;
+pub mod netns;
+pub mod postgres;
+pub mod process;
+pub mod srt;
 
 /// How long [`TestCamera::start`] waits for the `READY` line.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(20);

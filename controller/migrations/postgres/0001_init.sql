@@ -107,6 +107,6 @@ CREATE TABLE audit (
     action TEXT NOT NULL,
     target TEXT NOT NULL,
     detail TEXT NOT NULL,
-    ok BOOLEAN NOT NULL
+    ok BIGINT NOT NULL -- 1 or 0 (sqlx Any cannot read SQLite booleans)
 );
 CREATE INDEX audit_at ON audit (at);

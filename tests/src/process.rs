@@ -1,0 +1,178 @@
+//! A workspace binary built on demand and run as a child process whose stderr log a test can
+//! wait on (used for the controller; the agent's fixture has its own copy until it moves here).
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
+}
+
+/// Path of binary `bin` of workspace package `package`, built (debug) once per test process:
+/// Cargo does not build another package's binaries for a test, and the tests must run the
+/// current code.
+pub fn cargo_bin(package: &str, bin: &str) -> Result<PathBuf> {
+    type Built = Mutex<HashMap<String, std::result::Result<PathBuf, String>>>;
+    static BUILT: OnceLock<Built> = OnceLock::new();
+    let built = BUILT.get_or_init(Default::default);
+    let mut g = built.lock().unwrap_or_else(|e| e.into_inner());
+    let entry = g.entry(format!("{package}/{bin}")).or_insert_with(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--quiet", "-p", package, "--bin", bin])
+            .current_dir(workspace_root())
+            .status()
+            .map_err(|e| format!("running cargo: {e}"))?;
+        if !status.success() {
+            return Err(format!(
+                "cargo build -p {package} --bin {bin} failed: {status}"
+            ));
+        }
+        let path = target_dir().join("debug").join(bin);
+        if path.is_file() {
+            Ok(path)
+        } else {
+            Err(format!("{} missing after build", path.display()))
+        }
+    });
+    entry.clone().map_err(anyhow::Error::msg)
+}
+
+/// A child process with its stderr collected; killed when dropped.
+pub struct LoggedChild {
+    name: String,
+    child: Option<Child>,
+    log: Arc<Mutex<String>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl LoggedChild {
+    /// Spawns `cmd` with stderr piped (set its other streams and environment first).
+    pub fn spawn(name: &str, mut cmd: Command) -> Result<LoggedChild> {
+        cmd.stderr(std::process::Stdio::piped());
+        let mut child = cmd.spawn().with_context(|| format!("spawning {name}"))?;
+        let stderr = child.stderr.take().context("stderr is piped")?;
+        let log = Arc::new(Mutex::new(String::new()));
+        let sink = log.clone();
+        let tag = name.to_owned();
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(|l| l.ok()) {
+                if std::env::var_os("STATIONWATCH_TEST_ECHO").is_some() {
+                    eprintln!("{tag}| {line}");
+                }
+                if let Ok(mut s) = sink.lock() {
+                    s.push_str(&line);
+                    s.push('\n');
+                }
+            }
+        });
+        Ok(LoggedChild {
+            name: name.to_owned(),
+            child: Some(child),
+            log,
+            reader: Some(reader),
+        })
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Waits until the log contains `needle`; returns the first line containing it.
+    pub fn wait_log(&self, needle: &str, timeout: Duration) -> Result<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(line) = self.log().lines().find(|l| l.contains(needle)) {
+                return Ok(line.to_owned());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{} did not log {needle:?} within {timeout:?}; log:\n{}",
+                    self.name,
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn signal(&self, sig: i32) -> Result<()> {
+        let pid = self
+            .pid()
+            .with_context(|| format!("{} already stopped", self.name))?;
+        // SAFETY: kill(2) on our own child's pid.
+        if unsafe { libc::kill(pid as i32, sig) } != 0 {
+            bail!("kill({pid}, {sig}): {}", std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// SIGTERM and wait for the exit.
+    pub fn terminate(&mut self, timeout: Duration) -> Result<ExitStatus> {
+        self.signal(libc::SIGTERM)?;
+        self.wait(timeout)
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill(&mut self) -> Result<()> {
+        self.signal(libc::SIGKILL)?;
+        self.wait(Duration::from_secs(10))?;
+        Ok(())
+    }
+
+    pub fn wait(&mut self, timeout: Duration) -> Result<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        let child = self
+            .child
+            .as_mut()
+            .with_context(|| format!("{} already stopped", self.name))?;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                self.child = None;
+                if let Some(r) = self.reader.take() {
+                    let _ = r.join();
+                }
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                self.child = None;
+                bail!(
+                    "{} did not exit within {timeout:?}; log:\n{}",
+                    self.name,
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for LoggedChild {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}

@@ -1,0 +1,274 @@
+//! The controller's database layer against both backends it supports: SQLite (a file) and a
+//! throw-away PostgreSQL server. The same scenario runs on each, so both migrations and every
+//! query are exercised. PostgreSQL needs its server package (installed by scripts/install-deps);
+//! without it that half is skipped with a message.
+
+use serde_json::json;
+use station_controller::config::DatabaseConfig;
+use station_controller::store::{CommandRow, EventRow, Store, Write};
+use stationwatch_tests::postgres::{postgres_bin_dir, Postgres};
+
+fn db(url: String) -> DatabaseConfig {
+    DatabaseConfig {
+        url,
+        max_connections: 4,
+        history_days: 30,
+    }
+}
+
+fn health(station: &str, at: i64, received_at: i64, hours: f64) -> Write {
+    Write::Health {
+        station: station.into(),
+        json: json!({ "v": 1, "at": at, "marker": hours }).to_string(),
+        at,
+        received_at,
+        figures: json!({ "hours_left": hours }).to_string(),
+    }
+}
+
+fn event(station: &str, id: &str, at: i64) -> Write {
+    Write::Event(EventRow {
+        station_id: station.into(),
+        event_id: id.into(),
+        at,
+        received_at: at + 5,
+        kind: "camera_lost".into(),
+        camera: Some("desk".into()),
+        body: json!({ "kind": "camera_lost", "camera": "desk" }),
+    })
+}
+
+async fn scenario(url: String) {
+    let cfg = db(url);
+    let store = Store::connect(&cfg).await.expect("connect and migrate");
+    // Migrations are idempotent: a second replica (or a restart) connects to a migrated database.
+    let again = Store::connect(&cfg)
+        .await
+        .expect("connect to a migrated database");
+    again.close().await;
+
+    // Users, grants, sessions, tokens.
+    assert_eq!(store.user_count().await.unwrap(), 0);
+    let alice = store
+        .create_user("alice", "hash-a", "operator", 1)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        store
+            .create_user("alice", "other", "admin", 2)
+            .await
+            .unwrap(),
+        None,
+        "names are unique"
+    );
+    let obs = store
+        .create_user("olga", "hash-o", "observer", 3)
+        .await
+        .unwrap()
+        .unwrap();
+    store
+        .set_grants(obs, &["st-1".into(), "st-2".into()])
+        .await
+        .unwrap();
+    store
+        .set_grants(obs, &["st-2".into(), "st-3".into()])
+        .await
+        .unwrap();
+    assert_eq!(store.grants(obs).await.unwrap(), ["st-2", "st-3"]);
+    store
+        .insert_session("sess", alice, 100, 1_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .session_user("sess", 999)
+            .await
+            .unwrap()
+            .unwrap()
+            .username,
+        "alice"
+    );
+    assert!(
+        store.session_user("sess", 1_000).await.unwrap().is_none(),
+        "expired session"
+    );
+    assert!(store.session_user("nope", 10).await.unwrap().is_none());
+    store.insert_token("tok", obs, "script", 5).await.unwrap();
+    assert_eq!(
+        store.token_user("tok").await.unwrap().unwrap().role,
+        "observer"
+    );
+    assert!(store.delete_user(obs).await.unwrap());
+    assert!(
+        store.token_user("tok").await.unwrap().is_none(),
+        "tokens go with their user"
+    );
+
+    // Ingest writes: the latest state keeps the newest report; history and events de-duplicate.
+    store
+        .write_batch(&[
+            Write::Status {
+                station: "st-1".into(),
+                json: r#"{"v":1,"state":"online"}"#.into(),
+                received_at: 1_000,
+            },
+            health("st-1", 2_000, 2_010, 50.0),
+            health("st-1", 1_500, 2_020, 40.0), // older report arriving late
+            health("st-1", 2_000, 2_030, 50.0), // duplicate (QoS 1 redelivery, second replica)
+            health("st-2", 2_000, 2_005, 10.0),
+            event("st-1", "e1", 1_900),
+            event("st-1", "e1", 1_900),
+            event("st-1", "e2", 1_950),
+        ])
+        .await
+        .unwrap();
+    let rows = store.stations(None).await.unwrap();
+    assert_eq!(rows.len(), 2);
+    let st1 = rows.iter().find(|r| r.id == "st-1").unwrap();
+    assert!(
+        st1.health_json.as_deref().unwrap().contains("50"),
+        "newest report kept: {st1:?}"
+    );
+    assert!(st1.status_json.as_deref().unwrap().contains("online"));
+    let hist = store.health_history("st-1", 0, 10_000, 100).await.unwrap();
+    assert_eq!(
+        hist.iter().map(|p| p.at).collect::<Vec<_>>(),
+        [1_500, 2_000]
+    );
+    let events = store.events(Some("st-1"), 10).await.unwrap();
+    assert_eq!(
+        events
+            .iter()
+            .map(|e| e.event_id.as_str())
+            .collect::<Vec<_>>(),
+        ["e2", "e1"]
+    );
+    assert_eq!(events[0].camera.as_deref(), Some("desk"));
+    let changed = store.station_versions_since(2_006).await.unwrap();
+    assert_eq!(
+        changed.iter().map(|v| v.0.as_str()).collect::<Vec<_>>(),
+        ["st-1"]
+    );
+    let some = store.stations(Some(&["st-2".to_owned()])).await.unwrap();
+    assert_eq!(some.len(), 1);
+    assert_eq!(store.prune_history(1_600).await.unwrap(), 1);
+
+    // Commands and their acks: a late `accepted` never replaces a final status.
+    let cmd = CommandRow {
+        id: "c1".into(),
+        station_id: "st-1".into(),
+        kind: "ping".into(),
+        body: json!({ "kind": "ping" }),
+        issued_by: "alice".into(),
+        issued_at: 3_000,
+        status: "sent".into(),
+        ack_at: None,
+        ack: None,
+    };
+    store.insert_command(&cmd).await.unwrap();
+    let ack = |status: &str, at| Write::Ack {
+        station: "st-1".into(),
+        command_id: "c1".into(),
+        status: status.into(),
+        at,
+        json: json!({ "status": status }).to_string(),
+    };
+    store
+        .write_batch(&[ack("done", 3_100), ack("accepted", 3_200)])
+        .await
+        .unwrap();
+    let cmds = store.commands("st-1", 10).await.unwrap();
+    assert_eq!(
+        (cmds[0].status.as_str(), cmds[0].ack_at),
+        ("done", Some(3_100))
+    );
+    // An ack from another station for this id changes nothing.
+    store
+        .write_batch(&[Write::Ack {
+            station: "st-2".into(),
+            command_id: "c1".into(),
+            status: "rejected".into(),
+            at: 1,
+            json: "{}".into(),
+        }])
+        .await
+        .unwrap();
+    assert_eq!(store.commands("st-1", 10).await.unwrap()[0].status, "done");
+
+    // Alerts: one open per station and kind, whoever opens it.
+    assert!(store
+        .open_alert("st-1", "offline", "lost", 4_000)
+        .await
+        .unwrap());
+    assert!(!store
+        .open_alert("st-1", "offline", "lost again", 4_001)
+        .await
+        .unwrap());
+    assert!(store
+        .open_alert("st-2", "offline", "lost", 4_002)
+        .await
+        .unwrap());
+    assert!(store.close_alert("st-1", "offline", 4_500).await.unwrap());
+    assert!(!store.close_alert("st-1", "offline", 4_600).await.unwrap());
+    assert!(store
+        .open_alert("st-1", "offline", "lost later", 5_000)
+        .await
+        .unwrap());
+    let hist = store.station_alerts("st-1", 10).await.unwrap();
+    assert_eq!(hist.len(), 2);
+    assert_eq!((hist[0].closed_at, hist[1].closed_at), (None, Some(4_500)));
+    assert_eq!(store.open_alerts().await.unwrap().len(), 2);
+
+    // Snapshots: the latest per camera.
+    let snap = |b: u8, at| Write::Snapshot {
+        station: "st-1".into(),
+        camera: "desk".into(),
+        received_at: at,
+        jpeg: vec![0xFF, 0xD8, b],
+    };
+    store
+        .write_batch(&[snap(1, 10), snap(2, 20)])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.snapshot("st-1", "desk").await.unwrap(),
+        Some((20, vec![0xFF, 0xD8, 2]))
+    );
+    assert_eq!(
+        store.snapshot_times("st-1").await.unwrap(),
+        [("desk".to_owned(), 20)]
+    );
+
+    // Audit log, newest first.
+    store
+        .audit(1, "alice", "login", "", "", true)
+        .await
+        .unwrap();
+    store
+        .audit(2, "mallory", "login", "", "wrong password", false)
+        .await
+        .unwrap();
+    let log = store.audit_log(10).await.unwrap();
+    assert_eq!((log[0].username.as_str(), log[0].ok), ("mallory", false));
+    assert_eq!(log.len(), 2);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn sqlite_store() {
+    let dir = tempfile::tempdir().unwrap();
+    scenario(format!("sqlite://{}", dir.path().join("c.db").display())).await;
+}
+
+#[tokio::test]
+async fn postgres_store() {
+    if postgres_bin_dir().is_none() {
+        eprintln!(
+            "SKIP postgres_store: PostgreSQL server not installed (apt-get install postgresql)"
+        );
+        return;
+    }
+    let pg = Postgres::start().expect("start a throw-away PostgreSQL");
+    scenario(pg.url()).await;
+}
