@@ -150,6 +150,14 @@ impl Api {
         Ok(api)
     }
 
+    /// The same session against another replica.
+    pub fn with_base(&self, base: &str) -> Api {
+        Api {
+            base: base.trim_end_matches('/').to_owned(),
+            ..self.clone()
+        }
+    }
+
     pub fn cookie(&self) -> Option<&str> {
         self.cookie.as_deref()
     }

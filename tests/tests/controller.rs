@@ -1,0 +1,447 @@
+//! The controller with real parts: a private Mosquitto, real agents recording test cameras, the
+//! controller binary with SQLite (and PostgreSQL for two replicas), driven through its HTTP API
+//! the way the dashboard and scripts use it.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+use serde_json::{json, Value};
+use stationwatch_tests::agent_process::AgentProcess;
+use stationwatch_tests::controller_process::{
+    controller_bin, Api, ControllerOpts, ControllerProcess,
+};
+use stationwatch_tests::have_gst_element;
+use stationwatch_tests::mosquitto::{have_mosquitto, publish, Broker, BrokerOpts};
+use stationwatch_tests::postgres::{postgres_bin_dir, Postgres};
+
+const STATION: &str = "TEST-0001";
+
+fn ready() -> bool {
+    let ok = have_mosquitto() && have_gst_element("x264enc");
+    if !ok {
+        eprintln!("SKIP: mosquitto or x264enc missing (run scripts/install-deps)");
+    }
+    ok
+}
+
+/// An agent config: two test cameras, 2 s segments, health every second.
+fn agent_config(storage: &std::path::Path, broker_port: u16) -> String {
+    let cam = "source = \"test\"\nwidth = 160\nheight = 120\nfps = 10\nbitrate_kbps = 150";
+    format!(
+        "[station]\nid = \"{STATION}\"\nname = \"School No. 12\"\nregion = \"North\"\n\
+         [storage]\npath = \"{}\"\nsegment_seconds = 2\n\
+         [mqtt]\nurl = \"mqtt://127.0.0.1:{broker_port}\"\nhealth_interval_seconds = 1\n\
+         [[camera]]\nid = \"desk\"\n{cam}\n[[camera]]\nid = \"box\"\n{cam}\n",
+        storage.display()
+    )
+}
+
+/// Polls `f` until it returns `Some`, or fails with `what` and the last value seen.
+fn eventually<T>(what: &str, secs: u64, mut f: impl FnMut() -> Result<Option<T>>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut last = String::new();
+    loop {
+        match f() {
+            Ok(Some(v)) => return v,
+            Ok(None) => {}
+            Err(e) => last = e.to_string(),
+        }
+        if Instant::now() > deadline {
+            panic!("{what}: not within {secs} s (last error: {last})");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn station_row(api: &Api) -> Result<Option<Value>> {
+    let list = api.ok(&format!("/api/stations?q={STATION}"))?;
+    Ok(list["stations"].as_array().and_then(|a| a.first()).cloned())
+}
+
+/// Whether a station row is "up": online, or degraded only because the kernel clock of the
+/// machine running the agent is not synchronised (true of many test machines and containers
+/// without NTP; the agent reports it and the controller rightly flags it).
+fn is_up(row: &Value) -> bool {
+    row["state"] == "online"
+        || (row["state"] == "degraded"
+            && row["reasons"]
+                .as_array()
+                .is_some_and(|r| r.iter().all(|x| x["kind"] == "clock_unsynced")))
+}
+
+fn wait_state(api: &Api, state: &str, secs: u64) -> Value {
+    eventually(&format!("station {state}"), secs, || {
+        Ok(station_row(api)?.filter(|s| {
+            if state == "online" {
+                is_up(s)
+            } else {
+                s["state"] == state
+            }
+        }))
+    })
+}
+
+/// Sends a command and waits for its final acknowledgement; returns the command row.
+fn command(api: &Api, body: Value) -> Value {
+    let r = api
+        .post(&format!("/api/stations/{STATION}/commands"), &body)
+        .unwrap();
+    assert_eq!(r.status, 202, "command {body} answered {r:?}");
+    let id = r.body["id"].as_str().unwrap().to_owned();
+    eventually(&format!("final ack of {body}"), 20, || {
+        let cmds = api.ok(&format!("/api/stations/{STATION}/commands"))?;
+        Ok(cmds["commands"]
+            .as_array()
+            .and_then(|a| a.iter().find(|c| c["id"] == id.as_str()).cloned())
+            .filter(|c| c["status"] == "done" || c["status"] == "rejected"))
+    })
+}
+
+#[test]
+fn operators_see_a_real_station_and_act_on_it() {
+    if !ready() {
+        return;
+    }
+    let broker = Broker::new(BrokerOpts::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ctl = ControllerProcess::start(dir.path(), &ControllerOpts::new(broker.port())).unwrap();
+    let anon = Api::anonymous(&ctl.base_url());
+
+    // Nothing but the login page without a session.
+    assert_eq!(anon.get("/api/stations").unwrap().status, 401);
+    assert_eq!(anon.get("/api/summary").unwrap().status, 401);
+    assert_eq!(anon.get("/assets/app.js").unwrap().status, 401);
+    let page = anon.get("/").unwrap();
+    assert!(
+        page.body.to_string().contains("id=\\\"login\\\""),
+        "/ must lead to the login page: {page:?}"
+    );
+    let wrong = anon
+        .post(
+            "/api/login",
+            &json!({"username": "admin", "password": "nope-nope"}),
+        )
+        .unwrap();
+    assert_eq!(wrong.status, 401);
+
+    let api = ctl.admin().unwrap();
+    let agent_dir = dir.path().join("agent");
+    std::fs::create_dir(&agent_dir).unwrap();
+    let mut agent = AgentProcess::start(
+        &agent_dir,
+        &agent_config(&agent_dir.join("rec"), broker.port()),
+    )
+    .unwrap();
+
+    // The station appears online with what its agent reports.
+    let row = wait_state(&api, "online", 30);
+    assert_eq!(row["name"], "School No. 12");
+    assert_eq!(row["region"], "North");
+    let row = eventually("both cameras recording", 20, || {
+        Ok(station_row(&api)?.filter(|s| s["cameras_recording"] == 2))
+    });
+    assert_eq!(row["cameras"], 2);
+    let summary = api.ok("/api/summary").unwrap();
+    assert_eq!(
+        summary["counts"][row["state"].as_str().unwrap()],
+        1,
+        "{summary}"
+    );
+    assert_eq!(summary["regions"]["North"], 1);
+    assert_eq!(summary["broker_connected"], true);
+
+    // Commands, acknowledged by the real agent.
+    let ping = command(&api, json!({"kind": "ping"}));
+    assert_eq!(ping["status"], "done", "{ping}");
+    let snap = command(&api, json!({"kind": "snapshot", "camera": "desk"}));
+    assert_eq!(snap["status"], "done", "{snap}");
+    let (status, jpeg) = eventually("snapshot stored", 20, || {
+        let (s, b) = api.get_bytes(&format!("/api/stations/{STATION}/cameras/desk/snapshot"))?;
+        Ok((s == 200).then_some((s, b)))
+    });
+    assert_eq!(status, 200);
+    assert!(
+        jpeg.starts_with(&[0xFF, 0xD8]) && jpeg.len() > 500,
+        "not a JPEG: {} bytes",
+        jpeg.len()
+    );
+    let detail = api.ok(&format!("/api/stations/{STATION}")).unwrap();
+    assert_eq!(detail["snapshots"][0]["camera"], "desk");
+    assert_eq!(detail["health"]["agent"]["region"], "North");
+    // Refused before anything is sent: unknown camera, not a command.
+    let bad = api
+        .post(
+            &format!("/api/stations/{STATION}/commands"),
+            &json!({"kind": "restart_camera", "camera": "nope"}),
+        )
+        .unwrap();
+    assert_eq!(bad.status, 400, "{bad:?}");
+    let bad = api
+        .post(
+            &format!("/api/stations/{STATION}/commands"),
+            &json!({"kind": "format_disk"}),
+        )
+        .unwrap();
+    assert_eq!(bad.status, 400, "{bad:?}");
+    assert_eq!(
+        api.post("/api/stations/NOPE-1/commands", &json!({"kind": "ping"}))
+            .unwrap()
+            .status,
+        404
+    );
+
+    // History for the chart, events.
+    let points = eventually("health history", 10, || {
+        let h = api.ok(&format!("/api/stations/{STATION}/health?hours=1"))?;
+        Ok(h["points"].as_array().filter(|p| p.len() >= 3).cloned())
+    });
+    assert!(
+        points.iter().any(|p| p["figures"]["recording"] == 2),
+        "{points:?}"
+    );
+    let events = api.ok(&format!("/api/stations/{STATION}/events")).unwrap();
+    assert!(
+        events["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "agent_starting"),
+        "{events}"
+    );
+
+    // Garbage from a station is counted and ignored; the controller keeps serving.
+    for payload in [
+        &b"not json"[..],
+        b"{\"v\":1}",
+        b"{\"v\":99,\"at\":1}",
+        &[0xFF; 70_000],
+    ] {
+        publish(
+            &broker.client(),
+            &format!("stationwatch/v1/{STATION}/health"),
+            payload,
+            0,
+            false,
+        )
+        .unwrap();
+        publish(
+            &broker.client(),
+            &format!("stationwatch/v1/{STATION}/events"),
+            payload,
+            1,
+            false,
+        )
+        .unwrap();
+    }
+    let metrics = eventually("rejections counted", 10, || {
+        let m = api.ok("/api/metrics")?;
+        Ok((m["messages"]["rejected"].as_u64() >= Some(8)).then_some(m))
+    });
+    assert!(
+        metrics["messages"]["health"].as_u64().unwrap() >= 3,
+        "{metrics}"
+    );
+    wait_state(&api, "online", 5);
+
+    // Observers see only what they are granted and cannot command.
+    let r = api
+        .post("/api/users", &json!({"username": "olga", "password": "observer-pass", "role": "observer", "grants": ["OTHER-9"]}))
+        .unwrap();
+    assert_eq!(r.status, 201, "{r:?}");
+    let olga = Api::login(&ctl.base_url(), "olga", "observer-pass").unwrap();
+    assert_eq!(olga.ok("/api/stations").unwrap()["total"], 0);
+    assert_eq!(
+        olga.get(&format!("/api/stations/{STATION}"))
+            .unwrap()
+            .status,
+        404
+    );
+    assert_eq!(olga.get("/api/audit").unwrap().status, 403);
+    let r = api.post("/api/users", &json!({"username": "oleg", "password": "observer-pass", "role": "observer", "grants": [STATION]})).unwrap();
+    assert_eq!(r.status, 201);
+    let oleg = Api::login(&ctl.base_url(), "oleg", "observer-pass").unwrap();
+    assert_eq!(oleg.ok("/api/stations").unwrap()["total"], 1);
+    assert_eq!(
+        oleg.post(
+            &format!("/api/stations/{STATION}/commands"),
+            &json!({"kind": "ping"})
+        )
+        .unwrap()
+        .status,
+        403
+    );
+
+    // The agent dies: the broker's last will makes the station offline and opens an alert.
+    agent.kill().unwrap();
+    let row = wait_state(&api, "offline", 15);
+    assert_eq!(row["reasons"][0]["kind"], "offline", "{row}");
+    assert!(
+        row["reasons"][0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("last will"),
+        "{row}"
+    );
+    let alert = eventually("offline alert", 10, || {
+        let a = api.ok("/api/alerts")?;
+        Ok(a["alerts"].as_array().and_then(|a| {
+            a.iter()
+                .find(|x| x["station_id"] == STATION && x["kind"] == "offline")
+                .cloned()
+        }))
+    });
+    assert!(alert["closed_at"].is_null());
+
+    // Back: online again and the alert closes with a time.
+    let _agent = AgentProcess::start(
+        &agent_dir,
+        &agent_config(&agent_dir.join("rec"), broker.port()),
+    )
+    .unwrap();
+    wait_state(&api, "online", 30);
+    let closed = eventually("offline alert closed", 10, || {
+        let a = api.ok(&format!("/api/stations/{STATION}/alerts"))?;
+        Ok(a["alerts"].as_array().and_then(|a| {
+            a.iter()
+                .find(|x| x["kind"] == "offline" && !x["closed_at"].is_null())
+                .cloned()
+        }))
+    });
+    assert!(closed["closed_at"].as_i64() > closed["opened_at"].as_i64());
+
+    // Every login and command is in the audit log.
+    let audit = api.ok("/api/audit").unwrap();
+    let entries = audit["entries"].as_array().unwrap();
+    let has = |action: &str, user: &str, ok: bool| {
+        entries
+            .iter()
+            .any(|e| e["action"] == action && e["username"] == user && e["ok"] == ok)
+    };
+    assert!(
+        has("login", "admin", true) && has("login", "admin", false),
+        "{audit}"
+    );
+    assert!(
+        has("command", "admin", true) && has("command", "oleg", false),
+        "{audit}"
+    );
+    assert!(has("user_create", "admin", true), "{audit}");
+}
+
+#[test]
+fn two_replicas_share_one_database_and_the_broker() {
+    if !ready() {
+        return;
+    }
+    if postgres_bin_dir().is_none() {
+        eprintln!("SKIP: PostgreSQL server not installed (run scripts/install-deps)");
+        return;
+    }
+    let pg = Postgres::start().unwrap();
+    let broker = Broker::new(BrokerOpts::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = ControllerOpts::new(broker.port());
+    opts.database_url = Some(pg.url());
+    let (da, db) = (dir.path().join("a"), dir.path().join("b"));
+    std::fs::create_dir(&da).unwrap();
+    std::fs::create_dir(&db).unwrap();
+    let a = ControllerProcess::start(&da, &opts).unwrap();
+    let b = ControllerProcess::start(&db, &opts).unwrap();
+    let (api_a, api_b) = (a.admin().unwrap(), b.admin().unwrap());
+    let agent_dir = dir.path().join("agent");
+    std::fs::create_dir(&agent_dir).unwrap();
+    let mut agent = AgentProcess::start(
+        &agent_dir,
+        &agent_config(&agent_dir.join("rec"), broker.port()),
+    )
+    .unwrap();
+
+    // Health goes to one replica of the shared group at a time; both show the station.
+    wait_state(&api_a, "online", 30);
+    wait_state(&api_b, "online", 30);
+    let got = |api: &Api| -> u64 {
+        api.ok("/api/metrics").unwrap()["messages"]["health"]
+            .as_u64()
+            .unwrap()
+    };
+    std::thread::sleep(Duration::from_secs(4));
+    let (ha, hb) = (got(&api_a), got(&api_b));
+    assert!(
+        ha > 0 && hb > 0,
+        "each replica ingests part of the reports: a={ha} b={hb}"
+    );
+
+    // A command sent through A is shown as done through B (acks may reach either replica).
+    let r = api_a
+        .post(
+            &format!("/api/stations/{STATION}/commands"),
+            &json!({"kind": "ping"}),
+        )
+        .unwrap();
+    assert_eq!(r.status, 202);
+    let id = r.body["id"].as_str().unwrap().to_owned();
+    eventually("ack visible through the other replica", 20, || {
+        let cmds = api_b.ok(&format!("/api/stations/{STATION}/commands"))?;
+        Ok(cmds["commands"].as_array().and_then(|a| {
+            a.iter()
+                .find(|c| c["id"] == id.as_str() && c["status"] == "done")
+                .cloned()
+        }))
+    });
+
+    // Both replicas see the station go offline; the alert is stored once.
+    agent.kill().unwrap();
+    wait_state(&api_a, "offline", 15);
+    wait_state(&api_b, "offline", 15);
+    std::thread::sleep(Duration::from_secs(2));
+    let open: Vec<Value> = api_b.ok("/api/alerts").unwrap()["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|x| x["station_id"] == STATION && x["kind"] == "offline")
+        .cloned()
+        .collect();
+    assert_eq!(
+        open.len(),
+        1,
+        "one open offline alert, not one per replica: {open:?}"
+    );
+    // A user created through one replica logs in through the other (sessions live in the database).
+    api_a
+        .post(
+            "/api/users",
+            &json!({"username": "op", "password": "operator-pass", "role": "operator"}),
+        )
+        .unwrap();
+    let op = Api::login(&b.base_url(), "op", "operator-pass").unwrap();
+    let same_session = op.with_base(&a.base_url());
+    assert_eq!(same_session.ok("/api/me").unwrap()["username"], "op");
+}
+
+#[test]
+fn bad_config_is_refused_naming_file_and_key() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let cfg = dir.path().join("controller.toml");
+    std::fs::write(
+        &cfg,
+        "[http]\nlisten = \"everywhere\"\n[database]\nurl = \"mysql://x\"\n[mqtt]\ncolour = 1\n",
+    )?;
+    for sub in ["check", "run"] {
+        let out = Command::new(controller_bin()?)
+            .args([sub, "--config"])
+            .arg(&cfg)
+            .output()?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        if out.status.success() {
+            bail!("{sub} accepted a bad config: {err}");
+        }
+        for key in ["http.listen", "database.url", "mqtt.colour"] {
+            assert!(
+                err.contains(&format!("{}: {key}:", cfg.display())),
+                "{sub}: {key} not named in:\n{err}"
+            );
+        }
+    }
+    Ok(())
+}
