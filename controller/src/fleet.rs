@@ -25,6 +25,8 @@ pub struct Station {
     pub reasons: Vec<Reason>,
     /// When `state` last changed (controller clock, ms).
     pub state_since: i64,
+    /// Highest manifest `next_seq` reported per camera, with the key fingerprint (see rules).
+    pub manifest_max: BTreeMap<String, (u64, Option<String>)>,
 }
 
 impl Station {
@@ -38,6 +40,7 @@ impl Station {
             state: StationState::Unknown,
             reasons: Vec::new(),
             state_since: now,
+            manifest_max: BTreeMap::new(),
         }
     }
 
@@ -201,6 +204,21 @@ impl Fleet {
         s.health = Some(health);
         s.health_received_at = Some(received_at);
         let t = reevaluate(s, now, &self.rules);
+        // Remember the highest heads after evaluating, so the report that rewound is flagged.
+        if let Some(h) = &s.health {
+            let key = h.agent.key_fingerprint.map(|f| f.to_string());
+            for (cam, c) in &h.cameras {
+                let Some(head) = &c.manifest else { continue };
+                let e = s
+                    .manifest_max
+                    .entry(cam.to_string())
+                    .or_insert((0, key.clone()));
+                if e.1 != key {
+                    *e = (0, key.clone());
+                }
+                e.0 = e.0.max(head.next_seq);
+            }
+        }
         g.dirty.insert(id.to_owned());
         t
     }
@@ -337,6 +355,7 @@ fn reevaluate(s: &mut Station, now: i64, rules: &RulesConfig) -> Option<Transiti
             status_received_at: s.status_received_at,
             health: s.health.as_deref(),
             health_received_at: s.health_received_at,
+            manifest_max: &s.manifest_max,
         },
         now,
         rules,
@@ -436,6 +455,34 @@ mod tests {
         assert!(f.apply_health("a", health(now, "N"), now, now).is_none());
         f.apply_health("a", health(now - 15_000, "S"), now + 5, now + 5);
         assert_eq!(f.get("a").unwrap().region(), Some("N"));
+    }
+
+    #[test]
+    fn a_manifest_head_going_backwards_is_remembered_and_flagged() {
+        use stationwatch_protocol::manifest::Hash256;
+        use stationwatch_protocol::mqtt::{CameraHealth, CameraState, ManifestHead};
+        let f = Fleet::new(RulesConfig::default());
+        let now = 1_780_000_000_000;
+        let report = |at: i64, seq: u64| {
+            let mut h = Health::new(Timestamp::from_unix_ms(at).unwrap());
+            let cam = CameraHealth {
+                state: CameraState::Recording,
+                manifest: Some(ManifestHead {
+                    next_seq: seq,
+                    prev: Hash256::of(b"p"),
+                }),
+                ..Default::default()
+            };
+            h.cameras.insert("desk".parse().unwrap(), cam);
+            Arc::new(h)
+        };
+        f.apply_health("a", report(now, 10), now, now);
+        f.apply_health("a", report(now + 1000, 12), now + 1000, now + 1000);
+        let t = f
+            .apply_health("a", report(now + 2000, 7), now + 2000, now + 2000)
+            .unwrap();
+        assert_eq!(t.opened[0].key(), "manifest_rewound:desk");
+        assert_eq!(f.get("a").unwrap().state, StationState::Degraded);
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! What state a station is in, and why: pure functions of what it reported, when that arrived,
 //! and the configured thresholds. Each reason becomes an alert while it holds.
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 use stationwatch_protocol::mqtt::{CameraState, Health, OfflineReason, Status, StatusState};
 
@@ -77,6 +79,10 @@ pub struct Observed<'a> {
     pub status_received_at: Option<i64>,
     pub health: Option<&'a Health>,
     pub health_received_at: Option<i64>,
+    /// The highest manifest `next_seq` ever reported per camera (with the key fingerprint it
+    /// was reported under): a report below it means entries were removed from the end of the
+    /// manifest, which the station's own chain cannot show.
+    pub manifest_max: &'a BTreeMap<String, (u64, Option<String>)>,
 }
 
 /// The state and every reason, at controller time `now` (ms).
@@ -164,6 +170,23 @@ pub fn evaluate(o: &Observed<'_>, now: i64, rules: &RulesConfig) -> (StationStat
             }
         }
     }
+    let fingerprint = h.agent.key_fingerprint.map(|f| f.to_string());
+    for (id, cam) in &h.cameras {
+        let (Some(head), Some((max, key))) = (&cam.manifest, o.manifest_max.get(id.as_str()))
+        else {
+            continue;
+        };
+        if head.next_seq < *max && *key == fingerprint {
+            reasons.push(Reason::new(
+                "manifest_rewound",
+                Some(id.as_str()),
+                format!(
+                    "manifest has {} entries, {max} were reported before: entries removed from its end",
+                    head.next_seq
+                ),
+            ));
+        }
+    }
     if let Some(d) = &h.disk {
         match d.hours_left {
             Some(left) if left < rules.min_disk_hours => reasons.push(Reason::new(
@@ -246,11 +269,13 @@ mod tests {
         h: Option<&Health>,
         h_at: Option<i64>,
     ) -> (StationState, Vec<String>) {
+        let none = BTreeMap::new();
         let o = Observed {
             status,
             status_received_at: s_at,
             health: h,
             health_received_at: h_at,
+            manifest_max: &none,
         };
         let (state, reasons) = evaluate(&o, NOW, &RulesConfig::default());
         (state, reasons.iter().map(Reason::key).collect())
@@ -341,6 +366,35 @@ mod tests {
             eval(None, None, Some(&h), Some(NOW)).0,
             StationState::Online
         );
+    }
+
+    #[test]
+    fn a_manifest_shorter_than_reported_before_is_flagged() {
+        use stationwatch_protocol::manifest::Hash256;
+        use stationwatch_protocol::mqtt::ManifestHead;
+        let mut h = healthy();
+        let desk = CameraId::new("desk").unwrap();
+        h.cameras.get_mut(&desk).unwrap().manifest = Some(ManifestHead {
+            next_seq: 40,
+            prev: Hash256::of(b"x"),
+        });
+        let key = h.agent.key_fingerprint.map(|f| f.to_string());
+        let check = |max: (u64, Option<String>)| {
+            let max = BTreeMap::from([("desk".to_owned(), max)]);
+            let o = Observed {
+                status: None,
+                status_received_at: None,
+                health: Some(&h),
+                health_received_at: Some(NOW),
+                manifest_max: &max,
+            };
+            let (_, reasons) = evaluate(&o, NOW, &RulesConfig::default());
+            reasons.iter().map(Reason::key).collect::<Vec<_>>()
+        };
+        assert_eq!(check((41, key.clone())), ["manifest_rewound:desk"]);
+        // Equal is fine; a new station key (re-installed device) starts a new manifest.
+        assert!(check((40, key)).is_empty());
+        assert!(check((90, Some("0000:0000:0000:0000".into()))).is_empty());
     }
 
     #[test]
