@@ -91,35 +91,31 @@ impl Controller {
         let (writes_tx, writes_rx) = mpsc::channel(WRITE_QUEUE);
         let (trans_tx, trans_rx) = mpsc::unbounded_channel();
         let (changes, _) = broadcast::channel(64);
-        let mut tasks = Vec::new();
-
-        tasks.push(tokio::spawn(writer::run(
-            store.clone(),
-            writes_rx,
-            metrics.clone(),
-        )));
-        tasks.push(tokio::spawn(alerts::run(
-            store.clone(),
-            fleet.clone(),
-            trans_rx,
-            shutdown.child_token(),
-        )));
-        tasks.push(tokio::spawn(sync::run(
-            store.clone(),
-            fleet.clone(),
-            shutdown.child_token(),
-            started,
-        )));
-        tasks.push(tokio::spawn(notify(
-            fleet.clone(),
-            changes.clone(),
-            shutdown.child_token(),
-        )));
-        tasks.push(tokio::spawn(prune(
-            store.clone(),
-            cfg.database.history_days,
-            shutdown.child_token(),
-        )));
+        let mut tasks = vec![
+            tokio::spawn(writer::run(store.clone(), writes_rx, metrics.clone())),
+            tokio::spawn(alerts::run(
+                store.clone(),
+                fleet.clone(),
+                trans_rx,
+                shutdown.child_token(),
+            )),
+            tokio::spawn(sync::run(
+                store.clone(),
+                fleet.clone(),
+                shutdown.child_token(),
+                started,
+            )),
+            tokio::spawn(notify(
+                fleet.clone(),
+                changes.clone(),
+                shutdown.child_token(),
+            )),
+            tokio::spawn(prune(
+                store.clone(),
+                cfg.database.history_days,
+                shutdown.child_token(),
+            )),
+        ];
         let ingest_ctx = IngestContext {
             fleet: fleet.clone(),
             writes: writes_tx.clone(),

@@ -144,9 +144,7 @@ impl Store {
     pub async fn connect(cfg: &DatabaseConfig) -> Result<Store> {
         sqlx::any::install_default_drivers();
         let postgres = cfg.is_postgres();
-        let url = if postgres {
-            cfg.url.clone()
-        } else if cfg.url.contains('?') {
+        let url = if postgres || cfg.url.contains('?') {
             cfg.url.clone()
         } else {
             format!("{}?mode=rwc", cfg.url)
