@@ -502,9 +502,21 @@ async fn send_command(
     State(state): State<AppState>,
     user: User,
     Path(id): Path<String>,
+    headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let s = visible_station(&state, &user, &id)?;
+    // Like every other write, JSON only: a cross-site form cannot send it without CORS.
+    let json_body = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !json_body {
+        return Err(ApiError(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send the command as application/json".into(),
+        ));
+    }
     let now = now_ms();
     let command: Command = match serde_json::from_slice(&body) {
         Ok(c) => c,
