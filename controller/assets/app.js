@@ -18,6 +18,7 @@
   const STATES = ['offline', 'degraded', 'unknown', 'online'];
   const RANK = { offline: 0, degraded: 1, unknown: 2, online: 3 };
   const FINAL = new Set(['done', 'rejected', 'failed']);
+  const ALERT_WEIGHT = { offline: 0, camera_not_recording: 1, no_segment: 2, disk_low: 3, clock_unsynced: 4 };
 
   const S = {
     me: null,
@@ -135,6 +136,14 @@
     let i = 0;
     while (v >= 1000 && i < u.length - 1) { v /= 1000; i++; }
     return `${v.toFixed(i ? 1 : 0)} ${u[i]}`;
+  }
+
+  /** An alert's kind, `camera_not_recording:desk` shown as "camera not recording [desk]". */
+  function alertKind(key) {
+    const i = key.indexOf(':');
+    const kind = i < 0 ? key : key.slice(0, i);
+    return h('span', { class: 'akind-wrap' }, h('strong', { class: 'akind' }, kind.replace(/_/g, ' ')),
+      i < 0 ? null : h('span', { class: 'cam' }, key.slice(i + 1)));
   }
 
   function badge(state) {
@@ -366,13 +375,24 @@
         cur.tr.replaceWith(tr);
         S.rows.set(s.id, { s, tr });
       } else if (matches(s)) {
-        // Not shown: it matters only if it now sorts into this page, or the count changed.
-        if (!full || !last || before(s, last) || S.filters.state) requery = true;
-      } else if (S.filters.state) {
-        requery = true; // it may have left the filtered set: the total changed
+        // Not shown: it matters only if it now sorts into this page.
+        if (!full || !last || before(s, last)) requery = true;
       }
     }
     if (requery) scheduleRequery();
+  }
+
+  /** Keeps "1–100 of N" right between re-queries when the counts tell N. */
+  function updateTotal(counts) {
+    const f = S.filters;
+    if (S.view !== 'list' || !counts || f.region || f.q) return;
+    const total = f.state ? counts[f.state] : counts.total;
+    if (typeof total !== 'number' || total === S.total) return;
+    S.total = total;
+    const to = f.offset + S.rows.size;
+    $('list-info').textContent = `${fmtInt.format(S.rows.size ? f.offset + 1 : 0)}–${fmtInt.format(to)} of ${fmtInt.format(total)}`;
+    $('next').disabled = to >= total;
+    if (S.rows.size < PAGE && to < total) scheduleRequery(); // room on this page for more
   }
 
   // ---- open alerts
@@ -392,14 +412,15 @@
   async function loadAlerts() {
     try {
       const { alerts } = await api('/api/alerts');
+      // The worst first (a station gone, then cameras, disk, clock), newest first within a kind.
+      const weight = (a) => ALERT_WEIGHT[a.kind.split(':')[0]] ?? 5;
+      alerts.sort((a, b) => weight(a) - weight(b) || b.opened_at - a.opened_at);
       const max = 200;
       const rows = alerts.slice(0, max).map((a) => {
         const kind = a.kind.split(':')[0];
-        const cam = a.kind.includes(':') ? a.kind.slice(a.kind.indexOf(':') + 1) : null;
         return h('tr', { class: `alert k-${kind}`, dataset: { alertStation: a.station_id, kind: a.kind, alertId: a.id } },
           h('td', null, h('a', { href: `/stations/${encodeURIComponent(a.station_id)}`, 'data-nav': true, class: 'sid' }, a.station_id)),
-          h('td', null, h('strong', { class: 'akind' }, kind.replace(/_/g, ' ')), cam ? h('span', { class: 'cam' }, cam) : null,
-            h('div', { class: 'detail' }, a.detail)),
+          h('td', null, alertKind(a.kind), h('div', { class: 'detail' }, a.detail)),
           h('td', { class: 'c-age' }, age(a.opened_at)));
       });
       $('alert-rows').replaceChildren(...rows);
@@ -438,6 +459,7 @@
       let d;
       try { d = JSON.parse(ev.data); } catch (_) { return; }
       setCounts(d.counts);
+      updateTotal(d.counts);
       if (!d.stations || !d.stations.length) return;
       if (S.view === 'list') {
         applyChanges(d.stations);
@@ -446,6 +468,8 @@
         scheduleStation();
       }
     });
+    // The server dropped batches this page was too slow to take: re-read what is shown.
+    source.addEventListener('resync', () => resync());
     source.addEventListener('error', () => {
       setLive('closed', 'reconnecting…');
       if (source.readyState === EventSource.CLOSED) {
@@ -517,6 +541,7 @@
     st.textContent = s.state;
     $('station-since').replaceChildren('since ', when(s.state_since));
     $('station-reasons').replaceChildren(...reasonList(s.reasons, 'reasons big').childNodes);
+    $('station-reasons').hidden = !s.reasons.length;
     renderCameras(d);
     renderFacts(d);
     const sel = $('hold-camera');
@@ -583,16 +608,15 @@
       return;
     }
     const may = S.me && S.me.may_command;
+    // Images already on screen are kept (moved into the new card), not loaded again.
+    const shown = new Map([...box.querySelectorAll('img[data-src]')].map((i) => [i.dataset.src, i]));
     const cards = [];
     for (const [id, c] of cams) {
       const snapAt = snaps.get(id);
       const state = c ? c.state : 'unknown';
-      const img = snapAt
-        ? h('img', {
-          src: `${path()}/cameras/${encodeURIComponent(id)}/snapshot?at=${snapAt}`,
-          alt: `latest snapshot of ${id}`,
-          loading: 'lazy',
-        })
+      const src = snapAt ? `${path()}/cameras/${encodeURIComponent(id)}/snapshot?at=${snapAt}` : null;
+      const img = src
+        ? shown.get(src) || h('img', { src, alt: `latest snapshot of ${id}`, dataset: { src } })
         : h('div', { class: 'nosnap' }, 'no snapshot yet');
       const facts = h('dl', { class: 'facts small' });
       if (c) {
@@ -671,7 +695,7 @@
       const { alerts } = await api(`${path()}/alerts?limit=100`);
       if (id !== S.stationId) return;
       const rows = alerts.map((a) => h('tr', { class: a.closed_at ? 'closed' : 'open', dataset: { kind: a.kind, open: !a.closed_at } },
-        h('td', null, h('strong', null, a.kind.replace(/_/g, ' '))),
+        h('td', null, alertKind(a.kind)),
         h('td', null, a.detail),
         h('td', null, when(a.opened_at)),
         h('td', null, a.closed_at ? [localTime(a.closed_at), h('span', { class: 'muted' }, ` (after ${duration((a.closed_at - a.opened_at) / 1000)})`)]
@@ -702,6 +726,14 @@
           h('td', { class: 'detail' }, ackText(c), c.ack_at ? h('span', { class: 'muted' }, ' · ', age(c.ack_at)) : null));
       });
       fill('commands', rows, 5, 'No command sent yet.');
+      const mine = S.lastCommand && commands.find((c) => c.id === S.lastCommand);
+      if (mine && FINAL.has(mine.status)) {
+        const out = $('command-result');
+        out.className = `cmd-result ${mine.status === 'done' ? 'ok' : 'bad'}`;
+        const why = ackText(mine);
+        out.textContent = `${mine.kind} ${mine.status}${why ? `: ${why}` : ''}`;
+        S.lastCommand = null;
+      }
       const pending = commands.some((c) => !FINAL.has(c.status));
       if (pending && S.view === 'station') {
         commandTimer = setTimeout(() => {
@@ -722,7 +754,11 @@
     if (a.error) return a.error;
     if (a.result !== undefined && a.result !== null) {
       return typeof a.result === 'object'
-        ? Object.entries(a.result).map(([k, v]) => `${k}: ${typeof v === 'object' ? JSON.stringify(v) : v}`).join(' · ')
+        ? Object.entries(a.result).map(([k, v]) => {
+          let t = typeof v === 'object' ? JSON.stringify(v) : String(v);
+          if (t.length > 40) t = `${t.slice(0, 16)}…`; // hashes, topics
+          return `${k}: ${t}`;
+        }).join(' · ')
         : String(a.result);
     }
     return '';
@@ -736,6 +772,7 @@
       const r = await api(`${path()}/commands`, { json: cmd });
       out.classList.add('ok');
       out.textContent = `${cmd.kind} sent (${r.id}); waiting for the station's answer`;
+      S.lastCommand = r.id;
       loadCommands();
     } catch (e) {
       out.classList.add('bad');
@@ -836,9 +873,9 @@
       }
       flush();
       root.append(svg('path', { d, class: 'c-line', stroke: s.color }));
-      if (vals.length === 1) {
-        root.append(svg('circle', { cx: x(vals[0].at), cy: y(lastV), r: 3, fill: s.color }));
-      }
+      // The latest value as a dot: visible even when all points fall in one pixel column.
+      const lastP = vals[vals.length - 1];
+      root.append(svg('circle', { cx: x(lastP.at).toFixed(1), cy: y(lastV).toFixed(1), r: 2.5, fill: s.color }));
     });
     // Time axis: start, middle, end.
     const axisY = H - 4;
@@ -873,6 +910,7 @@
         $('station-facts').replaceChildren();
         $('chart').replaceChildren();
         $('command-result').textContent = '';
+        S.lastCommand = null;
         for (const t of ['commands', 'events', 'station-alerts']) $(t).tBodies[0].replaceChildren();
         $('hold-id').value = defaultHoldId();
       }

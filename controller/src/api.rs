@@ -470,15 +470,23 @@ async fn station_alerts(
     Ok(Json(json!({ "alerts": alerts })))
 }
 
-async fn alerts(State(state): State<AppState>, user: User) -> ApiResult<Json<Value>> {
-    let alerts: Vec<_> = state
+/// Open alerts the user may see, newest first: `total` and at most `limit` (default 500) of them.
+async fn alerts(
+    State(state): State<AppState>,
+    user: User,
+    Query(q): Query<WindowQuery>,
+) -> ApiResult<Json<Value>> {
+    let visible: Vec<_> = state
         .store
         .open_alerts()
         .await?
         .into_iter()
         .filter(|a| user.sees(&a.station_id))
         .collect();
-    Ok(Json(json!({ "alerts": alerts })))
+    let total = visible.len();
+    let limit = q.limit.unwrap_or(500).clamp(1, 10_000) as usize;
+    let alerts: Vec<_> = visible.into_iter().take(limit).collect();
+    Ok(Json(json!({ "total": total, "alerts": alerts })))
 }
 
 async fn station_commands(
@@ -637,7 +645,8 @@ async fn snapshot(
 }
 
 /// Server-sent events: `stations` with the summaries of stations that changed (about once a
-/// second) and the counts by state, both limited to what the user may see.
+/// second) and the counts by state, both limited to what the user may see; `resync` when this
+/// client fell so far behind that changes were dropped (it must re-read what it shows).
 async fn stream(
     State(state): State<AppState>,
     user: User,
@@ -645,7 +654,11 @@ async fn stream(
     let fleet = state.fleet.clone();
     let user = Arc::new(user);
     let changes = BroadcastStream::new(state.changes.subscribe()).filter_map(move |batch| {
-        let batch = batch.ok()?;
+        let batch = match batch {
+            Ok(b) => b,
+            // This client fell behind and batches were dropped: tell it to re-read everything.
+            Err(_) => return Some(Ok(SseEvent::default().event("resync").data("{}"))),
+        };
         let visible = |id: &str| user.sees(id);
         let stations: Vec<&StationSummary> = batch.iter().filter(|s| user.sees(&s.id)).collect();
         let data = json!({ "counts": fleet.counts(&visible), "stations": stations });

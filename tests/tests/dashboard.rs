@@ -1,0 +1,706 @@
+//! The operators' dashboard in a real browser: Debian's headless Chromium driven through
+//! chromedriver (WebDriver, with `fantoccini`), against a real controller, a private Mosquitto
+//! and a real agent recording a test camera.
+//!
+//! What it shows: `/` without a session goes to the login page; a wrong password is refused
+//! with a message; after logging in the station appears with its state, and other stations
+//! (published by hand) sort by need of attention; the search filters; the station page shows
+//! the camera, the health chart, and a ping and a snapshot command come back `done` with the
+//! snapshot displayed; when the agent is killed (SIGKILL: the broker publishes its last will)
+//! the row turns `offline` and the `offline` alert appears — through the server-sent events,
+//! without reloading the page (a marker set in the page survives).
+//!
+//! Skips (with a line saying why) when Chromium, chromedriver, Mosquitto or x264enc is
+//! missing; `scripts/install-deps` installs them. `STATIONWATCH_SCREENSHOTS=<dir>` saves
+//! screenshots of the pages along the way.
+
+use std::net::TcpStream;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{json, Value};
+use stationwatch_tests::agent_process::{agent_bin, AgentProcess};
+use stationwatch_tests::controller_process::{
+    controller_bin, Api, ControllerOpts, ControllerProcess, ADMIN_PASSWORD, ADMIN_USER,
+};
+use stationwatch_tests::mosquitto::{have_mosquitto, publish, Broker, BrokerOpts};
+use stationwatch_tests::{free_port, have_binary, have_gst_element};
+
+const STATION: &str = "DASH-0001";
+const HEALTHY: &str = "DASH-0100";
+const DEGRADED: &str = "DASH-0101";
+
+// ---- the browser
+
+fn chromium_bin() -> Option<PathBuf> {
+    let env = std::env::var_os("STATIONWATCH_CHROMIUM").map(PathBuf::from);
+    env.into_iter()
+        .chain(["/usr/bin/chromium", "/usr/bin/chromium-browser"].map(PathBuf::from))
+        .find(|p| have_binary(&p.to_string_lossy()))
+}
+
+fn chromedriver_bin() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("STATIONWATCH_CHROMEDRIVER") {
+        return Some(PathBuf::from(p));
+    }
+    if have_binary("/usr/bin/chromedriver") {
+        return Some(PathBuf::from("/usr/bin/chromedriver"));
+    }
+    have_binary("chromedriver").then(|| PathBuf::from("chromedriver"))
+}
+
+/// chromedriver and the Chromium it starts. Dropping it kills both, also when the test panics:
+/// chromedriver runs in its own process group (Chromium inherits it), and any process whose
+/// command line names this browser's private profile folder is killed as well.
+struct Browser {
+    driver: Option<Child>,
+    port: u16,
+    profile: tempfile::TempDir,
+    log: PathBuf,
+}
+
+impl Browser {
+    fn start(driver_bin: &Path, dir: &Path) -> Browser {
+        let port = free_port();
+        let log = dir.join("chromedriver.log");
+        let out = std::fs::File::create(&log).unwrap();
+        let driver = Command::new(driver_bin)
+            .arg(format!("--port={port}"))
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .process_group(0)
+            .spawn()
+            .expect("spawning chromedriver");
+        let browser = Browser {
+            driver: Some(driver),
+            port,
+            profile: tempfile::Builder::new()
+                .prefix("stationwatch-chromium-")
+                .tempdir()
+                .unwrap(),
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "chromedriver did not listen within 15 s:\n{}",
+                browser.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        browser
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    async fn session(&self, chromium: &Path) -> Client {
+        let mut caps = serde_json::Map::new();
+        caps.insert("browserName".into(), json!("chrome"));
+        caps.insert(
+            "goog:chromeOptions".into(),
+            json!({
+                "binary": chromium,
+                "args": [
+                    "--headless=new",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-dev-shm-usage",
+                    "--no-first-run",
+                    "--no-default-browser-check",
+                    "--disable-extensions",
+                    "--lang=en-US",
+                    "--window-size=1600,1000",
+                    format!("--user-data-dir={}", self.profile.path().display()),
+                ],
+            }),
+        );
+        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        ClientBuilder::new(connector)
+            .capabilities(caps)
+            .connect(&format!("http://127.0.0.1:{}", self.port))
+            .await
+            .unwrap_or_else(|e| panic!("no WebDriver session: {e}\n{}", self.log()))
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        if let Some(mut driver) = self.driver.take() {
+            // SAFETY: killpg(2) on the process group our own, not yet reaped, child leads.
+            unsafe {
+                libc::killpg(driver.id() as libc::pid_t, libc::SIGKILL);
+            }
+            let _ = driver.kill();
+            let _ = driver.wait();
+        }
+        kill_processes_naming(self.profile.path());
+    }
+}
+
+/// SIGKILLs every process whose command line contains `path` (a folder only our browser uses).
+fn kill_processes_naming(path: &Path) {
+    let needle = path.to_string_lossy().into_owned();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for p in procs.flatten() {
+        let Ok(pid) = p.file_name().to_string_lossy().parse::<libc::pid_t>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmdline).contains(&needle) {
+            // SAFETY: kill(2) on a process that runs with our private profile folder.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+// ---- page helpers
+
+/// When the scenario started (after the builds), for the progress lines.
+static START: OnceLock<Instant> = OnceLock::new();
+
+fn step(what: &str) {
+    let t = START.get().map(Instant::elapsed).unwrap_or_default();
+    eprintln!("[{:>5.1} s] {what}", t.as_secs_f64());
+}
+
+/// Evaluates `expr` (a JavaScript expression) in the page.
+async fn js(c: &Client, expr: &str) -> Value {
+    c.execute(&format!("return ({expr});"), vec![])
+        .await
+        .unwrap_or_else(|e| panic!("evaluating {expr}: {e}"))
+}
+
+/// Polls `expr` until it is truthy; returns its value. On timeout, fails with what the page
+/// shows.
+async fn wait_js(c: &Client, expr: &str, secs: u64, what: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Ok(v) = c.execute(&format!("return ({expr});"), vec![]).await {
+            let truthy = match &v {
+                Value::Null => false,
+                Value::Bool(b) => *b,
+                Value::Number(n) => n.as_f64() != Some(0.0),
+                Value::String(s) => !s.is_empty(),
+                _ => true,
+            };
+            if truthy {
+                step(what);
+                return v;
+            }
+        }
+        if Instant::now() > deadline {
+            let url = c.current_url().await.map(|u| u.to_string());
+            let text = js(
+                c,
+                "document.body ? document.body.innerText.slice(0, 3000) : ''",
+            )
+            .await;
+            panic!(
+                "{what}: not seen within {secs} s ({expr}); page {url:?} shows:\n{}",
+                text.as_str().unwrap_or_default()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+}
+
+async fn click(c: &Client, css: &str) {
+    c.find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("no {css}: {e}"))
+        .click()
+        .await
+        .unwrap_or_else(|e| panic!("clicking {css}: {e}"));
+}
+
+async fn type_into(c: &Client, css: &str, text: &str) {
+    let el = c
+        .find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("no {css}: {e}"));
+    el.clear().await.unwrap();
+    el.send_keys(text).await.unwrap();
+}
+
+async fn screenshot(c: &Client, name: &str) {
+    if let Some(dir) = std::env::var_os("STATIONWATCH_SCREENSHOTS") {
+        let png = c.screenshot().await.unwrap();
+        let path = Path::new(&dir).join(format!("{name}.png"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(&path, png).unwrap();
+        eprintln!("screenshot: {}", path.display());
+    }
+}
+
+fn row(id: &str) -> String {
+    format!("document.querySelector('#station-rows tr[data-station=\"{id}\"]')")
+}
+
+// ---- stations
+
+/// Whether this machine's clock is synchronised, as the agent will report it (`adjtimex`).
+/// Containers and fresh VMs often are not; the agent then rightly reports `clock_unsynced` and
+/// its station is `degraded`, not `online`.
+fn host_clock_synced() -> bool {
+    // SAFETY: a zeroed timex with modes = 0 makes adjtimex(2) a pure read.
+    let mut tx: libc::timex = unsafe { std::mem::zeroed() };
+    let ret = unsafe { libc::adjtimex(&mut tx) };
+    ret >= 0 && ret != libc::TIME_ERROR && tx.status & libc::STA_UNSYNC == 0
+}
+
+fn agent_config(dir: &Path, broker_port: u16) -> String {
+    format!(
+        "[station]\nid = \"{STATION}\"\nname = \"Test school 1\"\nregion = \"North\"\n\n\
+         [storage]\npath = \"{}\"\nsegment_seconds = 4\n\n\
+         [supervision]\nstall_timeout_seconds = 3\n\n\
+         [[camera]]\nid = \"cam\"\nsource = \"test\"\nwidth = 160\nheight = 120\nfps = 15\nbitrate_kbps = 200\n\n\
+         [mqtt]\nurl = \"mqtt://127.0.0.1:{broker_port}\"\nhealth_interval_seconds = 2\n",
+        dir.join("rec").display()
+    )
+}
+
+/// Publishes a retained status and health for a station that exists only as these messages
+/// (its report interval is an hour, so it stays as reported for the whole test).
+fn publish_station(broker: &Broker, id: &str, name: &str, region: &str, health: Value) {
+    let now = chrono::Utc::now();
+    let at = now.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
+    let status = json!({"v": 1, "state": "online", "at": at, "agent_version": "0.1.0"});
+    let mut h = json!({
+        "v": 1, "at": at, "interval_s": 3600,
+        "agent": {"version": "0.1.0", "station_name": name, "region": region, "uptime_s": 7200},
+        "clock": {"synced": true},
+        "system": {"load_1m": 0.4, "temperature_c": 48.5},
+    });
+    h.as_object_mut()
+        .unwrap()
+        .extend(health.as_object().unwrap().clone());
+    let topic = |t: &str| format!("stationwatch/v1/{id}/{t}");
+    publish(
+        &broker.client(),
+        &topic("status"),
+        status.to_string().as_bytes(),
+        1,
+        true,
+    )
+    .unwrap();
+    publish(
+        &broker.client(),
+        &topic("health"),
+        h.to_string().as_bytes(),
+        1,
+        true,
+    )
+    .unwrap();
+}
+
+fn ready() -> Option<(PathBuf, PathBuf)> {
+    let (Some(chromium), Some(driver)) = (chromium_bin(), chromedriver_bin()) else {
+        eprintln!(
+            "SKIP: chromium or chromedriver missing (run scripts/install-deps: Debian packages \
+             chromium and chromium-driver)"
+        );
+        return None;
+    };
+    if !have_mosquitto() || !have_gst_element("x264enc") {
+        eprintln!("SKIP: mosquitto or x264enc missing (run scripts/install-deps)");
+        return None;
+    }
+    Some((chromium, driver))
+}
+
+#[test]
+fn dashboard_shows_a_station_go_offline_live() {
+    let Some((chromium, driver)) = ready() else {
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(scenario(chromium, driver));
+}
+
+async fn scenario(chromium: PathBuf, driver: PathBuf) {
+    // Build the binaries first, so that the times printed are the scenario's own.
+    controller_bin().unwrap();
+    agent_bin().unwrap();
+    let t0 = *START.get_or_init(Instant::now);
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::new(BrokerOpts::default()).unwrap();
+    let mut opts = ControllerOpts::new(broker.port());
+    // Whatever this machine's free disk, the test's stations are not "disk low".
+    opts.extra_toml = "[rules]\nmin_disk_hours = 1.0\n".into();
+    let controller = ControllerProcess::start(dir.path(), &opts).unwrap();
+    let base = controller.base_url();
+    step("controller started");
+
+    // The pages' own protection: only the login page's assets are public.
+    let anon = Api::anonymous(&base);
+    assert_eq!(anon.get("/assets/app.js").unwrap().status, 401);
+    assert_eq!(anon.get("/api/stations").unwrap().status, 401);
+    assert_eq!(anon.get_bytes("/assets/login.js").unwrap().0, 200);
+
+    let agent_dir = dir.path().join("agent");
+    std::fs::create_dir_all(&agent_dir).unwrap();
+    let mut agent =
+        AgentProcess::start(&agent_dir, &agent_config(&agent_dir, broker.port())).unwrap();
+    step("agent started");
+    publish_station(
+        &broker,
+        HEALTHY,
+        "Town hall 100",
+        "North",
+        json!({
+            "cameras": {
+                "box": {"state": "recording", "fps": 15.0, "bitrate_bps": 1_500_000},
+                "desk": {"state": "recording", "fps": 15.0, "bitrate_bps": 1_400_000},
+            },
+            "disk": {"free_bytes": 200_000_000_000u64, "total_bytes": 256_000_000_000u64, "hours_left": 80.5, "low": false},
+        }),
+    );
+    publish_station(
+        &broker,
+        DEGRADED,
+        "Library 101",
+        "South",
+        json!({
+            "cameras": {
+                "box": {"state": "lost", "detail": "no frames for 12 s"},
+                "desk": {"state": "recording", "fps": 15.0, "bitrate_bps": 1_400_000},
+            },
+            "disk": {"free_bytes": 2_000_000_000u64, "total_bytes": 64_000_000_000u64, "hours_left": 0.5, "low": true},
+        }),
+    );
+
+    let browser = Browser::start(&driver, dir.path());
+    step("chromedriver started");
+    let c = browser.session(&chromium).await;
+    step("browser session");
+
+    // No session: the dashboard sends us to the login page.
+    c.goto(&format!("{base}/")).await.unwrap();
+    wait_js(
+        &c,
+        "location.pathname === '/login' && document.getElementById('login')",
+        10,
+        "redirect to /login",
+    )
+    .await;
+    c.goto(&format!("{base}/stations/{STATION}")).await.unwrap();
+    wait_js(
+        &c,
+        "location.pathname === '/login'",
+        10,
+        "redirect to /login",
+    )
+    .await;
+
+    // A wrong password is refused with a message.
+    type_into(&c, "#username", ADMIN_USER).await;
+    type_into(&c, "#password", "not-the-password").await;
+    click(&c, "#login button[type=submit]").await;
+    let err = wait_js(
+        &c,
+        "document.getElementById('error').textContent",
+        10,
+        "login error",
+    )
+    .await;
+    assert!(
+        err.as_str()
+            .unwrap()
+            .contains("wrong user name or password"),
+        "{err}"
+    );
+    assert_eq!(c.current_url().await.unwrap().path(), "/login");
+
+    // The right one opens the dashboard.
+    type_into(&c, "#password", ADMIN_PASSWORD).await;
+    click(&c, "#login button[type=submit]").await;
+    wait_js(
+        &c,
+        "location.pathname === '/' && document.getElementById('station-rows')",
+        10,
+        "dashboard after login",
+    )
+    .await;
+    // From here on the page must never load again: everything comes from the API and SSE.
+    js(&c, "window.__stationwatchMarker = 'kept'").await;
+
+    // The agent's station appears, connected (online, or degraded only for this machine's
+    // unsynchronised clock), updated live.
+    let synced = host_clock_synced();
+    let expected = if synced { "online" } else { "degraded" };
+    if !synced {
+        eprintln!("note: this machine's clock is not synchronised; the station is expected degraded (clock_unsynced) instead of online");
+    }
+    wait_js(
+        &c,
+        &format!(
+            "{r} && {r}.dataset.state === '{expected}' && [...{r}.querySelectorAll('li[data-kind]')].every(li => li.dataset.kind === 'clock_unsynced') && {r}.querySelector('td.c-num').textContent === '1/1'",
+            r = row(STATION)
+        ),
+        40,
+        "the agent's station connected and recording",
+    )
+    .await;
+    wait_js(
+        &c,
+        &format!(
+            "{} && {}.dataset.state === 'online' && {}.dataset.state === 'degraded'",
+            row(HEALTHY),
+            row(HEALTHY),
+            row(DEGRADED)
+        ),
+        10,
+        "the published stations",
+    )
+    .await;
+    wait_js(
+        &c,
+        "document.getElementById('count-total').textContent === '3' && document.getElementById('live').dataset.live === 'open'",
+        10,
+        "counts and live updates",
+    )
+    .await;
+    let reasons = js(
+        &c,
+        &format!(
+            "[...{}.querySelectorAll('li[data-kind]')].map(li => li.dataset.kind).sort().join(',')",
+            row(DEGRADED)
+        ),
+    )
+    .await;
+    assert_eq!(reasons, "camera_not_recording,disk_low");
+    // Attention first: the degraded station with two reasons before the healthy one.
+    let order = js(
+        &c,
+        "[...document.querySelectorAll('#station-rows tr')].map(r => r.dataset.station).join(',')",
+    )
+    .await;
+    let order = order.as_str().unwrap().to_owned();
+    assert!(order.find(DEGRADED) < order.find(HEALTHY), "order {order}");
+    screenshot(&c, "dashboard-list").await;
+
+    // Search by name narrows the list; clearing it brings everything back.
+    type_into(&c, "#search", "library").await;
+    wait_js(
+        &c,
+        &format!(
+            "document.querySelectorAll('#station-rows tr').length === 1 && {}",
+            row(DEGRADED)
+        ),
+        10,
+        "search result",
+    )
+    .await;
+    assert!(js(&c, "location.search")
+        .await
+        .as_str()
+        .unwrap()
+        .contains("q=library"));
+    js(
+        &c,
+        "(() => { const s = document.getElementById('search'); s.value = ''; s.dispatchEvent(new Event('input')); return true; })()",
+    )
+    .await;
+    wait_js(
+        &c,
+        "document.querySelectorAll('#station-rows tr').length === 3",
+        10,
+        "all stations again",
+    )
+    .await;
+
+    // The station page: camera, chart, commands answered by the agent.
+    click(
+        &c,
+        &format!("#station-rows tr[data-station=\"{STATION}\"] a.sid"),
+    )
+    .await;
+    wait_js(
+        &c,
+        &format!(
+            "location.pathname === '/stations/{STATION}' && !document.getElementById('station-view').hidden && document.getElementById('station-view').dataset.station === '{STATION}'"
+        ),
+        10,
+        "station page",
+    )
+    .await;
+    wait_js(
+        &c,
+        "document.querySelector('#cameras article[data-camera=\"cam\"]')",
+        10,
+        "camera card",
+    )
+    .await;
+    wait_js(
+        &c,
+        "!document.getElementById('station-commands').hidden",
+        5,
+        "command buttons for an admin",
+    )
+    .await;
+    click(&c, "#cmd-ping").await;
+    wait_js(
+        &c,
+        "document.querySelector('#commands tr[data-status=\"done\"]')",
+        20,
+        "ping done",
+    )
+    .await;
+    click(
+        &c,
+        "#cameras button[data-cmd=\"snapshot\"][data-camera=\"cam\"]",
+    )
+    .await;
+    wait_js(
+        &c,
+        "(() => { const i = document.querySelector('#cameras article[data-camera=\"cam\"] img'); return i && i.complete && i.naturalWidth > 0; })()",
+        30,
+        "the snapshot shown",
+    )
+    .await;
+    wait_js(
+        &c,
+        "document.querySelector('#chart svg path.c-line')",
+        15,
+        "health chart",
+    )
+    .await;
+    screenshot(&c, "dashboard-station").await;
+    js(&c, "window.scrollTo(0, 0) || true").await;
+    click(&c, "#station-view a.back").await;
+    wait_js(
+        &c,
+        &format!("location.pathname === '/' && {}", row(STATION)),
+        10,
+        "back to the list",
+    )
+    .await;
+
+    // The agent dies: the broker publishes its last will, the row turns offline and the alert
+    // opens, all without reloading the page.
+    agent.kill().unwrap();
+    let killed = Instant::now();
+    wait_js(
+        &c,
+        &format!("{r} && {r}.dataset.state === 'offline'", r = row(STATION)),
+        30,
+        "the station offline",
+    )
+    .await;
+    eprintln!("offline shown {:?} after the kill", killed.elapsed());
+    wait_js(
+        &c,
+        &format!(
+            "document.querySelector('#alerts tr[data-alert-station=\"{STATION}\"][data-kind=\"offline\"]')"
+        ),
+        20,
+        "the offline alert",
+    )
+    .await;
+    wait_js(
+        &c,
+        "document.getElementById('count-offline').textContent === '1'",
+        10,
+        "offline count",
+    )
+    .await;
+    assert_eq!(
+        js(
+            &c,
+            "document.querySelector('#station-rows tr').dataset.station"
+        )
+        .await,
+        STATION,
+        "an offline station comes first"
+    );
+    assert_eq!(
+        js(&c, "window.__stationwatchMarker").await,
+        "kept",
+        "the page was reloaded"
+    );
+    screenshot(&c, "dashboard-offline").await;
+
+    // Logging out ends the session.
+    click(&c, "#logout").await;
+    wait_js(
+        &c,
+        "location.pathname === '/login'",
+        10,
+        "login page after logout",
+    )
+    .await;
+    c.goto(&format!("{base}/")).await.unwrap();
+    wait_js(
+        &c,
+        "location.pathname === '/login'",
+        10,
+        "no session after logout",
+    )
+    .await;
+
+    // An observer sees only the stations granted to them, and no command buttons.
+    let admin = controller.admin().unwrap();
+    let created = admin
+        .post(
+            "/api/users",
+            &json!({"username": "observer1", "password": "observer-password-1",
+                    "role": "observer", "grants": [HEALTHY]}),
+        )
+        .unwrap();
+    assert_eq!(created.status, 201, "{}", created.body);
+    type_into(&c, "#username", "observer1").await;
+    type_into(&c, "#password", "observer-password-1").await;
+    click(&c, "#login button[type=submit]").await;
+    wait_js(
+        &c,
+        &format!(
+            "location.pathname === '/' && document.getElementById('count-total').textContent === '1' && document.querySelectorAll('#station-rows tr').length === 1 && {}",
+            row(HEALTHY)
+        ),
+        10,
+        "the observer's one station",
+    )
+    .await;
+    click(
+        &c,
+        &format!("#station-rows tr[data-station=\"{HEALTHY}\"] a.sid"),
+    )
+    .await;
+    wait_js(
+        &c,
+        "document.querySelectorAll('#cameras article[data-camera]').length === 2",
+        10,
+        "the observer's station page",
+    )
+    .await;
+    assert_eq!(
+        js(
+            &c,
+            "document.getElementById('station-commands').hidden && !document.querySelector('button[data-cmd]')"
+        )
+        .await,
+        true,
+        "command buttons shown to an observer"
+    );
+
+    c.close().await.unwrap();
+    drop(browser);
+    drop(controller);
+    eprintln!("dashboard scenario took {:?}", t0.elapsed());
+}
