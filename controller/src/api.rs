@@ -382,6 +382,38 @@ async fn stations(
     ))
 }
 
+/// A request about one station (`{id}` in the path) by a user who may see it; 404 otherwise,
+/// so that observers cannot probe which stations exist.
+pub struct StationAccess {
+    pub user: User,
+    pub station: crate::fleet::Station,
+}
+
+impl FromRequestParts<AppState> for StationAccess {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let user = User::from_request_parts(parts, state).await?;
+        let Path(params) =
+            Path::<std::collections::HashMap<String, String>>::from_request_parts(parts, state)
+                .await
+                .map_err(|e| ApiError::bad(e.to_string()))?;
+        let id = params.get("id").map(String::as_str).unwrap_or_default();
+        let station = visible_station(state, &user, id)?;
+        Ok(StationAccess { user, station })
+    }
+}
+
+impl WindowQuery {
+    /// `limit`, or `default`, within 1..=`max`.
+    fn limit(&self, default: i64, max: i64) -> i64 {
+        self.limit.unwrap_or(default).clamp(1, max)
+    }
+}
+
 /// The station if it exists and the user may see it (404 either way, so that observers cannot
 /// probe which stations exist).
 fn visible_station(state: &AppState, user: &User, id: &str) -> ApiResult<crate::fleet::Station> {
@@ -392,15 +424,11 @@ fn visible_station(state: &AppState, user: &User, id: &str) -> ApiResult<crate::
         .ok_or_else(|| ApiError::not_found("station"))
 }
 
-async fn station(
-    State(state): State<AppState>,
-    user: User,
-    Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
-    let s = visible_station(&state, &user, &id)?;
+async fn station(State(state): State<AppState>, a: StationAccess) -> ApiResult<Json<Value>> {
+    let s = a.station;
     let snapshots: Vec<Value> = state
         .store
-        .snapshot_times(&id)
+        .snapshot_times(&s.id)
         .await?
         .into_iter()
         .map(|(camera, at)| json!({ "camera": camera, "received_at": at }))
@@ -423,49 +451,39 @@ struct WindowQuery {
 
 async fn station_health(
     State(state): State<AppState>,
-    user: User,
-    Path(id): Path<String>,
+    a: StationAccess,
     Query(q): Query<WindowQuery>,
 ) -> ApiResult<Json<Value>> {
-    visible_station(&state, &user, &id)?;
     let now = now_ms();
     let hours = i64::from(q.hours.unwrap_or(24).clamp(1, 24 * 31));
+    let from = now - hours * 3_600_000;
     let points = state
         .store
-        .health_history(
-            &id,
-            now - hours * 3_600_000,
-            now + 60_000,
-            q.limit.unwrap_or(2000).clamp(1, 10_000),
-        )
+        .health_history(&a.station.id, from, now + 60_000, q.limit(2000, 10_000))
         .await?;
     Ok(Json(json!({ "points": points })))
 }
 
 async fn station_events(
     State(state): State<AppState>,
-    user: User,
-    Path(id): Path<String>,
+    a: StationAccess,
     Query(q): Query<WindowQuery>,
 ) -> ApiResult<Json<Value>> {
-    visible_station(&state, &user, &id)?;
     let events = state
         .store
-        .events(Some(&id), q.limit.unwrap_or(100).clamp(1, 1000))
+        .events(Some(&a.station.id), q.limit(100, 1000))
         .await?;
     Ok(Json(json!({ "events": events })))
 }
 
 async fn station_alerts(
     State(state): State<AppState>,
-    user: User,
-    Path(id): Path<String>,
+    a: StationAccess,
     Query(q): Query<WindowQuery>,
 ) -> ApiResult<Json<Value>> {
-    visible_station(&state, &user, &id)?;
     let alerts = state
         .store
-        .station_alerts(&id, q.limit.unwrap_or(100).clamp(1, 1000))
+        .station_alerts(&a.station.id, q.limit(100, 1000))
         .await?;
     Ok(Json(json!({ "alerts": alerts })))
 }
@@ -491,14 +509,12 @@ async fn alerts(
 
 async fn station_commands(
     State(state): State<AppState>,
-    user: User,
-    Path(id): Path<String>,
+    a: StationAccess,
     Query(q): Query<WindowQuery>,
 ) -> ApiResult<Json<Value>> {
-    visible_station(&state, &user, &id)?;
     let commands = state
         .store
-        .commands(&id, q.limit.unwrap_or(50).clamp(1, 500))
+        .commands(&a.station.id, q.limit(50, 500))
         .await?;
     Ok(Json(json!({ "commands": commands })))
 }
@@ -508,12 +524,12 @@ const COMMAND_TTL_MS: i64 = 5 * 60 * 1000;
 
 async fn send_command(
     State(state): State<AppState>,
-    user: User,
-    Path(id): Path<String>,
+    a: StationAccess,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    let s = visible_station(&state, &user, &id)?;
+    let StationAccess { user, station: s } = a;
+    let id = s.id.clone();
     // Like every other write, JSON only: a cross-site form cannot send it without CORS.
     let json_body = headers
         .get(header::CONTENT_TYPE)
@@ -625,13 +641,12 @@ async fn send_command(
 
 async fn snapshot(
     State(state): State<AppState>,
-    user: User,
-    Path((id, camera)): Path<(String, String)>,
+    a: StationAccess,
+    Path((_, camera)): Path<(String, String)>,
 ) -> ApiResult<Response> {
-    visible_station(&state, &user, &id)?;
     let (_, jpeg) = state
         .store
-        .snapshot(&id, &camera)
+        .snapshot(&a.station.id, &camera)
         .await?
         .ok_or_else(|| ApiError::not_found("snapshot"))?;
     Ok((
