@@ -293,10 +293,22 @@ pub async fn handle(ctx: &IngestContext, topic: &str, payload: &[u8]) {
         }
         TopicKind::Command => {}
     }
-    if let Some(w) = write {
-        // Bounded: when the database falls behind, ingest slows down and the broker buffers.
-        if ctx.writes.send(w).await.is_err() {
-            debug!("writer stopped; message not stored");
+    match write {
+        // Health is a periodic sample and the fleet already holds it: when the database falls
+        // so far behind that the queue is full, its history point is dropped (and counted)
+        // rather than stalling this loop, which would stop MQTT keepalives and all ingest.
+        Some(w @ Write::Health { .. }) => {
+            if let Err(mpsc::error::TrySendError::Full(_)) = ctx.writes.try_send(w) {
+                ctx.metrics.health_write_dropped();
+            }
         }
+        // Status, events, acks and snapshots must be stored: wait for room (they are rare).
+        Some(w) => {
+            let stored = ctx.writes.send(w).await;
+            if stored.is_err() {
+                debug!("writer stopped; message not stored");
+            }
+        }
+        None => {}
     }
 }

@@ -20,6 +20,7 @@ pub struct Metrics {
     rejected: AtomicU64,
     written: AtomicU64,
     write_errors: AtomicU64,
+    health_write_dropped: AtomicU64,
     /// Report time (agent clock) to visible in the fleet, ms.
     health_delay: Mutex<VecDeque<i64>>,
     /// Duration of database write batches, ms.
@@ -45,6 +46,8 @@ pub struct MetricsReport {
     pub write_backlog: usize,
     pub written: u64,
     pub write_errors: u64,
+    /// Health reports whose history point was not stored because the write queue was full.
+    pub health_writes_dropped: u64,
     pub stations: usize,
 }
 
@@ -109,6 +112,9 @@ impl Metrics {
         self.written.fetch_add(writes as u64, Relaxed);
         push(&self.batch_ms, ms);
     }
+    pub fn health_write_dropped(&self) {
+        self.health_write_dropped.fetch_add(1, Relaxed);
+    }
     pub fn write_error(&self) {
         self.write_errors.fetch_add(1, Relaxed);
     }
@@ -128,6 +134,7 @@ impl Metrics {
             write_backlog,
             written: self.written.load(Relaxed),
             write_errors: self.write_errors.load(Relaxed),
+            health_writes_dropped: self.health_write_dropped.load(Relaxed),
             stations,
         }
     }

@@ -7,6 +7,7 @@
 //! twice or at two replicas: events by (station, id), health figures by (station, report time),
 //! alerts by the partial unique index "one open alert per station and kind".
 
+use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -378,8 +379,13 @@ impl Store {
     // ---- station state and ingest
 
     /// Applies a batch of ingest writes in one transaction.
+    ///
+    /// Health reports, the bulk of the traffic, go in multi-row statements (a round trip per
+    /// statement is what limits SQLite through sqlx: one per report capped ingest at ~2,800
+    /// reports/s); the rest one statement each, in order.
     pub async fn write_batch(&self, batch: &[Write]) -> Result<()> {
         let mut tx = self.pool.begin().await?;
+        self.write_healths(&mut tx, batch).await?;
         for w in batch {
             match w {
                 Write::Status {
@@ -392,7 +398,8 @@ impl Store {
                          VALUES ($1, $2, $3, $3)
                          ON CONFLICT (id) DO UPDATE SET status_json = excluded.status_json,
                            status_received_at = excluded.status_received_at,
-                           updated_at = excluded.updated_at
+                           updated_at = CASE WHEN stations.updated_at > excluded.updated_at
+                     THEN stations.updated_at ELSE excluded.updated_at END
                          WHERE stations.status_received_at IS NULL
                             OR stations.status_received_at <= excluded.status_received_at",
                     )
@@ -402,39 +409,8 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
                 }
-                Write::Health {
-                    station,
-                    json,
-                    at,
-                    received_at,
-                    figures,
-                } => {
-                    sqlx::query(
-                        "INSERT INTO stations (id, health_json, health_at, health_received_at, updated_at)
-                         VALUES ($1, $2, $3, $4, $4)
-                         ON CONFLICT (id) DO UPDATE SET health_json = excluded.health_json,
-                           health_at = excluded.health_at,
-                           health_received_at = excluded.health_received_at,
-                           updated_at = excluded.updated_at
-                         WHERE stations.health_at IS NULL OR stations.health_at < excluded.health_at",
-                    )
-                    .bind(station)
-                    .bind(json)
-                    .bind(at)
-                    .bind(received_at)
-                    .execute(&mut *tx)
-                    .await?;
-                    sqlx::query(
-                        "INSERT INTO health_history (station_id, at, received_at, figures)
-                         VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-                    )
-                    .bind(station)
-                    .bind(at)
-                    .bind(received_at)
-                    .bind(figures)
-                    .execute(&mut *tx)
-                    .await?;
-                }
+                // Written below, many rows per statement.
+                Write::Health { .. } => {}
                 Write::Event(e) => {
                     sqlx::query(
                         "INSERT INTO events (station_id, event_id, at, received_at, kind, camera, body)
@@ -492,6 +468,67 @@ impl Store {
             }
         }
         tx.commit().await?;
+        Ok(())
+    }
+
+    async fn write_healths(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        batch: &[Write],
+    ) -> Result<()> {
+        /// Rows per statement (4 parameters each; both engines allow thousands).
+        const ROWS: usize = 250;
+        let mut latest: HashMap<&str, (&str, i64, i64)> = HashMap::new();
+        let mut history: HashMap<(&str, i64), (i64, &str)> = HashMap::new();
+        for w in batch {
+            if let Write::Health {
+                station,
+                json,
+                at,
+                received_at,
+                figures,
+            } = w
+            {
+                let e = latest.entry(station).or_insert((json, *at, *received_at));
+                if *at > e.1 {
+                    *e = (json, *at, *received_at);
+                }
+                history
+                    .entry((station, *at))
+                    .or_insert((*received_at, figures));
+            }
+        }
+        // One row per station per statement: PostgreSQL refuses to update a row twice in one.
+        let latest: Vec<_> = latest.into_iter().collect();
+        for chunk in latest.chunks(ROWS) {
+            let sql = format!(
+                "INSERT INTO stations (id, health_json, health_at, health_received_at, updated_at) VALUES {}
+                 ON CONFLICT (id) DO UPDATE SET health_json = excluded.health_json,
+                   health_at = excluded.health_at,
+                   health_received_at = excluded.health_received_at,
+                   updated_at = CASE WHEN stations.updated_at > excluded.updated_at
+                     THEN stations.updated_at ELSE excluded.updated_at END
+                 WHERE stations.health_at IS NULL OR stations.health_at < excluded.health_at",
+                values(chunk.len(), 4, &[0, 1, 2, 3, 3])
+            );
+            let mut q = sqlx::query(&sql).persistent(false);
+            for (station, (json, at, received_at)) in chunk {
+                q = q.bind(*station).bind(*json).bind(*at).bind(*received_at);
+            }
+            q.execute(&mut **tx).await?;
+        }
+        let history: Vec<_> = history.into_iter().collect();
+        for chunk in history.chunks(ROWS) {
+            let sql = format!(
+                "INSERT INTO health_history (station_id, at, received_at, figures) VALUES {} ON CONFLICT DO NOTHING",
+                values(chunk.len(), 4, &[0, 1, 2, 3])
+            );
+            let mut q = sqlx::query(&sql).persistent(false);
+            for ((station, at), (received_at, figures)) in chunk {
+                q = q.bind(*station).bind(*at).bind(*received_at).bind(*figures);
+            }
+            q.execute(&mut **tx).await?;
+        }
         Ok(())
     }
 
@@ -816,6 +853,21 @@ impl Store {
     }
 }
 
+/// `($1, $2, ...), ($5, ...)`: `rows` tuples of `per_row` parameters each, a tuple listing its
+/// parameters in the order `pick` gives (an index may repeat).
+fn values(rows: usize, per_row: usize, pick: &[usize]) -> String {
+    (0..rows)
+        .map(|r| {
+            let cols: Vec<String> = pick
+                .iter()
+                .map(|c| format!("${}", r * per_row + c + 1))
+                .collect();
+            format!("({})", cols.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The URL without its password, for messages.
 pub fn redact(url: &str) -> String {
     match url::Url::parse(url) {
@@ -824,5 +876,16 @@ pub fn redact(url: &str) -> String {
             u.to_string()
         }
         _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn values_numbers_parameters_row_by_row() {
+        assert_eq!(
+            super::values(2, 4, &[0, 1, 3, 3]),
+            "($1, $2, $4, $4), ($5, $6, $8, $8)"
+        );
     }
 }

@@ -154,6 +154,37 @@ async fn scenario(url: String) {
     assert_eq!(some.len(), 1);
     assert_eq!(store.prune_history(1_600).await.unwrap(), 1);
 
+    // A large batch (several multi-row statements): every station's newest report is kept, and
+    // every distinct report is in the history once.
+    let mut big = Vec::new();
+    for i in 0..600 {
+        let st = format!("bulk-{i:03}");
+        big.push(health(&st, 10_000 + i, 20_000, 1.0));
+        big.push(health(&st, 9_000 + i, 20_001, 2.0)); // older, arrives later
+        big.push(health(&st, 10_000 + i, 20_002, 1.0)); // duplicate
+    }
+    store.write_batch(&big).await.unwrap();
+    let bulk: Vec<_> = store
+        .stations(None)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.id.starts_with("bulk-"))
+        .collect();
+    assert_eq!(bulk.len(), 600);
+    assert!(
+        bulk.iter().all(|r| r
+            .health_json
+            .as_deref()
+            .is_some_and(|j| j.contains("\"marker\":1.0"))),
+        "newest kept"
+    );
+    let h = store
+        .health_history("bulk-599", 0, 100_000, 10)
+        .await
+        .unwrap();
+    assert_eq!(h.iter().map(|p| p.at).collect::<Vec<_>>(), [9_599, 10_599]);
+
     // Commands and their acks: a late `accepted` never replaces a final status.
     let cmd = CommandRow {
         id: "c1".into(),
