@@ -111,7 +111,9 @@ pub async fn run(
         );
         match spawned {
             Ok(h) => lives.push(h),
-            Err(e) => error!(camera = %cam.id, error = %e, "cannot start live supervision; recording only"),
+            Err(e) => {
+                error!(camera = %cam.id, error = %e, "cannot start live supervision; recording only")
+            }
         }
     }
     // Backfill seam: a future uploader of recorded segments takes each `LiveHandle::uplink`
@@ -169,13 +171,14 @@ pub async fn run(
                         id: c.id.clone(),
                         counters: c.counters.clone(),
                         restart: c.restart.clone(),
-                        live: lives.iter().find(|l| l.camera == c.id).map(|l| {
-                            mqtt::LiveControl {
+                        live: lives
+                            .iter()
+                            .find(|l| l.camera == c.id)
+                            .map(|l| mqtt::LiveControl {
                                 configured: l.configured,
                                 status: l.status.clone(),
                                 control: l.control.clone(),
-                            }
-                        }),
+                            }),
                     })
                     .collect(),
                 live_overrides: overrides.clone(),

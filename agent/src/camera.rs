@@ -21,6 +21,7 @@ use tracing::{error, info, warn};
 use crate::backoff::Backoff;
 use crate::config::{CameraConfig, StorageConfig, SupervisionConfig};
 use crate::ledger::{LedgerConfig, LedgerJob};
+use crate::live::LiveFeed;
 use crate::pipeline::{BusEvent, CameraPipeline, PipelineError};
 use crate::recorder::{Recorder, SegmentFinished, WriterEvent};
 use crate::state::{CameraCounters, CameraState};
@@ -41,6 +42,8 @@ pub struct CameraHandle {
     pub ledger: std::sync::mpsc::Sender<LedgerJob>,
     /// Notify to tear the pipeline down and start it again (remote command).
     pub restart: Arc<tokio::sync::Notify>,
+    /// What the recording pipeline's live taps feed, when the camera has a live target.
+    pub live_feed: Option<Arc<LiveFeed>>,
     heartbeat: Arc<AtomicU64>,
     started: Instant,
     pub task: tokio::task::JoinHandle<()>,
@@ -101,7 +104,9 @@ pub fn spawn(
     let (state_tx, state_rx) = watch::channel(CameraState::Starting);
     let heartbeat = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
+    let live_feed = cam.live.is_some().then(LiveFeed::new);
     let sup = Supervisor {
+        live_feed: live_feed.clone(),
         station,
         id: cam.id.clone(),
         cam,
@@ -124,6 +129,7 @@ pub fn spawn(
         counters,
         ledger,
         restart,
+        live_feed,
         heartbeat,
         started,
         task: tokio::spawn(sup.run()),
@@ -148,6 +154,7 @@ struct Supervisor {
     events: Option<UnboundedSender<EventKind>>,
     /// When the current outage began (one `camera_lost` per outage, then `camera_back`).
     lost_since: Option<chrono::DateTime<Utc>>,
+    live_feed: Option<Arc<LiveFeed>>,
 }
 
 enum Outcome {
@@ -256,6 +263,7 @@ impl Supervisor {
             &self.recorder,
             self.counters.clone(),
             bus_tx,
+            self.live_feed.as_ref(),
         );
         let p = match built {
             Ok(p) => p,
@@ -362,12 +370,20 @@ impl Supervisor {
     ) {
         if drain {
             let entry = p.recorder_entry.clone();
+            let live_sinks = p.live_sinks.clone();
             // Sending a serialized event can block behind a streaming thread: never on the
             // runtime.
             let eos = tokio::task::spawn_blocking(move || {
-                entry
+                let sent = entry
                     .static_pad("sink")
-                    .map(|pad| pad.send_event(gst::event::Eos::new()))
+                    .map(|pad| pad.send_event(gst::event::Eos::new()));
+                // The live taps are sinks too: without EOS the pipeline never posts its own.
+                for sink in live_sinks {
+                    if let Some(pad) = sink.static_pad("sink") {
+                        pad.send_event(gst::event::Eos::new());
+                    }
+                }
+                sent
             });
             let wait_eos = async {
                 let _ = eos.await;

@@ -12,6 +12,8 @@ pub mod health;
 pub mod holds;
 pub mod keys;
 pub mod ledger;
+pub mod live;
+pub mod live_overrides;
 pub mod manifest_writer;
 pub mod mqtt;
 pub mod outbox;
@@ -23,6 +25,7 @@ pub mod snapshot;
 pub mod source;
 pub mod state;
 pub mod sysinfo;
+pub mod uplink;
 pub mod verify;
 
 pub use agent::run;

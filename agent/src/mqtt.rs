@@ -19,8 +19,8 @@ use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, Outgoing, Transport};
 use stationwatch_protocol::manifest::{Hash256, Timestamp};
 use stationwatch_protocol::mqtt::{
     Ack, ClearHoldResult, Command, CommandEnvelope, CommandLog, EventKind, Handling, MessageId,
-    PingResult, QoS, RestartCameraResult, SetHoldResult, SnapshotResult, Status, TopicKind, Topics,
-    MAX_SNAPSHOT_BYTES,
+    PingResult, QoS, RestartCameraResult, SetHoldResult, SetLiveMode, SetLiveResult,
+    SnapshotResult, Status, TopicKind, Topics, MAX_SNAPSHOT_BYTES,
 };
 use stationwatch_protocol::{CameraId, StationId};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
@@ -28,9 +28,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::backoff::Backoff;
-use crate::config::{LegalHold, MqttConfig};
+use crate::config::{LegalHold, LiveMode, MqttConfig};
 use crate::health::HealthCollector;
 use crate::holds::HoldStore;
+use crate::live::{setting, LiveStatus};
+use crate::live_overrides::LiveOverrides;
 use crate::outbox::{OutMessage, Outbox};
 use crate::snapshot::{jpeg_from_keyframe, Jpeg, SnapshotError};
 use crate::state::CameraCounters;
@@ -61,6 +63,16 @@ pub struct CameraControl {
     pub id: CameraId,
     pub counters: Arc<CameraCounters>,
     pub restart: Arc<tokio::sync::Notify>,
+    /// The camera's live branch, when it has a live target.
+    pub live: Option<LiveControl>,
+}
+
+/// What `set_live` reaches of a camera's live supervisor.
+pub struct LiveControl {
+    pub configured: LiveMode,
+    pub status: tokio::sync::watch::Receiver<LiveStatus>,
+    /// `Some(mode)`: override; `None`: back to the configured mode.
+    pub control: std::sync::mpsc::Sender<Option<LiveMode>>,
 }
 
 /// Everything the link needs.
@@ -70,6 +82,8 @@ pub struct MqttContext {
     pub cameras: Vec<CameraControl>,
     pub health: HealthCollector,
     pub holds: Arc<HoldStore>,
+    /// `set_live` overrides, kept on disk.
+    pub live_overrides: Arc<LiveOverrides>,
     /// Events from elsewhere in the agent (gap entries).
     pub events: UnboundedReceiver<EventKind>,
 }
@@ -164,6 +178,7 @@ struct Link {
     cameras: Vec<CameraControl>,
     health: HealthCollector,
     holds: Arc<HoldStore>,
+    live_overrides: Arc<LiveOverrides>,
     outbox: Outbox,
     log: CommandLog,
     event_prefix: String,
@@ -192,6 +207,7 @@ pub async fn run(ctx: MqttContext, shutdown: CancellationToken) -> Result<(), Mq
         cameras: ctx.cameras,
         health: ctx.health,
         holds: ctx.holds,
+        live_overrides: ctx.live_overrides,
         outbox,
         log: CommandLog::default(),
         event_prefix: format!("{:x}", Timestamp::now().unix_ms()),
@@ -510,6 +526,7 @@ impl Link {
                     format!("storing the holds: {e}"),
                 )),
             },
+            Command::SetLive { camera, mode } => self.set_live(id, camera, mode),
             Command::Snapshot { camera } => {
                 let keyframe = self
                     .cameras
@@ -529,6 +546,41 @@ impl Link {
                 });
             }
         }
+    }
+
+    /// `set_live`: store the override (durable before the ack), then hand it to the camera's
+    /// live supervisor, which changes rung within a second.
+    fn set_live(&mut self, id: MessageId, camera: CameraId, mode: SetLiveMode) {
+        let Some(live) = self
+            .cameras
+            .iter()
+            .find(|c| c.id == camera)
+            .and_then(|c| c.live.as_ref())
+        else {
+            let detail = format!("camera {camera} has no live_target configured");
+            return self.finish(Ack::failed(id, self.now(), detail));
+        };
+        let wanted = match mode {
+            SetLiveMode::Off => Some(LiveMode::Off),
+            SetLiveMode::On => Some(LiveMode::On),
+            SetLiveMode::Auto => Some(LiveMode::Auto),
+            SetLiveMode::Config => None,
+        };
+        if let Err(e) = self.live_overrides.set(&camera, wanted) {
+            let detail = format!("storing the live override: {e}");
+            return self.finish(Ack::failed(id, self.now(), detail));
+        }
+        let result = SetLiveResult {
+            camera: camera.clone(),
+            mode: setting(wanted.unwrap_or(live.configured)),
+            overridden: wanted.is_some(),
+            rung: live.status.borrow().rung.wire(),
+        };
+        if live.control.send(wanted).is_err() {
+            let detail = format!("the live supervisor of camera {camera} is not running");
+            return self.finish(Ack::failed(id, self.now(), detail));
+        }
+        self.done(id, &result);
     }
 
     fn on_finished(&mut self, client: &AsyncClient, conn: &mut Conn, f: Finished) {

@@ -20,6 +20,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use tracing::{debug, warn};
 
 use crate::config::CameraConfig;
+use crate::live::{self, LiveFeed};
 use crate::recorder::Recorder;
 use crate::source::CameraSource;
 use crate::state::CameraCounters;
@@ -101,6 +102,9 @@ pub struct CameraPipeline {
     pub pipeline: gst::Pipeline,
     /// Where the recorder branch starts; EOS is sent here to close the segment cleanly.
     pub recorder_entry: gst::Element,
+    /// The live taps' appsinks (`live.rs`): they get EOS too when the recording is drained,
+    /// or the pipeline would never post its EOS.
+    pub live_sinks: Vec<gst::Element>,
 }
 
 impl CameraPipeline {
@@ -110,6 +114,7 @@ impl CameraPipeline {
         recorder: &Recorder,
         counters: Arc<CameraCounters>,
         bus_tx: UnboundedSender<BusEvent>,
+        live_feed: Option<&Arc<LiveFeed>>,
     ) -> Result<Self, PipelineError> {
         if let Some(missing) = missing_elements(&cam.source).first() {
             return Err(PipelineError::MissingElement(missing));
@@ -123,7 +128,7 @@ impl CameraPipeline {
         pipeline.add_many(&rec_elements)?;
         gst::Element::link_many(&rec_elements)?;
         tee.link(&rec_entry)?;
-        // The seam for the live and analysis branches: more `tee ! queue ! ...` here.
+        // The seam for the analysis branch: more `tee ! queue ! ...` here.
 
         match &cam.source {
             CameraSource::Rtsp(url) => add_rtsp_source(&pipeline, url, &tee)?,
@@ -135,6 +140,12 @@ impl CameraPipeline {
                 bin.link(&tee)?;
             }
         }
+
+        // The live branch: a leaky tap that can drop but never block (live.rs).
+        let live_sinks = match live_feed {
+            Some(feed) => live::add_taps(&pipeline, &tee, feed)?,
+            None => Vec::new(),
+        };
 
         let tee_sink = tee
             .static_pad("sink")
@@ -179,6 +190,7 @@ impl CameraPipeline {
         Ok(Self {
             pipeline,
             recorder_entry: rec_entry,
+            live_sinks,
         })
     }
 }
@@ -191,14 +203,21 @@ fn encoded_source_description(station: &StationId, cam: &CameraConfig) -> String
         "video/x-raw,format=I420,width={},height={},framerate={}/1",
         e.width, e.height, e.fps
     );
+    // With a live target, the raw video is also teed to the live sub-stream encoder (live.rs).
+    let live_branch = live::sub_encode_branch(cam);
+    let tee = if live_branch.is_some() {
+        "tee name=live-raw ! "
+    } else {
+        ""
+    };
     // Two-second GOP: segments split on keyframes, and segments are tens of seconds long.
     let encode = format!(
-        "x264enc tune=zerolatency speed-preset=ultrafast bitrate={} key-int-max={} \
+        "{tee}x264enc tune=zerolatency speed-preset=ultrafast bitrate={} key-int-max={} \
          ! h264parse config-interval=-1",
         e.bitrate_kbps,
         e.fps * 2
     );
-    match &cam.source {
+    let desc = match &cam.source {
         CameraSource::V4l2(dev) => format!(
             "v4l2src device={} ! decodebin ! videoconvert ! videoscale ! videorate ! {caps} ! {encode}",
             dev.display()
@@ -211,10 +230,16 @@ fn encoded_source_description(station: &StationId, cam: &CameraConfig) -> String
             station = station,
             camera = cam.id
         ),
+    };
+    match live_branch {
+        Some(branch) => format!("{desc} {branch}"),
+        None => desc,
     }
 }
 
-fn add_rtsp_source(
+/// Adds `rtspsrc` for `url` and links its video, once announced, through depay and parse into
+/// `tee` (also used by the live sender for a camera's sub-stream).
+pub(crate) fn add_rtsp_source(
     pipeline: &gst::Pipeline,
     url: &url::Url,
     tee: &gst::Element,

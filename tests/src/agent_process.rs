@@ -73,9 +73,27 @@ impl AgentProcess {
     }
 
     pub fn start_with_env(dir: &Path, config_text: &str, env: &[(&str, &str)]) -> Result<Self> {
+        Self::start_in(&[], dir, config_text, env)
+    }
+
+    /// Like [`AgentProcess::start_with_env`], with the agent's command line behind `prefix`
+    /// (e.g. `ip netns exec NS`, which execs, so the pid and signals are the agent's).
+    pub fn start_in(
+        prefix: &[String],
+        dir: &Path,
+        config_text: &str,
+        env: &[(&str, &str)],
+    ) -> Result<Self> {
         let config = dir.join("agent.toml");
         std::fs::write(&config, config_text)?;
-        let mut cmd = Command::new(agent_bin()?);
+        let mut cmd = match prefix.split_first() {
+            Some((bin, rest)) => {
+                let mut c = Command::new(bin);
+                c.args(rest).arg(agent_bin()?);
+                c
+            }
+            None => Command::new(agent_bin()?),
+        };
         cmd.args(["run", "--config"])
             .arg(&config)
             .stdin(Stdio::null())

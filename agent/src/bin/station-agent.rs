@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use station_agent::{pipeline, AgentConfig};
+use station_agent::{live, pipeline, AgentConfig};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
@@ -117,6 +117,19 @@ fn load(path: &std::path::Path) -> anyhow::Result<AgentConfig> {
                         path.display()
                     )
                 })
+                .chain(
+                    live::required_elements(c)
+                        .into_iter()
+                        .filter(|e| gst::ElementFactory::find(e).is_none())
+                        .map(move |e| {
+                            format!(
+                                "{}: camera[{i}].live_target: GStreamer element {e:?} is not \
+                                 installed (Debian: gstreamer1.0-plugins-bad for srtsink and \
+                                 rtmp2sink)",
+                                path.display()
+                            )
+                        }),
+                )
         })
         .collect();
     if !problems.is_empty() {

@@ -292,7 +292,7 @@ fn command_value() -> impl Strategy<Value = Value> {
         ])),
         prop::option::weighted(0.2, wrong()),
         maybe(field(
-            select(&["off", "on", "auto", "config", "full", ""][..]).prop_map(|m| json!(m))
+            select(&["off", "on", "auto", "config", "full", ""][..]).prop_map(|m| json!(m)),
         )),
     )
         .prop_map(|(kind, camera, hold, from, to, reason, extra, mode)| {

@@ -1,0 +1,385 @@
+//! The live-streaming keys of the config: per camera `live`, `live_target`, `live_sub_stream`,
+//! `live_sub_kbps`, and the `[live]` section with the rung policy's numbers. Validated by the
+//! same walker as the rest of the file (every problem at once, naming the key, never echoing a
+//! URL that may hold a passphrase or a stream key).
+
+use std::fmt;
+use std::time::Duration;
+
+use url::Url;
+
+use super::{join, type_name, Reader};
+use crate::source::CameraSource;
+use crate::uplink::PolicyConfig;
+
+/// Per camera `live` mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LiveMode {
+    /// Never stream.
+    Off,
+    /// Always stream the main stream.
+    On,
+    /// Stream the best rung the uplink carries.
+    Auto,
+}
+
+impl LiveMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            LiveMode::Off => "off",
+            LiveMode::On => "on",
+            LiveMode::Auto => "auto",
+        }
+    }
+}
+
+/// Where a camera's live stream goes. The URL may hold secrets (SRT passphrase, RTMP stream
+/// key): print it only through `Display`, which shows scheme, host and port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LiveTarget {
+    /// `srt://host:port[?passphrase=…&streamid=…]`, always in caller mode.
+    Srt(Url),
+    /// `rtmp://host[:port]/app/key` (H.264 only).
+    Rtmp(Url),
+}
+
+impl LiveTarget {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let url = Url::parse(s).map_err(|e| format!("not a valid URL: {e}"))?;
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err("live target has no host".into());
+        }
+        match url.scheme() {
+            "srt" => {
+                if url.port().is_none() {
+                    return Err("srt:// target needs a port (srt://HOST:PORT)".into());
+                }
+                if let Some((_, mode)) = url.query_pairs().find(|(k, _)| k == "mode") {
+                    if mode != "caller" {
+                        return Err(format!(
+                            "the agent calls its live target: mode {mode:?} is not supported (use caller)"
+                        ));
+                    }
+                }
+                Ok(LiveTarget::Srt(url))
+            }
+            "rtmp" | "rtmps" => Ok(LiveTarget::Rtmp(url)),
+            other => Err(format!(
+                "unsupported scheme {other:?}; expected srt://HOST:PORT or rtmp://HOST/APP/KEY"
+            )),
+        }
+    }
+
+    pub fn url(&self) -> &Url {
+        match self {
+            LiveTarget::Srt(u) | LiveTarget::Rtmp(u) => u,
+        }
+    }
+}
+
+/// `srt://host:port` or `rtmp://host:port/…`: never the query or the path (stream key).
+impl fmt::Display for LiveTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let u = self.url();
+        write!(f, "{}://{}", u.scheme(), u.host_str().unwrap_or(""))?;
+        if let Some(p) = u.port() {
+            write!(f, ":{p}")?;
+        }
+        if matches!(self, LiveTarget::Rtmp(_)) {
+            f.write_str("/…")?;
+        }
+        Ok(())
+    }
+}
+
+/// A camera's live settings (absent when the camera has no `live_target`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CameraLiveConfig {
+    pub mode: LiveMode,
+    pub target: LiveTarget,
+    /// RTSP cameras: the sub-stream for the lighter rung (opened only while that rung runs).
+    pub sub_stream: Option<CameraSource>,
+    /// Bitrate of the lighter rung: the encode bitrate for sources the agent encodes, the
+    /// expected bitrate of the sub-stream for RTSP cameras.
+    pub sub_kbps: u32,
+}
+
+/// The `[live]` section: the rung policy and the sender.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LiveConfig {
+    pub policy: PolicyConfig,
+    /// SRT latency (receiver buffer), milliseconds.
+    pub srt_latency_ms: u32,
+}
+
+impl Default for LiveConfig {
+    fn default() -> Self {
+        Self {
+            policy: PolicyConfig::default(),
+            srt_latency_ms: 250,
+        }
+    }
+}
+
+pub(super) const CAMERA_KEYS: [&str; 4] =
+    ["live", "live_target", "live_sub_stream", "live_sub_kbps"];
+
+impl Reader {
+    pub(super) fn live_section(&mut self, root: &toml::Table) -> Option<LiveConfig> {
+        let p = "live";
+        let t = self.optional_section(
+            root,
+            p,
+            &[
+                "margin_percent",
+                "step_down_seconds",
+                "step_up_after_seconds",
+                "probe_seconds",
+                "off_retry_seconds",
+                "probe_backoff_max_seconds",
+                "max_backlog_ms",
+                "max_loss_percent",
+                "srt_latency_ms",
+            ],
+        );
+        let d = LiveConfig::default();
+        let dp = &d.policy;
+        let secs = |d: Duration| d.as_secs() as i64;
+        let margin = self.int(t, p, "margin_percent", 0..=300, (dp.margin * 100.0) as i64);
+        let down = self.int(t, p, "step_down_seconds", 1..=30, secs(dp.down_after));
+        let up = self.int(t, p, "step_up_after_seconds", 2..=86_400, secs(dp.up_after));
+        let probe = self.int(t, p, "probe_seconds", 2..=600, secs(dp.probe_for));
+        let off = self.int(t, p, "off_retry_seconds", 2..=86_400, secs(dp.off_retry));
+        let backoff = self.int(
+            t,
+            p,
+            "probe_backoff_max_seconds",
+            5..=86_400,
+            secs(dp.backoff_max),
+        );
+        let backlog = self.int(
+            t,
+            p,
+            "max_backlog_ms",
+            200..=30_000,
+            dp.max_backlog.as_millis() as i64,
+        );
+        let loss = self.int(
+            t,
+            p,
+            "max_loss_percent",
+            1..=90,
+            (dp.max_loss * 100.0) as i64,
+        );
+        let latency = self.int(t, p, "srt_latency_ms", 20..=8_000, d.srt_latency_ms as i64);
+        Some(LiveConfig {
+            policy: PolicyConfig {
+                margin: margin? as f64 / 100.0,
+                down_after: Duration::from_secs(down? as u64),
+                up_after: Duration::from_secs(up? as u64),
+                probe_for: Duration::from_secs(probe? as u64),
+                off_retry: Duration::from_secs(off? as u64),
+                backoff_max: Duration::from_secs(backoff? as u64),
+                max_backlog: Duration::from_millis(backlog? as u64),
+                max_loss: loss? as f64 / 100.0,
+                start_grace: dp.start_grace,
+            },
+            srt_latency_ms: latency? as u32,
+        })
+    }
+
+    /// The live keys of one camera. `Some(None)`: no live target; `None`: a problem.
+    pub(super) fn camera_live(
+        &mut self,
+        t: &toml::Table,
+        path: &str,
+        source: Option<&CameraSource>,
+    ) -> Option<Option<CameraLiveConfig>> {
+        let mode = match t.get("live") {
+            None => Some(LiveMode::Off),
+            Some(toml::Value::String(s)) => match s.as_str() {
+                "off" => Some(LiveMode::Off),
+                "on" => Some(LiveMode::On),
+                "auto" => Some(LiveMode::Auto),
+                other => {
+                    self.problem(
+                        join(path, "live"),
+                        format!("{other:?} is not a live mode (off, on or auto)"),
+                    );
+                    None
+                }
+            },
+            Some(v) => {
+                self.problem(
+                    join(path, "live"),
+                    format!("must be a string (off, on or auto), found {}", type_name(v)),
+                );
+                None
+            }
+        };
+        let target =
+            self.string(t, path, "live_target", false)
+                .and_then(|s| match LiveTarget::parse(&s) {
+                    Ok(target) => Some(target),
+                    Err(e) => {
+                        // Never echo the URL: it may hold a passphrase or a stream key.
+                        self.problem(join(path, "live_target"), e);
+                        None
+                    }
+                });
+        let sub = self
+            .string(t, path, "live_sub_stream", false)
+            .and_then(|s| match CameraSource::parse(&s) {
+                Ok(src @ CameraSource::Rtsp(_)) => Some(src),
+                Ok(_) => {
+                    self.problem(
+                        join(path, "live_sub_stream"),
+                        "must be an rtsp:// URL (the camera's sub-stream)",
+                    );
+                    None
+                }
+                Err(e) => {
+                    self.problem(join(path, "live_sub_stream"), e.to_string());
+                    None
+                }
+            });
+        let sub_kbps = self.int(t, path, "live_sub_kbps", 64..=20_000, 500);
+        let mode = mode?;
+        let sub_kbps = sub_kbps? as u32;
+        if let (Some(src), true) = (source, t.contains_key("live_sub_stream")) {
+            if src.is_encoded_by_agent() {
+                self.problem(
+                    join(path, "live_sub_stream"),
+                    "only applies to rtsp:// cameras; the agent encodes the lighter stream of \
+                     test and /dev/videoN sources itself (live_sub_kbps)",
+                );
+                return None;
+            }
+        }
+        match target {
+            // An H.265 camera with an rtmp:// target fails at run time with a clear reason in
+            // health (FLV carries H.264 only).
+            Some(target) => Some(Some(CameraLiveConfig {
+                mode,
+                target,
+                sub_stream: sub,
+                sub_kbps,
+            })),
+            None if t.contains_key("live_target") => None,
+            None if mode != LiveMode::Off => {
+                self.problem(
+                    join(path, "live_target"),
+                    format!(
+                        "required with live = {:?} (srt://HOST:PORT or rtmp://HOST/APP/KEY)",
+                        mode.name()
+                    ),
+                );
+                None
+            }
+            None if t.contains_key("live_sub_stream") => {
+                self.problem(
+                    join(path, "live_sub_stream"),
+                    "has no effect without live_target",
+                );
+                None
+            }
+            None => Some(None),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::super::AgentConfig;
+    use super::*;
+
+    const BASE: &str = "[station]\nid = \"KG-0042\"\n[storage]\npath = \"/var/lib/sw\"\n";
+
+    fn parse(text: &str) -> Result<AgentConfig, super::super::ConfigError> {
+        AgentConfig::parse(
+            Path::new("/etc/stationwatch/agent.toml"),
+            &format!("{BASE}{text}"),
+            false,
+        )
+    }
+
+    #[test]
+    fn live_keys_load_with_defaults() {
+        let c = parse(
+            "[[camera]]\nid = \"desk\"\nsource = \"test\"\nlive = \"auto\"\n\
+             live_target = \"srt://192.0.2.7:9000?passphrase=0123456789ab\"\n\
+             [[camera]]\nid = \"hall\"\nsource = \"rtsp://192.0.2.10/main\"\n\
+             live_target = \"rtmp://live.example.org/app/streamkey\"\n\
+             live_sub_stream = \"rtsp://192.0.2.10/sub\"\nlive_sub_kbps = 300\n",
+        )
+        .unwrap();
+        let desk = c.cameras[0].live.as_ref().unwrap();
+        assert_eq!(desk.mode, LiveMode::Auto);
+        assert_eq!(desk.sub_kbps, 500);
+        assert_eq!(desk.target.to_string(), "srt://192.0.2.7:9000");
+        let hall = c.cameras[1].live.as_ref().unwrap();
+        assert_eq!(hall.mode, LiveMode::Off, "a target alone does not stream");
+        assert_eq!(hall.target.to_string(), "rtmp://live.example.org/…");
+        assert!(hall.sub_stream.is_some());
+        assert_eq!(c.live, LiveConfig::default());
+        assert_eq!(c.live.policy.down_after, Duration::from_secs(3));
+    }
+
+    #[test]
+    fn reference_config_documents_the_live_defaults() {
+        let text = include_str!("../../../config/agent.toml");
+        let c = AgentConfig::parse(Path::new("agent.toml"), text, false).expect("valid");
+        assert_eq!(
+            c.live,
+            LiveConfig::default(),
+            "the reference shows the defaults"
+        );
+        let desk = c.cameras[0].live.as_ref().expect("desk streams");
+        assert_eq!((desk.mode, desk.sub_kbps), (LiveMode::Auto, 500));
+        assert!(desk.sub_stream.is_some());
+        let boxes = c.cameras[1].live.as_ref().expect("boxes streams");
+        assert!(matches!(boxes.target, LiveTarget::Rtmp(_)));
+    }
+
+    #[test]
+    fn live_problems_name_the_key_and_never_echo_secrets() {
+        let err = parse(
+            "[live]\nmargin_percent = -1\nprobe_seconds = \"long\"\nspeed = 1\n\
+             [[camera]]\nid = \"a\"\nsource = \"test\"\nlive = \"always\"\n\
+             live_target = \"srt://192.0.2.7:9000?passphrase=topsecret1234&mode=listener\"\n\
+             [[camera]]\nid = \"b\"\nsource = \"test\"\nlive = \"on\"\n\
+             [[camera]]\nid = \"c\"\nsource = \"test\"\nlive = \"auto\"\n\
+             live_target = \"http://x/streamkey-secret\"\nlive_sub_stream = \"rtsp://192.0.2.1/s\"\n\
+             [[camera]]\nid = \"d\"\nsource = \"rtsp://192.0.2.1/m\"\nlive = \"on\"\n\
+             live_target = \"srt://192.0.2.7\"\nlive_sub_kbps = 1\n",
+        )
+        .unwrap_err();
+        let keys: Vec<&str> = err.problems().iter().map(|p| p.key.as_str()).collect();
+        for k in [
+            "live.margin_percent",
+            "live.probe_seconds",
+            "live.speed",
+            "camera[0].live",
+            "camera[0].live_target",
+            "camera[1].live_target",
+            "camera[2].live_target",
+            "camera[2].live_sub_stream",
+            "camera[3].live_target",
+            "camera[3].live_sub_kbps",
+        ] {
+            assert!(
+                keys.contains(&k),
+                "missing problem for {k}: {keys:?}\n{err}"
+            );
+        }
+        let msg = err.to_string();
+        assert!(msg.contains("\"always\" is not a live mode"), "{msg}");
+        assert!(msg.contains("mode \"listener\" is not supported"), "{msg}");
+        assert!(msg.contains("needs a port"), "{msg}");
+        assert!(!msg.contains("topsecret"), "{msg}");
+        assert!(!msg.contains("streamkey-secret"), "{msg}");
+    }
+}

@@ -1,0 +1,106 @@
+//! `set_live` overrides: the live mode the controller chose for a camera, kept in
+//! `<storage>/.live-overrides.json` so that it survives agent restarts and power cuts (an
+//! operator who turned a camera's live stream off does not expect it back on after a reboot).
+//! A `set_live` with mode `config` removes the override.
+
+use std::collections::BTreeMap;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use stationwatch_protocol::CameraId;
+use tracing::{info, warn};
+
+use crate::config::LiveMode;
+
+pub const OVERRIDES_FILE: &str = ".live-overrides.json";
+
+pub struct LiveOverrides {
+    path: PathBuf,
+    map: Mutex<BTreeMap<String, LiveMode>>,
+}
+
+impl LiveOverrides {
+    /// Loads the overrides; an unreadable file is kept aside and ignored (the configured modes
+    /// apply).
+    pub fn open(storage: &Path) -> Self {
+        let path = storage.join(OVERRIDES_FILE);
+        let map = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                let aside = path.with_extension("json.unreadable");
+                warn!(path = %path.display(), error = %e, moved_to = %aside.display(), "live overrides file unreadable; kept aside");
+                let _ = std::fs::rename(&path, &aside);
+                BTreeMap::new()
+            }),
+            Err(_) => BTreeMap::new(),
+        };
+        Self {
+            path,
+            map: Mutex::new(map),
+        }
+    }
+
+    pub fn get(&self, camera: &CameraId) -> Option<LiveMode> {
+        self.lock().get(camera.as_str()).copied()
+    }
+
+    /// Sets (`Some`) or removes (`None`) a camera's override. Durable before it returns.
+    pub fn set(&self, camera: &CameraId, mode: Option<LiveMode>) -> io::Result<()> {
+        let mut map = self.lock();
+        let mut next = map.clone();
+        match mode {
+            Some(m) => next.insert(camera.to_string(), m),
+            None => next.remove(camera.as_str()),
+        };
+        if next == *map {
+            return Ok(());
+        }
+        let data = serde_json::to_vec_pretty(&next).map_err(io::Error::other)?;
+        let tmp = self.path.with_extension("json.tmp");
+        {
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&data)?;
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, &self.path)?;
+        if let Some(dir) = self.path.parent() {
+            crate::ledger::sync_dir(dir);
+        }
+        *map = next;
+        info!(camera = %camera, mode = mode.map(LiveMode::name), "live override stored");
+        Ok(())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, LiveMode>> {
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overrides_survive_a_restart_and_can_be_cleared() {
+        let dir = tempfile::tempdir().unwrap();
+        let desk = CameraId::new("desk").unwrap();
+        let hall = CameraId::new("hall").unwrap();
+        let o = LiveOverrides::open(dir.path());
+        o.set(&desk, Some(LiveMode::Off)).unwrap();
+        o.set(&hall, Some(LiveMode::Auto)).unwrap();
+        o.set(&hall, None).unwrap();
+        drop(o);
+        let o = LiveOverrides::open(dir.path());
+        assert_eq!(o.get(&desk), Some(LiveMode::Off));
+        assert_eq!(o.get(&hall), None);
+    }
+
+    #[test]
+    fn unreadable_file_is_kept_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(OVERRIDES_FILE), b"[oops").unwrap();
+        let o = LiveOverrides::open(dir.path());
+        assert_eq!(o.get(&CameraId::new("desk").unwrap()), None);
+        assert!(dir.path().join(".live-overrides.json.unreadable").exists());
+    }
+}
