@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use crate::camera::{self, CameraContext, CameraHandle};
 use crate::config::AgentConfig;
-use crate::health::{CameraView, HealthCollector};
+use crate::health::{CameraView, HealthCollector, ReportFacts};
 use crate::holds::HoldStore;
 use crate::live::{self, LiveContext, LiveHandle};
 use crate::live_overrides::LiveOverrides;
@@ -155,12 +155,14 @@ pub async fn run(
                     .collect(),
                 disk.clone(),
                 config.storage.path.clone(),
-                Hash256::of(&config_bytes),
-                ctx.key.public().fingerprint(),
-                u32::try_from(m.health_interval.as_secs()).unwrap_or(u32::MAX),
-                u32::try_from(config.storage.segment.as_secs()).unwrap_or(u32::MAX),
-                config.station_name.clone(),
-                config.region.clone(),
+                ReportFacts {
+                    config_hash: Hash256::of(&config_bytes),
+                    fingerprint: ctx.key.public().fingerprint(),
+                    interval_s: u32::try_from(m.health_interval.as_secs()).unwrap_or(u32::MAX),
+                    segment_s: u32::try_from(config.storage.segment.as_secs()).unwrap_or(u32::MAX),
+                    station_name: config.station_name.clone(),
+                    region: config.region.clone(),
+                },
             );
             let link = MqttContext {
                 config: m.clone(),

@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+pub use stationwatch_protocol::config_reader::Problem;
+use stationwatch_protocol::config_reader::{join, parse_toml, render_problems, TomlReader};
 use stationwatch_protocol::{CameraId, StationId};
 
 use crate::source::CameraSource;
@@ -162,24 +164,6 @@ impl Default for EncodeSettings {
     }
 }
 
-/// One thing wrong with the file: which key and what.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    /// Dotted path of the key, e.g. `camera[1].source`; empty for whole-file problems.
-    pub key: String,
-    pub message: String,
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.key.is_empty() {
-            f.write_str(&self.message)
-        } else {
-            write!(f, "{}: {}", self.key, self.message)
-        }
-    }
-}
-
 /// The configuration could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -188,24 +172,11 @@ pub enum ConfigError {
         file: PathBuf,
         source: std::io::Error,
     },
-    #[error("{}", render_invalid(file, problems))]
+    #[error("{}", render_problems(file, problems))]
     Invalid {
         file: PathBuf,
         problems: Vec<Problem>,
     },
-}
-
-fn render_invalid(file: &Path, problems: &[Problem]) -> String {
-    let mut s = format!(
-        "config file {} has {} problem{}:",
-        file.display(),
-        problems.len(),
-        if problems.len() == 1 { "" } else { "s" }
-    );
-    for p in problems {
-        s.push_str(&format!("\n  {}: {p}", file.display()));
-    }
-    s
 }
 
 impl ConfigError {
@@ -235,15 +206,7 @@ impl AgentConfig {
             file: file.to_owned(),
             problems,
         };
-        let root: toml::Table = match text.parse() {
-            Ok(t) => t,
-            Err(e) => {
-                return Err(invalid(vec![Problem {
-                    key: String::new(),
-                    message: format!("not valid TOML: {}", e.to_string().trim_end()),
-                }]))
-            }
-        };
+        let root = parse_toml(text).map_err(|p| invalid(vec![p]))?;
         let mut r = Reader::default();
         let cfg = r.agent(&root, check_machine);
         match cfg {
@@ -251,7 +214,7 @@ impl AgentConfig {
                 file: file.to_owned(),
                 ..cfg
             }),
-            _ => Err(invalid(r.problems)),
+            _ => Err(invalid(r.0.problems)),
         }
     }
 
@@ -261,17 +224,21 @@ impl AgentConfig {
     }
 }
 
-/// Walks the TOML tree, collecting every problem.
+/// Walks the TOML tree, collecting every problem: the shared reader's getters plus the
+/// agent's sections.
 #[derive(Default)]
-struct Reader {
-    problems: Vec<Problem>,
+struct Reader(TomlReader);
+
+impl std::ops::Deref for Reader {
+    type Target = TomlReader;
+    fn deref(&self) -> &TomlReader {
+        &self.0
+    }
 }
 
-fn join(parent: &str, key: &str) -> String {
-    if parent.is_empty() {
-        key.to_owned()
-    } else {
-        format!("{parent}.{key}")
+impl std::ops::DerefMut for Reader {
+    fn deref_mut(&mut self) -> &mut TomlReader {
+        &mut self.0
     }
 }
 
@@ -280,110 +247,6 @@ fn type_name(v: &toml::Value) -> &'static str {
 }
 
 impl Reader {
-    fn problem(&mut self, key: impl Into<String>, message: impl Into<String>) {
-        self.problems.push(Problem {
-            key: key.into(),
-            message: message.into(),
-        });
-    }
-
-    fn unknown_keys(&mut self, table: &toml::Table, path: &str, allowed: &[&str]) {
-        for k in table.keys() {
-            if !allowed.contains(&k.as_str()) {
-                self.problem(
-                    join(path, k),
-                    format!("unknown key (allowed here: {})", allowed.join(", ")),
-                );
-            }
-        }
-    }
-
-    fn table<'t>(
-        &mut self,
-        parent: &'t toml::Table,
-        path: &str,
-        key: &str,
-        required: bool,
-    ) -> Option<&'t toml::Table> {
-        match parent.get(key) {
-            Some(toml::Value::Table(t)) => Some(t),
-            Some(v) => {
-                self.problem(
-                    join(path, key),
-                    format!("must be a table ([{key}]), found {}", type_name(v)),
-                );
-                None
-            }
-            None => {
-                if required {
-                    self.problem(join(path, key), "missing required section");
-                }
-                None
-            }
-        }
-    }
-
-    /// A top-level section that may be absent (then every key takes its default).
-    fn optional_section<'t>(
-        &mut self,
-        root: &'t toml::Table,
-        key: &str,
-        allowed: &[&str],
-    ) -> &'t toml::Table {
-        static EMPTY: std::sync::LazyLock<toml::Table> = std::sync::LazyLock::new(toml::Table::new);
-        let t = self.table(root, "", key, false).unwrap_or(&EMPTY);
-        self.unknown_keys(t, key, allowed);
-        t
-    }
-
-    fn string(&mut self, t: &toml::Table, path: &str, key: &str, required: bool) -> Option<String> {
-        match t.get(key) {
-            Some(toml::Value::String(s)) => Some(s.clone()),
-            Some(v) => {
-                self.problem(
-                    join(path, key),
-                    format!("must be a string, found {}", type_name(v)),
-                );
-                None
-            }
-            None => {
-                if required {
-                    self.problem(join(path, key), "missing required key");
-                }
-                None
-            }
-        }
-    }
-
-    /// An integer within `range`, or `default` when absent. `None` when present but invalid.
-    fn int(
-        &mut self,
-        t: &toml::Table,
-        path: &str,
-        key: &str,
-        range: RangeInclusive<i64>,
-        default: i64,
-    ) -> Option<i64> {
-        match t.get(key) {
-            None => Some(default),
-            Some(toml::Value::Integer(i)) if range.contains(i) => Some(*i),
-            Some(toml::Value::Integer(i)) => {
-                self.problem(
-                    join(path, key),
-                    format!("{i} is out of range ({}..={})", range.start(), range.end()),
-                );
-                None
-            }
-            Some(v) => {
-                self.problem(
-                    join(path, key),
-                    format!("must be an integer, found {}", type_name(v)),
-                );
-                None
-            }
-        }
-    }
-
     fn agent(&mut self, root: &toml::Table, check_machine: bool) -> Option<AgentConfig> {
         self.unknown_keys(
             root,

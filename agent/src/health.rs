@@ -34,43 +34,41 @@ pub struct HealthCollector {
     meters: Vec<BitrateMeter>,
     disk: watch::Receiver<DiskStatus>,
     storage: PathBuf,
-    config_hash: Hash256,
-    fingerprint: Fingerprint,
+    facts: ReportFacts,
     started: Instant,
-    interval_s: u32,
-    segment_s: u32,
-    station_name: Option<String>,
-    region: Option<String>,
     /// Previous observations, for events.
     last_clock_synced: Option<bool>,
     last_disk_low: bool,
 }
 
+/// What every report says about the agent itself, fixed for its run.
+#[derive(Debug, Clone)]
+pub struct ReportFacts {
+    /// SHA-256 of the config file.
+    pub config_hash: Hash256,
+    pub fingerprint: Fingerprint,
+    /// Seconds between reports.
+    pub interval_s: u32,
+    /// Target segment length, seconds.
+    pub segment_s: u32,
+    pub station_name: Option<String>,
+    pub region: Option<String>,
+}
+
 impl HealthCollector {
-    #[allow(clippy::too_many_arguments)] // each is one fixed fact of the report, set once
     pub fn new(
         cameras: Vec<CameraView>,
         disk: watch::Receiver<DiskStatus>,
         storage: PathBuf,
-        config_hash: Hash256,
-        fingerprint: Fingerprint,
-        interval_s: u32,
-        segment_s: u32,
-        station_name: Option<String>,
-        region: Option<String>,
+        facts: ReportFacts,
     ) -> Self {
         Self {
             meters: cameras.iter().map(|_| BitrateMeter::new()).collect(),
             cameras,
             disk,
             storage,
-            config_hash,
-            fingerprint,
+            facts,
             started: Instant::now(),
-            interval_s,
-            segment_s,
-            station_name,
-            region,
             last_clock_synced: None,
             last_disk_low: false,
         }
@@ -96,13 +94,13 @@ impl HealthCollector {
     pub fn report(&mut self) -> Health {
         let now = Instant::now();
         let mut h = Health::new(Timestamp::now());
-        h.interval_s = self.interval_s;
-        h.segment_s = Some(self.segment_s);
-        h.agent.station_name = self.station_name.clone();
-        h.agent.region = self.region.clone();
+        h.interval_s = self.facts.interval_s;
+        h.segment_s = Some(self.facts.segment_s);
+        h.agent.station_name = self.facts.station_name.clone();
+        h.agent.region = self.facts.region.clone();
         h.agent.version = env!("CARGO_PKG_VERSION").to_owned();
-        h.agent.config_hash = Some(self.config_hash);
-        h.agent.key_fingerprint = Some(self.fingerprint);
+        h.agent.config_hash = Some(self.facts.config_hash);
+        h.agent.key_fingerprint = Some(self.facts.fingerprint);
         h.agent.uptime_s = self.uptime_s();
         h.agent.system_uptime_s = sysinfo::uptime().map(|d| d.as_secs());
         let mut total_bps = 0.0;

@@ -4,66 +4,24 @@
 //! end-to-end tests always run the current code even though Cargo does not build another
 //! package's binaries for a test.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use chrono::{DateTime, NaiveDateTime, Utc};
 
+use crate::process::{cargo_bin, LoggedChild};
+
 /// Path of the `station-agent` binary of this workspace, built on first use.
 pub fn agent_bin() -> Result<PathBuf> {
-    static BUILT: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let status = Command::new(cargo)
-                .args([
-                    "build",
-                    "--quiet",
-                    "-p",
-                    "station-agent",
-                    "--bin",
-                    "station-agent",
-                ])
-                .current_dir(workspace_root())
-                .status()
-                .map_err(|e| format!("running cargo: {e}"))?;
-            if !status.success() {
-                return Err(format!("cargo build -p station-agent failed: {status}"));
-            }
-            let bin = target_dir().join("debug/station-agent");
-            if bin.is_file() {
-                Ok(bin)
-            } else {
-                Err(format!("{} missing after build", bin.display()))
-            }
-        })
-        .clone()
-        .map_err(anyhow::Error::msg)
-}
-
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."))
-}
-
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"))
+    cargo_bin("station-agent", "station-agent")
 }
 
 /// A running agent. Dropping it kills the process.
 pub struct AgentProcess {
-    child: Option<Child>,
+    child: LoggedChild,
     pub config: PathBuf,
-    log: Arc<Mutex<String>>,
-    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl AgentProcess {
@@ -97,123 +55,53 @@ impl AgentProcess {
         cmd.args(["run", "--config"])
             .arg(&config)
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+            .stdout(Stdio::null());
         if !env.iter().any(|(k, _)| *k == "RUST_LOG") {
             cmd.env("RUST_LOG", "info");
         }
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let mut child = cmd.spawn().context("spawning station-agent")?;
-        let stderr = child.stderr.take().context("stderr is piped")?;
-        let log = Arc::new(Mutex::new(String::new()));
-        let sink = log.clone();
-        let reader = std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(|l| l.ok()) {
-                if std::env::var_os("STATIONWATCH_TEST_ECHO").is_some() {
-                    eprintln!("agent| {line}");
-                }
-                if let Ok(mut s) = sink.lock() {
-                    s.push_str(&line);
-                    s.push('\n');
-                }
-            }
-        });
         Ok(Self {
-            child: Some(child),
+            child: LoggedChild::spawn("agent", cmd)?,
             config,
-            log,
-            reader: Some(reader),
         })
     }
 
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+        self.child.pid()
     }
 
     /// Everything the agent logged so far.
     pub fn log(&self) -> String {
-        self.log.lock().map(|s| s.clone()).unwrap_or_default()
+        self.child.log()
     }
 
     /// Waits until the log contains `needle` `count` times.
     pub fn wait_log_count(&self, needle: &str, count: usize, timeout: Duration) -> Result<()> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if self.log().matches(needle).count() >= count {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "agent did not log {needle:?} {count} time(s) within {timeout:?}; log:\n{}",
-                    self.log()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.child.wait_log_count(needle, count, timeout)
     }
 
     pub fn wait_log(&self, needle: &str, timeout: Duration) -> Result<()> {
         self.wait_log_count(needle, 1, timeout)
     }
 
-    fn signal(&self, sig: i32) -> Result<()> {
-        let pid = self.pid().context("agent already stopped")?;
-        // SAFETY: kill(2) on our own child's pid.
-        if unsafe { libc::kill(pid as i32, sig) } != 0 {
-            bail!("kill({pid}, {sig}): {}", std::io::Error::last_os_error());
-        }
-        Ok(())
-    }
-
     /// SIGTERM, then waits up to `timeout` for the exit. Returns the status and how long the
     /// agent took to exit.
     pub fn terminate(&mut self, timeout: Duration) -> Result<(ExitStatus, Duration)> {
         let t0 = Instant::now();
-        self.signal(libc::SIGTERM)?;
-        let status = self.wait(timeout)?;
+        let status = self.child.terminate(timeout)?;
         Ok((status, t0.elapsed()))
     }
 
     /// SIGKILL (a crash or a power cut as far as the process is concerned), and reap it.
     pub fn kill(&mut self) -> Result<()> {
-        self.signal(libc::SIGKILL)?;
-        self.wait(Duration::from_secs(10))?;
-        Ok(())
+        self.child.kill()
     }
 
-    fn wait(&mut self, timeout: Duration) -> Result<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        let child = self.child.as_mut().context("agent already stopped")?;
-        loop {
-            if let Some(status) = child.try_wait()? {
-                self.child = None;
-                if let Some(r) = self.reader.take() {
-                    let _ = r.join();
-                }
-                return Ok(status);
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                self.child = None;
-                bail!(
-                    "agent did not exit within {timeout:?}; log:\n{}",
-                    self.log()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for AgentProcess {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+    /// Sends a signal (e.g. SIGSTOP to freeze it).
+    pub fn signal(&self, sig: i32) -> Result<()> {
+        self.child.signal(sig)
     }
 }
 

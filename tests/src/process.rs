@@ -1,5 +1,5 @@
 //! A workspace binary built on demand and run as a child process whose stderr log a test can
-//! wait on (used for the controller; the agent's fixture has its own copy until it moves here).
+//! wait on (the agent's and the controller's fixtures, PostgreSQL).
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -95,6 +95,22 @@ impl LoggedChild {
 
     pub fn log(&self) -> String {
         self.log.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Waits until the log contains `needle` `count` times.
+    pub fn wait_log_count(&self, needle: &str, count: usize, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        while self.log().matches(needle).count() < count {
+            if Instant::now() > deadline {
+                bail!(
+                    "{} did not log {needle:?} {count} time(s) within {timeout:?}; log:\n{}",
+                    self.name,
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
     }
 
     /// Waits until the log contains `needle`; returns the first line containing it.
