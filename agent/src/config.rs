@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-pub use stationwatch_protocol::config_reader::Problem;
-use stationwatch_protocol::config_reader::{join, parse_toml, render_problems, TomlReader};
+use stationwatch_protocol::config_reader::{join, parse_config, read_file, TomlReader};
+pub use stationwatch_protocol::config_reader::{ConfigError, Problem};
 use stationwatch_protocol::{CameraId, StationId};
 
 use crate::source::CameraSource;
@@ -164,58 +164,23 @@ impl Default for EncodeSettings {
     }
 }
 
-/// The configuration could not be used.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read config file {}: {source}", file.display())]
-    Read {
-        file: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{}", render_problems(file, problems))]
-    Invalid {
-        file: PathBuf,
-        problems: Vec<Problem>,
-    },
-}
-
-impl ConfigError {
-    /// The individual problems (empty for a read error).
-    pub fn problems(&self) -> &[Problem] {
-        match self {
-            ConfigError::Read { .. } => &[],
-            ConfigError::Invalid { problems, .. } => problems,
-        }
-    }
-}
-
 impl AgentConfig {
     /// Reads and validates a config file, including checks against the machine (storage
     /// writable, V4L2 devices present).
     pub fn load(file: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
-            file: file.to_owned(),
-            source,
-        })?;
-        Self::parse(file, &text, true)
+        Self::parse(file, &read_file(file)?, true)
     }
 
     /// Validates config text. `check_machine` also checks the storage folder and devices.
     pub fn parse(file: &Path, text: &str, check_machine: bool) -> Result<Self, ConfigError> {
-        let invalid = |problems| ConfigError::Invalid {
-            file: file.to_owned(),
-            problems,
-        };
-        let root = parse_toml(text).map_err(|p| invalid(vec![p]))?;
-        let mut r = Reader::default();
-        let cfg = r.agent(&root, check_machine);
-        match cfg {
-            Some(cfg) if r.problems.is_empty() => Ok(AgentConfig {
+        parse_config(file, text, |root| {
+            let mut r = Reader::default();
+            let cfg = r.agent(root, check_machine).map(|cfg| AgentConfig {
                 file: file.to_owned(),
                 ..cfg
-            }),
-            _ => Err(invalid(r.0.problems)),
-        }
+            });
+            (cfg, r.0.problems)
+        })
     }
 
     /// Folder of one camera's recordings.

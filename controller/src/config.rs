@@ -6,9 +6,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use stationwatch_protocol::config_reader::{
-    join, parse_toml, render_problems, Problem, TomlReader,
-};
+pub use stationwatch_protocol::config_reader::ConfigError;
+use stationwatch_protocol::config_reader::{join, parse_config, read_file, TomlReader};
 
 /// A validated controller configuration.
 #[derive(Debug, Clone)]
@@ -109,53 +108,19 @@ pub struct AuthConfig {
     pub bootstrap_admin: Option<(String, String)>,
 }
 
-/// The configuration could not be used.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read config file {}: {source}", file.display())]
-    Read {
-        file: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{}", render_problems(file, problems))]
-    Invalid {
-        file: PathBuf,
-        problems: Vec<Problem>,
-    },
-}
-
-impl ConfigError {
-    pub fn problems(&self) -> &[Problem] {
-        match self {
-            ConfigError::Read { .. } => &[],
-            ConfigError::Invalid { problems, .. } => problems,
-        }
-    }
-}
-
 impl ControllerConfig {
     /// Reads and validates a config file, including that the files it names exist.
     pub fn load(file: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
-            file: file.to_owned(),
-            source,
-        })?;
-        Self::parse(file, &text, true)
+        Self::parse(file, &read_file(file)?, true)
     }
 
     /// Validates config text; `check_machine` also reads the files it names.
     pub fn parse(file: &Path, text: &str, check_machine: bool) -> Result<Self, ConfigError> {
-        let invalid = |problems| ConfigError::Invalid {
-            file: file.to_owned(),
-            problems,
-        };
-        let root = parse_toml(text).map_err(|p| invalid(vec![p]))?;
-        let mut r = TomlReader::default();
-        let cfg = read(&mut r, &root, file, check_machine);
-        match cfg {
-            Some(cfg) if r.problems.is_empty() => Ok(cfg),
-            _ => Err(invalid(r.problems)),
-        }
+        parse_config(file, text, |root| {
+            let mut r = TomlReader::default();
+            let cfg = read(&mut r, root, file, check_machine);
+            (cfg, r.problems)
+        })
     }
 }
 

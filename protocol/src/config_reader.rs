@@ -40,6 +40,57 @@ pub fn render_problems(file: &Path, problems: &[Problem]) -> String {
     s
 }
 
+/// A configuration file that could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {}: {source}", file.display())]
+    Read {
+        file: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}", render_problems(file, problems))]
+    Invalid {
+        file: PathBuf,
+        problems: Vec<Problem>,
+    },
+}
+
+impl ConfigError {
+    /// The individual problems (empty for a read error).
+    pub fn problems(&self) -> &[Problem] {
+        match self {
+            ConfigError::Read { .. } => &[],
+            ConfigError::Invalid { problems, .. } => problems,
+        }
+    }
+}
+
+/// The text of a config file.
+pub fn read_file(file: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
+        file: file.to_owned(),
+        source,
+    })
+}
+
+/// Parses `text` (from `file`) and hands the tree to `walk`, which returns the configuration
+/// (if it could build one) and every problem it found; any problem makes the whole file invalid.
+pub fn parse_config<T>(
+    file: &Path,
+    text: &str,
+    walk: impl FnOnce(&toml::Table) -> (Option<T>, Vec<Problem>),
+) -> Result<T, ConfigError> {
+    let invalid = |problems| ConfigError::Invalid {
+        file: file.to_owned(),
+        problems,
+    };
+    let root = parse_toml(text).map_err(|p| invalid(vec![p]))?;
+    match walk(&root) {
+        (Some(cfg), problems) if problems.is_empty() => Ok(cfg),
+        (_, problems) => Err(invalid(problems)),
+    }
+}
+
 /// Parses TOML text; a syntax error becomes the single whole-file problem.
 pub fn parse_toml(text: &str) -> Result<toml::Table, Problem> {
     text.parse().map_err(|e: toml::de::Error| Problem {
