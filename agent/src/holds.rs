@@ -3,11 +3,11 @@
 //! they survive restarts.
 
 use std::collections::BTreeMap;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::config::LegalHold;
 
@@ -24,18 +24,7 @@ impl HoldStore {
     /// kept aside, never silently replaced (holds protect evidence).
     pub fn open(storage: &Path, configured: Vec<LegalHold>) -> Self {
         let path = storage.join(HOLDS_FILE);
-        let commanded = match std::fs::read(&path) {
-            Ok(bytes) => match serde_json::from_slice(&bytes) {
-                Ok(map) => map,
-                Err(e) => {
-                    let aside = path.with_extension("json.unreadable");
-                    warn!(path = %path.display(), error = %e, moved_to = %aside.display(), "legal holds file unreadable; kept aside");
-                    let _ = std::fs::rename(&path, &aside);
-                    BTreeMap::new()
-                }
-            },
-            Err(_) => BTreeMap::new(),
-        };
+        let commanded = crate::json_file::load(&path, "legal holds");
         Self {
             path,
             configured,
@@ -82,17 +71,7 @@ impl HoldStore {
     }
 
     fn persist(&self, map: &BTreeMap<String, LegalHold>) -> io::Result<()> {
-        let data = serde_json::to_vec_pretty(map).map_err(io::Error::other)?;
-        let tmp = self.path.with_extension("json.tmp");
-        {
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&data)?;
-            f.sync_all()?;
-        }
-        std::fs::rename(&tmp, &self.path)?;
-        if let Some(dir) = self.path.parent() {
-            crate::ledger::sync_dir(dir);
-        }
+        crate::json_file::store(&self.path, map)?;
         Ok(())
     }
 }

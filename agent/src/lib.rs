@@ -10,6 +10,7 @@ pub mod camera;
 pub mod config;
 pub mod health;
 pub mod holds;
+pub mod json_file;
 pub mod keys;
 pub mod ledger;
 pub mod live;

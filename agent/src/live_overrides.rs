@@ -4,12 +4,12 @@
 //! A `set_live` with mode `config` removes the override.
 
 use std::collections::BTreeMap;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use stationwatch_protocol::CameraId;
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::config::LiveMode;
 
@@ -25,15 +25,7 @@ impl LiveOverrides {
     /// apply).
     pub fn open(storage: &Path) -> Self {
         let path = storage.join(OVERRIDES_FILE);
-        let map = match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
-                let aside = path.with_extension("json.unreadable");
-                warn!(path = %path.display(), error = %e, moved_to = %aside.display(), "live overrides file unreadable; kept aside");
-                let _ = std::fs::rename(&path, &aside);
-                BTreeMap::new()
-            }),
-            Err(_) => BTreeMap::new(),
-        };
+        let map = crate::json_file::load(&path, "live overrides");
         Self {
             path,
             map: Mutex::new(map),
@@ -55,17 +47,7 @@ impl LiveOverrides {
         if next == *map {
             return Ok(());
         }
-        let data = serde_json::to_vec_pretty(&next).map_err(io::Error::other)?;
-        let tmp = self.path.with_extension("json.tmp");
-        {
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&data)?;
-            f.sync_all()?;
-        }
-        std::fs::rename(&tmp, &self.path)?;
-        if let Some(dir) = self.path.parent() {
-            crate::ledger::sync_dir(dir);
-        }
+        crate::json_file::store(&self.path, &next)?;
         *map = next;
         info!(camera = %camera, mode = mode.map(LiveMode::name), "live override stored");
         Ok(())
