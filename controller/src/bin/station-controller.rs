@@ -8,7 +8,6 @@ use clap::{Parser, Subcommand};
 use station_controller::auth::Role;
 use station_controller::store::Store;
 use station_controller::{api, Controller, ControllerConfig};
-use tokio_util::sync::CancellationToken;
 use tracing::info;
 use tracing_subscriber::EnvFilter;
 
@@ -119,20 +118,14 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn run(cfg: ControllerConfig) -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
     let controller = Controller::start(cfg).await?;
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-    let stop = CancellationToken::new();
-    let s = stop.clone();
-    tokio::spawn(async move {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
-        }
-        s.cancel();
-    });
-    stop.cancelled().await;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
     info!("stopping");
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     controller.stop().await;
