@@ -755,6 +755,7 @@ async fn create_user(
     let now = now_ms();
     let role = Role::from_name(&body.role)
         .ok_or_else(|| ApiError::bad("role must be admin, operator or observer"))?;
+    check_station_ids(&body.grants)?;
     let id = create_user_checked(&state.store, &body.username, &body.password, role)
         .await
         .map_err(|e| match e {
@@ -842,6 +843,14 @@ async fn delete_user(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Grants name stations by their ids: refuse anything that cannot be one.
+fn check_station_ids(ids: &[String]) -> ApiResult<()> {
+    for s in ids {
+        StationId::new(s.clone()).map_err(|e| ApiError::bad(format!("{s:?}: {e}")))?;
+    }
+    Ok(())
+}
+
 #[derive(Deserialize)]
 struct Grants {
     stations: Vec<String>,
@@ -861,9 +870,7 @@ async fn set_grants(
         .user_by_name(&username)
         .await?
         .ok_or_else(|| ApiError::not_found("user"))?;
-    for s in &body.stations {
-        StationId::new(s.clone()).map_err(|e| ApiError::bad(format!("{s:?}: {e}")))?;
-    }
+    check_station_ids(&body.stations)?;
     state.store.set_grants(target.id, &body.stations).await?;
     state
         .store

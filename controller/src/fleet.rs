@@ -327,7 +327,7 @@ impl Fleet {
             .collect();
         let total = hits.len();
         let key = |s: &Station| (s.state, std::cmp::Reverse(s.reasons.len()));
-        let end = (q.offset + q.limit).min(total);
+        let end = q.offset.saturating_add(q.limit).min(total);
         if q.offset < end {
             // Only the requested page needs full order.
             if end < total {
@@ -443,6 +443,13 @@ mod tests {
                 "st-048"
             ]
         );
+        let beyond = ListQuery {
+            offset: usize::MAX,
+            limit: 1000,
+            ..Default::default()
+        };
+        let page = f.list(&beyond, &all);
+        assert_eq!((page.total, page.stations.len()), (50, 0));
         let only = |id: &str| id == "st-001";
         assert_eq!(f.counts(&only).total, 1);
         assert_eq!(f.counts(&all).offline, 2);
