@@ -83,7 +83,7 @@ stop_run() {
 cleanup() {
     stop_run
     if [ -n "$PG_DIR" ]; then
-        su postgres -c "pg_ctl -D '$PG_DIR/data' -m fast stop" >/dev/null 2>&1 || true
+        su postgres -c "PATH='$PATH' pg_ctl -D '$PG_DIR/data' -m fast stop" >/dev/null 2>&1 || true
     fi
     if [ "$KEEP" = 1 ]; then echo "kept: $WORK" >&2; else rm -rf "$WORK"; fi
 }
@@ -145,9 +145,13 @@ if [ "$DB" = postgres ]; then
     # A throw-away cluster on a free port, owned by the postgres user.
     PG_DIR=$WORK/pg
     PG_PORT=$(free_port)
+    # (mktemp -d makes $WORK 0700: the postgres user must be able to reach its folder.)
+    chmod 755 "$WORK"
     mkdir -p "$PG_DIR" && chown postgres "$PG_DIR"
-    su postgres -c "initdb -D '$PG_DIR/data' -A trust -U postgres >/dev/null"
-    su postgres -c "pg_ctl -D '$PG_DIR/data' -l '$PG_DIR/log' -o '-p $PG_PORT -k $PG_DIR -c listen_addresses=127.0.0.1' -w start >/dev/null"
+    PATH="$PATH:$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)"
+    export PATH
+    su postgres -c "PATH='$PATH' initdb -D '$PG_DIR/data' -A trust -U postgres >/dev/null"
+    su postgres -c "PATH='$PATH' pg_ctl -D '$PG_DIR/data' -l '$PG_DIR/log' -o '-p $PG_PORT -k $PG_DIR -c listen_addresses=127.0.0.1' -w start >/dev/null"
 fi
 
 PASSWORD=bench-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')
