@@ -27,12 +27,14 @@ pub struct Station {
     pub state_since: i64,
     /// Highest manifest `next_seq` reported per camera, with the key fingerprint (see rules).
     pub manifest_max: BTreeMap<String, (u64, Option<String>)>,
+    /// Id and name in lower case, for searches (kept so a search does not lower-case every
+    /// station's names on every request).
+    search_key: String,
 }
 
 impl Station {
     fn new(id: String, now: i64) -> Self {
         Station {
-            id,
             status: None,
             status_received_at: None,
             health: None,
@@ -41,6 +43,8 @@ impl Station {
             reasons: Vec::new(),
             state_since: now,
             manifest_max: BTreeMap::new(),
+            search_key: id.to_lowercase(),
+            id,
         }
     }
 
@@ -203,6 +207,10 @@ impl Fleet {
         }
         s.health = Some(health);
         s.health_received_at = Some(received_at);
+        s.search_key = match s.name() {
+            Some(name) => format!("{}\n{}", s.id, name).to_lowercase(),
+            None => s.id.to_lowercase(),
+        };
         let t = reevaluate(s, now, &self.rules);
         // Remember the highest heads after evaluating, so the report that rewound is flagged.
         if let Some(h) = &s.health {
@@ -318,12 +326,7 @@ impl Fleet {
                     .as_deref()
                     .is_none_or(|r| s.region().is_some_and(|x| x.eq_ignore_ascii_case(r)))
             })
-            .filter(|s| {
-                needle.as_deref().is_none_or(|n| {
-                    s.id.to_lowercase().contains(n)
-                        || s.name().is_some_and(|x| x.to_lowercase().contains(n))
-                })
-            })
+            .filter(|s| needle.as_deref().is_none_or(|n| s.search_key.contains(n)))
             .collect();
         let total = hits.len();
         let key = |s: &Station| (s.state, std::cmp::Reverse(s.reasons.len()));
@@ -453,6 +456,32 @@ mod tests {
         let only = |id: &str| id == "st-001";
         assert_eq!(f.counts(&only).total, 1);
         assert_eq!(f.counts(&all).offline, 2);
+    }
+
+    #[test]
+    fn search_matches_id_or_name_in_any_case() {
+        let f = Fleet::new(RulesConfig::default());
+        let now = 1_780_000_000_000;
+        let mut h = Health::new(Timestamp::from_unix_ms(now).unwrap());
+        h.agent.station_name = Some("Riverside School".into());
+        f.apply_health("KG-0042", Arc::new(h), now, now);
+        f.apply_health("KG-0043", health(now, "N"), now, now);
+        let all = |_: &str| true;
+        let find = |q: &str| -> Vec<String> {
+            let q = ListQuery {
+                search: Some(q.into()),
+                limit: 10,
+                ..Default::default()
+            };
+            f.list(&q, &all)
+                .stations
+                .into_iter()
+                .map(|s| s.id)
+                .collect()
+        };
+        assert_eq!(find("RIVERSIDE"), ["KG-0042"]);
+        assert_eq!(find("kg-004"), ["KG-0042", "KG-0043"]);
+        assert!(find("school 2").is_empty());
     }
 
     #[test]
