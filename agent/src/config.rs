@@ -6,12 +6,12 @@
 //! `toml::Table` and walked by [`Reader`], which collects problems instead of returning early.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use stationwatch_protocol::broker_config::{BrokerConfig, BROKER_KEYS};
 use stationwatch_protocol::config_reader::{join, parse_config, read_file, TomlReader};
 pub use stationwatch_protocol::config_reader::{ConfigError, Problem};
 use stationwatch_protocol::{CameraId, StationId};
@@ -89,41 +89,17 @@ impl LegalHold {
     }
 }
 
-/// Connection to the MQTT broker.
-#[derive(Clone)]
+/// Reporting to the controller over MQTT.
+#[derive(Debug, Clone)]
 pub struct MqttConfig {
-    pub host: String,
-    pub port: u16,
-    /// `mqtts://`: TLS with `ca_file` as the trust root.
-    pub tls: Option<TlsFiles>,
-    pub username: Option<String>,
-    pub password: Option<String>,
+    /// Where the broker is and how to log in (keys shared with the controller).
+    pub broker: BrokerConfig,
     pub keepalive: Duration,
     pub health_interval: Duration,
     pub command_max_age: Duration,
     pub outbox: PathBuf,
     pub outbox_max_messages: usize,
     pub outbox_max_bytes: u64,
-}
-
-/// Never prints the password.
-impl fmt::Debug for MqttConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MqttConfig")
-            .field("host", &self.host)
-            .field("port", &self.port)
-            .field("tls", &self.tls)
-            .field("username", &self.username)
-            .field("password", &self.password.as_ref().map(|_| "***"))
-            .finish_non_exhaustive()
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct TlsFiles {
-    pub ca_file: PathBuf,
-    /// Client certificate and key (PEM), when the broker requires one.
-    pub client_cert: Option<(PathBuf, PathBuf)>,
 }
 
 #[derive(Debug, Clone)]
@@ -237,8 +213,8 @@ impl Reader {
         let storage = storage?;
         let mqtt = match mqtt? {
             Some(mut m) => {
-                if m.username.is_none() {
-                    m.username = Some(station.to_string());
+                if m.broker.username.is_none() {
+                    m.broker.username = Some(station.to_string());
                 }
                 if m.outbox.as_os_str().is_empty() {
                     m.outbox = storage
@@ -462,128 +438,28 @@ impl Reader {
             return Some(None).filter(|_| !root.contains_key("mqtt"));
         };
         let p = "mqtt";
-        self.unknown_keys(
-            t,
-            p,
-            &[
-                "url",
-                "username",
-                "password",
-                "password_file",
-                "ca_file",
-                "client_cert",
-                "client_key",
+        let allowed: Vec<&str> = BROKER_KEYS
+            .iter()
+            .copied()
+            .chain([
                 "keepalive_seconds",
                 "health_interval_seconds",
                 "command_max_age_seconds",
                 "outbox_path",
                 "outbox_max_messages",
                 "outbox_max_mb",
-            ],
-        );
-        let endpoint = self.string(t, p, "url", true).and_then(|u| {
-            let parsed = url::Url::parse(&u).ok().filter(|x| {
-                matches!(x.scheme(), "mqtt" | "mqtts")
-                    && x.host_str().is_some_and(|h| !h.is_empty())
-            });
-            match parsed {
-                Some(x) if x.username().is_empty() && x.password().is_none() => {
-                    let tls = x.scheme() == "mqtts";
-                    let port = x.port().unwrap_or(if tls { 8883 } else { 1883 });
-                    Some((x.host_str().unwrap_or_default().to_owned(), port, tls))
-                }
-                Some(_) => {
-                    self.problem(
-                        join(p, "url"),
-                        "must not hold credentials; use username and password_file",
-                    );
-                    None
-                }
-                None => {
-                    self.problem(
-                        join(p, "url"),
-                        "expected mqtt://HOST[:PORT] or mqtts://HOST[:PORT]",
-                    );
-                    None
-                }
-            }
-        });
-        let file = |r: &mut Self, key: &str| -> Option<PathBuf> {
-            let f = PathBuf::from(r.string(t, p, key, false)?);
-            if !f.is_absolute() {
-                r.problem(
-                    join(p, key),
-                    format!("{} must be an absolute path", f.display()),
-                );
-                return None;
-            }
-            if check_machine {
-                if let Err(e) = std::fs::metadata(&f) {
-                    r.problem(join(p, key), format!("{}: {e}", f.display()));
-                    return None;
-                }
-            }
-            Some(f)
-        };
-        let ca = file(self, "ca_file");
-        let cert = file(self, "client_cert");
-        let key = file(self, "client_key");
-        let username = self.string(t, p, "username", false);
-        let mut password = self.string(t, p, "password", false);
-        if let Some(pf) = file(self, "password_file") {
-            if password.is_some() {
-                self.problem(
-                    join(p, "password_file"),
-                    "give either password or password_file, not both",
-                );
-            }
-            match std::fs::read_to_string(&pf) {
-                Ok(s) => password = Some(s.trim_end_matches(['\n', '\r']).to_owned()),
-                Err(e) if check_machine => {
-                    self.problem(join(p, "password_file"), format!("{}: {e}", pf.display()))
-                }
-                Err(_) => {}
-            }
-        }
+            ])
+            .collect();
+        self.unknown_keys(t, p, &allowed);
+        let broker = self.broker(t, p, None, check_machine);
         let keepalive = self.int(t, p, "keepalive_seconds", 5..=3600, 30);
         let health = self.int(t, p, "health_interval_seconds", 1..=3600, 15);
         let max_age = self.int(t, p, "command_max_age_seconds", 1..=86_400, 300);
         let outbox = self.string(t, p, "outbox_path", false).map(PathBuf::from);
         let outbox_max = self.int(t, p, "outbox_max_messages", 10..=1_000_000, 10_000);
         let outbox_mb = self.int(t, p, "outbox_max_mb", 1..=10_000, 50);
-        let (host, port, tls) = endpoint?;
-        let tls = if tls {
-            let Some(ca_file) = ca else {
-                self.problem(join(p, "ca_file"), "required for mqtts://");
-                return None;
-            };
-            let client_cert = match (cert, key) {
-                (Some(c), Some(k)) => Some((c, k)),
-                (None, None) => None,
-                _ => {
-                    self.problem(
-                        join(p, "client_cert"),
-                        "client_cert and client_key go together",
-                    );
-                    return None;
-                }
-            };
-            Some(TlsFiles {
-                ca_file,
-                client_cert,
-            })
-        } else {
-            if ca.is_some() {
-                self.problem(join(p, "ca_file"), "only applies to mqtts:// URLs");
-            }
-            None
-        };
         Some(Some(MqttConfig {
-            host,
-            port,
-            tls,
-            username,
-            password,
+            broker: broker?,
             keepalive: Duration::from_secs(keepalive? as u64),
             health_interval: Duration::from_secs(health? as u64),
             command_max_age: Duration::from_secs(max_age? as u64),
@@ -911,9 +787,12 @@ fps = "fast"
         ))
         .unwrap();
         let m = ok.mqtt.expect("mqtt configured");
-        assert_eq!((m.host.as_str(), m.port), ("broker.example.org", 8883));
         assert_eq!(
-            m.username.as_deref(),
+            (m.broker.host.as_str(), m.broker.port),
+            ("broker.example.org", 8883)
+        );
+        assert_eq!(
+            m.broker.username.as_deref(),
             Some("KG-0042"),
             "defaults to the station id"
         );

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, Outgoing, Transport};
+use stationwatch_protocol::broker_config::TlsReadError;
 use stationwatch_protocol::manifest::{Hash256, Timestamp};
 use stationwatch_protocol::mqtt::{
     Ack, ClearHoldResult, Command, CommandEnvelope, CommandLog, EventKind, Handling, MessageId,
@@ -46,11 +47,8 @@ const EVENT_POLL: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum MqttError {
-    #[error("reading {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Tls(#[from] TlsReadError),
     #[error("outbox {path}: {source}")]
     Outbox {
         path: String,
@@ -102,12 +100,13 @@ fn options(
     station: &StationId,
     topics: &Topics,
 ) -> Result<MqttOptions, MqttError> {
-    let mut o = MqttOptions::new(station.as_str(), cfg.host.clone(), cfg.port);
+    let b = &cfg.broker;
+    let mut o = MqttOptions::new(station.as_str(), b.host.clone(), b.port);
     o.set_keep_alive(cfg.keepalive);
     o.set_clean_session(true);
     o.set_max_packet_size(256 * 1024, MAX_SNAPSHOT_BYTES + 64 * 1024);
-    if let Some(user) = &cfg.username {
-        o.set_credentials(user.clone(), cfg.password.clone().unwrap_or_default());
+    if let Some(user) = &b.username {
+        o.set_credentials(user.clone(), b.password.clone().unwrap_or_default());
     }
     let will = topics.last_will();
     o.set_last_will(rumqttc::LastWill::new(
@@ -116,22 +115,13 @@ fn options(
         qos(will.qos),
         will.retain,
     ));
-    if let Some(tls) = &cfg.tls {
-        let read = |p: &std::path::Path| {
-            std::fs::read(p).map_err(|source| MqttError::Read {
-                path: p.display().to_string(),
-                source,
-            })
-        };
-        let client_auth = match &tls.client_cert {
-            Some((cert, key)) => Some((read(cert)?, read(key)?)),
-            None => None,
-        };
+    if let Some(tls) = &b.tls {
+        let m = tls.read()?;
         o.set_transport(Transport::tls_with_config(
             rumqttc::TlsConfiguration::Simple {
-                ca: read(&tls.ca_file)?,
+                ca: m.ca,
                 alpn: None,
-                client_auth,
+                client_auth: m.client_auth,
             },
         ));
     }
@@ -233,7 +223,7 @@ pub async fn run(ctx: MqttContext, shutdown: CancellationToken) -> Result<(), Mq
                 _ = shutdown.cancelled() => break true,
                 ev = eventloop.poll() => match ev {
                     Ok(Event::Incoming(Incoming::ConnAck(_))) => {
-                        info!(host = %link.cfg.host, port = link.cfg.port, "connected to the broker");
+                        info!(host = %link.cfg.broker.host, port = link.cfg.broker.port, "connected to the broker");
                         backoff.reset();
                         conn.connected = true;
                         link.on_connect(&client, &mut conn);

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use stationwatch_protocol::broker_config::{BrokerConfig, BROKER_KEYS};
 pub use stationwatch_protocol::config_reader::ConfigError;
 use stationwatch_protocol::config_reader::{join, parse_config, read_file, TomlReader};
 
@@ -46,39 +47,16 @@ impl DatabaseConfig {
     }
 }
 
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct MqttConfig {
-    pub host: String,
-    pub port: u16,
+    /// Where the broker is and how to log in (keys shared with the agent).
+    pub broker: BrokerConfig,
     /// Unique per replica (defaults to `station-controller-<host>-<pid>`).
     pub client_id: String,
-    pub username: Option<String>,
-    pub password: Option<String>,
-    pub tls: Option<TlsFiles>,
     pub keepalive: Duration,
     /// Shared-subscription group of the controller replicas; `None` subscribes directly (one
     /// replica only, or a broker without shared subscriptions).
     pub shared_group: Option<String>,
-}
-
-impl std::fmt::Debug for MqttConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MqttConfig")
-            .field("host", &self.host)
-            .field("port", &self.port)
-            .field("client_id", &self.client_id)
-            .field("username", &self.username)
-            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
-            .field("tls", &self.tls)
-            .field("shared_group", &self.shared_group)
-            .finish()
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct TlsFiles {
-    pub ca_file: PathBuf,
-    pub client_cert: Option<(PathBuf, PathBuf)>,
 }
 
 /// When a station needs attention.
@@ -211,69 +189,17 @@ fn database(r: &mut TomlReader, root: &toml::Table, file: &Path) -> Option<Datab
 
 fn mqtt(r: &mut TomlReader, root: &toml::Table, check_machine: bool) -> Option<MqttConfig> {
     let p = "mqtt";
-    let t = r.optional_section(
-        root,
-        p,
-        &[
-            "url",
-            "client_id",
-            "username",
-            "password",
-            "password_file",
-            "ca_file",
-            "client_cert",
-            "client_key",
-            "keepalive_seconds",
-            "shared_group",
-        ],
-    );
-    let url = r
-        .string(t, p, "url", false)
-        .unwrap_or_else(|| "mqtt://127.0.0.1:1883".into());
-    let endpoint = match url::Url::parse(&url) {
-        Ok(u)
-            if matches!(u.scheme(), "mqtt" | "mqtts")
-                && u.host_str().is_some_and(|h| !h.is_empty())
-                && u.username().is_empty()
-                && u.password().is_none() =>
-        {
-            let tls = u.scheme() == "mqtts";
-            Some((
-                u.host_str().unwrap_or_default().to_owned(),
-                u.port().unwrap_or(if tls { 8883 } else { 1883 }),
-                tls,
-            ))
-        }
-        _ => {
-            r.problem(
-                join(p, "url"),
-                format!(
-                    "{url:?}: expected mqtt://HOST[:PORT] or mqtts://HOST[:PORT] without credentials"
-                ),
-            );
-            None
-        }
-    };
+    let allowed: Vec<&str> = BROKER_KEYS
+        .iter()
+        .copied()
+        .chain(["client_id", "keepalive_seconds", "shared_group"])
+        .collect();
+    let t = r.optional_section(root, p, &allowed);
+    let broker = r.broker(t, p, Some("mqtt://127.0.0.1:1883"), check_machine);
     let client_id = r.string(t, p, "client_id", false).unwrap_or_else(|| {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
         format!("station-controller-{}-{}", host.trim(), std::process::id())
     });
-    let username = r.string(t, p, "username", false);
-    let mut password = r.string(t, p, "password", false);
-    if let Some(pf) = r.file(t, p, "password_file", check_machine) {
-        if password.is_some() {
-            r.problem(
-                join(p, "password_file"),
-                "give either password or password_file, not both",
-            );
-        }
-        if let Ok(s) = std::fs::read_to_string(&pf) {
-            password = Some(s.trim_end_matches(['\n', '\r']).to_owned());
-        }
-    }
-    let ca = r.file(t, p, "ca_file", check_machine);
-    let cert = r.file(t, p, "client_cert", check_machine);
-    let key = r.file(t, p, "client_key", check_machine);
     let keepalive = r.int(t, p, "keepalive_seconds", 5..=600, 30);
     let group = r
         .string(t, p, "shared_group", false)
@@ -281,38 +207,9 @@ fn mqtt(r: &mut TomlReader, root: &toml::Table, check_machine: bool) -> Option<M
     if group.contains(['/', '+', '#']) {
         r.problem(join(p, "shared_group"), "must not contain '/', '+' or '#'");
     }
-    let (host, port, tls) = endpoint?;
-    let tls = match (tls, ca) {
-        (true, Some(ca_file)) => {
-            let client_cert = match (cert, key) {
-                (Some(c), Some(k)) => Some((c, k)),
-                (None, None) => None,
-                _ => {
-                    r.problem(
-                        join(p, "client_cert"),
-                        "client_cert and client_key go together",
-                    );
-                    None
-                }
-            };
-            Some(TlsFiles {
-                ca_file,
-                client_cert,
-            })
-        }
-        (true, None) => {
-            r.problem(join(p, "ca_file"), "mqtts:// needs ca_file");
-            None
-        }
-        (false, _) => None,
-    };
     Some(MqttConfig {
-        host,
-        port,
+        broker: broker?,
         client_id,
-        username,
-        password,
-        tls,
         keepalive: Duration::from_secs(keepalive? as u64),
         shared_group: Some(group).filter(|g| !g.is_empty()),
     })
@@ -399,7 +296,10 @@ mod tests {
         assert_eq!(c.http.listen, "127.0.0.1:8080".parse().unwrap());
         assert!(c.http.cookie_secure);
         assert_eq!(c.database.url, "sqlite:///etc/sw/controller.db");
-        assert_eq!((c.mqtt.host.as_str(), c.mqtt.port), ("127.0.0.1", 1883));
+        assert_eq!(
+            (c.mqtt.broker.host.as_str(), c.mqtt.broker.port),
+            ("127.0.0.1", 1883)
+        );
         assert_eq!(c.mqtt.shared_group.as_deref(), Some("controllers"));
         assert_eq!(c.rules, RulesConfig::default());
     }

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, Transport};
+use stationwatch_protocol::broker_config::TlsReadError;
 use stationwatch_protocol::mqtt::{
     controller_subscriptions, decode_ack, decode_event, decode_health, decode_status, parse_topic,
     CommandEnvelope, DecodeError, EventKind, QoS, TopicKind, Topics, MAX_SNAPSHOT_BYTES,
@@ -26,11 +27,8 @@ use crate::store::{EventRow, Write};
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
-    #[error("cannot read {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Tls(#[from] TlsReadError),
 }
 
 /// Publishes commands through the current connection, if any.
@@ -91,32 +89,24 @@ fn qos(q: QoS) -> rumqttc::QoS {
 }
 
 fn options(cfg: &MqttConfig) -> Result<MqttOptions, IngestError> {
-    let mut o = MqttOptions::new(cfg.client_id.clone(), cfg.host.clone(), cfg.port);
+    let b = &cfg.broker;
+    let mut o = MqttOptions::new(cfg.client_id.clone(), b.host.clone(), b.port);
     o.set_keep_alive(cfg.keepalive);
     // A persistent session: QoS 1 events and acks published while this replica was away wait
     // at the broker (for the shared group) instead of being lost.
     o.set_clean_session(false);
     o.set_max_packet_size(MAX_SNAPSHOT_BYTES + 64 * 1024, 256 * 1024);
     o.set_inflight(100);
-    if let Some(user) = &cfg.username {
-        o.set_credentials(user.clone(), cfg.password.clone().unwrap_or_default());
+    if let Some(user) = &b.username {
+        o.set_credentials(user.clone(), b.password.clone().unwrap_or_default());
     }
-    if let Some(tls) = &cfg.tls {
-        let read = |p: &std::path::Path| {
-            std::fs::read(p).map_err(|source| IngestError::Read {
-                path: p.display().to_string(),
-                source,
-            })
-        };
-        let client_auth = match &tls.client_cert {
-            Some((cert, key)) => Some((read(cert)?, read(key)?)),
-            None => None,
-        };
+    if let Some(tls) = &b.tls {
+        let m = tls.read()?;
         o.set_transport(Transport::tls_with_config(
             rumqttc::TlsConfiguration::Simple {
-                ca: read(&tls.ca_file)?,
+                ca: m.ca,
                 alpn: None,
-                client_auth,
+                client_auth: m.client_auth,
             },
         ));
     }
@@ -139,7 +129,7 @@ pub async fn run(
                 _ = shutdown.cancelled() => break true,
                 ev = eventloop.poll() => match ev {
                     Ok(Event::Incoming(Incoming::ConnAck(_))) => {
-                        info!(host = %cfg.host, port = cfg.port, client_id = %cfg.client_id, "connected to the broker");
+                        info!(host = %cfg.broker.host, port = cfg.broker.port, client_id = %cfg.client_id, "connected to the broker");
                         connected = true;
                         delay = Duration::from_millis(250);
                         for s in controller_subscriptions(cfg.shared_group.as_deref()) {
