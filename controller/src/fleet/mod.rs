@@ -4,14 +4,18 @@
 //! once) and by the stations table that other replicas write (see `sync.rs`), so the database
 //! stays the source of truth and any replica can serve any request.
 
+pub mod alerts;
+pub mod rules;
+pub mod sync;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
 use serde::Serialize;
 use stationwatch_protocol::mqtt::{Health, Status};
 
+use self::rules::{evaluate, Observed, Reason, StationState};
 use crate::config::RulesConfig;
-use crate::rules::{evaluate, Observed, Reason, StationState};
 
 /// One station as the controller knows it.
 #[derive(Debug, Clone)]

@@ -5,24 +5,24 @@
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
-pub const INDEX_HTML: &str = include_str!("../assets/index.html");
-pub const LOGIN_HTML: &str = include_str!("../assets/login.html");
+pub const INDEX_HTML: &str = include_str!("../../assets/index.html");
+pub const LOGIN_HTML: &str = include_str!("../../assets/login.html");
 
 const ASSETS: &[(&str, &str, &str)] = &[
     (
         "app.js",
         "text/javascript; charset=utf-8",
-        include_str!("../assets/app.js"),
+        include_str!("../../assets/app.js"),
     ),
     (
         "app.css",
         "text/css; charset=utf-8",
-        include_str!("../assets/app.css"),
+        include_str!("../../assets/app.css"),
     ),
     (
         "login.js",
         "text/javascript; charset=utf-8",
-        include_str!("../assets/login.js"),
+        include_str!("../../assets/login.js"),
     ),
 ];
 

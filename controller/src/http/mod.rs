@@ -2,6 +2,8 @@
 //! dashboard's pages. Everything but the login page and `POST /api/login` needs a session
 //! cookie or an API token.
 
+mod dashboard;
+
 use std::collections::HashSet;
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -28,12 +30,11 @@ use tracing::{info, warn};
 
 use crate::auth::{self, LoginLimiter, Role, User, SESSION_COOKIE};
 use crate::config::HttpConfig;
-use crate::dashboard;
+use crate::fleet::rules::StationState;
 use crate::fleet::{Fleet, ListQuery, StationSummary};
 use crate::ingest::Publisher;
 use crate::metrics::Metrics;
 use crate::now_ms;
-use crate::rules::StationState;
 use crate::store::{CommandRow, Store, Write};
 
 /// What every handler shares.
@@ -216,7 +217,7 @@ async fn asset(
 async fn openapi(_user: User) -> Response {
     (
         [(header::CONTENT_TYPE, "application/yaml")],
-        include_str!("../../docs/openapi.yaml"),
+        include_str!("../../../docs/openapi.yaml"),
     )
         .into_response()
 }

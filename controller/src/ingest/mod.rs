@@ -6,6 +6,9 @@
 //! the event loop continuously: nothing slow happens in this loop, database writes go to the
 //! writer task through a bounded channel.
 
+mod figures;
+pub mod writer;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -205,7 +208,7 @@ pub async fn handle(ctx: &IngestContext, topic: &str, payload: &[u8]) {
         TopicKind::Health => match decode_health(payload) {
             Ok(h) => {
                 ctx.metrics.health(now - h.at.unix_ms());
-                let figures = crate::history::figures(&h).to_string();
+                let figures = figures::figures(&h).to_string();
                 let at = h.at.unix_ms();
                 if let Some(t) = ctx.fleet.apply_health(id, Arc::new(h), now, now) {
                     let _ = ctx.transitions.send(t);
