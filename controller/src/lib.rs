@@ -6,7 +6,9 @@
 //! for tests) and returns a handle with the bound address; [`Controller::stop`] shuts it down.
 //! Nothing here assumes it is the only replica: see `fleet/sync.rs` and `fleet/alerts.rs`.
 
+pub mod audit;
 pub mod auth;
+pub mod commands;
 pub mod config;
 pub mod fleet;
 pub mod http;
@@ -26,11 +28,12 @@ use tracing::{info, warn};
 pub use config::ControllerConfig;
 pub use stationwatch_protocol as protocol;
 
+use crate::commands::Publisher;
 use crate::fleet::Fleet;
 use crate::fleet::{alerts, sync};
 use crate::http::AppState;
 use crate::ingest::writer;
-use crate::ingest::{IngestContext, Publisher};
+use crate::ingest::IngestContext;
 use crate::metrics::Metrics;
 use crate::store::Store;
 
@@ -47,7 +50,7 @@ pub enum StartError {
     #[error(transparent)]
     Store(#[from] store::StoreError),
     #[error("cannot create the bootstrap admin: {0}")]
-    Bootstrap(#[from] http::CreateUserError),
+    Bootstrap(#[from] auth::CreateUserError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -72,7 +75,7 @@ impl Controller {
         info!(database = %store::redact(&cfg.database.url), postgres = store.is_postgres(), "database ready");
         if let Some((user, pw)) = &cfg.auth.bootstrap_admin {
             if store.user_count().await? == 0 {
-                http::create_user_checked(&store, user, pw, auth::Role::Admin).await?;
+                auth::create_user(&store, user, pw, auth::Role::Admin).await?;
                 info!(username = %user, "bootstrap admin created");
             }
         }

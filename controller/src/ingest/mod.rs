@@ -9,19 +9,20 @@
 mod figures;
 pub mod writer;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, Transport};
 use stationwatch_protocol::broker_config::TlsReadError;
 use stationwatch_protocol::mqtt::{
     controller_subscriptions, decode_ack, decode_event, decode_health, decode_status, parse_topic,
-    CommandEnvelope, DecodeError, EventKind, QoS, TopicKind, Topics, MAX_SNAPSHOT_BYTES,
+    DecodeError, EventKind, QoS, TopicKind, MAX_SNAPSHOT_BYTES,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::commands::{self, Publisher};
 use crate::config::MqttConfig;
 use crate::fleet::{Fleet, Transition};
 use crate::metrics::Metrics;
@@ -32,45 +33,6 @@ use crate::store::{EventRow, Write};
 pub enum IngestError {
     #[error(transparent)]
     Tls(#[from] TlsReadError),
-}
-
-/// Publishes commands through the current connection, if any.
-#[derive(Clone, Default)]
-pub struct Publisher {
-    client: Arc<Mutex<Option<AsyncClient>>>,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum PublishError {
-    #[error("the controller is not connected to the broker")]
-    NotConnected,
-    #[error("the command could not be queued for the broker: {0}")]
-    Client(String),
-    #[error("the command could not be encoded: {0}")]
-    Encode(#[from] serde_json::Error),
-}
-
-impl Publisher {
-    fn set(&self, client: Option<AsyncClient>) {
-        *self.client.lock().unwrap_or_else(|e| e.into_inner()) = client;
-    }
-
-    pub fn connected(&self) -> bool {
-        self.client
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_some()
-    }
-
-    /// Queues a command for the station (QoS 1, not retained).
-    pub fn command(&self, topics: &Topics, cmd: &CommandEnvelope) -> Result<(), PublishError> {
-        let payload = cmd.to_json()?;
-        let guard = self.client.lock().unwrap_or_else(|e| e.into_inner());
-        let client = guard.as_ref().ok_or(PublishError::NotConnected)?;
-        client
-            .try_publish(topics.command(), rumqttc::QoS::AtLeastOnce, false, payload)
-            .map_err(|e| PublishError::Client(e.to_string()))
-    }
 }
 
 /// Where ingested messages go.
@@ -193,7 +155,7 @@ pub async fn handle(ctx: &IngestContext, topic: &str, payload: &[u8]) {
             Ok(status) => {
                 ctx.metrics.status();
                 let json = String::from_utf8_lossy(payload).into_owned();
-                if let Some(t) = ctx.fleet.apply_status(id, status, now, now) {
+                if let Some(t) = ctx.fleet.apply_status(&station, status, now, now) {
                     let _ = ctx.transitions.send(t);
                 }
                 write = Some(Write::Status {
@@ -210,7 +172,7 @@ pub async fn handle(ctx: &IngestContext, topic: &str, payload: &[u8]) {
                 ctx.metrics.health(now - h.at.unix_ms());
                 let figures = figures::figures(&h).to_string();
                 let at = h.at.unix_ms();
-                if let Some(t) = ctx.fleet.apply_health(id, Arc::new(h), now, now) {
+                if let Some(t) = ctx.fleet.apply_health(&station, Arc::new(h), now, now) {
                     let _ = ctx.transitions.send(t);
                 }
                 write = Some(Write::Health {
@@ -249,19 +211,8 @@ pub async fn handle(ctx: &IngestContext, topic: &str, payload: &[u8]) {
         TopicKind::Ack => match decode_ack(payload) {
             Ok(ack) => {
                 ctx.metrics.ack();
-                if let Some(cmd) = &ack.id {
-                    let status = serde_json::to_value(ack.status)
-                        .ok()
-                        .and_then(|v| v.as_str().map(str::to_owned))
-                        .unwrap_or_else(|| "unknown".into());
-                    write = Some(Write::Ack {
-                        station: id.to_owned(),
-                        command_id: cmd.as_str().to_owned(),
-                        status,
-                        at: now,
-                        json: String::from_utf8_lossy(payload).into_owned(),
-                    });
-                } else {
+                write = commands::ack(&station, &ack, payload, now);
+                if write.is_none() {
                     debug!(
                         station = id,
                         "ack without a command id (a rejected payload)"
