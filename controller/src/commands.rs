@@ -127,7 +127,7 @@ pub async fn send(
     }
     let row = CommandRow {
         id: msg_id.as_str().to_owned(),
-        station_id: id.as_str().to_owned(),
+        station_id: id.clone(),
         kind: kind.to_owned(),
         body: serde_json::to_value(&envelope.command).unwrap_or(Value::Null),
         issued_by: user.username.clone(),
@@ -173,7 +173,7 @@ pub fn ack(station: &StationId, ack: &Ack, payload: &[u8], now: i64) -> Option<W
         .and_then(|v| v.as_str().map(str::to_owned))
         .unwrap_or_else(|| "unknown".into());
     Some(Write::Ack {
-        station: station.as_str().to_owned(),
+        station: station.clone(),
         command_id: cmd.as_str().to_owned(),
         status,
         at: now,

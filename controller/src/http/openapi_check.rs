@@ -500,12 +500,12 @@ fn typed_responses_match_docs_openapi_yaml() {
         "200",
         &Events {
             events: vec![EventRow {
-                station_id: station_id().to_string(),
+                station_id: station_id(),
                 event_id: "e1".into(),
                 at: 1,
                 received_at: 2,
                 kind: "camera_lost".into(),
-                camera: Some("desk".into()),
+                camera: Some(CameraId::new("desk").unwrap()),
                 body: json!({}),
             }],
         },
@@ -525,7 +525,7 @@ fn typed_responses_match_docs_openapi_yaml() {
         &Commands {
             commands: vec![CommandRow {
                 id: "c1".into(),
-                station_id: station_id().to_string(),
+                station_id: station_id(),
                 kind: "ping".into(),
                 body: json!({ "kind": "ping" }),
                 issued_by: "op".into(),

@@ -159,7 +159,7 @@ pub async fn handle(ctx: &IngestContext, topic: &str, payload: &[u8]) {
                     let _ = ctx.transitions.send(t);
                 }
                 write = Some(Write::Status {
-                    station: id.to_owned(),
+                    station: station.clone(),
                     json,
                     received_at: now,
                 });
@@ -176,7 +176,7 @@ pub async fn handle(ctx: &IngestContext, topic: &str, payload: &[u8]) {
                     let _ = ctx.transitions.send(t);
                 }
                 write = Some(Write::Health {
-                    station: id.to_owned(),
+                    station: station.clone(),
                     json: String::from_utf8_lossy(payload).into_owned(),
                     at,
                     received_at: now,
@@ -192,12 +192,12 @@ pub async fn handle(ctx: &IngestContext, topic: &str, payload: &[u8]) {
                 let camera = match &ev.kind {
                     EventKind::CameraLost { camera, .. }
                     | EventKind::CameraBack { camera, .. }
-                    | EventKind::GapRecorded { camera, .. } => Some(camera.to_string()),
+                    | EventKind::GapRecorded { camera, .. } => Some(camera.clone()),
                     _ => None,
                 };
                 let body = serde_json::from_slice(payload).unwrap_or(serde_json::Value::Null);
                 write = Some(Write::Event(EventRow {
-                    station_id: id.to_owned(),
+                    station_id: station.clone(),
                     event_id: ev.id.as_str().to_owned(),
                     at: ev.at.unix_ms(),
                     received_at: now,
@@ -228,8 +228,8 @@ pub async fn handle(ctx: &IngestContext, topic: &str, payload: &[u8]) {
             } else {
                 ctx.metrics.snapshot();
                 write = Some(Write::Snapshot {
-                    station: id.to_owned(),
-                    camera: camera.to_string(),
+                    station: station.clone(),
+                    camera: camera.clone(),
                     received_at: now,
                     jpeg: payload.to_vec(),
                 });

@@ -58,12 +58,12 @@ pub struct StationRow {
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct EventRow {
-    pub station_id: String,
+    pub station_id: StationId,
     pub event_id: String,
     pub at: i64,
     pub received_at: i64,
     pub kind: String,
-    pub camera: Option<String>,
+    pub camera: Option<CameraId>,
     pub body: serde_json::Value,
 }
 
@@ -81,7 +81,7 @@ pub struct AlertRow {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct CommandRow {
     pub id: String,
-    pub station_id: String,
+    pub station_id: StationId,
     pub kind: String,
     pub body: serde_json::Value,
     pub issued_by: String,
@@ -122,12 +122,12 @@ pub struct StationVersion {
 #[derive(Debug, Clone)]
 pub enum Write {
     Status {
-        station: String,
+        station: StationId,
         json: String,
         received_at: i64,
     },
     Health {
-        station: String,
+        station: StationId,
         json: String,
         at: i64,
         received_at: i64,
@@ -135,15 +135,15 @@ pub enum Write {
     },
     Event(EventRow),
     Ack {
-        station: String,
+        station: StationId,
         command_id: String,
         status: String,
         at: i64,
         json: String,
     },
     Snapshot {
-        station: String,
-        camera: String,
+        station: StationId,
+        camera: CameraId,
         received_at: i64,
         jpeg: Vec<u8>,
     },
@@ -410,7 +410,7 @@ impl Store {
                          WHERE stations.status_received_at IS NULL
                             OR stations.status_received_at <= excluded.status_received_at",
                     )
-                    .bind(station)
+                    .bind(station.as_str())
                     .bind(json)
                     .bind(received_at)
                     .execute(&mut *tx)
@@ -423,12 +423,12 @@ impl Store {
                         "INSERT INTO events (station_id, event_id, at, received_at, kind, camera, body)
                          VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
                     )
-                    .bind(&e.station_id)
+                    .bind(e.station_id.as_str())
                     .bind(&e.event_id)
                     .bind(e.at)
                     .bind(e.received_at)
                     .bind(&e.kind)
-                    .bind(&e.camera)
+                    .bind(e.camera.as_ref().map(CameraId::as_str))
                     .bind(e.body.to_string())
                     .execute(&mut *tx)
                     .await?;
@@ -450,7 +450,7 @@ impl Store {
                     .bind(at)
                     .bind(json)
                     .bind(command_id)
-                    .bind(station)
+                    .bind(station.as_str())
                     .execute(&mut *tx)
                     .await?;
                 }
@@ -465,8 +465,8 @@ impl Store {
                          ON CONFLICT (station_id, camera) DO UPDATE SET received_at = excluded.received_at,
                            jpeg = excluded.jpeg",
                     )
-                    .bind(station)
-                    .bind(camera)
+                    .bind(station.as_str())
+                    .bind(camera.as_str())
                     .bind(received_at)
                     .bind(jpeg.as_slice())
                     .execute(&mut *tx)
@@ -496,12 +496,14 @@ impl Store {
                 figures,
             } = w
             {
-                let e = latest.entry(station).or_insert((json, *at, *received_at));
+                let e = latest
+                    .entry(station.as_str())
+                    .or_insert((json, *at, *received_at));
                 if *at > e.1 {
                     *e = (json, *at, *received_at);
                 }
                 history
-                    .entry((station, *at))
+                    .entry((station.as_str(), *at))
                     .or_insert((*received_at, figures));
             }
         }
@@ -627,12 +629,12 @@ impl Store {
         rows.iter()
             .map(|r| {
                 Ok(EventRow {
-                    station_id: r.try_get(0)?,
+                    station_id: id(r.try_get(0)?)?,
                     event_id: r.try_get(1)?,
                     at: r.try_get(2)?,
                     received_at: r.try_get(3)?,
                     kind: r.try_get(4)?,
-                    camera: r.try_get(5)?,
+                    camera: r.try_get::<Option<String>, _>(5)?.map(id).transpose()?,
                     body: json(&r.try_get::<String, _>(6)?),
                 })
             })
@@ -705,7 +707,7 @@ impl Store {
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(&c.id)
-        .bind(&c.station_id)
+        .bind(c.station_id.as_str())
         .bind(&c.kind)
         .bind(c.body.to_string())
         .bind(&c.issued_by)
@@ -742,7 +744,7 @@ impl Store {
             .map(|r| {
                 Ok(CommandRow {
                     id: r.try_get(0)?,
-                    station_id: r.try_get(1)?,
+                    station_id: id(r.try_get(1)?)?,
                     kind: r.try_get(2)?,
                     body: json(&r.try_get::<String, _>(3)?),
                     issued_by: r.try_get(4)?,
