@@ -91,7 +91,7 @@ pub async fn send(
     let now = crate::now_ms();
     let id: &StationId = &station.id;
     let kind = command.kind().name();
-    let refuse = |detail: String| async move {
+    let audit = |detail: String, ok: bool| async move {
         audit::record(
             store,
             now,
@@ -99,12 +99,12 @@ pub async fn send(
             Action::Command,
             id.as_str(),
             &detail,
-            false,
+            ok,
         )
         .await
     };
     if !user.role.may_command() {
-        refuse(format!("{kind}: refused, role observer")).await?;
+        audit(format!("{kind}: refused, role observer"), false).await?;
         return Err(CommandError::Forbidden);
     }
     let invalid = |e: &dyn std::fmt::Display| CommandError::Invalid(e.to_string());
@@ -121,7 +121,7 @@ pub async fn send(
         .unwrap_or_default();
     if !cameras.is_empty() {
         if let Err(reason) = envelope.check(issued, COMMAND_TTL_MS, &cameras) {
-            refuse(format!("{kind}: invalid: {reason}")).await?;
+            audit(format!("{kind}: invalid: {reason}"), false).await?;
             return Err(invalid(&reason));
         }
     }
@@ -140,16 +140,7 @@ pub async fn send(
     let detail = format!("{kind} {}", row.body);
     match publisher.command(&Topics::new(id), &envelope) {
         Ok(()) => {
-            audit::record(
-                store,
-                now,
-                &user.username,
-                Action::Command,
-                id.as_str(),
-                &detail,
-                true,
-            )
-            .await?;
+            audit(detail, true).await?;
             info!(station = %id, command = %row.id, kind, user = %user.username, "command sent");
             Ok(Sent {
                 id: row.id,
@@ -158,7 +149,7 @@ pub async fn send(
         }
         Err(e) => {
             store.fail_command(&row.id, now, &e.to_string()).await?;
-            refuse(format!("{detail}: {e}")).await?;
+            audit(format!("{detail}: {e}"), false).await?;
             Err(e.into())
         }
     }

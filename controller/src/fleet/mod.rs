@@ -181,19 +181,14 @@ impl Fleet {
         received_at: i64,
         now: i64,
     ) -> Option<Transition> {
-        let mut g = self.write();
-        let s = g
-            .stations
-            .entry(id.clone())
-            .or_insert_with(|| Station::new(id.clone(), now));
-        if s.status_received_at.is_some_and(|t| t > received_at) {
-            return None;
-        }
-        s.status = Some(status);
-        s.status_received_at = Some(received_at);
-        let t = reevaluate(s, now, &self.rules);
-        g.dirty.insert(id.clone());
-        t
+        self.update(id, now, |s| {
+            if s.status_received_at.is_some_and(|t| t > received_at) {
+                return None;
+            }
+            s.status = Some(status);
+            s.status_received_at = Some(received_at);
+            Some(reevaluate(s, now, &self.rules))
+        })
     }
 
     /// Applies a health report unless a newer one (by the agent's `at`) is known.
@@ -204,14 +199,40 @@ impl Fleet {
         received_at: i64,
         now: i64,
     ) -> Option<Transition> {
+        self.update(id, now, |s| {
+            if s.health.as_ref().is_some_and(|h| h.at >= health.at) {
+                return None;
+            }
+            Some(self.take_health(s, health, received_at, now))
+        })
+    }
+
+    /// Runs `change` on the station (created when new). `change` answers `None` when it
+    /// changed nothing, or the alert changes of its re-evaluation; the station is then marked
+    /// changed for live dashboards.
+    fn update(
+        &self,
+        id: &StationId,
+        now: i64,
+        change: impl FnOnce(&mut Station) -> Option<Option<Transition>>,
+    ) -> Option<Transition> {
         let mut g = self.write();
         let s = g
             .stations
             .entry(id.clone())
             .or_insert_with(|| Station::new(id.clone(), now));
-        if s.health.as_ref().is_some_and(|h| h.at >= health.at) {
-            return None;
-        }
+        let t = change(s)?;
+        g.dirty.insert(id.clone());
+        t
+    }
+
+    fn take_health(
+        &self,
+        s: &mut Station,
+        health: Arc<Health>,
+        received_at: i64,
+        now: i64,
+    ) -> Option<Transition> {
         s.health = Some(health);
         s.health_received_at = Some(received_at);
         s.search_key = match s.name() {
@@ -234,7 +255,6 @@ impl Fleet {
                 e.0 = e.0.max(head.next_seq);
             }
         }
-        g.dirty.insert(id.clone());
         t
     }
 

@@ -2,6 +2,7 @@
 //! admin or as staff, a station the user may see, and paging.
 
 use std::collections::HashMap;
+use std::marker::PhantomData;
 
 use axum::extract::{FromRequestParts, Path};
 use axum::http::header::{self, HeaderMap};
@@ -50,28 +51,34 @@ impl FromRequestParts<AppState> for User {
     }
 }
 
-/// A user with the admin role (403 for others).
-pub(crate) struct Admin(pub User);
+/// Which roles a [`Require`] lets through.
+pub(crate) trait RoleRule {
+    fn allows(role: Role) -> bool;
+}
 
-impl FromRequestParts<AppState> for Admin {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        let user = User::from_request_parts(parts, state).await?;
-        if user.role != Role::Admin {
-            return Err(ApiError::forbidden());
-        }
-        Ok(Admin(user))
+pub(crate) struct AdminOnly;
+impl RoleRule for AdminOnly {
+    fn allows(role: Role) -> bool {
+        role == Role::Admin
     }
 }
 
-/// An admin or an operator is asking (403 for observers).
-pub(crate) struct Staff;
+pub(crate) struct NotObserver;
+impl RoleRule for NotObserver {
+    fn allows(role: Role) -> bool {
+        role != Role::Observer
+    }
+}
 
-impl FromRequestParts<AppState> for Staff {
+/// A user whose role `R` allows (403 for others, 401 without a session).
+pub(crate) struct Require<R>(pub User, pub PhantomData<R>);
+
+/// An admin.
+pub(crate) type Admin = Require<AdminOnly>;
+/// An admin or an operator.
+pub(crate) type Staff = Require<NotObserver>;
+
+impl<R: RoleRule> FromRequestParts<AppState> for Require<R> {
     type Rejection = ApiError;
 
     async fn from_request_parts(
@@ -79,10 +86,10 @@ impl FromRequestParts<AppState> for Staff {
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         let user = User::from_request_parts(parts, state).await?;
-        if user.role == Role::Observer {
+        if !R::allows(user.role) {
             return Err(ApiError::forbidden());
         }
-        Ok(Staff)
+        Ok(Require(user, PhantomData))
     }
 }
 

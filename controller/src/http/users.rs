@@ -6,7 +6,7 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 
 use super::error::ApiResult;
-use super::extract::Admin;
+use super::extract::{Admin, Require};
 use super::AppState;
 use crate::auth::users::{self, UserInfo};
 use crate::auth::{sessions, Role, User};
@@ -55,7 +55,7 @@ pub(crate) async fn list(State(state): State<AppState>, _: Admin) -> ApiResult<J
 
 pub(crate) async fn create(
     State(state): State<AppState>,
-    Admin(admin): Admin,
+    Require(admin, _): Admin,
     Json(body): Json<NewUser>,
 ) -> ApiResult<(StatusCode, Json<Created>)> {
     let role = users::create_by_admin(
@@ -78,7 +78,7 @@ pub(crate) async fn create(
 
 pub(crate) async fn delete(
     State(state): State<AppState>,
-    Admin(admin): Admin,
+    Require(admin, _): Admin,
     Path(username): Path<String>,
 ) -> ApiResult<StatusCode> {
     users::delete_by_admin(&state.store, &admin, &username).await?;
@@ -87,7 +87,7 @@ pub(crate) async fn delete(
 
 pub(crate) async fn set_grants(
     State(state): State<AppState>,
-    Admin(admin): Admin,
+    Require(admin, _): Admin,
     Path(username): Path<String>,
     Json(body): Json<Grants>,
 ) -> ApiResult<StatusCode> {
