@@ -6,15 +6,17 @@
 //! for tests) and returns a handle with the bound address; [`Controller::stop`] shuts it down.
 //! Nothing here assumes it is the only replica: see `fleet/sync.rs` and `fleet/alerts.rs`.
 
-pub mod audit;
+// What the binary and the tests use.
 pub mod auth;
-pub mod commands;
 pub mod config;
 pub mod fleet;
-pub mod http;
-pub mod ingest;
-pub mod metrics;
 pub mod store;
+
+pub(crate) mod audit;
+pub(crate) mod commands;
+pub(crate) mod http;
+pub(crate) mod ingest;
+pub(crate) mod metrics;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

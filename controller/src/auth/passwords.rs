@@ -5,7 +5,7 @@ use argon2::password_hash::{
 };
 use argon2::Argon2;
 
-pub const MIN_PASSWORD_CHARS: usize = 8;
+pub use crate::config::MIN_PASSWORD_CHARS;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {

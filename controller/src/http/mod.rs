@@ -34,8 +34,6 @@ use crate::fleet::{Fleet, StationSummary};
 use crate::metrics::Metrics;
 use crate::store::{Store, Write};
 
-pub use error::ApiError;
-
 /// What every handler shares.
 #[derive(Clone)]
 pub struct AppState {

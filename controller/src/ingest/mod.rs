@@ -1,5 +1,6 @@
 //! The controller's MQTT link: subscribes to every station, turns what arrives into fleet
-//! updates and database writes, and publishes operators' commands.
+//! updates and database writes, and hands each new connection to the commands `Publisher`
+//! (`commands.rs`), through which operators' commands go out.
 //!
 //! Like the agent, it builds a fresh rumqttc client for every connection attempt (a rumqttc
 //! event loop that errored keeps pending state we do not want to reason about) and must poll
