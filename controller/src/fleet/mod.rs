@@ -15,7 +15,7 @@ use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use serde::Serialize;
 use stationwatch_protocol::mqtt::{Health, Status};
-use stationwatch_protocol::StationId;
+use stationwatch_protocol::{CameraId, StationId};
 
 use self::rules::{evaluate, Observed, Reason, StationState};
 use crate::config::RulesConfig;
@@ -33,7 +33,7 @@ pub struct Station {
     /// When `state` last changed (controller clock, ms).
     pub state_since: i64,
     /// Highest manifest `next_seq` reported per camera, with the key fingerprint (see rules).
-    pub manifest_max: BTreeMap<String, (u64, Option<String>)>,
+    pub manifest_max: BTreeMap<CameraId, (u64, Option<String>)>,
     /// Id and name in lower case, for searches (kept so a search does not lower-case every
     /// station's names on every request).
     search_key: String,
@@ -247,7 +247,7 @@ impl Fleet {
                 let Some(head) = &c.manifest else { continue };
                 let e = s
                     .manifest_max
-                    .entry(cam.to_string())
+                    .entry(cam.clone())
                     .or_insert((0, key.clone()));
                 if e.1 != key {
                     *e = (0, key.clone());
