@@ -80,6 +80,10 @@ impl Default for RulesConfig {
     }
 }
 
+/// Shortest password accepted (checked here for the bootstrap admin, and by `auth` for every
+/// password; kept here so that configuration depends on nothing else in the crate).
+pub const MIN_PASSWORD_CHARS: usize = 8;
+
 #[derive(Debug, Clone)]
 pub struct AuthConfig {
     /// Created as an admin at start when no user exists yet.
@@ -242,13 +246,13 @@ fn auth(r: &mut TomlReader, root: &toml::Table, check_machine: bool) -> Option<A
         (Some(u), Some(f)) => match std::fs::read_to_string(&f) {
             Ok(pw) => {
                 let pw = pw.trim_end_matches(['\n', '\r']).to_owned();
-                if pw.chars().count() < crate::auth::MIN_PASSWORD_CHARS {
+                if pw.chars().count() < MIN_PASSWORD_CHARS {
                     r.problem(
                         join(p, "bootstrap_password_file"),
                         format!(
                             "the password in {} is shorter than {} characters",
                             f.display(),
-                            crate::auth::MIN_PASSWORD_CHARS
+                            MIN_PASSWORD_CHARS
                         ),
                     );
                 }

@@ -4,21 +4,19 @@
 //!
 //! [`Controller::start`] starts everything on the configured address (port 0 picks a free one,
 //! for tests) and returns a handle with the bound address; [`Controller::stop`] shuts it down.
-//! Nothing here assumes it is the only replica: see `sync.rs` and `alerts.rs`.
+//! Nothing here assumes it is the only replica: see `fleet/sync.rs` and `fleet/alerts.rs`.
 
-pub mod alerts;
-pub mod api;
+// What the binary and the tests use.
 pub mod auth;
 pub mod config;
-pub mod dashboard;
 pub mod fleet;
-pub mod history;
-pub mod ingest;
-pub mod metrics;
-pub mod rules;
 pub mod store;
-pub mod sync;
-pub mod writer;
+
+pub(crate) mod audit;
+pub(crate) mod commands;
+pub(crate) mod http;
+pub(crate) mod ingest;
+pub(crate) mod metrics;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -32,9 +30,12 @@ use tracing::{info, warn};
 pub use config::ControllerConfig;
 pub use stationwatch_protocol as protocol;
 
-use crate::api::AppState;
+use crate::commands::Publisher;
 use crate::fleet::Fleet;
-use crate::ingest::{IngestContext, Publisher};
+use crate::fleet::{alerts, sync};
+use crate::http::AppState;
+use crate::ingest::writer;
+use crate::ingest::IngestContext;
 use crate::metrics::Metrics;
 use crate::store::Store;
 
@@ -51,7 +52,7 @@ pub enum StartError {
     #[error(transparent)]
     Store(#[from] store::StoreError),
     #[error("cannot create the bootstrap admin: {0}")]
-    Bootstrap(#[from] api::CreateUserError),
+    Bootstrap(#[from] auth::CreateUserError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -76,7 +77,7 @@ impl Controller {
         info!(database = %store::redact(&cfg.database.url), postgres = store.is_postgres(), "database ready");
         if let Some((user, pw)) = &cfg.auth.bootstrap_admin {
             if store.user_count().await? == 0 {
-                api::create_user_checked(&store, user, pw, auth::Role::Admin).await?;
+                auth::create_user(&store, user, pw, auth::Role::Admin).await?;
                 info!(username = %user, "bootstrap admin created");
             }
         }
@@ -152,7 +153,7 @@ impl Controller {
             source,
         })?;
         let http_stop = shutdown.child_token();
-        let app = api::router(state);
+        let app = http::router(state);
         tasks.push(tokio::spawn(async move {
             let serve = axum::serve(listener, app)
                 .with_graceful_shutdown(async move { http_stop.cancelled().await });

@@ -3,8 +3,8 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Mutex;
 
+use parking_lot::Mutex;
 use serde::Serialize;
 
 /// How many recent delay samples percentiles are computed over.
@@ -62,7 +62,7 @@ pub struct MessageCounts {
 }
 
 fn push(q: &Mutex<VecDeque<i64>>, v: i64) {
-    let mut q = q.lock().unwrap_or_else(|e| e.into_inner());
+    let mut q = q.lock();
     if q.len() == SAMPLES {
         q.pop_front();
     }
@@ -70,12 +70,7 @@ fn push(q: &Mutex<VecDeque<i64>>, v: i64) {
 }
 
 fn percentiles(q: &Mutex<VecDeque<i64>>) -> Percentiles {
-    let mut v: Vec<i64> = q
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .iter()
-        .copied()
-        .collect();
+    let mut v: Vec<i64> = q.lock().iter().copied().collect();
     v.sort_unstable();
     let at = |p: f64| {
         (!v.is_empty()).then(|| v[((v.len() as f64 * p).ceil() as usize).clamp(1, v.len()) - 1])

@@ -1,5 +1,5 @@
 //! `docs/openapi.yaml` cannot silently fall behind the router: every `.route("/api/...", ...)`
-//! in `src/api.rs` must be documented with each of its methods, and every documented `/api`
+//! in `src/http/mod.rs` must be documented with each of its methods, and every documented `/api`
 //! path must exist.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -16,7 +16,7 @@ fn read(relative: &str) -> String {
 fn routes(src: &str) -> BTreeMap<String, BTreeSet<String>> {
     let body = src
         .split_once("pub fn router(")
-        .expect("api.rs has pub fn router(")
+        .expect("http/mod.rs has pub fn router(")
         .1;
     let mut out = BTreeMap::new();
     let mut rest = body;
@@ -99,7 +99,7 @@ fn documented(yaml: &str) -> BTreeMap<String, BTreeSet<String>> {
 
 #[test]
 fn every_api_route_is_documented_with_its_methods() {
-    let routes = routes(&read("src/api.rs"));
+    let routes = routes(&read("src/http/mod.rs"));
     let doc = documented(&read("../docs/openapi.yaml"));
     assert!(
         routes.len() >= 20 && routes.contains_key("/api/stations/{id}/commands"),
@@ -119,7 +119,7 @@ fn every_api_route_is_documented_with_its_methods() {
     }
     assert!(
         missing.is_empty(),
-        "routes of controller/src/api.rs missing from docs/openapi.yaml: {missing:?}"
+        "routes of controller/src/http/mod.rs missing from docs/openapi.yaml: {missing:?}"
     );
     let stale: Vec<_> = doc
         .iter()
@@ -139,7 +139,7 @@ fn the_document_is_openapi_3_0_and_served() {
     assert!(yaml.starts_with("openapi: 3.0."), "not OpenAPI 3.0");
     assert!(yaml.contains("name: sw_session") && yaml.contains("scheme: bearer"));
     assert!(
-        read("src/api.rs").contains(r#"include_str!("../../docs/openapi.yaml")"#),
+        read("src/http/mod.rs").contains(r#"include_str!("../../../docs/openapi.yaml")"#),
         "/api/openapi.yaml no longer serves docs/openapi.yaml"
     );
 }

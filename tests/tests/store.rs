@@ -5,6 +5,7 @@
 
 use serde_json::json;
 use station_controller::config::DatabaseConfig;
+use station_controller::protocol::{CameraId, StationId};
 use station_controller::store::{CommandRow, EventRow, Store, Write};
 use stationwatch_tests::postgres::{postgres_bin_dir, Postgres};
 
@@ -16,9 +17,17 @@ fn db(url: String) -> DatabaseConfig {
     }
 }
 
+fn sid(s: &str) -> StationId {
+    StationId::new(s).unwrap()
+}
+
+fn cam(s: &str) -> CameraId {
+    CameraId::new(s).unwrap()
+}
+
 fn health(station: &str, at: i64, received_at: i64, hours: f64) -> Write {
     Write::Health {
-        station: station.into(),
+        station: sid(station),
         json: json!({ "v": 1, "at": at, "marker": hours }).to_string(),
         at,
         received_at,
@@ -28,12 +37,12 @@ fn health(station: &str, at: i64, received_at: i64, hours: f64) -> Write {
 
 fn event(station: &str, id: &str, at: i64) -> Write {
     Write::Event(EventRow {
-        station_id: station.into(),
+        station_id: sid(station),
         event_id: id.into(),
         at,
         received_at: at + 5,
         kind: "camera_lost".into(),
-        camera: Some("desk".into()),
+        camera: Some(cam("desk")),
         body: json!({ "kind": "camera_lost", "camera": "desk" }),
     })
 }
@@ -109,7 +118,7 @@ async fn scenario(url: String) {
     store
         .write_batch(&[
             Write::Status {
-                station: "st-1".into(),
+                station: sid("st-1"),
                 json: r#"{"v":1,"state":"online"}"#.into(),
                 received_at: 1_000,
             },
@@ -125,18 +134,21 @@ async fn scenario(url: String) {
         .unwrap();
     let rows = store.stations(None).await.unwrap();
     assert_eq!(rows.len(), 2);
-    let st1 = rows.iter().find(|r| r.id == "st-1").unwrap();
+    let st1 = rows.iter().find(|r| r.id.as_str() == "st-1").unwrap();
     assert!(
         st1.health_json.as_deref().unwrap().contains("50"),
         "newest report kept: {st1:?}"
     );
     assert!(st1.status_json.as_deref().unwrap().contains("online"));
-    let hist = store.health_history("st-1", 0, 10_000, 100).await.unwrap();
+    let hist = store
+        .health_history(&sid("st-1"), 0, 10_000, 100)
+        .await
+        .unwrap();
     assert_eq!(
         hist.iter().map(|p| p.at).collect::<Vec<_>>(),
         [1_500, 2_000]
     );
-    let events = store.events(Some("st-1"), 10).await.unwrap();
+    let events = store.events(Some(&sid("st-1")), 10).await.unwrap();
     assert_eq!(
         events
             .iter()
@@ -144,13 +156,16 @@ async fn scenario(url: String) {
             .collect::<Vec<_>>(),
         ["e2", "e1"]
     );
-    assert_eq!(events[0].camera.as_deref(), Some("desk"));
+    assert_eq!(
+        events[0].camera.as_ref().map(CameraId::as_str),
+        Some("desk")
+    );
     let changed = store.station_versions_since(2_006).await.unwrap();
     assert_eq!(
-        changed.iter().map(|v| v.0.as_str()).collect::<Vec<_>>(),
+        changed.iter().map(|v| v.id.as_str()).collect::<Vec<_>>(),
         ["st-1"]
     );
-    let some = store.stations(Some(&["st-2".to_owned()])).await.unwrap();
+    let some = store.stations(Some(&[sid("st-2")])).await.unwrap();
     assert_eq!(some.len(), 1);
     assert_eq!(store.prune_history(1_600).await.unwrap(), 1);
 
@@ -169,7 +184,7 @@ async fn scenario(url: String) {
         .await
         .unwrap()
         .into_iter()
-        .filter(|r| r.id.starts_with("bulk-"))
+        .filter(|r| r.id.as_str().starts_with("bulk-"))
         .collect();
     assert_eq!(bulk.len(), 600);
     assert!(
@@ -180,7 +195,7 @@ async fn scenario(url: String) {
         "newest kept"
     );
     let h = store
-        .health_history("bulk-599", 0, 100_000, 10)
+        .health_history(&sid("bulk-599"), 0, 100_000, 10)
         .await
         .unwrap();
     assert_eq!(h.iter().map(|p| p.at).collect::<Vec<_>>(), [9_599, 10_599]);
@@ -188,7 +203,7 @@ async fn scenario(url: String) {
     // Commands and their acks: a late `accepted` never replaces a final status.
     let cmd = CommandRow {
         id: "c1".into(),
-        station_id: "st-1".into(),
+        station_id: sid("st-1"),
         kind: "ping".into(),
         body: json!({ "kind": "ping" }),
         issued_by: "alice".into(),
@@ -199,7 +214,7 @@ async fn scenario(url: String) {
     };
     store.insert_command(&cmd).await.unwrap();
     let ack = |status: &str, at| Write::Ack {
-        station: "st-1".into(),
+        station: sid("st-1"),
         command_id: "c1".into(),
         status: status.into(),
         at,
@@ -209,7 +224,7 @@ async fn scenario(url: String) {
         .write_batch(&[ack("done", 3_100), ack("accepted", 3_200)])
         .await
         .unwrap();
-    let cmds = store.commands("st-1", 10).await.unwrap();
+    let cmds = store.commands(&sid("st-1"), 10).await.unwrap();
     assert_eq!(
         (cmds[0].status.as_str(), cmds[0].ack_at),
         ("done", Some(3_100))
@@ -217,7 +232,7 @@ async fn scenario(url: String) {
     // An ack from another station for this id changes nothing.
     store
         .write_batch(&[Write::Ack {
-            station: "st-2".into(),
+            station: sid("st-2"),
             command_id: "c1".into(),
             status: "rejected".into(),
             at: 1,
@@ -225,36 +240,45 @@ async fn scenario(url: String) {
         }])
         .await
         .unwrap();
-    assert_eq!(store.commands("st-1", 10).await.unwrap()[0].status, "done");
+    assert_eq!(
+        store.commands(&sid("st-1"), 10).await.unwrap()[0].status,
+        "done"
+    );
 
     // Alerts: one open per station and kind, whoever opens it.
     assert!(store
-        .open_alert("st-1", "offline", "lost", 4_000)
+        .open_alert(&sid("st-1"), "offline", "lost", 4_000)
         .await
         .unwrap());
     assert!(!store
-        .open_alert("st-1", "offline", "lost again", 4_001)
+        .open_alert(&sid("st-1"), "offline", "lost again", 4_001)
         .await
         .unwrap());
     assert!(store
-        .open_alert("st-2", "offline", "lost", 4_002)
+        .open_alert(&sid("st-2"), "offline", "lost", 4_002)
         .await
         .unwrap());
-    assert!(store.close_alert("st-1", "offline", 4_500).await.unwrap());
-    assert!(!store.close_alert("st-1", "offline", 4_600).await.unwrap());
     assert!(store
-        .open_alert("st-1", "offline", "lost later", 5_000)
+        .close_alert(&sid("st-1"), "offline", 4_500)
         .await
         .unwrap());
-    let hist = store.station_alerts("st-1", 10).await.unwrap();
+    assert!(!store
+        .close_alert(&sid("st-1"), "offline", 4_600)
+        .await
+        .unwrap());
+    assert!(store
+        .open_alert(&sid("st-1"), "offline", "lost later", 5_000)
+        .await
+        .unwrap());
+    let hist = store.station_alerts(&sid("st-1"), 10).await.unwrap();
     assert_eq!(hist.len(), 2);
     assert_eq!((hist[0].closed_at, hist[1].closed_at), (None, Some(4_500)));
     assert_eq!(store.open_alerts().await.unwrap().len(), 2);
 
     // Snapshots: the latest per camera.
     let snap = |b: u8, at| Write::Snapshot {
-        station: "st-1".into(),
-        camera: "desk".into(),
+        station: sid("st-1"),
+        camera: cam("desk"),
         received_at: at,
         jpeg: vec![0xFF, 0xD8, b],
     };
@@ -263,12 +287,12 @@ async fn scenario(url: String) {
         .await
         .unwrap();
     assert_eq!(
-        store.snapshot("st-1", "desk").await.unwrap(),
+        store.snapshot(&sid("st-1"), &cam("desk")).await.unwrap(),
         Some((20, vec![0xFF, 0xD8, 2]))
     );
     assert_eq!(
-        store.snapshot_times("st-1").await.unwrap(),
-        [("desk".to_owned(), 20)]
+        store.snapshot_times(&sid("st-1")).await.unwrap(),
+        [(cam("desk"), 20)]
     );
 
     // Audit log, newest first.

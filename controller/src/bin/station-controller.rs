@@ -7,7 +7,7 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use station_controller::auth::Role;
 use station_controller::store::Store;
-use station_controller::{api, Controller, ControllerConfig};
+use station_controller::{Controller, ControllerConfig};
 use tracing::info;
 use tracing_subscriber::EnvFilter;
 
@@ -90,7 +90,8 @@ async fn main() -> anyhow::Result<()> {
             std::io::stdin().lock().read_line(&mut password)?;
             let password = password.trim_end_matches(['\n', '\r']);
             let store = Store::connect(&cfg.database).await?;
-            let id = api::create_user_checked(&store, &username, password, role).await?;
+            let id =
+                station_controller::auth::create_user(&store, &username, password, role).await?;
             if !grants.is_empty() {
                 if role != Role::Observer {
                     bail!(

@@ -1,24 +1,29 @@
 //! The controller's MQTT link: subscribes to every station, turns what arrives into fleet
-//! updates and database writes, and publishes operators' commands.
+//! updates and database writes, and hands each new connection to the commands `Publisher`
+//! (`commands.rs`), through which operators' commands go out.
 //!
 //! Like the agent, it builds a fresh rumqttc client for every connection attempt (a rumqttc
 //! event loop that errored keeps pending state we do not want to reason about) and must poll
 //! the event loop continuously: nothing slow happens in this loop, database writes go to the
 //! writer task through a bounded channel.
 
-use std::sync::{Arc, Mutex};
+mod figures;
+pub mod writer;
+
+use std::sync::Arc;
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, Transport};
 use stationwatch_protocol::broker_config::TlsReadError;
 use stationwatch_protocol::mqtt::{
     controller_subscriptions, decode_ack, decode_event, decode_health, decode_status, parse_topic,
-    CommandEnvelope, DecodeError, EventKind, QoS, TopicKind, Topics, MAX_SNAPSHOT_BYTES,
+    DecodeError, EventKind, QoS, TopicKind, MAX_SNAPSHOT_BYTES,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::commands::{self, Publisher};
 use crate::config::MqttConfig;
 use crate::fleet::{Fleet, Transition};
 use crate::metrics::Metrics;
@@ -29,45 +34,6 @@ use crate::store::{EventRow, Write};
 pub enum IngestError {
     #[error(transparent)]
     Tls(#[from] TlsReadError),
-}
-
-/// Publishes commands through the current connection, if any.
-#[derive(Clone, Default)]
-pub struct Publisher {
-    client: Arc<Mutex<Option<AsyncClient>>>,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum PublishError {
-    #[error("the controller is not connected to the broker")]
-    NotConnected,
-    #[error("the command could not be queued for the broker: {0}")]
-    Client(String),
-    #[error("the command could not be encoded: {0}")]
-    Encode(#[from] serde_json::Error),
-}
-
-impl Publisher {
-    fn set(&self, client: Option<AsyncClient>) {
-        *self.client.lock().unwrap_or_else(|e| e.into_inner()) = client;
-    }
-
-    pub fn connected(&self) -> bool {
-        self.client
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_some()
-    }
-
-    /// Queues a command for the station (QoS 1, not retained).
-    pub fn command(&self, topics: &Topics, cmd: &CommandEnvelope) -> Result<(), PublishError> {
-        let payload = cmd.to_json()?;
-        let guard = self.client.lock().unwrap_or_else(|e| e.into_inner());
-        let client = guard.as_ref().ok_or(PublishError::NotConnected)?;
-        client
-            .try_publish(topics.command(), rumqttc::QoS::AtLeastOnce, false, payload)
-            .map_err(|e| PublishError::Client(e.to_string()))
-    }
 }
 
 /// Where ingested messages go.
@@ -190,11 +156,11 @@ pub async fn handle(ctx: &IngestContext, topic: &str, payload: &[u8]) {
             Ok(status) => {
                 ctx.metrics.status();
                 let json = String::from_utf8_lossy(payload).into_owned();
-                if let Some(t) = ctx.fleet.apply_status(id, status, now, now) {
+                if let Some(t) = ctx.fleet.apply_status(&station, status, now, now) {
                     let _ = ctx.transitions.send(t);
                 }
                 write = Some(Write::Status {
-                    station: id.to_owned(),
+                    station: station.clone(),
                     json,
                     received_at: now,
                 });
@@ -205,13 +171,13 @@ pub async fn handle(ctx: &IngestContext, topic: &str, payload: &[u8]) {
         TopicKind::Health => match decode_health(payload) {
             Ok(h) => {
                 ctx.metrics.health(now - h.at.unix_ms());
-                let figures = crate::history::figures(&h).to_string();
+                let figures = figures::figures(&h).to_string();
                 let at = h.at.unix_ms();
-                if let Some(t) = ctx.fleet.apply_health(id, Arc::new(h), now, now) {
+                if let Some(t) = ctx.fleet.apply_health(&station, Arc::new(h), now, now) {
                     let _ = ctx.transitions.send(t);
                 }
                 write = Some(Write::Health {
-                    station: id.to_owned(),
+                    station: station.clone(),
                     json: String::from_utf8_lossy(payload).into_owned(),
                     at,
                     received_at: now,
@@ -227,12 +193,12 @@ pub async fn handle(ctx: &IngestContext, topic: &str, payload: &[u8]) {
                 let camera = match &ev.kind {
                     EventKind::CameraLost { camera, .. }
                     | EventKind::CameraBack { camera, .. }
-                    | EventKind::GapRecorded { camera, .. } => Some(camera.to_string()),
+                    | EventKind::GapRecorded { camera, .. } => Some(camera.clone()),
                     _ => None,
                 };
                 let body = serde_json::from_slice(payload).unwrap_or(serde_json::Value::Null);
                 write = Some(Write::Event(EventRow {
-                    station_id: id.to_owned(),
+                    station_id: station.clone(),
                     event_id: ev.id.as_str().to_owned(),
                     at: ev.at.unix_ms(),
                     received_at: now,
@@ -246,19 +212,8 @@ pub async fn handle(ctx: &IngestContext, topic: &str, payload: &[u8]) {
         TopicKind::Ack => match decode_ack(payload) {
             Ok(ack) => {
                 ctx.metrics.ack();
-                if let Some(cmd) = &ack.id {
-                    let status = serde_json::to_value(ack.status)
-                        .ok()
-                        .and_then(|v| v.as_str().map(str::to_owned))
-                        .unwrap_or_else(|| "unknown".into());
-                    write = Some(Write::Ack {
-                        station: id.to_owned(),
-                        command_id: cmd.as_str().to_owned(),
-                        status,
-                        at: now,
-                        json: String::from_utf8_lossy(payload).into_owned(),
-                    });
-                } else {
+                write = commands::ack(&station, &ack, payload, now);
+                if write.is_none() {
                     debug!(
                         station = id,
                         "ack without a command id (a rejected payload)"
@@ -274,8 +229,8 @@ pub async fn handle(ctx: &IngestContext, topic: &str, payload: &[u8]) {
             } else {
                 ctx.metrics.snapshot();
                 write = Some(Write::Snapshot {
-                    station: id.to_owned(),
-                    camera: camera.to_string(),
+                    station: station.clone(),
+                    camera: camera.clone(),
                     received_at: now,
                     jpeg: payload.to_vec(),
                 });

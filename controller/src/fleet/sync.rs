@@ -26,14 +26,15 @@ const OVERLAP_MS: i64 = 3_000;
 /// Applies rows to the fleet.
 pub fn apply(fleet: &Fleet, rows: Vec<StationRow>, now: i64) {
     for r in rows {
+        let id = &r.id;
         if let (Some(json), Some(at)) = (&r.status_json, r.status_received_at) {
             if let Ok(s) = decode_status(json.as_bytes()) {
-                fleet.apply_status(&r.id, s, at, now);
+                fleet.apply_status(id, s, at, now);
             }
         }
         if let (Some(json), Some(at)) = (&r.health_json, r.health_received_at) {
             if let Ok(h) = decode_health(json.as_bytes()) {
-                fleet.apply_health(&r.id, Arc::new(h), at, now);
+                fleet.apply_health(id, Arc::new(h), at, now);
             }
         }
     }
@@ -57,10 +58,10 @@ pub async fn run(store: Store, fleet: Fleet, shutdown: CancellationToken, mut si
 async fn poll(store: &Store, fleet: &Fleet, since: &mut i64) -> crate::store::Result<()> {
     let versions = store.station_versions_since(*since - OVERLAP_MS).await?;
     let mut stale = Vec::new();
-    for (id, status_at, health_at, updated_at) in versions {
-        *since = (*since).max(updated_at);
-        if !fleet.has(&id, status_at, health_at) {
-            stale.push(id);
+    for v in versions {
+        *since = (*since).max(v.updated_at);
+        if !fleet.has(&v.id, v.status_received_at, v.health_received_at) {
+            stale.push(v.id);
         }
     }
     if !stale.is_empty() {

@@ -12,7 +12,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{AnyPool, Row};
+use sqlx::{AnyPool, FromRow, Row};
+use stationwatch_protocol::{CameraId, StationId};
 
 use crate::config::DatabaseConfig;
 
@@ -35,7 +36,7 @@ pub struct Store {
 }
 
 /// A user as stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
 pub struct UserRow {
     pub id: i64,
     pub username: String,
@@ -44,9 +45,10 @@ pub struct UserRow {
 }
 
 /// A station's latest state as stored.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, FromRow)]
 pub struct StationRow {
-    pub id: String,
+    #[sqlx(try_from = "String")]
+    pub id: StationId,
     pub status_json: Option<String>,
     pub status_received_at: Option<i64>,
     pub health_json: Option<String>,
@@ -56,19 +58,20 @@ pub struct StationRow {
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct EventRow {
-    pub station_id: String,
+    pub station_id: StationId,
     pub event_id: String,
     pub at: i64,
     pub received_at: i64,
     pub kind: String,
-    pub camera: Option<String>,
+    pub camera: Option<CameraId>,
     pub body: serde_json::Value,
 }
 
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, FromRow)]
 pub struct AlertRow {
     pub id: i64,
-    pub station_id: String,
+    #[sqlx(try_from = "String")]
+    pub station_id: StationId,
     pub kind: String,
     pub detail: String,
     pub opened_at: i64,
@@ -78,7 +81,7 @@ pub struct AlertRow {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct CommandRow {
     pub id: String,
-    pub station_id: String,
+    pub station_id: StationId,
     pub kind: String,
     pub body: serde_json::Value,
     pub issued_by: String,
@@ -105,16 +108,26 @@ pub struct AuditRow {
     pub ok: bool,
 }
 
+/// A station's receive times (what a sync compares before reading the JSON).
+#[derive(Debug, Clone, FromRow)]
+pub struct StationVersion {
+    #[sqlx(try_from = "String")]
+    pub id: StationId,
+    pub status_received_at: Option<i64>,
+    pub health_received_at: Option<i64>,
+    pub updated_at: i64,
+}
+
 /// One write of the ingest path; batches of them go in one transaction.
 #[derive(Debug, Clone)]
 pub enum Write {
     Status {
-        station: String,
+        station: StationId,
         json: String,
         received_at: i64,
     },
     Health {
-        station: String,
+        station: StationId,
         json: String,
         at: i64,
         received_at: i64,
@@ -122,18 +135,23 @@ pub enum Write {
     },
     Event(EventRow),
     Ack {
-        station: String,
+        station: StationId,
         command_id: String,
         status: String,
         at: i64,
         json: String,
     },
     Snapshot {
-        station: String,
-        camera: String,
+        station: StationId,
+        camera: CameraId,
         received_at: i64,
         jpeg: Vec<u8>,
     },
+}
+
+/// An id read back from a column (validated before it was written).
+fn id<T: TryFrom<String, Error = stationwatch_protocol::IdError>>(s: String) -> Result<T> {
+    T::try_from(s).map_err(|e| StoreError::Sql(sqlx::Error::Decode(Box::new(e))))
 }
 
 fn json(text: &str) -> serde_json::Value {
@@ -241,30 +259,21 @@ impl Store {
         Ok(())
     }
 
-    fn user_row(r: &sqlx::any::AnyRow) -> Result<UserRow> {
-        Ok(UserRow {
-            id: r.try_get(0)?,
-            username: r.try_get(1)?,
-            password_hash: r.try_get(2)?,
-            role: r.try_get(3)?,
-        })
-    }
-
     pub async fn user_by_name(&self, username: &str) -> Result<Option<UserRow>> {
-        let r =
-            sqlx::query("SELECT id, username, password_hash, role FROM users WHERE username = $1")
-                .bind(username)
-                .fetch_optional(&self.pool)
-                .await?;
-        r.as_ref().map(Self::user_row).transpose()
+        Ok(sqlx::query_as(
+            "SELECT id, username, password_hash, role FROM users WHERE username = $1",
+        )
+        .bind(username)
+        .fetch_optional(&self.pool)
+        .await?)
     }
 
     pub async fn users(&self) -> Result<Vec<UserRow>> {
-        let rows =
-            sqlx::query("SELECT id, username, password_hash, role FROM users ORDER BY username")
+        Ok(
+            sqlx::query_as("SELECT id, username, password_hash, role FROM users ORDER BY username")
                 .fetch_all(&self.pool)
-                .await?;
-        rows.iter().map(Self::user_row).collect()
+                .await?,
+        )
     }
 
     pub async fn delete_user(&self, user_id: i64) -> Result<bool> {
@@ -329,15 +338,14 @@ impl Store {
 
     /// The user of a live session.
     pub async fn session_user(&self, token_hash: &str, now: i64) -> Result<Option<UserRow>> {
-        let r = sqlx::query(
+        Ok(sqlx::query_as(
             "SELECT u.id, u.username, u.password_hash, u.role FROM sessions s
              JOIN users u ON u.id = s.user_id WHERE s.token_hash = $1 AND s.expires_at > $2",
         )
         .bind(token_hash)
         .bind(now)
         .fetch_optional(&self.pool)
-        .await?;
-        r.as_ref().map(Self::user_row).transpose()
+        .await?)
     }
 
     pub async fn delete_session(&self, token_hash: &str) -> Result<()> {
@@ -366,14 +374,13 @@ impl Store {
     }
 
     pub async fn token_user(&self, token_hash: &str) -> Result<Option<UserRow>> {
-        let r = sqlx::query(
+        Ok(sqlx::query_as(
             "SELECT u.id, u.username, u.password_hash, u.role FROM api_tokens t
              JOIN users u ON u.id = t.user_id WHERE t.token_hash = $1",
         )
         .bind(token_hash)
         .fetch_optional(&self.pool)
-        .await?;
-        r.as_ref().map(Self::user_row).transpose()
+        .await?)
     }
 
     // ---- station state and ingest
@@ -403,7 +410,7 @@ impl Store {
                          WHERE stations.status_received_at IS NULL
                             OR stations.status_received_at <= excluded.status_received_at",
                     )
-                    .bind(station)
+                    .bind(station.as_str())
                     .bind(json)
                     .bind(received_at)
                     .execute(&mut *tx)
@@ -416,12 +423,12 @@ impl Store {
                         "INSERT INTO events (station_id, event_id, at, received_at, kind, camera, body)
                          VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
                     )
-                    .bind(&e.station_id)
+                    .bind(e.station_id.as_str())
                     .bind(&e.event_id)
                     .bind(e.at)
                     .bind(e.received_at)
                     .bind(&e.kind)
-                    .bind(&e.camera)
+                    .bind(e.camera.as_ref().map(CameraId::as_str))
                     .bind(e.body.to_string())
                     .execute(&mut *tx)
                     .await?;
@@ -443,7 +450,7 @@ impl Store {
                     .bind(at)
                     .bind(json)
                     .bind(command_id)
-                    .bind(station)
+                    .bind(station.as_str())
                     .execute(&mut *tx)
                     .await?;
                 }
@@ -458,8 +465,8 @@ impl Store {
                          ON CONFLICT (station_id, camera) DO UPDATE SET received_at = excluded.received_at,
                            jpeg = excluded.jpeg",
                     )
-                    .bind(station)
-                    .bind(camera)
+                    .bind(station.as_str())
+                    .bind(camera.as_str())
                     .bind(received_at)
                     .bind(jpeg.as_slice())
                     .execute(&mut *tx)
@@ -489,12 +496,14 @@ impl Store {
                 figures,
             } = w
             {
-                let e = latest.entry(station).or_insert((json, *at, *received_at));
+                let e = latest
+                    .entry(station.as_str())
+                    .or_insert((json, *at, *received_at));
                 if *at > e.1 {
                     *e = (json, *at, *received_at);
                 }
                 history
-                    .entry((station, *at))
+                    .entry((station.as_str(), *at))
                     .or_insert((*received_at, figures));
             }
         }
@@ -532,59 +541,39 @@ impl Store {
         Ok(())
     }
 
-    fn station_row(r: &sqlx::any::AnyRow) -> Result<StationRow> {
-        Ok(StationRow {
-            id: r.try_get(0)?,
-            status_json: r.try_get(1)?,
-            status_received_at: r.try_get(2)?,
-            health_json: r.try_get(3)?,
-            health_received_at: r.try_get(4)?,
-            updated_at: r.try_get(5)?,
-        })
-    }
-
     /// Which stations changed at or after `since`, with their receive times (cheap: no JSON).
-    pub async fn station_versions_since(
-        &self,
-        since: i64,
-    ) -> Result<Vec<(String, Option<i64>, Option<i64>, i64)>> {
-        let rows = sqlx::query(
+    pub async fn station_versions_since(&self, since: i64) -> Result<Vec<StationVersion>> {
+        Ok(sqlx::query_as(
             "SELECT id, status_received_at, health_received_at, updated_at FROM stations WHERE updated_at >= $1",
         )
         .bind(since)
         .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?)))
-            .collect()
+        .await?)
     }
 
     /// The full rows of these stations (all stations when `ids` is `None`).
-    pub async fn stations(&self, ids: Option<&[String]>) -> Result<Vec<StationRow>> {
+    pub async fn stations(&self, ids: Option<&[StationId]>) -> Result<Vec<StationRow>> {
         const COLS: &str =
             "SELECT id, status_json, status_received_at, health_json, health_received_at, updated_at FROM stations";
         let Some(ids) = ids else {
-            let rows = sqlx::query(COLS).fetch_all(&self.pool).await?;
-            return rows.iter().map(Self::station_row).collect();
+            return Ok(sqlx::query_as(COLS).fetch_all(&self.pool).await?);
         };
         let mut out = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(500) {
             let params: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
             let sql = format!("{COLS} WHERE id IN ({})", params.join(", "));
-            let mut q = sqlx::query(&sql);
+            let mut q = sqlx::query_as(&sql);
             for id in chunk {
-                q = q.bind(id);
+                q = q.bind(id.as_str());
             }
-            for r in q.fetch_all(&self.pool).await? {
-                out.push(Self::station_row(&r)?);
-            }
+            out.extend(q.fetch_all(&self.pool).await?);
         }
         Ok(out)
     }
 
     pub async fn health_history(
         &self,
-        station: &str,
+        station: &StationId,
         from: i64,
         to: i64,
         limit: i64,
@@ -593,7 +582,7 @@ impl Store {
             "SELECT at, figures FROM health_history WHERE station_id = $1 AND at >= $2 AND at < $3
              ORDER BY at DESC LIMIT $4",
         )
-        .bind(station)
+        .bind(station.as_str())
         .bind(from)
         .bind(to)
         .bind(limit)
@@ -621,7 +610,7 @@ impl Store {
             .rows_affected())
     }
 
-    pub async fn events(&self, station: Option<&str>, limit: i64) -> Result<Vec<EventRow>> {
+    pub async fn events(&self, station: Option<&StationId>, limit: i64) -> Result<Vec<EventRow>> {
         let q = match station {
             Some(_) => {
                 "SELECT station_id, event_id, at, received_at, kind, camera, body FROM events
@@ -633,19 +622,19 @@ impl Store {
             }
         };
         let rows = sqlx::query(q)
-            .bind(station.unwrap_or(""))
+            .bind(station.map_or("", StationId::as_str))
             .bind(limit)
             .fetch_all(&self.pool)
             .await?;
         rows.iter()
             .map(|r| {
                 Ok(EventRow {
-                    station_id: r.try_get(0)?,
+                    station_id: id(r.try_get(0)?)?,
                     event_id: r.try_get(1)?,
                     at: r.try_get(2)?,
                     received_at: r.try_get(3)?,
                     kind: r.try_get(4)?,
-                    camera: r.try_get(5)?,
+                    camera: r.try_get::<Option<String>, _>(5)?.map(id).transpose()?,
                     body: json(&r.try_get::<String, _>(6)?),
                 })
             })
@@ -657,7 +646,7 @@ impl Store {
     /// Opens an alert unless one of this kind is open for the station; true when it opened.
     pub async fn open_alert(
         &self,
-        station: &str,
+        station: &StationId,
         kind: &str,
         detail: &str,
         at: i64,
@@ -666,7 +655,7 @@ impl Store {
             "INSERT INTO alerts (station_id, kind, detail, opened_at) VALUES ($1, $2, $3, $4)
              ON CONFLICT DO NOTHING",
         )
-        .bind(station)
+        .bind(station.as_str())
         .bind(kind)
         .bind(detail)
         .bind(at)
@@ -676,49 +665,38 @@ impl Store {
     }
 
     /// Closes the open alert of this kind, if any; true when one closed.
-    pub async fn close_alert(&self, station: &str, kind: &str, at: i64) -> Result<bool> {
+    pub async fn close_alert(&self, station: &StationId, kind: &str, at: i64) -> Result<bool> {
         let done = sqlx::query(
             "UPDATE alerts SET closed_at = $1 WHERE station_id = $2 AND kind = $3 AND closed_at IS NULL",
         )
         .bind(at)
-        .bind(station)
+        .bind(station.as_str())
         .bind(kind)
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() > 0)
     }
 
-    fn alert_row(r: &sqlx::any::AnyRow) -> Result<AlertRow> {
-        Ok(AlertRow {
-            id: r.try_get(0)?,
-            station_id: r.try_get(1)?,
-            kind: r.try_get(2)?,
-            detail: r.try_get(3)?,
-            opened_at: r.try_get(4)?,
-            closed_at: r.try_get(5)?,
-        })
-    }
-
     pub async fn open_alerts(&self) -> Result<Vec<AlertRow>> {
-        let rows = sqlx::query(
+        let rows = sqlx::query_as(
             "SELECT id, station_id, kind, detail, opened_at, closed_at FROM alerts
              WHERE closed_at IS NULL ORDER BY opened_at DESC",
         )
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(Self::alert_row).collect()
+        Ok(rows)
     }
 
-    pub async fn station_alerts(&self, station: &str, limit: i64) -> Result<Vec<AlertRow>> {
-        let rows = sqlx::query(
+    pub async fn station_alerts(&self, station: &StationId, limit: i64) -> Result<Vec<AlertRow>> {
+        let rows = sqlx::query_as(
             "SELECT id, station_id, kind, detail, opened_at, closed_at FROM alerts
              WHERE station_id = $1 ORDER BY opened_at DESC, id DESC LIMIT $2",
         )
-        .bind(station)
+        .bind(station.as_str())
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(Self::alert_row).collect()
+        Ok(rows)
     }
 
     // ---- commands
@@ -729,7 +707,7 @@ impl Store {
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(&c.id)
-        .bind(&c.station_id)
+        .bind(c.station_id.as_str())
         .bind(&c.kind)
         .bind(c.body.to_string())
         .bind(&c.issued_by)
@@ -753,12 +731,12 @@ impl Store {
         Ok(())
     }
 
-    pub async fn commands(&self, station: &str, limit: i64) -> Result<Vec<CommandRow>> {
+    pub async fn commands(&self, station: &StationId, limit: i64) -> Result<Vec<CommandRow>> {
         let rows = sqlx::query(
             "SELECT id, station_id, kind, body, issued_by, issued_at, status, ack_at, ack_body
              FROM commands WHERE station_id = $1 ORDER BY issued_at DESC, id DESC LIMIT $2",
         )
-        .bind(station)
+        .bind(station.as_str())
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
@@ -766,7 +744,7 @@ impl Store {
             .map(|r| {
                 Ok(CommandRow {
                     id: r.try_get(0)?,
-                    station_id: r.try_get(1)?,
+                    station_id: id(r.try_get(1)?)?,
                     kind: r.try_get(2)?,
                     body: json(&r.try_get::<String, _>(3)?),
                     issued_by: r.try_get(4)?,
@@ -782,26 +760,30 @@ impl Store {
     // ---- snapshots
 
     /// The latest JPEG of a camera and when it arrived.
-    pub async fn snapshot(&self, station: &str, camera: &str) -> Result<Option<(i64, Vec<u8>)>> {
+    pub async fn snapshot(
+        &self,
+        station: &StationId,
+        camera: &CameraId,
+    ) -> Result<Option<(i64, Vec<u8>)>> {
         let r = sqlx::query(
             "SELECT received_at, jpeg FROM snapshots WHERE station_id = $1 AND camera = $2",
         )
-        .bind(station)
-        .bind(camera)
+        .bind(station.as_str())
+        .bind(camera.as_str())
         .fetch_optional(&self.pool)
         .await?;
         r.map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).transpose()
     }
 
-    pub async fn snapshot_times(&self, station: &str) -> Result<Vec<(String, i64)>> {
+    pub async fn snapshot_times(&self, station: &StationId) -> Result<Vec<(CameraId, i64)>> {
         let rows = sqlx::query(
             "SELECT camera, received_at FROM snapshots WHERE station_id = $1 ORDER BY camera",
         )
-        .bind(station)
+        .bind(station.as_str())
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
-            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .map(|r| Ok((id(r.try_get(0)?)?, r.try_get(1)?)))
             .collect()
     }
 

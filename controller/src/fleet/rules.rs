@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 use stationwatch_protocol::mqtt::{CameraState, Health, OfflineReason, Status, StatusState};
+use stationwatch_protocol::CameraId;
 
 use crate::config::RulesConfig;
 
@@ -50,16 +51,16 @@ pub struct Reason {
     /// `offline`, `camera_not_recording`, `no_segment`, `disk_low`, `clock_unsynced`.
     pub kind: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub camera: Option<String>,
+    pub camera: Option<CameraId>,
     /// For people, e.g. "connection lost (last will)", "lost: connection refused".
     pub detail: String,
 }
 
 impl Reason {
-    fn new(kind: &'static str, camera: Option<&str>, detail: String) -> Self {
+    fn new(kind: &'static str, camera: Option<&CameraId>, detail: String) -> Self {
         Reason {
             kind,
-            camera: camera.map(str::to_owned),
+            camera: camera.cloned(),
             detail,
         }
     }
@@ -82,7 +83,7 @@ pub struct Observed<'a> {
     /// The highest manifest `next_seq` ever reported per camera (with the key fingerprint it
     /// was reported under): a report below it means entries were removed from the end of the
     /// manifest, which the station's own chain cannot show.
-    pub manifest_max: &'a BTreeMap<String, (u64, Option<String>)>,
+    pub manifest_max: &'a BTreeMap<CameraId, (u64, Option<String>)>,
 }
 
 /// The state and every reason, at controller time `now` (ms).
@@ -135,7 +136,6 @@ pub fn evaluate(o: &Observed<'_>, now: i64, rules: &RulesConfig) -> (StationStat
     }
     let mut reasons = Vec::new();
     for (id, cam) in &h.cameras {
-        let id = id.as_str();
         if cam.state != CameraState::Recording {
             let state = serde_json::to_value(cam.state)
                 .ok()
@@ -172,14 +172,13 @@ pub fn evaluate(o: &Observed<'_>, now: i64, rules: &RulesConfig) -> (StationStat
     }
     let fingerprint = h.agent.key_fingerprint.map(|f| f.to_string());
     for (id, cam) in &h.cameras {
-        let (Some(head), Some((max, key))) = (&cam.manifest, o.manifest_max.get(id.as_str()))
-        else {
+        let (Some(head), Some((max, key))) = (&cam.manifest, o.manifest_max.get(id)) else {
             continue;
         };
         if head.next_seq < *max && *key == fingerprint {
             reasons.push(Reason::new(
                 "manifest_rewound",
-                Some(id.as_str()),
+                Some(id),
                 format!(
                     "manifest has {} entries, {max} were reported before: entries removed from its end",
                     head.next_seq
@@ -380,7 +379,7 @@ mod tests {
         });
         let key = h.agent.key_fingerprint.map(|f| f.to_string());
         let check = |max: (u64, Option<String>)| {
-            let max = BTreeMap::from([("desk".to_owned(), max)]);
+            let max = BTreeMap::from([(desk.clone(), max)]);
             let o = Observed {
                 status: None,
                 status_received_at: None,

@@ -4,19 +4,26 @@
 //! once) and by the stations table that other replicas write (see `sync.rs`), so the database
 //! stays the source of truth and any replica can serve any request.
 
+pub mod alerts;
+pub mod rules;
+pub mod sync;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+
+use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use serde::Serialize;
 use stationwatch_protocol::mqtt::{Health, Status};
+use stationwatch_protocol::{CameraId, StationId};
 
+use self::rules::{evaluate, Observed, Reason, StationState};
 use crate::config::RulesConfig;
-use crate::rules::{evaluate, Observed, Reason, StationState};
 
 /// One station as the controller knows it.
 #[derive(Debug, Clone)]
 pub struct Station {
-    pub id: String,
+    pub id: StationId,
     pub status: Option<Status>,
     pub status_received_at: Option<i64>,
     pub health: Option<Arc<Health>>,
@@ -26,14 +33,14 @@ pub struct Station {
     /// When `state` last changed (controller clock, ms).
     pub state_since: i64,
     /// Highest manifest `next_seq` reported per camera, with the key fingerprint (see rules).
-    pub manifest_max: BTreeMap<String, (u64, Option<String>)>,
+    pub manifest_max: BTreeMap<CameraId, (u64, Option<String>)>,
     /// Id and name in lower case, for searches (kept so a search does not lower-case every
     /// station's names on every request).
     search_key: String,
 }
 
 impl Station {
-    fn new(id: String, now: i64) -> Self {
+    fn new(id: StationId, now: i64) -> Self {
         Station {
             status: None,
             status_received_at: None,
@@ -43,7 +50,7 @@ impl Station {
             reasons: Vec::new(),
             state_since: now,
             manifest_max: BTreeMap::new(),
-            search_key: id.to_lowercase(),
+            search_key: id.as_str().to_lowercase(),
             id,
         }
     }
@@ -87,7 +94,7 @@ impl Station {
 /// A station in lists and live updates.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct StationSummary {
-    pub id: String,
+    pub id: StationId,
     pub name: Option<String>,
     pub region: Option<String>,
     pub state: StationState,
@@ -102,7 +109,7 @@ pub struct StationSummary {
 /// Reasons that appeared and disappeared at one station: alerts to open and close.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Transition {
-    pub station: String,
+    pub station: StationId,
     pub at: i64,
     pub opened: Vec<Reason>,
     pub closed: Vec<Reason>,
@@ -138,9 +145,9 @@ pub struct Counts {
 
 #[derive(Default)]
 struct Inner {
-    stations: HashMap<String, Station>,
+    stations: HashMap<StationId, Station>,
     /// Changed since the last `take_dirty`.
-    dirty: HashSet<String>,
+    dirty: HashSet<StationId>,
 }
 
 /// The fleet; cheap to clone.
@@ -158,58 +165,79 @@ impl Fleet {
         }
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
-        self.inner.write().unwrap_or_else(|e| e.into_inner())
+    fn write(&self) -> RwLockWriteGuard<'_, Inner> {
+        self.inner.write()
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
-        self.inner.read().unwrap_or_else(|e| e.into_inner())
+    fn read(&self) -> RwLockReadGuard<'_, Inner> {
+        self.inner.read()
     }
 
     /// Applies a status; an older one than what is known is ignored. Returns the alert changes.
     pub fn apply_status(
         &self,
-        id: &str,
+        id: &StationId,
         status: Status,
         received_at: i64,
         now: i64,
     ) -> Option<Transition> {
-        let mut g = self.write();
-        let s = g
-            .stations
-            .entry(id.to_owned())
-            .or_insert_with(|| Station::new(id.to_owned(), now));
-        if s.status_received_at.is_some_and(|t| t > received_at) {
-            return None;
-        }
-        s.status = Some(status);
-        s.status_received_at = Some(received_at);
-        let t = reevaluate(s, now, &self.rules);
-        g.dirty.insert(id.to_owned());
-        t
+        self.update(id, now, |s| {
+            if s.status_received_at.is_some_and(|t| t > received_at) {
+                return None;
+            }
+            s.status = Some(status);
+            s.status_received_at = Some(received_at);
+            Some(reevaluate(s, now, &self.rules))
+        })
     }
 
     /// Applies a health report unless a newer one (by the agent's `at`) is known.
     pub fn apply_health(
         &self,
-        id: &str,
+        id: &StationId,
         health: Arc<Health>,
         received_at: i64,
         now: i64,
     ) -> Option<Transition> {
+        self.update(id, now, |s| {
+            if s.health.as_ref().is_some_and(|h| h.at >= health.at) {
+                return None;
+            }
+            Some(self.take_health(s, health, received_at, now))
+        })
+    }
+
+    /// Runs `change` on the station (created when new). `change` answers `None` when it
+    /// changed nothing, or the alert changes of its re-evaluation; the station is then marked
+    /// changed for live dashboards.
+    fn update(
+        &self,
+        id: &StationId,
+        now: i64,
+        change: impl FnOnce(&mut Station) -> Option<Option<Transition>>,
+    ) -> Option<Transition> {
         let mut g = self.write();
         let s = g
             .stations
-            .entry(id.to_owned())
-            .or_insert_with(|| Station::new(id.to_owned(), now));
-        if s.health.as_ref().is_some_and(|h| h.at >= health.at) {
-            return None;
-        }
+            .entry(id.clone())
+            .or_insert_with(|| Station::new(id.clone(), now));
+        let t = change(s)?;
+        g.dirty.insert(id.clone());
+        t
+    }
+
+    fn take_health(
+        &self,
+        s: &mut Station,
+        health: Arc<Health>,
+        received_at: i64,
+        now: i64,
+    ) -> Option<Transition> {
         s.health = Some(health);
         s.health_received_at = Some(received_at);
         s.search_key = match s.name() {
             Some(name) => format!("{}\n{}", s.id, name).to_lowercase(),
-            None => s.id.to_lowercase(),
+            None => s.id.as_str().to_lowercase(),
         };
         let t = reevaluate(s, now, &self.rules);
         // Remember the highest heads after evaluating, so the report that rewound is flagged.
@@ -219,7 +247,7 @@ impl Fleet {
                 let Some(head) = &c.manifest else { continue };
                 let e = s
                     .manifest_max
-                    .entry(cam.to_string())
+                    .entry(cam.clone())
                     .or_insert((0, key.clone()));
                 if e.1 != key {
                     *e = (0, key.clone());
@@ -227,7 +255,6 @@ impl Fleet {
                 e.0 = e.0.max(head.next_seq);
             }
         }
-        g.dirty.insert(id.to_owned());
         t
     }
 
@@ -235,7 +262,7 @@ impl Fleet {
     /// (a sync from the database can skip parsing them).
     pub fn has(
         &self,
-        id: &str,
+        id: &StationId,
         status_received_at: Option<i64>,
         health_received_at: Option<i64>,
     ) -> bool {
@@ -265,13 +292,13 @@ impl Fleet {
     /// Ids changed since the previous call, with their summaries.
     pub fn take_dirty(&self) -> Vec<StationSummary> {
         let mut g = self.write();
-        let ids: Vec<String> = g.dirty.drain().collect();
+        let ids: Vec<StationId> = g.dirty.drain().collect();
         ids.iter()
             .filter_map(|id| g.stations.get(id).map(Station::summary))
             .collect()
     }
 
-    pub fn get(&self, id: &str) -> Option<Station> {
+    pub fn get(&self, id: &StationId) -> Option<Station> {
         self.read().stations.get(id).cloned()
     }
 
@@ -284,7 +311,7 @@ impl Fleet {
     }
 
     /// Counts by state among the stations `visible` lets through.
-    pub fn counts(&self, visible: &dyn Fn(&str) -> bool) -> Counts {
+    pub fn counts(&self, visible: &dyn Fn(&StationId) -> bool) -> Counts {
         let g = self.read();
         let mut c = Counts::default();
         for s in g.stations.values().filter(|s| visible(&s.id)) {
@@ -300,7 +327,7 @@ impl Fleet {
     }
 
     /// Regions and their station counts.
-    pub fn regions(&self, visible: &dyn Fn(&str) -> bool) -> BTreeMap<String, usize> {
+    pub fn regions(&self, visible: &dyn Fn(&StationId) -> bool) -> BTreeMap<String, usize> {
         let g = self.read();
         let mut out = BTreeMap::new();
         for s in g.stations.values().filter(|s| visible(&s.id)) {
@@ -313,7 +340,7 @@ impl Fleet {
 
     /// Stations needing attention first (offline, then degraded by number of reasons, then
     /// unknown, then online), each group by id.
-    pub fn list(&self, q: &ListQuery, visible: &dyn Fn(&str) -> bool) -> ListPage {
+    pub fn list(&self, q: &ListQuery, visible: &dyn Fn(&StationId) -> bool) -> ListPage {
         let g = self.read();
         let needle = q.search.as_ref().map(|s| s.to_lowercase());
         let mut hits: Vec<&Station> = g
@@ -395,6 +422,10 @@ mod tests {
 
     use super::*;
 
+    fn sid(s: &str) -> StationId {
+        StationId::new(s).unwrap()
+    }
+
     fn health(at: i64, region: &str) -> Arc<Health> {
         let mut h = Health::new(Timestamp::from_unix_ms(at).unwrap());
         h.agent.region = Some(region.into());
@@ -408,15 +439,15 @@ mod tests {
         for i in 0..50 {
             let id = format!("st-{i:03}");
             f.apply_health(
-                &id,
+                &sid(&id),
                 health(now, if i % 2 == 0 { "North" } else { "South" }),
                 now,
                 now,
             );
         }
-        f.apply_status("st-007", Status::lost(), now + 1, now + 1);
-        f.apply_status("st-042", Status::lost(), now + 1, now + 1);
-        let all = |_: &str| true;
+        f.apply_status(&sid("st-007"), Status::lost(), now + 1, now + 1);
+        f.apply_status(&sid("st-042"), Status::lost(), now + 1, now + 1);
+        let all = |_: &StationId| true;
         let page = f.list(
             &ListQuery {
                 limit: 5,
@@ -437,7 +468,7 @@ mod tests {
             .list(&q, &all)
             .stations
             .into_iter()
-            .map(|s| s.id)
+            .map(|s| s.id.to_string())
             .collect();
         assert_eq!(
             ids,
@@ -453,7 +484,7 @@ mod tests {
         };
         let page = f.list(&beyond, &all);
         assert_eq!((page.total, page.stations.len()), (50, 0));
-        let only = |id: &str| id == "st-001";
+        let only = |id: &StationId| id.as_str() == "st-001";
         assert_eq!(f.counts(&only).total, 1);
         assert_eq!(f.counts(&all).offline, 2);
     }
@@ -464,9 +495,9 @@ mod tests {
         let now = 1_780_000_000_000;
         let mut h = Health::new(Timestamp::from_unix_ms(now).unwrap());
         h.agent.station_name = Some("Riverside School".into());
-        f.apply_health("KG-0042", Arc::new(h), now, now);
-        f.apply_health("KG-0043", health(now, "N"), now, now);
-        let all = |_: &str| true;
+        f.apply_health(&sid("KG-0042"), Arc::new(h), now, now);
+        f.apply_health(&sid("KG-0043"), health(now, "N"), now, now);
+        let all = |_: &StationId| true;
         let find = |q: &str| -> Vec<String> {
             let q = ListQuery {
                 search: Some(q.into()),
@@ -476,7 +507,7 @@ mod tests {
             f.list(&q, &all)
                 .stations
                 .into_iter()
-                .map(|s| s.id)
+                .map(|s| s.id.to_string())
                 .collect()
         };
         assert_eq!(find("RIVERSIDE"), ["KG-0042"]);
@@ -488,9 +519,11 @@ mod tests {
     fn older_reports_never_replace_newer_ones() {
         let f = Fleet::new(RulesConfig::default());
         let now = 1_780_000_000_000;
-        assert!(f.apply_health("a", health(now, "N"), now, now).is_none());
-        f.apply_health("a", health(now - 15_000, "S"), now + 5, now + 5);
-        assert_eq!(f.get("a").unwrap().region(), Some("N"));
+        assert!(f
+            .apply_health(&sid("a"), health(now, "N"), now, now)
+            .is_none());
+        f.apply_health(&sid("a"), health(now - 15_000, "S"), now + 5, now + 5);
+        assert_eq!(f.get(&sid("a")).unwrap().region(), Some("N"));
     }
 
     #[test]
@@ -512,28 +545,33 @@ mod tests {
             h.cameras.insert("desk".parse().unwrap(), cam);
             Arc::new(h)
         };
-        f.apply_health("a", report(now, 10), now, now);
-        f.apply_health("a", report(now + 1000, 12), now + 1000, now + 1000);
+        f.apply_health(&sid("a"), report(now, 10), now, now);
+        f.apply_health(&sid("a"), report(now + 1000, 12), now + 1000, now + 1000);
         let t = f
-            .apply_health("a", report(now + 2000, 7), now + 2000, now + 2000)
+            .apply_health(&sid("a"), report(now + 2000, 7), now + 2000, now + 2000)
             .unwrap();
         assert_eq!(t.opened[0].key(), "manifest_rewound:desk");
-        assert_eq!(f.get("a").unwrap().state, StationState::Degraded);
+        assert_eq!(f.get(&sid("a")).unwrap().state, StationState::Degraded);
     }
 
     #[test]
     fn silence_opens_and_a_report_closes_the_offline_alert() {
         let f = Fleet::new(RulesConfig::default());
         let now = 1_780_000_000_000;
-        f.apply_health("a", health(now, "N"), now, now);
+        f.apply_health(&sid("a"), health(now, "N"), now, now);
         assert!(f.tick(now + 40_000).is_empty());
         let t = f.tick(now + 50_000);
         assert_eq!(t.len(), 1);
         assert_eq!(t[0].opened[0].kind, "offline");
         let t = f
-            .apply_health("a", health(now + 51_000, "N"), now + 51_000, now + 51_000)
+            .apply_health(
+                &sid("a"),
+                health(now + 51_000, "N"),
+                now + 51_000,
+                now + 51_000,
+            )
             .unwrap();
         assert_eq!(t.closed[0].kind, "offline");
-        assert_eq!(f.get("a").unwrap().state, StationState::Online);
+        assert_eq!(f.get(&sid("a")).unwrap().state, StationState::Online);
     }
 }

@@ -1,0 +1,46 @@
+//! The audit log: who did what, to what, when, and whether it was allowed. Every login, logout,
+//! command and change of users, grants and tokens is recorded, refused attempts included.
+
+use crate::store::{Result, Store};
+
+/// What was done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Login,
+    Logout,
+    Command,
+    UserCreate,
+    UserDelete,
+    Grants,
+    TokenCreate,
+}
+
+impl Action {
+    /// The name stored in the `action` column (and shown by `GET /api/audit`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::Login => "login",
+            Action::Logout => "logout",
+            Action::Command => "command",
+            Action::UserCreate => "user_create",
+            Action::UserDelete => "user_delete",
+            Action::Grants => "grants",
+            Action::TokenCreate => "token_create",
+        }
+    }
+}
+
+/// Records an action of `username` at `at` (Unix ms).
+pub async fn record(
+    store: &Store,
+    at: i64,
+    username: &str,
+    action: Action,
+    target: &str,
+    detail: &str,
+    ok: bool,
+) -> Result<()> {
+    store
+        .audit(at, username, action.name(), target, detail, ok)
+        .await
+}

@@ -1,0 +1,137 @@
+//! What handlers take from a request: the user (session cookie or API token), the user as an
+//! admin or as staff, a station the user may see, and paging.
+
+use std::collections::HashMap;
+use std::marker::PhantomData;
+
+use axum::extract::{FromRequestParts, Path};
+use axum::http::header::{self, HeaderMap};
+use axum::http::request::Parts;
+use cookie::Cookie;
+use serde::Deserialize;
+use stationwatch_protocol::StationId;
+
+use super::error::{ApiError, ApiResult};
+use super::AppState;
+use crate::auth::{sessions, Role, User, SESSION_COOKIE};
+use crate::fleet::Station;
+
+/// The value of the session cookie, if the request has one.
+pub(crate) fn session_cookie(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(Cookie::split_parse)
+        .filter_map(Result::ok)
+        .find(|c| c.name() == SESSION_COOKIE)
+        .map(|c| c.value().to_owned())
+}
+
+/// Resolves the `Authorization: Bearer` token or session cookie of a request.
+pub(crate) async fn authenticate(state: &AppState, headers: &HeaderMap) -> ApiResult<Option<User>> {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let session = session_cookie(headers);
+    Ok(sessions::resolve(&state.store, bearer, session.as_deref()).await?)
+}
+
+impl FromRequestParts<AppState> for User {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        authenticate(state, &parts.headers)
+            .await?
+            .ok_or_else(ApiError::unauthorized)
+    }
+}
+
+/// Which roles a [`Require`] lets through.
+pub(crate) trait RoleRule {
+    fn allows(role: Role) -> bool;
+}
+
+pub(crate) struct AdminOnly;
+impl RoleRule for AdminOnly {
+    fn allows(role: Role) -> bool {
+        role == Role::Admin
+    }
+}
+
+pub(crate) struct NotObserver;
+impl RoleRule for NotObserver {
+    fn allows(role: Role) -> bool {
+        role != Role::Observer
+    }
+}
+
+/// A user whose role `R` allows (403 for others, 401 without a session).
+pub(crate) struct Require<R>(pub User, pub PhantomData<R>);
+
+/// An admin.
+pub(crate) type Admin = Require<AdminOnly>;
+/// An admin or an operator.
+pub(crate) type Staff = Require<NotObserver>;
+
+impl<R: RoleRule> FromRequestParts<AppState> for Require<R> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let user = User::from_request_parts(parts, state).await?;
+        if !R::allows(user.role) {
+            return Err(ApiError::forbidden());
+        }
+        Ok(Require(user, PhantomData))
+    }
+}
+
+/// A request about one station (`{id}` in the path) by a user who may see it; 404 otherwise,
+/// so that observers cannot probe which stations exist.
+pub(crate) struct StationAccess {
+    pub user: User,
+    pub station: Station,
+}
+
+impl FromRequestParts<AppState> for StationAccess {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let user = User::from_request_parts(parts, state).await?;
+        let Path(params) = Path::<HashMap<String, String>>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::bad(e.to_string()))?;
+        // An id that cannot be one is a station that does not exist.
+        let station = params
+            .get("id")
+            .and_then(|id| StationId::new(id.clone()).ok())
+            .filter(|id| user.sees(id))
+            .and_then(|id| state.fleet.get(&id))
+            .ok_or_else(|| ApiError::not_found("station"))?;
+        Ok(StationAccess { user, station })
+    }
+}
+
+/// `?hours=` and `?limit=` of history queries.
+#[derive(Deserialize)]
+pub(crate) struct WindowQuery {
+    pub hours: Option<u32>,
+    pub limit: Option<i64>,
+}
+
+impl WindowQuery {
+    /// `limit`, or `default`, within 1..=`max`.
+    pub fn limit(&self, default: i64, max: i64) -> i64 {
+        self.limit.unwrap_or(default).clamp(1, max)
+    }
+}

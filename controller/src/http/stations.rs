@@ -1,0 +1,216 @@
+//! The fleet: `/api/summary`, `/api/stations`, one station and its history, alerts, snapshots.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use stationwatch_protocol::mqtt::{Health, Status};
+use stationwatch_protocol::{CameraId, StationId};
+
+use super::error::{ApiError, ApiResult};
+use super::extract::{StationAccess, WindowQuery};
+use super::AppState;
+use crate::auth::User;
+use crate::fleet::rules::StationState;
+use crate::fleet::{Counts, ListPage, ListQuery, StationSummary};
+use crate::now_ms;
+use crate::store::{AlertRow, EventRow, HealthPoint};
+
+/// Counts by state and region of what the user may see.
+#[derive(Debug, Serialize)]
+pub(crate) struct Summary {
+    pub counts: Counts,
+    pub regions: BTreeMap<String, usize>,
+    pub broker_connected: bool,
+    pub now: i64,
+}
+
+/// One station: its row, what it last said and when, and its cameras' latest snapshots.
+#[derive(Debug, Serialize)]
+pub(crate) struct StationDetail<'a> {
+    pub summary: StationSummary,
+    pub status: Option<&'a Status>,
+    pub status_received_at: Option<i64>,
+    pub health: Option<&'a Health>,
+    pub health_received_at: Option<i64>,
+    pub snapshots: Vec<SnapshotTime>,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct SnapshotTime {
+    pub camera: CameraId,
+    pub received_at: i64,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct HealthHistory {
+    pub points: Vec<HealthPoint>,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct Events {
+    pub events: Vec<EventRow>,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct StationAlerts {
+    pub alerts: Vec<AlertRow>,
+}
+
+/// Open alerts: how many the user may see, and the first `limit` of them.
+#[derive(Debug, Serialize)]
+pub(crate) struct OpenAlerts {
+    pub total: usize,
+    pub alerts: Vec<AlertRow>,
+}
+
+pub(crate) async fn summary(State(state): State<AppState>, user: User) -> Json<Summary> {
+    let visible = |id: &StationId| user.sees(id);
+    Json(Summary {
+        counts: state.fleet.counts(&visible),
+        regions: state.fleet.regions(&visible),
+        broker_connected: state.publisher.connected(),
+        now: now_ms(),
+    })
+}
+
+#[derive(Deserialize)]
+pub(crate) struct StationsQuery {
+    state: Option<String>,
+    q: Option<String>,
+    region: Option<String>,
+    offset: Option<usize>,
+    limit: Option<usize>,
+}
+
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    user: User,
+    Query(q): Query<StationsQuery>,
+) -> ApiResult<Json<ListPage>> {
+    let st = match q.state.as_deref().filter(|s| !s.is_empty()) {
+        None => None,
+        Some(s) => Some(StationState::from_name(s).ok_or_else(|| {
+            ApiError::bad(format!(
+                "state must be one of online, degraded, offline, unknown; got {s:?}"
+            ))
+        })?),
+    };
+    let query = ListQuery {
+        state: st,
+        search: q
+            .q
+            .filter(|s| !s.trim().is_empty())
+            .map(|s| s.trim().to_owned()),
+        region: q.region.filter(|s| !s.is_empty()),
+        offset: q.offset.unwrap_or(0),
+        limit: q.limit.unwrap_or(100).min(1000),
+    };
+    let visible = |id: &StationId| user.sees(id);
+    Ok(Json(state.fleet.list(&query, &visible)))
+}
+
+pub(crate) async fn detail(State(state): State<AppState>, a: StationAccess) -> ApiResult<Response> {
+    let s = a.station;
+    let snapshots = state
+        .store
+        .snapshot_times(&s.id)
+        .await?
+        .into_iter()
+        .map(|(camera, received_at)| SnapshotTime {
+            camera,
+            received_at,
+        })
+        .collect();
+    Ok(Json(StationDetail {
+        summary: s.summary(),
+        status: s.status.as_ref(),
+        status_received_at: s.status_received_at,
+        health: s.health.as_deref(),
+        health_received_at: s.health_received_at,
+        snapshots,
+    })
+    .into_response())
+}
+
+pub(crate) async fn health(
+    State(state): State<AppState>,
+    a: StationAccess,
+    Query(q): Query<WindowQuery>,
+) -> ApiResult<Json<HealthHistory>> {
+    let now = now_ms();
+    let hours = i64::from(q.hours.unwrap_or(24).clamp(1, 24 * 31));
+    let from = now - hours * 3_600_000;
+    let points = state
+        .store
+        .health_history(&a.station.id, from, now + 60_000, q.limit(2000, 10_000))
+        .await?;
+    Ok(Json(HealthHistory { points }))
+}
+
+pub(crate) async fn events(
+    State(state): State<AppState>,
+    a: StationAccess,
+    Query(q): Query<WindowQuery>,
+) -> ApiResult<Json<Events>> {
+    let events = state
+        .store
+        .events(Some(&a.station.id), q.limit(100, 1000))
+        .await?;
+    Ok(Json(Events { events }))
+}
+
+pub(crate) async fn station_alerts(
+    State(state): State<AppState>,
+    a: StationAccess,
+    Query(q): Query<WindowQuery>,
+) -> ApiResult<Json<StationAlerts>> {
+    let alerts = state
+        .store
+        .station_alerts(&a.station.id, q.limit(100, 1000))
+        .await?;
+    Ok(Json(StationAlerts { alerts }))
+}
+
+/// Open alerts the user may see, newest first: `total` and at most `limit` (default 500) of them.
+pub(crate) async fn alerts(
+    State(state): State<AppState>,
+    user: User,
+    Query(q): Query<WindowQuery>,
+) -> ApiResult<Json<OpenAlerts>> {
+    let visible: Vec<_> = state
+        .store
+        .open_alerts()
+        .await?
+        .into_iter()
+        .filter(|a| user.sees(&a.station_id))
+        .collect();
+    let total = visible.len();
+    let limit = q.limit.unwrap_or(500).clamp(1, 10_000) as usize;
+    let alerts = visible.into_iter().take(limit).collect();
+    Ok(Json(OpenAlerts { total, alerts }))
+}
+
+pub(crate) async fn snapshot(
+    State(state): State<AppState>,
+    a: StationAccess,
+    Path((_, camera)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    let camera = CameraId::new(camera).map_err(|_| ApiError::not_found("snapshot"))?;
+    let (_, jpeg) = state
+        .store
+        .snapshot(&a.station.id, &camera)
+        .await?
+        .ok_or_else(|| ApiError::not_found("snapshot"))?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "image/jpeg"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        jpeg,
+    )
+        .into_response())
+}
