@@ -13,16 +13,17 @@ use std::sync::Arc;
 
 use crate::camera::{self, CameraContext, CameraHandle};
 use crate::config::AgentConfig;
-use crate::health::{CameraView, HealthCollector, ReportFacts};
-use crate::holds::HoldStore;
+use crate::link::health::{CameraView, HealthCollector, ReportFacts};
+use crate::link::mqtt::{self, CameraControl, MqttContext};
+use crate::live::overrides::LiveOverrides;
 use crate::live::{self, LiveContext, LiveHandle};
-use crate::live_overrides::LiveOverrides;
-use crate::mqtt::{self, CameraControl, MqttContext};
-use crate::recorder::SegmentFinished;
+use crate::recording::ledger;
+use crate::recording::recorder::SegmentFinished;
+use crate::retention::holds::HoldStore;
 use crate::retention::{DiskStatus, Retention, RetentionCamera};
-use crate::service;
 use crate::state::CameraState;
-use crate::{keys, ledger};
+use crate::station::keys;
+use crate::station::service;
 
 /// READY is sent once every camera has either started recording or failed its first attempt,
 /// or after this long, whichever comes first: a dead camera is reported, not a reason to make

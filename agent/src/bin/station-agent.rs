@@ -6,7 +6,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use station_agent::{live, pipeline, AgentConfig};
+use station_agent::camera::pipeline;
+use station_agent::{live, AgentConfig};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
@@ -166,7 +167,7 @@ fn key(path: &std::path::Path) -> anyhow::Result<ExitCode> {
         false,
     )?;
     let existed = config.station_key.exists();
-    let key = station_agent::keys::load_or_generate(&config.station_key)?;
+    let key = station_agent::station::keys::load_or_generate(&config.station_key)?;
     let public = key.public();
     if !existed {
         println!(

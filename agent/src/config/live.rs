@@ -9,8 +9,8 @@ use std::time::Duration;
 use url::Url;
 
 use super::{join, type_name, Reader};
-use crate::source::CameraSource;
-use crate::uplink::PolicyConfig;
+use crate::config::source::CameraSource;
+use crate::live::uplink::PolicyConfig;
 
 /// Per camera `live` mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

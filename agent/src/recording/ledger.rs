@@ -29,8 +29,8 @@ use stationwatch_protocol::{CameraId, StationId};
 use tokio::sync::mpsc::UnboundedSender;
 use tracing::{error, info, warn};
 
-use crate::manifest_writer::{ManifestWriter, PreviousRun};
-use crate::recorder::{segment_start_from_name, SegmentFinished, SEGMENT_EXT};
+use crate::recording::manifest_writer::{ManifestWriter, PreviousRun};
+use crate::recording::recorder::{segment_start_from_name, SegmentFinished, SEGMENT_EXT};
 use crate::state::CameraCounters;
 
 /// Entries kept in memory while the manifest cannot be written; beyond this the oldest are

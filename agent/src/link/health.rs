@@ -14,11 +14,11 @@ use stationwatch_protocol::mqtt::{
 use stationwatch_protocol::CameraId;
 use tokio::sync::watch;
 
+use crate::live::uplink::Rung;
 use crate::live::LiveStatus;
 use crate::retention::DiskStatus;
 use crate::state::{CameraCounters, CameraState};
-use crate::sysinfo::{self, BitrateMeter};
-use crate::uplink::Rung;
+use crate::station::sysinfo::{self, BitrateMeter};
 
 /// One camera as the reporter sees it.
 pub struct CameraView {

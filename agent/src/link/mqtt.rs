@@ -29,13 +29,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::backoff::Backoff;
+use crate::camera::snapshot::{jpeg_from_keyframe, Jpeg, SnapshotError};
 use crate::config::{LegalHold, LiveMode, MqttConfig};
-use crate::health::HealthCollector;
-use crate::holds::HoldStore;
+use crate::link::health::HealthCollector;
+use crate::link::outbox::{OutMessage, Outbox};
+use crate::live::overrides::LiveOverrides;
 use crate::live::{setting, LiveStatus};
-use crate::live_overrides::LiveOverrides;
-use crate::outbox::{OutMessage, Outbox};
-use crate::snapshot::{jpeg_from_keyframe, Jpeg, SnapshotError};
+use crate::retention::holds::HoldStore;
 use crate::state::CameraCounters;
 
 /// Outbox messages in flight at once on a connection.

@@ -10,6 +10,8 @@
 //! floor, retention says so ([`DiskStatus::exhausted`]) and keeps looking; recording itself
 //! pauses only if the disk actually fills, records a `disk_full` gap, and resumes by itself.
 
+pub mod holds;
+
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -27,8 +29,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::config::RetentionConfig;
-use crate::holds::HoldStore;
-use crate::ledger::LedgerJob;
+use crate::recording::ledger::LedgerJob;
+use crate::retention::holds::HoldStore;
 
 /// Space kept in a placeholder file so that, on a disk filled by something else, deletion
 /// entries can still be written (the placeholder is removed to make room for them).
@@ -256,7 +258,7 @@ impl Retention {
 
 /// (free bytes for unprivileged writers, total bytes) of the file system holding `path`.
 fn free_space(path: &Path) -> Option<(u64, u64)> {
-    crate::sysinfo::disk_space(path).map(|d| (d.free_bytes, d.total_bytes))
+    crate::station::sysinfo::disk_space(path).map(|d| (d.free_bytes, d.total_bytes))
 }
 
 /// Creates the reserve placeholder if it is missing.

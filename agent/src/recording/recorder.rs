@@ -30,7 +30,7 @@ use stationwatch_protocol::CameraId;
 use tokio::sync::mpsc::UnboundedSender;
 use tracing::{debug, error};
 
-use crate::ledger::{LedgerConfig, LedgerJob};
+use crate::recording::ledger::{LedgerConfig, LedgerJob};
 
 /// File extension of recorded segments.
 pub const SEGMENT_EXT: &str = "ts";
@@ -300,7 +300,7 @@ impl Recorder {
     ) -> io::Result<Self> {
         let camera = ledger.camera.clone();
         let camera_dir = ledger.camera_dir.clone();
-        let (jobs, handle) = crate::ledger::spawn(ledger)?;
+        let (jobs, handle) = crate::recording::ledger::spawn(ledger)?;
         let writer = SegmentWriter {
             camera: camera.clone(),
             camera_dir,

@@ -24,7 +24,7 @@ impl HoldStore {
     /// kept aside, never silently replaced (holds protect evidence).
     pub fn open(storage: &Path, configured: Vec<LegalHold>) -> Self {
         let path = storage.join(HOLDS_FILE);
-        let commanded = crate::json_file::load(&path, "legal holds");
+        let commanded = crate::disk::json_file::load(&path, "legal holds");
         Self {
             path,
             configured,
@@ -71,7 +71,7 @@ impl HoldStore {
     }
 
     fn persist(&self, map: &BTreeMap<String, LegalHold>) -> io::Result<()> {
-        crate::json_file::store(&self.path, map)?;
+        crate::disk::json_file::store(&self.path, map)?;
         Ok(())
     }
 }

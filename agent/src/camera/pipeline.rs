@@ -19,10 +19,10 @@ use stationwatch_protocol::StationId;
 use tokio::sync::mpsc::UnboundedSender;
 use tracing::{debug, warn};
 
+use crate::config::source::CameraSource;
 use crate::config::CameraConfig;
 use crate::live::{self, LiveFeed};
-use crate::recorder::Recorder;
-use crate::source::CameraSource;
+use crate::recording::recorder::Recorder;
 use crate::state::CameraCounters;
 
 /// What the pipeline's bus tells the supervisor.

@@ -24,7 +24,10 @@
 //!   encodes, a second encode of the raw video at half size and `live_sub_kbps` (its `valve` is
 //!   open only while the rung runs), and for RTSP cameras the configured sub-stream, pulled by
 //!   the sender pipeline itself only while the rung runs. `auto` mode picks the rung with
-//!   [`crate::uplink::RungPolicy`].
+//!   [`crate::live::uplink::RungPolicy`].
+
+pub mod overrides;
+pub mod uplink;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
@@ -38,11 +41,11 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::camera::pipeline::PipelineError;
+use crate::config::source::CameraSource;
 use crate::config::{CameraConfig, CameraLiveConfig, LiveConfig, LiveMode, LiveTarget};
-use crate::pipeline::PipelineError;
-use crate::source::CameraSource;
+use crate::live::uplink::{Rung, RungPolicy, RungRates, Sample, UplinkEstimate};
 use crate::state::CameraCounters;
-use crate::uplink::{Rung, RungPolicy, RungRates, Sample, UplinkEstimate};
 
 /// Container and transport overhead over the video bitrate (MPEG-TS, SRT headers).
 const OVERHEAD: f64 = 1.1;
@@ -478,7 +481,7 @@ impl Sender {
                 let entry = make("identity")?;
                 pipeline.add(&entry).map_err(|e| e.to_string())?;
                 entry.link(&parse).map_err(|e| e.to_string())?;
-                crate::pipeline::add_rtsp_source(&pipeline, url, &entry)
+                crate::camera::pipeline::add_rtsp_source(&pipeline, url, &entry)
                     .map_err(|e| e.to_string())?;
                 None
             }

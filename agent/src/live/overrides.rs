@@ -25,7 +25,7 @@ impl LiveOverrides {
     /// apply).
     pub fn open(storage: &Path) -> Self {
         let path = storage.join(OVERRIDES_FILE);
-        let map = crate::json_file::load(&path, "live overrides");
+        let map = crate::disk::json_file::load(&path, "live overrides");
         Self {
             path,
             map: Mutex::new(map),
@@ -47,7 +47,7 @@ impl LiveOverrides {
         if next == *map {
             return Ok(());
         }
-        crate::json_file::store(&self.path, &next)?;
+        crate::disk::json_file::store(&self.path, &next)?;
         *map = next;
         info!(camera = %camera, mode = mode.map(LiveMode::name), "live override stored");
         Ok(())

@@ -16,9 +16,10 @@ use stationwatch_protocol::config_reader::{join, parse_config, read_file, TomlRe
 pub use stationwatch_protocol::config_reader::{ConfigError, Problem};
 use stationwatch_protocol::{CameraId, StationId};
 
-use crate::source::CameraSource;
+use crate::config::source::CameraSource;
 
 mod live;
+pub mod source;
 pub use live::{CameraLiveConfig, LiveConfig, LiveMode, LiveTarget};
 
 /// Segment length bounds, seconds. Short segments are for tests; long ones make a lost file cost
