@@ -18,7 +18,7 @@ use crate::link::mqtt::{self, CameraControl, MqttContext};
 use crate::live::overrides::LiveOverrides;
 use crate::live::{self, LiveContext, LiveHandle};
 use crate::recording::ledger;
-use crate::recording::recorder::SegmentFinished;
+use crate::recording::segment::SegmentFinished;
 use crate::retention::holds::HoldStore;
 use crate::retention::{DiskStatus, Retention, RetentionCamera};
 use crate::state::CameraState;

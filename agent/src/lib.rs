@@ -9,6 +9,7 @@ pub mod backoff;
 pub mod camera;
 pub mod config;
 pub mod disk;
+pub mod elements;
 pub mod link;
 pub mod live;
 pub mod recording;

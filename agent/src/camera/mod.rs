@@ -22,11 +22,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::backoff::Backoff;
-use crate::camera::pipeline::{BusEvent, CameraPipeline, PipelineError};
+use crate::camera::pipeline::{BusEvent, CameraPipeline};
 use crate::config::{CameraConfig, StorageConfig, SupervisionConfig};
+use crate::elements::PipelineError;
 use crate::live::LiveFeed;
 use crate::recording::ledger::{LedgerConfig, LedgerJob};
-use crate::recording::recorder::{Recorder, SegmentFinished, WriterEvent};
+use crate::recording::recorder::{Recorder, WriterEvent};
+use crate::recording::segment::SegmentFinished;
 use crate::state::{CameraCounters, CameraState};
 
 /// Recording this long without a loss resets the reconnect backoff.

@@ -10,7 +10,45 @@ use url::Url;
 
 use super::{join, type_name, Reader};
 use crate::config::source::CameraSource;
-use crate::live::uplink::PolicyConfig;
+
+/// The policy's numbers (config `[live]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PolicyConfig {
+    /// A rung fits when the link carries its bitrate times `1 + margin`.
+    pub margin: f64,
+    /// Bad samples for this long drop the rung.
+    pub down_after: Duration,
+    /// A rung must hold this long before the next one is probed.
+    pub up_after: Duration,
+    /// How long a probed rung must stay good to be kept.
+    pub probe_for: Duration,
+    /// How long `off` (chosen by the policy) waits before probing `sub`.
+    pub off_retry: Duration,
+    /// Longest wait between probes after repeated failures.
+    pub backoff_max: Duration,
+    /// More video than this waiting in front of the sender is a bad sample.
+    pub max_backlog: Duration,
+    /// More than this fraction of packets lost or dropped is a bad sample.
+    pub max_loss: f64,
+    /// A new sender may take this long to connect before "not connected" counts as bad.
+    pub start_grace: Duration,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        Self {
+            margin: 0.25,
+            down_after: Duration::from_secs(3),
+            up_after: Duration::from_secs(60),
+            probe_for: Duration::from_secs(10),
+            off_retry: Duration::from_secs(30),
+            backoff_max: Duration::from_secs(600),
+            max_backlog: Duration::from_millis(1500),
+            max_loss: 0.10,
+            start_grace: Duration::from_secs(8),
+        }
+    }
+}
 
 /// Per camera `live` mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -41,9 +41,9 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::camera::pipeline::PipelineError;
 use crate::config::source::CameraSource;
 use crate::config::{CameraConfig, CameraLiveConfig, LiveConfig, LiveMode, LiveTarget};
+use crate::elements::PipelineError;
 use crate::live::uplink::{Rung, RungPolicy, RungRates, Sample, UplinkEstimate};
 use crate::state::CameraCounters;
 
@@ -481,7 +481,7 @@ impl Sender {
                 let entry = make("identity")?;
                 pipeline.add(&entry).map_err(|e| e.to_string())?;
                 entry.link(&parse).map_err(|e| e.to_string())?;
-                crate::camera::pipeline::add_rtsp_source(&pipeline, url, &entry)
+                crate::elements::add_rtsp_source(&pipeline, url, &entry)
                     .map_err(|e| e.to_string())?;
                 None
             }

@@ -23,6 +23,8 @@ use std::time::Duration;
 
 use stationwatch_protocol::mqtt::{LiveRung, LiveState};
 
+use crate::config::PolicyConfig;
+
 /// A rung of the live ladder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Rung {
@@ -45,45 +47,6 @@ impl Rung {
             Rung::Main => "main",
             Rung::Sub => "sub",
             Rung::Off => "off",
-        }
-    }
-}
-
-/// The policy's numbers (config `[live]`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct PolicyConfig {
-    /// A rung fits when the link carries its bitrate times `1 + margin`.
-    pub margin: f64,
-    /// Bad samples for this long drop the rung.
-    pub down_after: Duration,
-    /// A rung must hold this long before the next one is probed.
-    pub up_after: Duration,
-    /// How long a probed rung must stay good to be kept.
-    pub probe_for: Duration,
-    /// How long `off` (chosen by the policy) waits before probing `sub`.
-    pub off_retry: Duration,
-    /// Longest wait between probes after repeated failures.
-    pub backoff_max: Duration,
-    /// More video than this waiting in front of the sender is a bad sample.
-    pub max_backlog: Duration,
-    /// More than this fraction of packets lost or dropped is a bad sample.
-    pub max_loss: f64,
-    /// A new sender may take this long to connect before "not connected" counts as bad.
-    pub start_grace: Duration,
-}
-
-impl Default for PolicyConfig {
-    fn default() -> Self {
-        Self {
-            margin: 0.25,
-            down_after: Duration::from_secs(3),
-            up_after: Duration::from_secs(60),
-            probe_for: Duration::from_secs(10),
-            off_retry: Duration::from_secs(30),
-            backoff_max: Duration::from_secs(600),
-            max_backlog: Duration::from_millis(1500),
-            max_loss: 0.10,
-            start_grace: Duration::from_secs(8),
         }
     }
 }
