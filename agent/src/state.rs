@@ -42,7 +42,6 @@ pub struct CameraCounters {
     last_data_ns: AtomicU64,
     frames: AtomicU64,
     bytes: AtomicU64,
-    segments_finished: AtomicU64,
     /// End of the last finished segment, Unix ms (0 = none yet).
     last_segment_end_ms: AtomicI64,
     /// The manifest's head after its last written entry: (next seq, hash of the last line).
@@ -58,7 +57,6 @@ impl Default for CameraCounters {
             last_data_ns: AtomicU64::new(0),
             frames: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
-            segments_finished: AtomicU64::new(0),
             last_segment_end_ms: AtomicI64::new(0),
             manifest_head: Mutex::new(None),
             keyframe: Mutex::new(None),
@@ -80,7 +78,6 @@ impl CameraCounters {
     }
 
     pub fn on_segment_finished(&self, end: Timestamp) {
-        self.segments_finished.fetch_add(1, Ordering::Relaxed);
         self.last_segment_end_ms
             .store(end.unix_ms(), Ordering::Relaxed);
     }
@@ -131,9 +128,5 @@ impl CameraCounters {
 
     pub fn bytes(&self) -> u64 {
         self.bytes.load(Ordering::Relaxed)
-    }
-
-    pub fn segments_finished(&self) -> u64 {
-        self.segments_finished.load(Ordering::Relaxed)
     }
 }

@@ -305,6 +305,7 @@ pub struct LiveHandle {
     pub status: watch::Receiver<LiveStatus>,
     /// `Some(mode)`: override; `None`: back to the configured mode.
     pub control: mpsc::Sender<Option<LiveMode>>,
+    #[expect(dead_code, reason = "the backfill seam: read by the future uploader")]
     /// What the uplink carries and what is spare: the **backfill seam** (a future uploader of
     /// recorded segments reads `spare_bps` here; see `docs/live.md`).
     pub uplink: watch::Receiver<UplinkEstimate>,

@@ -167,6 +167,7 @@ fn parse_non_negative(field: &str) -> Option<f64> {
         .filter(|v| v.is_finite() && *v >= 0.0)
 }
 
+#[cfg(test)]
 /// Number of online CPUs (what the load average is relative to), at least 1. Falls back to
 /// [`std::thread::available_parallelism`] if `sysconf` cannot tell.
 pub fn cpu_count() -> usize {
@@ -387,6 +388,7 @@ impl BitrateMeter {
         })
     }
 
+    #[cfg(test)]
     /// Forgets the baseline; the next sample starts a new window.
     pub fn reset(&mut self) {
         self.last = None;
