@@ -56,11 +56,19 @@ impl FeedSlot {
     }
 }
 
+/// Which of a camera's taps feeds the sender: the recorded stream, or the sub-stream encoder
+/// (sources the agent encodes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tap {
+    Main,
+    Sub,
+}
+
 /// What the recording pipeline's live taps feed, shared across pipeline restarts.
 #[derive(Default)]
 pub struct LiveFeed {
-    pub main: FeedSlot,
-    pub sub: FeedSlot,
+    pub(super) main: FeedSlot,
+    pub(super) sub: FeedSlot,
     /// The valve in front of the sub-stream encoder of the current recording pipeline.
     pub(super) sub_valve: Mutex<Option<gst::glib::WeakRef<gst::Element>>>,
     pub(super) sub_open: AtomicBool,
@@ -74,8 +82,32 @@ impl LiveFeed {
         Arc::new(Self::default())
     }
 
+    /// Points the feed at a sender's `appsrc` through `tap`, detaching the other tap; the sub
+    /// encoder runs only while its tap is the one connected.
+    pub(super) fn connect(&self, tap: Tap, src: gst_app::AppSrc) {
+        match tap {
+            Tap::Sub => {
+                self.main.attach(None);
+                self.sub.attach(Some(src));
+                self.set_sub_open(true);
+            }
+            Tap::Main => {
+                self.sub.attach(None);
+                self.set_sub_open(false);
+                self.main.attach(Some(src));
+            }
+        }
+    }
+
+    /// Detaches both taps from any sender and closes the sub encoder.
+    pub(super) fn disconnect(&self) {
+        self.main.attach(None);
+        self.sub.attach(None);
+        self.set_sub_open(false);
+    }
+
     /// Opens or closes the sub-stream encoder (sources the agent encodes).
-    pub(super) fn set_sub_open(&self, open: bool) {
+    fn set_sub_open(&self, open: bool) {
         self.sub_open.store(open, Ordering::Relaxed);
         if let Some(v) = self
             .sub_valve

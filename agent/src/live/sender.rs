@@ -11,7 +11,7 @@ use stationwatch_protocol::CameraId;
 use tracing::warn;
 
 use crate::config::{CameraConfig, LiveTarget};
-use crate::live::feed::{FeedSlot, FEED_MAX_BYTES};
+use crate::live::feed::{Tap, FEED_MAX_BYTES};
 use crate::live::uplink::{Rung, Sample};
 
 /// Stopping a sender may block in a dead network sink; give up waiting after this.
@@ -72,7 +72,7 @@ pub(super) fn make(factory: &'static str) -> Result<gst::Element, String> {
 
 /// Where a sender's video comes from.
 pub(super) enum Input<'a> {
-    Feed { slot: &'a FeedSlot, h265: bool },
+    Feed { tap: Tap, h265: bool },
     Rtsp(&'a url::Url),
 }
 

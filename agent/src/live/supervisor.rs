@@ -15,7 +15,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::source::CameraSource;
 use crate::config::{CameraLiveConfig, LiveConfig, LiveMode};
-use crate::live::feed::LiveFeed;
+use crate::live::feed::{LiveFeed, Tap};
 use crate::live::sender::{Input, Sender};
 use crate::live::uplink::{Rung, RungPolicy, RungRates, Sample, UplinkEstimate};
 use crate::live::{setting, LiveContext, LiveStatus};
@@ -151,10 +151,7 @@ impl Supervisor {
             {
                 // The camera's pipeline was rebuilt (camera lost and back): start over.
                 debug!(camera = %self.camera, "recording pipeline rebuilt; restarting the live sender");
-                self.set_feed(None);
-                if let Some(s) = self.sender.take() {
-                    s.stop(&self.camera);
-                }
+                self.stop_sender();
             }
             self.note_first_byte();
             if Instant::now() >= next_sample {
@@ -164,10 +161,7 @@ impl Supervisor {
             }
             self.ensure_sender();
         }
-        self.set_feed(None);
-        if let Some(s) = self.sender.take() {
-            s.stop(&self.camera);
-        }
+        self.stop_sender();
         info!(camera = %self.camera, "live supervision stopped");
     }
 
@@ -238,10 +232,7 @@ impl Supervisor {
             });
         }
         self.switch_at = (to != Rung::Off).then(Instant::now);
-        if let Some(s) = self.sender.take() {
-            self.set_feed(None);
-            s.stop(&self.camera);
-        }
+        self.stop_sender();
         self.retry = RETRY_INITIAL;
         self.next_attempt = Instant::now();
         self.publish();
@@ -320,10 +311,7 @@ impl Supervisor {
             retry_in_ms = self.retry.as_millis() as u64,
             "live sender failed; recording is not affected"
         );
-        self.set_feed(None);
-        if let Some(s) = self.sender.take() {
-            s.stop(&self.camera);
-        }
+        self.stop_sender();
         self.reason = format!("live sender failed: {err}");
         self.failed = true;
         self.next_attempt = Instant::now() + self.retry;
@@ -335,10 +323,7 @@ impl Supervisor {
     fn ensure_sender(&mut self) {
         let wanted = self.rung;
         if wanted == Rung::Off {
-            if let Some(s) = self.sender.take() {
-                self.set_feed(None);
-                s.stop(&self.camera);
-            }
+            self.stop_sender();
             return;
         }
         if self.sender.as_ref().is_some_and(|s| s.rung == wanted)
@@ -361,16 +346,18 @@ impl Supervisor {
         let input = match (wanted, &sub_url) {
             (Rung::Sub, Some(url)) => Input::Rtsp(url),
             (Rung::Sub, None) => Input::Feed {
-                slot: &self.feed.sub,
+                tap: Tap::Sub,
                 h265: false,
             },
             _ => Input::Feed {
-                slot: &self.feed.main,
+                tap: Tap::Main,
                 h265,
             },
         };
-        let slot_is_sub =
-            matches!(input, Input::Feed { slot, .. } if std::ptr::eq(slot, &self.feed.sub));
+        let tap = match input {
+            Input::Feed { tap, .. } => Some(tap),
+            Input::Rtsp(_) => None,
+        };
         match Sender::start(
             &self.camera,
             wanted,
@@ -380,11 +367,12 @@ impl Supervisor {
         ) {
             Ok(mut s) => {
                 debug!(camera = %self.camera, rung = wanted.name(), "live sender started");
-                if s.appsrc.is_some() {
-                    s.generation = Some(self.feed.generation.load(Ordering::Relaxed));
-                    self.set_feed(Some((slot_is_sub, s.appsrc.clone())));
-                } else {
-                    self.set_feed(None);
+                match s.appsrc.clone() {
+                    Some(src) => {
+                        s.generation = Some(self.feed.generation.load(Ordering::Relaxed));
+                        self.feed.connect(tap.unwrap_or(Tap::Main), src);
+                    }
+                    None => self.feed.disconnect(),
                 }
                 self.sender = Some(s);
             }
@@ -392,24 +380,12 @@ impl Supervisor {
         }
     }
 
-    /// Points the feed at the current sender (and opens the sub encoder only when it is fed).
-    fn set_feed(&self, to: Option<(bool, Option<gst_app::AppSrc>)>) {
-        match to {
-            Some((true, src)) => {
-                self.feed.main.attach(None);
-                self.feed.sub.attach(src);
-                self.feed.set_sub_open(true);
-            }
-            Some((false, src)) => {
-                self.feed.sub.attach(None);
-                self.feed.set_sub_open(false);
-                self.feed.main.attach(src);
-            }
-            None => {
-                self.feed.main.attach(None);
-                self.feed.sub.attach(None);
-                self.feed.set_sub_open(false);
-            }
+    /// Stops the current sender, if any, after detaching the feed from it (a stopped `appsrc`
+    /// must not be pushed to). With no sender the feed is detached already; this is a no-op.
+    fn stop_sender(&mut self) {
+        self.feed.disconnect();
+        if let Some(s) = self.sender.take() {
+            s.stop(&self.camera);
         }
     }
 
