@@ -20,7 +20,7 @@ use crate::config::source::CameraSource;
 
 mod live;
 pub mod source;
-pub use live::{CameraLiveConfig, LiveConfig, LiveMode, LiveTarget, PolicyConfig};
+pub use live::{CameraLiveConfig, LiveConfig, LiveSetting, LiveTarget, PolicyConfig};
 
 /// Segment length bounds, seconds. Short segments are for tests; long ones make a lost file cost
 /// too much footage.

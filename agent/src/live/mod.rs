@@ -48,18 +48,19 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use crate::config::source::CameraSource;
-use crate::config::{CameraLiveConfig, LiveConfig, LiveMode};
-use crate::live::uplink::{Rung, UplinkEstimate};
+use crate::config::{CameraLiveConfig, LiveConfig};
+use crate::live::uplink::UplinkEstimate;
 use crate::state::CameraCounters;
+use stationwatch_protocol::mqtt::LiveRung;
 
 use crate::live::supervisor::Supervisor;
 
 /// A camera's live state as the rest of the agent sees it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LiveStatus {
-    pub mode: LiveMode,
+    pub mode: LiveSetting,
     pub overridden: bool,
-    pub rung: Rung,
+    pub rung: LiveRung,
     pub state: LiveState,
     pub uplink_bps: Option<u64>,
     pub send_bps: Option<u64>,
@@ -71,9 +72,9 @@ pub struct LiveStatus {
 impl LiveStatus {
     pub fn wire(&self) -> stationwatch_protocol::mqtt::CameraLive {
         stationwatch_protocol::mqtt::CameraLive {
-            mode: setting(self.mode),
+            mode: self.mode,
             overridden: self.overridden,
-            rung: self.rung.wire(),
+            rung: self.rung,
             state: self.state,
             uplink_bps: self.uplink_bps,
             send_bps: self.send_bps,
@@ -84,22 +85,14 @@ impl LiveStatus {
     }
 }
 
-pub fn setting(m: LiveMode) -> LiveSetting {
-    match m {
-        LiveMode::Off => LiveSetting::Off,
-        LiveMode::On => LiveSetting::On,
-        LiveMode::Auto => LiveSetting::Auto,
-    }
-}
-
 /// What the MQTT link and health see of a camera's live branch.
 pub struct LiveHandle {
     pub camera: CameraId,
     /// The configured mode (a `set_live` `config` command goes back to it).
-    pub configured: LiveMode,
+    pub configured: LiveSetting,
     pub status: watch::Receiver<LiveStatus>,
     /// `Some(mode)`: override; `None`: back to the configured mode.
-    pub control: mpsc::Sender<Option<LiveMode>>,
+    pub control: mpsc::Sender<Option<LiveSetting>>,
     #[expect(dead_code, reason = "the backfill seam: read by the future uploader")]
     /// What the uplink carries and what is spare: the **backfill seam** (a future uploader of
     /// recorded segments reads `spare_bps` here; see `docs/live.md`).
@@ -134,7 +127,7 @@ pub struct LiveContext {
     pub feed: Arc<LiveFeed>,
     pub counters: Arc<CameraCounters>,
     /// The persisted `set_live` override, if any.
-    pub initial_override: Option<LiveMode>,
+    pub initial_override: Option<LiveSetting>,
     pub events: Option<UnboundedSender<EventKind>>,
 }
 
@@ -144,7 +137,7 @@ pub fn spawn(ctx: LiveContext, shutdown: CancellationToken) -> std::io::Result<L
     let initial = LiveStatus {
         mode,
         overridden: ctx.initial_override.is_some(),
-        rung: Rung::Off,
+        rung: LiveRung::Off,
         state: LiveState::Stopped,
         uplink_bps: None,
         send_bps: None,
@@ -182,7 +175,7 @@ mod tests {
             source: CameraSource::parse(source).unwrap(),
             encode: EncodeSettings::default(),
             live: Some(CameraLiveConfig {
-                mode: LiveMode::Auto,
+                mode: LiveSetting::Auto,
                 target: LiveTarget::parse(target).unwrap(),
                 sub_stream: None,
                 sub_kbps: 400,

@@ -12,7 +12,8 @@ use tracing::warn;
 
 use crate::config::{CameraConfig, LiveTarget};
 use crate::live::feed::{Tap, FEED_MAX_BYTES};
-use crate::live::uplink::{Rung, Sample};
+use crate::live::uplink::Sample;
+use stationwatch_protocol::mqtt::LiveRung;
 
 /// Stopping a sender may block in a dead network sink; give up waiting after this.
 pub(super) const STOP_TIMEOUT: Duration = Duration::from_secs(3);
@@ -48,7 +49,7 @@ pub(super) struct SrtCounters {
 }
 
 pub(super) struct Sender {
-    pub(super) rung: Rung,
+    pub(super) rung: LiveRung,
     /// The feed generation it was built for (`None`: not fed by the taps).
     pub(super) generation: Option<u64>,
     pub(super) pipeline: gst::Pipeline,
@@ -79,13 +80,13 @@ pub(super) enum Input<'a> {
 impl Sender {
     pub(super) fn start(
         camera: &CameraId,
-        rung: Rung,
+        rung: LiveRung,
         input: Input<'_>,
         target: &LiveTarget,
         latency_ms: u32,
     ) -> Result<Sender, String> {
         let pipeline = gst::Pipeline::builder()
-            .name(format!("live-{camera}-{}", rung.name()))
+            .name(format!("live-{camera}-{}", rung.as_str()))
             .build();
         let h265 = matches!(input, Input::Feed { h265: true, .. });
         let (mux, sink, srt) = match target {

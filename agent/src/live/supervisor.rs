@@ -14,12 +14,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::config::source::CameraSource;
-use crate::config::{CameraLiveConfig, LiveConfig, LiveMode};
+use crate::config::{CameraLiveConfig, LiveConfig, LiveSetting};
 use crate::live::feed::{LiveFeed, Tap};
 use crate::live::sender::{Input, Sender};
-use crate::live::uplink::{Rung, RungPolicy, RungRates, Sample, UplinkEstimate};
-use crate::live::{setting, LiveContext, LiveStatus};
+use crate::live::uplink::{RungPolicy, RungRates, Sample, UplinkEstimate};
+use crate::live::{LiveContext, LiveStatus};
 use crate::state::CameraCounters;
+use stationwatch_protocol::mqtt::LiveRung;
 
 /// Container and transport overhead over the video bitrate (MPEG-TS, SRT headers).
 const OVERHEAD: f64 = 1.1;
@@ -41,14 +42,14 @@ pub(super) struct Supervisor {
     events: Option<UnboundedSender<EventKind>>,
     status: watch::Sender<LiveStatus>,
     uplink: watch::Sender<UplinkEstimate>,
-    control: mpsc::Receiver<Option<LiveMode>>,
+    control: mpsc::Receiver<Option<LiveSetting>>,
     shutdown: CancellationToken,
-    mode: LiveMode,
+    mode: LiveSetting,
     overridden: bool,
     policy: Option<RungPolicy>,
     sender: Option<Sender>,
     /// The rung reported (events are sent when it changes).
-    rung: Rung,
+    rung: LiveRung,
     reason: String,
     retry: Duration,
     next_attempt: Instant,
@@ -68,7 +69,7 @@ impl Supervisor {
         ctx: LiveContext,
         status: watch::Sender<LiveStatus>,
         uplink: watch::Sender<UplinkEstimate>,
-        control: mpsc::Receiver<Option<LiveMode>>,
+        control: mpsc::Receiver<Option<LiveSetting>>,
         shutdown: CancellationToken,
     ) -> Self {
         let now = Instant::now();
@@ -90,7 +91,7 @@ impl Supervisor {
             shutdown,
             policy: None,
             sender: None,
-            rung: Rung::Off,
+            rung: LiveRung::Off,
             reason: String::new(),
             retry: RETRY_INITIAL,
             next_attempt: now,
@@ -123,7 +124,7 @@ impl Supervisor {
         info!(
             camera = %self.camera,
             target = %self.live.target,
-            mode = self.mode.name(),
+            mode = self.mode.as_str(),
             overridden = self.overridden,
             "live supervision started"
         );
@@ -134,7 +135,7 @@ impl Supervisor {
                 Ok(cmd) => {
                     self.overridden = cmd.is_some();
                     self.mode = cmd.unwrap_or(self.live.mode);
-                    info!(camera = %self.camera, mode = self.mode.name(), overridden = self.overridden, "live mode set by command");
+                    info!(camera = %self.camera, mode = self.mode.as_str(), overridden = self.overridden, "live mode set by command");
                     self.apply_mode("set by command");
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
@@ -170,17 +171,21 @@ impl Supervisor {
     }
 
     /// The rung the mode asks for now.
-    fn wanted(&self) -> Rung {
+    fn wanted(&self) -> LiveRung {
         match self.mode {
-            LiveMode::Off => Rung::Off,
-            LiveMode::On => Rung::Main,
-            LiveMode::Auto => self.policy.as_ref().map_or(Rung::Main, RungPolicy::rung),
+            // `Unknown` never gets here: the config and `set_live` reject it.
+            LiveSetting::Off | LiveSetting::Unknown => LiveRung::Off,
+            LiveSetting::On => LiveRung::Main,
+            LiveSetting::Auto => self
+                .policy
+                .as_ref()
+                .map_or(LiveRung::Main, RungPolicy::rung),
         }
     }
 
     fn apply_mode(&mut self, why: &str) {
         match self.mode {
-            LiveMode::Auto => {
+            LiveSetting::Auto => {
                 if self.policy.is_none() {
                     self.policy = Some(RungPolicy::new(
                         self.config.policy.clone(),
@@ -192,9 +197,9 @@ impl Supervisor {
             _ => self.policy = None,
         }
         let reason = match self.mode {
-            LiveMode::Off => format!("live mode off ({why})"),
-            LiveMode::On => format!("live mode on: main stream ({why})"),
-            LiveMode::Auto => self
+            LiveSetting::Off | LiveSetting::Unknown => format!("live mode off ({why})"),
+            LiveSetting::On => format!("live mode on: main stream ({why})"),
+            LiveSetting::Auto => self
                 .policy
                 .as_ref()
                 .map(|p| p.reason().to_owned())
@@ -204,7 +209,7 @@ impl Supervisor {
     }
 
     /// Records the rung the supervisor now wants, with an event when it changed.
-    fn change_rung(&mut self, to: Rung, reason: String) {
+    fn change_rung(&mut self, to: LiveRung, reason: String) {
         self.reason = reason;
         if to == self.rung {
             self.publish();
@@ -214,9 +219,9 @@ impl Supervisor {
         self.rung = to;
         info!(
             camera = %self.camera,
-            from = from.name(),
-            to = to.name(),
-            mode = self.mode.name(),
+            from = from.as_str(),
+            to = to.as_str(),
+            mode = self.mode.as_str(),
             uplink_bps = self.uplink.borrow().capacity_bps,
             reason = %self.reason,
             "live rung changed"
@@ -224,14 +229,14 @@ impl Supervisor {
         if let Some(tx) = &self.events {
             let _ = tx.send(EventKind::LiveChanged {
                 camera: self.camera.clone(),
-                rung: to.wire(),
-                from: from.wire(),
-                mode: setting(self.mode),
+                rung: to,
+                from: from,
+                mode: self.mode,
                 uplink_bps: self.uplink.borrow().capacity_bps,
                 reason: self.reason.clone(),
             });
         }
-        self.switch_at = (to != Rung::Off).then(Instant::now);
+        self.switch_at = (to != LiveRung::Off).then(Instant::now);
         self.stop_sender();
         self.retry = RETRY_INITIAL;
         self.next_attempt = Instant::now();
@@ -246,7 +251,7 @@ impl Supervisor {
         if let Some(first) = first {
             info!(
                 camera = %self.camera,
-                rung = s.rung.name(),
+                rung = s.rung.as_str(),
                 after_ms = first.saturating_duration_since(at).as_millis() as u64,
                 "live stream flowing"
             );
@@ -289,7 +294,7 @@ impl Supervisor {
                 self.reason = p.reason().to_owned();
             }
         } else {
-            let live_bps = if self.rung == Rung::Off {
+            let live_bps = if self.rung == LiveRung::Off {
                 0
             } else {
                 sample.sent_bps.unwrap_or(0)
@@ -306,7 +311,7 @@ impl Supervisor {
     fn sender_failed(&mut self, err: String) {
         warn!(
             camera = %self.camera,
-            rung = self.rung.name(),
+            rung = self.rung.as_str(),
             error = %err,
             retry_in_ms = self.retry.as_millis() as u64,
             "live sender failed; recording is not affected"
@@ -322,7 +327,7 @@ impl Supervisor {
     /// Starts the sender the wanted rung needs, if it is not running.
     fn ensure_sender(&mut self) {
         let wanted = self.rung;
-        if wanted == Rung::Off {
+        if wanted == LiveRung::Off {
             self.stop_sender();
             return;
         }
@@ -344,8 +349,8 @@ impl Supervisor {
             _ => None,
         };
         let input = match (wanted, &sub_url) {
-            (Rung::Sub, Some(url)) => Input::Rtsp(url),
-            (Rung::Sub, None) => Input::Feed {
+            (LiveRung::Sub, Some(url)) => Input::Rtsp(url),
+            (LiveRung::Sub, None) => Input::Feed {
                 tap: Tap::Sub,
                 h265: false,
             },
@@ -366,7 +371,7 @@ impl Supervisor {
             self.config.srt_latency_ms,
         ) {
             Ok(mut s) => {
-                debug!(camera = %self.camera, rung = wanted.name(), "live sender started");
+                debug!(camera = %self.camera, rung = wanted.as_str(), "live sender started");
                 match s.appsrc.clone() {
                     Some(src) => {
                         s.generation = Some(self.feed.generation.load(Ordering::Relaxed));
@@ -398,13 +403,13 @@ impl Supervisor {
                 .is_some()
         });
         let state = match (self.rung, &self.policy) {
-            (Rung::Off, _) => LiveState::Stopped,
+            (LiveRung::Off, _) => LiveState::Stopped,
             _ if !streaming => LiveState::Starting,
             (_, Some(p)) => p.state(),
             (_, None) => LiveState::Streaming,
         };
         let uplink = self.uplink.borrow().capacity_bps;
-        let on = self.rung != Rung::Off && self.sender.is_some();
+        let on = self.rung != LiveRung::Off && self.sender.is_some();
         let status = LiveStatus {
             mode: self.mode,
             overridden: self.overridden,
