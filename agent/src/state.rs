@@ -1,7 +1,9 @@
 //! What each camera is doing, as the rest of the agent (health, dashboard, systemd) sees it.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
@@ -91,23 +93,20 @@ impl CameraCounters {
     }
 
     pub fn set_manifest_head(&self, next_seq: u64, last: Hash256) {
-        *self.manifest_head.lock().unwrap_or_else(|e| e.into_inner()) = Some((next_seq, last));
+        *self.manifest_head.lock() = Some((next_seq, last));
     }
 
     pub fn manifest_head(&self) -> Option<(u64, Hash256)> {
-        *self.manifest_head.lock().unwrap_or_else(|e| e.into_inner())
+        *self.manifest_head.lock()
     }
 
     /// Keeps the latest keyframe (called from the streaming thread for key units only).
     pub fn set_keyframe(&self, sample: gst::Sample) {
-        *self.keyframe.lock().unwrap_or_else(|e| e.into_inner()) = Some(sample);
+        *self.keyframe.lock() = Some(sample);
     }
 
     pub fn keyframe(&self) -> Option<gst::Sample> {
-        self.keyframe
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.keyframe.lock().clone()
     }
 
     /// Time since the last frame, or `None` if none arrived since `since`.

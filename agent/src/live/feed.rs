@@ -2,7 +2,9 @@
 //! across recording-pipeline restarts (one per camera); the supervisor points it at a sender.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use gst::prelude::*;
@@ -23,12 +25,12 @@ pub struct FeedSlot {
 impl FeedSlot {
     pub(super) fn attach(&self, src: Option<gst_app::AppSrc>) {
         self.need_key.store(true, Ordering::Relaxed);
-        *self.src.lock().unwrap_or_else(|e| e.into_inner()) = src;
+        *self.src.lock() = src;
     }
 
     /// Called on the tap's streaming thread. Never blocks: a full sender means a drop.
     pub(super) fn push(&self, sample: &gst::Sample) {
-        let Some(src) = self.src.lock().unwrap_or_else(|e| e.into_inner()).clone() else {
+        let Some(src) = self.src.lock().clone() else {
             return;
         };
         let Some(buf) = sample.buffer() else {
@@ -109,13 +111,7 @@ impl LiveFeed {
     /// Opens or closes the sub-stream encoder (sources the agent encodes).
     fn set_sub_open(&self, open: bool) {
         self.sub_open.store(open, Ordering::Relaxed);
-        if let Some(v) = self
-            .sub_valve
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-            .and_then(|w| w.upgrade())
-        {
+        if let Some(v) = self.sub_valve.lock().as_ref().and_then(|w| w.upgrade()) {
             v.set_property("drop", !open);
         }
     }

@@ -3,10 +3,10 @@
 //! operator who turned a camera's live stream off does not expect it back on after a reboot).
 //! A `set_live` with mode `config` removes the override.
 
+use parking_lot::Mutex;
 use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 use stationwatch_protocol::CameraId;
 use tracing::info;
@@ -57,8 +57,8 @@ impl LiveOverrides {
         Ok(())
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, LiveSetting>> {
-        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> parking_lot::MutexGuard<'_, BTreeMap<String, LiveSetting>> {
+        self.map.lock()
     }
 }
 

@@ -3,7 +3,9 @@
 //! pipeline's. Also what it measures (bytes out, SRT statistics) for the uplink policy.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Arc};
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 use gst::prelude::*;
@@ -159,7 +161,7 @@ impl Sender {
                 };
                 if size > 0 {
                     bytes.fetch_add(size as u64, Ordering::Relaxed);
-                    let mut f = first.lock().unwrap_or_else(|e| e.into_inner());
+                    let mut f = first.lock();
                     if f.is_none() {
                         *f = Some(Instant::now());
                     }

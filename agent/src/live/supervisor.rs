@@ -247,7 +247,7 @@ impl Supervisor {
         let (Some(at), Some(s)) = (self.switch_at, self.sender.as_ref()) else {
             return;
         };
-        let first = *s.first_out.lock().unwrap_or_else(|e| e.into_inner());
+        let first = *s.first_out.lock();
         if let Some(first) = first {
             info!(
                 camera = %self.camera,
@@ -396,12 +396,10 @@ impl Supervisor {
 
     fn publish(&self) {
         let s = &self.last_sample;
-        let streaming = self.sender.as_ref().is_some_and(|snd| {
-            snd.first_out
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .is_some()
-        });
+        let streaming = self
+            .sender
+            .as_ref()
+            .is_some_and(|snd| snd.first_out.lock().is_some());
         let state = match (self.rung, &self.policy) {
             (LiveRung::Off, _) => LiveState::Stopped,
             _ if !streaming => LiveState::Starting,

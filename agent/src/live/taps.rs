@@ -45,7 +45,7 @@ pub fn add_taps(
     }
     if let Some(valve) = pipeline.by_name(SUB_VALVE) {
         valve.set_property("drop", !feed.sub_open.load(Ordering::Relaxed));
-        *feed.sub_valve.lock().unwrap_or_else(|e| e.into_inner()) = Some(valve.downgrade());
+        *feed.sub_valve.lock() = Some(valve.downgrade());
     }
     Ok(sinks)
 }

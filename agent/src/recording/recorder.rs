@@ -17,7 +17,9 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -337,7 +339,7 @@ impl Recorder {
 
 fn lock(w: &Mutex<SegmentWriter>) -> MutexGuard<'_, SegmentWriter> {
     // A panic while holding the lock must not stop recording of later frames.
-    w.lock().unwrap_or_else(|e| e.into_inner())
+    w.lock()
 }
 
 fn on_sample(

@@ -2,10 +2,10 @@
 //! others are set and cleared by remote command and kept in a file next to the recordings so
 //! they survive restarts.
 
+use parking_lot::Mutex;
 use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 use tracing::info;
 
@@ -66,8 +66,8 @@ impl HoldStore {
         Ok(existed)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, LegalHold>> {
-        self.commanded.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> parking_lot::MutexGuard<'_, BTreeMap<String, LegalHold>> {
+        self.commanded.lock()
     }
 
     fn persist(&self, map: &BTreeMap<String, LegalHold>) -> io::Result<()> {
