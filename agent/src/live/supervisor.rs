@@ -230,7 +230,7 @@ impl Supervisor {
             let _ = tx.send(EventKind::LiveChanged {
                 camera: self.camera.clone(),
                 rung: to,
-                from: from,
+                from,
                 mode: self.mode,
                 uplink_bps: self.uplink.borrow().capacity_bps,
                 reason: self.reason.clone(),
