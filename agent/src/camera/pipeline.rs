@@ -86,7 +86,7 @@ pub struct CameraPipeline {
     pub pipeline: gst::Pipeline,
     /// Where the recorder branch starts; EOS is sent here to close the segment cleanly.
     pub recorder_entry: gst::Element,
-    /// The live taps' appsinks (`live.rs`): they get EOS too when the recording is drained,
+    /// The live taps' appsinks (`live/taps.rs`): they get EOS too when the recording is drained,
     /// or the pipeline would never post its EOS.
     pub live_sinks: Vec<gst::Element>,
 }
@@ -125,7 +125,7 @@ impl CameraPipeline {
             }
         }
 
-        // The live branch: a leaky tap that can drop but never block (live.rs).
+        // The live branch: a leaky tap that can drop but never block (live/taps.rs).
         let live_sinks = match live_feed {
             Some(feed) => live::add_taps(&pipeline, &tee, feed)?,
             None => Vec::new(),
@@ -187,7 +187,7 @@ fn encoded_source_description(station: &StationId, cam: &CameraConfig) -> String
         "video/x-raw,format=I420,width={},height={},framerate={}/1",
         e.width, e.height, e.fps
     );
-    // With a live target, the raw video is also teed to the live sub-stream encoder (live.rs).
+    // With a live target, the raw video is also teed to the live sub-stream encoder (live/taps.rs).
     let live_branch = live::sub_encode_branch(cam);
     let tee = if live_branch.is_some() {
         "tee name=live-raw ! "

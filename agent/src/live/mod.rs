@@ -3,7 +3,7 @@
 //! it (`docs/live.md`).
 //!
 //! ```text
-//! recording pipeline (camera.rs)                 live sender pipeline (sender.rs, own thread)
+//! recording pipeline (camera/pipeline.rs)        live sender pipeline (sender.rs, own thread)
 //!  parse ─► tee ─► queue ─► mpegtsmux ─► appsink ─► SegmentWriter
 //!            └──► queue leaky ─► appsink ─┐
 //!                  (drop=true)            └─► LiveFeed ─► appsrc ─► parse ─► mux ─► srtsink/rtmp2sink

@@ -7,7 +7,7 @@
 //!   IDR frame with SPS/PPS, thanks to `h264parse config-interval=-1`) as the only packets
 //!   without `DELTA_UNIT`; a segment therefore starts exactly there and plays on its own.
 //! * Packets are written per frame (no GOP is held in memory, unlike `splitmuxsink`), so a
-//!   SIGKILL loses at most the frame in flight; the camera's ledger thread (`ledger.rs`)
+//!   SIGKILL loses at most the frame in flight; the camera's ledger thread (`recording/ledger.rs`)
 //!   `fdatasync`s the open file every `sync_interval`, bounding what a power cut can lose.
 //! * Files are named by the UTC time of their first frame and are never overwritten.
 //! * A closed segment goes to the ledger, which makes it durable, enters it in the signed
