@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
-"""Lists the import edges between the agent's top-level modules (folders) and fails on a cycle.
+"""Lists the import edges between the agent's top-level modules (folders) and fails on a cycle,
+between folders or between single modules (files).
 
-Every `crate::<top>` path in agent/src/<top>/** (outside `#[cfg(test)]` blocks is not
-distinguished: tests count too) is an edge <top> -> <other>. Run from the repository root.
+Folders: every `crate::<top>` path in agent/src/<top>/** (tests included) is an edge
+<top> -> <other>. Modules: every `crate::a::b::...` path outside `#[cfg(test)]` is an edge from
+the file's module to the longest module that path names. Run from anywhere.
 """
 import os, re, sys, glob
 
@@ -48,5 +50,42 @@ for v in list(edges):
         strong(v)
 cycles = [c for c in sccs if len(c) > 1]
 for c in cycles:
-    print("CYCLE:", " <-> ".join(sorted(c)))
-sys.exit(1 if cycles else 0)
+    print("CYCLE between folders:", " <-> ".join(sorted(c)))
+
+# Module level.
+mods = {}
+for path in glob.glob(os.path.join(root, "**", "*.rs"), recursive=True):
+    rel = os.path.relpath(path, root)
+    if rel.startswith("bin" + os.sep) or rel == "lib.rs":
+        continue
+    name = rel[:-3].replace(os.sep + "mod", "").replace(os.sep, "::")
+    mods[name] = open(path).read().split("#[cfg(test)]")[0]
+medges = {}
+for m, text in mods.items():
+    for x in re.finditer(r"crate::([a-z_:]+)", text):
+        parts = x.group(1).rstrip(":").split("::")
+        for k in range(len(parts), 0, -1):
+            target = "::".join(parts[:k])
+            if target in mods:
+                if target != m:
+                    medges.setdefault(m, set()).add(target)
+                break
+found, color = [], {}
+def dfs(v, path):
+    color[v] = 1
+    path.append(v)
+    for w in sorted(medges.get(v, ())):
+        if color.get(w) == 1:
+            found.append(path[path.index(w):] + [w])
+        elif not color.get(w):
+            dfs(w, path)
+    path.pop()
+    color[v] = 2
+for v in sorted(mods):
+    if not color.get(v):
+        dfs(v, [])
+for c in found:
+    print("CYCLE between modules:", " -> ".join(c))
+print(f"{len(mods)} modules, {sum(len(s) for s in medges.values())} module edges, "
+      f"{len(cycles)} folder cycles, {len(found)} module cycles")
+sys.exit(1 if cycles or found else 0)

@@ -29,61 +29,30 @@
 pub mod feed;
 pub mod overrides;
 pub mod sender;
+pub mod status;
 pub mod supervisor;
 pub mod taps;
 pub mod uplink;
 
 pub use feed::LiveFeed;
 pub use sender::required_elements;
+pub use status::LiveStatus;
+pub use supervisor::LiveContext;
 pub use taps::{add_taps, sub_encode_branch};
 
-use std::sync::{mpsc, Arc};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use stationwatch_protocol::mqtt::{EventKind, LiveSetting, LiveState};
+use stationwatch_protocol::mqtt::{LiveSetting, LiveState};
 use stationwatch_protocol::CameraId;
-use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use crate::config::source::CameraSource;
-use crate::config::{CameraLiveConfig, LiveConfig};
 use crate::live::uplink::UplinkEstimate;
-use crate::state::CameraCounters;
 use stationwatch_protocol::mqtt::LiveRung;
 
 use crate::live::supervisor::Supervisor;
-
-/// A camera's live state as the rest of the agent sees it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LiveStatus {
-    pub mode: LiveSetting,
-    pub overridden: bool,
-    pub rung: LiveRung,
-    pub state: LiveState,
-    pub uplink_bps: Option<u64>,
-    pub send_bps: Option<u64>,
-    pub rtt_ms: Option<f64>,
-    pub loss: Option<f64>,
-    pub reason: String,
-}
-
-impl LiveStatus {
-    pub fn wire(&self) -> stationwatch_protocol::mqtt::CameraLive {
-        stationwatch_protocol::mqtt::CameraLive {
-            mode: self.mode,
-            overridden: self.overridden,
-            rung: self.rung,
-            state: self.state,
-            uplink_bps: self.uplink_bps,
-            send_bps: self.send_bps,
-            rtt_ms: self.rtt_ms.map(|r| (r * 10.0).round() / 10.0),
-            loss: self.loss.map(|l| (l * 1000.0).round() / 1000.0),
-            reason: (!self.reason.is_empty()).then(|| self.reason.clone()),
-        }
-    }
-}
 
 /// What the MQTT link and health see of a camera's live branch.
 pub struct LiveHandle {
@@ -115,20 +84,6 @@ impl LiveHandle {
             let _ = t.join();
         }
     }
-}
-
-/// Everything a camera's live supervisor needs.
-pub struct LiveContext {
-    pub camera: CameraId,
-    pub source: CameraSource,
-    pub bitrate_kbps: u32,
-    pub live: CameraLiveConfig,
-    pub config: LiveConfig,
-    pub feed: Arc<LiveFeed>,
-    pub counters: Arc<CameraCounters>,
-    /// The persisted `set_live` override, if any.
-    pub initial_override: Option<LiveSetting>,
-    pub events: Option<UnboundedSender<EventKind>>,
 }
 
 /// Starts the live supervisor of a camera on its own thread.
@@ -167,7 +122,8 @@ pub fn spawn(ctx: LiveContext, shutdown: CancellationToken) -> std::io::Result<L
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{CameraConfig, EncodeSettings, LiveTarget};
+    use crate::config::source::CameraSource;
+    use crate::config::{CameraConfig, CameraLiveConfig, EncodeSettings, LiveTarget};
 
     fn cam(source: &str, target: &str) -> CameraConfig {
         CameraConfig {

@@ -17,10 +17,24 @@ use crate::config::source::CameraSource;
 use crate::config::{CameraLiveConfig, LiveConfig, LiveSetting};
 use crate::live::feed::{LiveFeed, Tap};
 use crate::live::sender::{Input, Sender};
+use crate::live::status::LiveStatus;
 use crate::live::uplink::{RungPolicy, RungRates, Sample, UplinkEstimate};
-use crate::live::{LiveContext, LiveStatus};
 use crate::state::CameraCounters;
 use stationwatch_protocol::mqtt::LiveRung;
+
+/// Everything a camera's live supervisor needs.
+pub struct LiveContext {
+    pub camera: CameraId,
+    pub source: CameraSource,
+    pub bitrate_kbps: u32,
+    pub live: CameraLiveConfig,
+    pub config: LiveConfig,
+    pub feed: Arc<LiveFeed>,
+    pub counters: Arc<CameraCounters>,
+    /// The persisted `set_live` override, if any.
+    pub initial_override: Option<LiveSetting>,
+    pub events: Option<UnboundedSender<EventKind>>,
+}
 
 /// Container and transport overhead over the video bitrate (MPEG-TS, SRT headers).
 const OVERHEAD: f64 = 1.1;
