@@ -1,11 +1,15 @@
-//! The agent as a whole: start every camera, report readiness and liveness to systemd, and stop
-//! cleanly (closing every open segment) when asked.
+//! The agent as a whole: start each part (cameras, live supervisors, retention, the MQTT link),
+//! report readiness and liveness to systemd, and stop the parts in order (closing every open
+//! segment) when asked.
 
 use std::time::Duration;
 
 use stationwatch_protocol::manifest::Hash256;
-use tokio::sync::mpsc::unbounded_channel;
+use stationwatch_protocol::mqtt::EventKind;
+use stationwatch_protocol::CameraId;
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tokio::sync::{watch, Notify};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
@@ -13,16 +17,17 @@ use std::sync::Arc;
 
 use crate::camera::{self, CameraContext, CameraHandle};
 use crate::config::AgentConfig;
-use crate::health::{CameraView, HealthCollector, ReportFacts};
-use crate::holds::HoldStore;
+use crate::link::health::{CameraView, HealthCollector, ReportFacts};
+use crate::link::mqtt::{self, CameraControl, MqttContext};
+use crate::live::overrides::LiveOverrides;
 use crate::live::{self, LiveContext, LiveHandle};
-use crate::live_overrides::LiveOverrides;
-use crate::mqtt::{self, CameraControl, MqttContext};
-use crate::recorder::SegmentFinished;
+use crate::recording::ledger;
+use crate::recording::segment::SegmentFinished;
+use crate::retention::holds::HoldStore;
 use crate::retention::{DiskStatus, Retention, RetentionCamera};
-use crate::service;
 use crate::state::CameraState;
-use crate::{keys, ledger};
+use crate::station::keys;
+use crate::station::service;
 
 /// READY is sent once every camera has either started recording or failed its first attempt,
 /// or after this long, whichever comes first: a dead camera is reported, not a reason to make
@@ -46,17 +51,80 @@ pub enum AgentError {
 
 /// Runs the agent until `shutdown` is cancelled. Every finished segment is also sent to
 /// `segments` when given (the hook for manifests and uploads; tests observe it).
+///
+/// Parts start in this order: cameras (each with its recorder and ledger), live supervisors,
+/// retention, the MQTT link; then systemd hears READY and the watchdog loop runs. They stop
+/// in this order: retention, cameras (closing every open segment), live senders, the link
+/// last, so the cameras' last events still go out.
 pub async fn run(
     config: AgentConfig,
     shutdown: CancellationToken,
-    segments: Option<tokio::sync::mpsc::UnboundedSender<SegmentFinished>>,
+    segments: Option<UnboundedSender<SegmentFinished>>,
 ) -> Result<(), AgentError> {
     gst::init()?;
-    let storage_err = |source| AgentError::Storage {
-        path: config.storage.path.display().to_string(),
-        source,
+    prepare_storage(&config)?;
+    let key = Arc::new(keys::load_or_generate(&config.station_key)?);
+    // Events for the controller, when there is one.
+    let (events_tx, events_rx) = unbounded_channel();
+    let events = config.mqtt.is_some().then_some(events_tx);
+    let (finished_tx, mut finished) = unbounded_channel();
+    let ctx = CameraContext {
+        station: config.station.clone(),
+        storage: config.storage.clone(),
+        supervision: config.supervision.clone(),
+        key,
+        rebooted: ledger::rebooted_since_last_start(&config.storage.path),
+        finished: finished_tx,
+        storage_pressure: Arc::new(Notify::new()),
+        events,
     };
-    std::fs::create_dir_all(&config.storage.path).map_err(storage_err)?;
+    let overrides = Arc::new(LiveOverrides::open(&config.storage.path));
+    let holds = Arc::new(HoldStore::open(
+        &config.storage.path,
+        config.retention.holds.clone(),
+    ));
+
+    let mut cams = spawn_cameras(&config, &ctx, &shutdown)?;
+    let lives = spawn_live(&config, &ctx, &cams, &overrides, &shutdown);
+    let (retention, disk) = spawn_retention(&config, &ctx, &cams, &holds, &shutdown);
+    let link_stop = CancellationToken::new();
+    let link = spawn_link(
+        &config,
+        &ctx,
+        &cams,
+        &lives,
+        LinkParts {
+            overrides,
+            holds,
+            disk: disk.clone(),
+            events: events_rx,
+        },
+        link_stop.clone(),
+    );
+    drop(ctx);
+
+    serve_systemd(&mut cams, &disk, &mut finished, &segments, &shutdown).await;
+
+    info!("agent stopping: closing open segments");
+    service::stopping();
+    let _ = retention.await;
+    stop_cameras(cams).await;
+    while let Some(seg) = finished.recv().await {
+        forward(&segments, seg);
+    }
+    stop_live(lives).await;
+    link_stop.cancel();
+    if let Some(t) = link {
+        let _ = t.await;
+    }
+    info!("agent stopped");
+    Ok(())
+}
+
+/// Creates the storage folder and says what the agent is about to do.
+fn prepare_storage(config: &AgentConfig) -> Result<(), AgentError> {
+    std::fs::create_dir_all(&config.storage.path)
+        .map_err(|source| storage_error(config, source))?;
     info!(
         station = %config.station,
         cameras = config.cameras.len(),
@@ -65,33 +133,46 @@ pub async fn run(
         version = env!("CARGO_PKG_VERSION"),
         "agent starting"
     );
+    Ok(())
+}
 
-    let key = Arc::new(keys::load_or_generate(&config.station_key)?);
-    let (fin_tx, mut fin_rx) = unbounded_channel();
-    // Events for the controller, when there is one.
-    let (events_tx, events_rx) = unbounded_channel();
-    let events_tx = config.mqtt.is_some().then_some(events_tx);
-    let ctx = CameraContext {
-        station: config.station.clone(),
-        storage: config.storage.clone(),
-        supervision: config.supervision.clone(),
-        key,
-        rebooted: ledger::rebooted_since_last_start(&config.storage.path),
-        finished: fin_tx,
-        storage_pressure: Arc::new(Notify::new()),
-        events: events_tx,
-    };
-    let mut cams = Vec::new();
-    for cam in &config.cameras {
-        let handle =
-            camera::spawn(&ctx, cam.clone(), shutdown.child_token()).map_err(storage_err)?;
-        cams.push(handle);
+fn storage_error(config: &AgentConfig, source: std::io::Error) -> AgentError {
+    AgentError::Storage {
+        path: config.storage.path.display().to_string(),
+        source,
     }
-    // Live branches: one supervisor thread per camera with a live target, fed by the camera's
-    // leaky tap; nothing it does reaches the recording (live.rs).
-    let overrides = Arc::new(LiveOverrides::open(&config.storage.path));
-    let mut lives: Vec<LiveHandle> = Vec::new();
-    for (cam, handle) in config.cameras.iter().zip(&cams) {
+}
+
+/// One supervisor task per camera, each with its recorder and ledger thread (`camera/`).
+fn spawn_cameras(
+    config: &AgentConfig,
+    ctx: &CameraContext,
+    shutdown: &CancellationToken,
+) -> Result<Vec<CameraHandle>, AgentError> {
+    config
+        .cameras
+        .iter()
+        .map(|cam| {
+            camera::spawn(ctx, cam.clone(), shutdown.child_token())
+                .map_err(|e| storage_error(config, e))
+        })
+        .collect()
+}
+
+/// Live branches: one supervisor thread per camera with a live target, fed by the camera's
+/// leaky tap; nothing it does reaches the recording (`live/`).
+///
+/// Backfill seam: a future uploader of recorded segments takes each `LiveHandle::uplink`
+/// (what the link carries and what the live streams leave spare) and sends no faster.
+fn spawn_live(
+    config: &AgentConfig,
+    ctx: &CameraContext,
+    cams: &[CameraHandle],
+    overrides: &LiveOverrides,
+    shutdown: &CancellationToken,
+) -> Vec<LiveHandle> {
+    let mut lives = Vec::new();
+    for (cam, handle) in config.cameras.iter().zip(cams) {
         let (Some(live_cfg), Some(feed)) = (&cam.live, &handle.live_feed) else {
             continue;
         };
@@ -116,12 +197,18 @@ pub async fn run(
             }
         }
     }
-    // Backfill seam: a future uploader of recorded segments takes each `LiveHandle::uplink`
-    // (what the link carries and what the live streams leave spare) and sends no faster.
-    let holds = Arc::new(HoldStore::open(
-        &config.storage.path,
-        config.retention.holds.clone(),
-    ));
+    lives
+}
+
+/// The retention task (`retention/`): deletes through each camera's ledger, runs at once on
+/// storage pressure, and publishes the disk status health and systemd read.
+fn spawn_retention(
+    config: &AgentConfig,
+    ctx: &CameraContext,
+    cams: &[CameraHandle],
+    holds: &Arc<HoldStore>,
+    shutdown: &CancellationToken,
+) -> (JoinHandle<()>, watch::Receiver<DiskStatus>) {
     let (retention, disk) = Retention::new(
         config.retention.clone(),
         holds.clone(),
@@ -134,76 +221,94 @@ pub async fn run(
             })
             .collect(),
     );
-    let retention_task =
-        tokio::spawn(retention.run(ctx.storage_pressure.clone(), shutdown.child_token()));
-    // The link to the controller stops after the cameras, so their last events go out.
-    let mqtt_stop = CancellationToken::new();
-    let mqtt_task = match &config.mqtt {
-        Some(m) => {
-            let config_bytes = std::fs::read(&config.file).unwrap_or_default();
-            let health = HealthCollector::new(
-                cams.iter()
-                    .map(|c| CameraView {
-                        id: c.id.clone(),
-                        state: c.state.clone(),
-                        counters: c.counters.clone(),
-                        live: lives
-                            .iter()
-                            .find(|l| l.camera == c.id)
-                            .map(|l| l.status.clone()),
-                    })
-                    .collect(),
-                disk.clone(),
-                config.storage.path.clone(),
-                ReportFacts {
-                    config_hash: Hash256::of(&config_bytes),
-                    fingerprint: ctx.key.public().fingerprint(),
-                    interval_s: u32::try_from(m.health_interval.as_secs()).unwrap_or(u32::MAX),
-                    segment_s: u32::try_from(config.storage.segment.as_secs()).unwrap_or(u32::MAX),
-                    station_name: config.station_name.clone(),
-                    region: config.region.clone(),
-                },
-            );
-            let link = MqttContext {
-                config: m.clone(),
-                station: config.station.clone(),
-                cameras: cams
-                    .iter()
-                    .map(|c| CameraControl {
-                        id: c.id.clone(),
-                        counters: c.counters.clone(),
-                        restart: c.restart.clone(),
-                        live: lives
-                            .iter()
-                            .find(|l| l.camera == c.id)
-                            .map(|l| mqtt::LiveControl {
-                                configured: l.configured,
-                                status: l.status.clone(),
-                                control: l.control.clone(),
-                            }),
-                    })
-                    .collect(),
-                live_overrides: overrides.clone(),
-                health,
-                holds: holds.clone(),
-                events: events_rx,
-            };
-            let stop = mqtt_stop.clone();
-            Some(tokio::spawn(async move {
-                if let Err(e) = mqtt::run(link, stop).await {
-                    error!(error = %e, "MQTT link failed; recording continues without reporting");
-                }
-            }))
-        }
-        None => {
-            info!("no [mqtt] section: recording without reporting to a controller");
-            None
-        }
-    };
-    drop(ctx);
+    let task = tokio::spawn(retention.run(ctx.storage_pressure.clone(), shutdown.child_token()));
+    (task, disk)
+}
 
-    wait_until_started(&mut cams, &shutdown).await;
-    let status = status_line(&cams, &disk);
+/// What the link shares with the rest of the agent, besides cameras and live branches.
+struct LinkParts {
+    overrides: Arc<LiveOverrides>,
+    holds: Arc<HoldStore>,
+    disk: watch::Receiver<DiskStatus>,
+    events: UnboundedReceiver<EventKind>,
+}
+
+/// The MQTT link to the controller (`link/`): status, health reports, events, commands. It has
+/// its own stop token: it stops after the cameras, so their last events go out.
+fn spawn_link(
+    config: &AgentConfig,
+    ctx: &CameraContext,
+    cams: &[CameraHandle],
+    lives: &[LiveHandle],
+    parts: LinkParts,
+    stop: CancellationToken,
+) -> Option<JoinHandle<()>> {
+    let Some(m) = &config.mqtt else {
+        info!("no [mqtt] section: recording without reporting to a controller");
+        return None;
+    };
+    let live_of = |id: &CameraId| lives.iter().find(|l| l.camera == *id);
+    let config_bytes = std::fs::read(&config.file).unwrap_or_default();
+    let health = HealthCollector::new(
+        cams.iter()
+            .map(|c| CameraView {
+                id: c.id.clone(),
+                state: c.state.clone(),
+                counters: c.counters.clone(),
+                live: live_of(&c.id).map(|l| l.status.clone()),
+            })
+            .collect(),
+        parts.disk,
+        config.storage.path.clone(),
+        ReportFacts {
+            config_hash: Hash256::of(&config_bytes),
+            fingerprint: ctx.key.public().fingerprint(),
+            interval_s: u32::try_from(m.health_interval.as_secs()).unwrap_or(u32::MAX),
+            segment_s: u32::try_from(config.storage.segment.as_secs()).unwrap_or(u32::MAX),
+            station_name: config.station_name.clone(),
+            region: config.region.clone(),
+        },
+    );
+    let link = MqttContext {
+        config: m.clone(),
+        station: config.station.clone(),
+        cameras: cams
+            .iter()
+            .map(|c| CameraControl {
+                id: c.id.clone(),
+                counters: c.counters.clone(),
+                restart: c.restart.clone(),
+                live: live_of(&c.id).map(|l| mqtt::LiveControl {
+                    configured: l.configured,
+                    status: l.status.clone(),
+                    control: l.control.clone(),
+                }),
+            })
+            .collect(),
+        live_overrides: parts.overrides,
+        health,
+        holds: parts.holds,
+        events: parts.events,
+    };
+    Some(tokio::spawn(async move {
+        if let Err(e) = mqtt::run(link, stop).await {
+            error!(error = %e, "MQTT link failed; recording continues without reporting");
+        }
+    }))
+}
+
+/// Tells systemd READY once the cameras started, then until `shutdown`: pings the watchdog
+/// while every camera supervisor is alive, keeps the status line current, and forwards
+/// finished segments to `segments`.
+async fn serve_systemd(
+    cams: &mut [CameraHandle],
+    disk: &watch::Receiver<DiskStatus>,
+    finished: &mut UnboundedReceiver<SegmentFinished>,
+    segments: &Option<UnboundedSender<SegmentFinished>>,
+    shutdown: &CancellationToken,
+) {
+    wait_until_started(cams, shutdown).await;
+    let status = status_line(cams, disk);
     info!(status = %status, "agent ready");
     service::ready(&status);
 
@@ -213,19 +318,13 @@ pub async fn run(
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            Some(seg) = fin_rx.recv() => {
-                // Seam: manifest signing, health reporting and uploads consume finished
-                // segments here.
-                if let Some(tx) = &segments {
-                    let _ = tx.send(seg);
-                }
-            }
+            Some(seg) = finished.recv() => forward(segments, seg),
             _ = tick.tick() => {
-                match unhealthy(&cams) {
+                match unhealthy(cams) {
                     None => service::watchdog_ping(),
                     Some(why) => warn!(reason = %why, "supervisor unhealthy; withholding watchdog ping"),
                 }
-                let status = status_line(&cams, &disk);
+                let status = status_line(cams, disk);
                 if status != last_status {
                     service::status(&status);
                     last_status = status;
@@ -233,33 +332,32 @@ pub async fn run(
             }
         }
     }
+}
 
-    info!("agent stopping: closing open segments");
-    service::stopping();
-    let _ = retention_task.await;
+/// Seam: manifest signing, health reporting and uploads consume finished segments here.
+fn forward(segments: &Option<UnboundedSender<SegmentFinished>>, seg: SegmentFinished) {
+    if let Some(tx) = segments {
+        let _ = tx.send(seg);
+    }
+}
+
+/// Waits for every camera supervisor to end (they saw the shutdown and drain their segments).
+async fn stop_cameras(cams: Vec<CameraHandle>) {
     for cam in cams {
         if let Err(e) = cam.task.await {
             warn!(camera = %cam.id, error = %e, "camera task ended abnormally");
         }
     }
-    while let Some(seg) = fin_rx.recv().await {
-        if let Some(tx) = &segments {
-            let _ = tx.send(seg);
-        }
-    }
-    // The live threads saw the same shutdown; give their senders a moment to close.
+}
+
+/// The live threads saw the same shutdown; give their senders a moment to close.
+async fn stop_live(lives: Vec<LiveHandle>) {
     let _ = tokio::task::spawn_blocking(move || {
         for l in lives {
             l.join(Duration::from_secs(3));
         }
     })
     .await;
-    mqtt_stop.cancel();
-    if let Some(t) = mqtt_task {
-        let _ = t.await;
-    }
-    info!("agent stopped");
-    Ok(())
 }
 
 async fn wait_until_started(cams: &mut [CameraHandle], shutdown: &CancellationToken) {

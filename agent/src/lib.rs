@@ -2,32 +2,36 @@
 //!
 //! Captures one to four cameras through GStreamer and records them into crash-safe MPEG-TS
 //! segments on local disk. See `README.md` and `docs/` for the whole picture; each concept
-//! lives in the module named after it.
+//! lives in the folder named after it:
+//!
+//! * `camera/`: one supervised GStreamer pipeline per camera (pipeline, supervision, snapshot).
+//! * `recording/`: segments, the writer, the ledger (manifest, gaps, orphans, deletions).
+//! * `retention/`: what policy may delete (age, space) and legal holds.
+//! * `live/`: the live branch: feed, taps, sender, supervisor, uplink policy, overrides.
+//! * `link/`: the link to the controller: MQTT, outbox, health reports, commands.
+//! * `station/`: the station's key, system facts, systemd notifications.
+//! * `config/`: the config file, validated.
+//! * `verify`: offline verification of recorded folders.
+//! * leaves shared by several folders: `disk` (directory fsync, durable JSON, the disk reserve),
+//!   `elements` (GStreamer build error, RTSP source), `state` (per-camera counters), `backoff`.
 
-pub mod agent;
-pub mod backoff;
-pub mod camera;
+pub(crate) mod agent;
+pub(crate) mod backoff;
+pub(crate) mod camera;
 pub mod config;
-pub mod health;
-pub mod holds;
-pub mod json_file;
-pub mod keys;
-pub mod ledger;
-pub mod live;
-pub mod live_overrides;
-pub mod manifest_writer;
-pub mod mqtt;
-pub mod outbox;
-pub mod pipeline;
-pub mod recorder;
-pub mod retention;
-pub mod service;
-pub mod snapshot;
-pub mod source;
-pub mod state;
-pub mod sysinfo;
-pub mod uplink;
+pub(crate) mod disk;
+pub(crate) mod elements;
+pub(crate) mod link;
+pub(crate) mod live;
+pub(crate) mod recording;
+pub(crate) mod retention;
+pub(crate) mod state;
+pub(crate) mod station;
 pub mod verify;
 
+// What the binary (`bin/station-agent.rs`) uses; everything else is internal.
 pub use agent::run;
+pub use camera::pipeline::missing_elements;
 pub use config::AgentConfig;
+pub use live::required_elements as live_required_elements;
+pub use station::keys::load_or_generate as load_or_generate_key;

@@ -1,7 +1,9 @@
 //! What each camera is doing, as the rest of the agent (health, dashboard, systemd) sees it.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
@@ -42,7 +44,6 @@ pub struct CameraCounters {
     last_data_ns: AtomicU64,
     frames: AtomicU64,
     bytes: AtomicU64,
-    segments_finished: AtomicU64,
     /// End of the last finished segment, Unix ms (0 = none yet).
     last_segment_end_ms: AtomicI64,
     /// The manifest's head after its last written entry: (next seq, hash of the last line).
@@ -58,7 +59,6 @@ impl Default for CameraCounters {
             last_data_ns: AtomicU64::new(0),
             frames: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
-            segments_finished: AtomicU64::new(0),
             last_segment_end_ms: AtomicI64::new(0),
             manifest_head: Mutex::new(None),
             keyframe: Mutex::new(None),
@@ -80,7 +80,6 @@ impl CameraCounters {
     }
 
     pub fn on_segment_finished(&self, end: Timestamp) {
-        self.segments_finished.fetch_add(1, Ordering::Relaxed);
         self.last_segment_end_ms
             .store(end.unix_ms(), Ordering::Relaxed);
     }
@@ -94,23 +93,20 @@ impl CameraCounters {
     }
 
     pub fn set_manifest_head(&self, next_seq: u64, last: Hash256) {
-        *self.manifest_head.lock().unwrap_or_else(|e| e.into_inner()) = Some((next_seq, last));
+        *self.manifest_head.lock() = Some((next_seq, last));
     }
 
     pub fn manifest_head(&self) -> Option<(u64, Hash256)> {
-        *self.manifest_head.lock().unwrap_or_else(|e| e.into_inner())
+        *self.manifest_head.lock()
     }
 
     /// Keeps the latest keyframe (called from the streaming thread for key units only).
     pub fn set_keyframe(&self, sample: gst::Sample) {
-        *self.keyframe.lock().unwrap_or_else(|e| e.into_inner()) = Some(sample);
+        *self.keyframe.lock() = Some(sample);
     }
 
     pub fn keyframe(&self) -> Option<gst::Sample> {
-        self.keyframe
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.keyframe.lock().clone()
     }
 
     /// Time since the last frame, or `None` if none arrived since `since`.
@@ -131,9 +127,5 @@ impl CameraCounters {
 
     pub fn bytes(&self) -> u64 {
         self.bytes.load(Ordering::Relaxed)
-    }
-
-    pub fn segments_finished(&self) -> u64 {
-        self.segments_finished.load(Ordering::Relaxed)
     }
 }

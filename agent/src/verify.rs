@@ -15,7 +15,7 @@ use stationwatch_protocol::manifest::{
     EntryBody, Problem, PublicKey, SignedEntry, Timestamp, MANIFEST_FILE,
 };
 
-use crate::recorder::{segment_start_from_name, SEGMENT_EXT};
+use crate::recording::segment::{segment_start_from_name, SEGMENT_EXT};
 
 /// What to check.
 #[derive(Debug, Clone, Default)]

@@ -35,15 +35,14 @@ mod tests;
 pub use ack::{Ack, AckReason, AckStatus, CommandLog, Handling, RejectCode};
 pub use command::{
     decode_command, peek_command_id, ClearHoldResult, Command, CommandEnvelope, CommandKind,
-    PingResult, RejectReason, Rejection, RestartCameraResult, SetHoldResult, SetLiveMode,
-    SetLiveResult, SnapshotResult,
+    PingResult, RejectReason, Rejection, RestartCameraResult, SetHoldResult, SetLiveResult,
+    SetLiveSetting, SnapshotResult,
 };
 pub use decode::{decode_ack, decode_event, decode_health, decode_status, DecodeError};
 pub use event::{Event, EventKind, OrUnknown};
 pub use health::{
     hours_left, AgentInfo, CameraHealth, CameraLive, CameraState, ClockHealth, DiskHealth, Health,
-    LiveMode, LiveRung, LiveSetting, LiveState, ManifestHead, PowerHealth, SystemHealth,
-    UplinkHealth,
+    LiveRung, LiveSetting, LiveState, ManifestHead, PowerHealth, SystemHealth, UplinkHealth,
 };
 pub use id::{HoldId, MessageId, MessageIdError, MAX_MESSAGE_ID_LEN};
 pub use status::{OfflineReason, Status, StatusState, LAST_WILL_PAYLOAD};

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use station_agent::{live, pipeline, AgentConfig};
+use station_agent::AgentConfig;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
@@ -108,7 +108,7 @@ fn load(path: &std::path::Path) -> anyhow::Result<AgentConfig> {
         .iter()
         .enumerate()
         .flat_map(|(i, c)| {
-            pipeline::missing_elements(&c.source)
+            station_agent::missing_elements(&c.source)
                 .into_iter()
                 .map(move |e| {
                     format!(
@@ -118,7 +118,7 @@ fn load(path: &std::path::Path) -> anyhow::Result<AgentConfig> {
                     )
                 })
                 .chain(
-                    live::required_elements(c)
+                    station_agent::live_required_elements(c)
                         .into_iter()
                         .filter(|e| gst::ElementFactory::find(e).is_none())
                         .map(move |e| {
@@ -166,7 +166,7 @@ fn key(path: &std::path::Path) -> anyhow::Result<ExitCode> {
         false,
     )?;
     let existed = config.station_key.exists();
-    let key = station_agent::keys::load_or_generate(&config.station_key)?;
+    let key = station_agent::load_or_generate_key(&config.station_key)?;
     let public = key.public();
     if !existed {
         println!(

@@ -8,28 +8,48 @@ use std::time::Duration;
 
 use url::Url;
 
-use super::{join, type_name, Reader};
-use crate::source::CameraSource;
-use crate::uplink::PolicyConfig;
+/// Per camera `live` setting: the wire's type; the config accepts `off`, `on` and `auto`, never
+/// `Unknown`.
+pub use stationwatch_protocol::mqtt::LiveSetting;
 
-/// Per camera `live` mode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LiveMode {
-    /// Never stream.
-    Off,
-    /// Always stream the main stream.
-    On,
-    /// Stream the best rung the uplink carries.
-    Auto,
+use super::{join, type_name, Reader};
+use crate::config::source::CameraSource;
+
+/// The policy's numbers (config `[live]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PolicyConfig {
+    /// A rung fits when the link carries its bitrate times `1 + margin`.
+    pub margin: f64,
+    /// Bad samples for this long drop the rung.
+    pub down_after: Duration,
+    /// A rung must hold this long before the next one is probed.
+    pub up_after: Duration,
+    /// How long a probed rung must stay good to be kept.
+    pub probe_for: Duration,
+    /// How long `off` (chosen by the policy) waits before probing `sub`.
+    pub off_retry: Duration,
+    /// Longest wait between probes after repeated failures.
+    pub backoff_max: Duration,
+    /// More video than this waiting in front of the sender is a bad sample.
+    pub max_backlog: Duration,
+    /// More than this fraction of packets lost or dropped is a bad sample.
+    pub max_loss: f64,
+    /// A new sender may take this long to connect before "not connected" counts as bad.
+    pub start_grace: Duration,
 }
 
-impl LiveMode {
-    pub fn name(self) -> &'static str {
-        match self {
-            LiveMode::Off => "off",
-            LiveMode::On => "on",
-            LiveMode::Auto => "auto",
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        Self {
+            margin: 0.25,
+            down_after: Duration::from_secs(3),
+            up_after: Duration::from_secs(60),
+            probe_for: Duration::from_secs(10),
+            off_retry: Duration::from_secs(30),
+            backoff_max: Duration::from_secs(600),
+            max_backlog: Duration::from_millis(1500),
+            max_loss: 0.10,
+            start_grace: Duration::from_secs(8),
         }
     }
 }
@@ -96,7 +116,7 @@ impl fmt::Display for LiveTarget {
 /// A camera's live settings (absent when the camera has no `live_target`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct CameraLiveConfig {
-    pub mode: LiveMode,
+    pub mode: LiveSetting,
     pub target: LiveTarget,
     /// RTSP cameras: the sub-stream for the lighter rung (opened only while that rung runs).
     pub sub_stream: Option<CameraSource>,
@@ -197,11 +217,11 @@ impl Reader {
         source: Option<&CameraSource>,
     ) -> Option<Option<CameraLiveConfig>> {
         let mode = match t.get("live") {
-            None => Some(LiveMode::Off),
+            None => Some(LiveSetting::Off),
             Some(toml::Value::String(s)) => match s.as_str() {
-                "off" => Some(LiveMode::Off),
-                "on" => Some(LiveMode::On),
-                "auto" => Some(LiveMode::Auto),
+                "off" => Some(LiveSetting::Off),
+                "on" => Some(LiveSetting::On),
+                "auto" => Some(LiveSetting::Auto),
                 other => {
                     self.problem(
                         join(path, "live"),
@@ -267,12 +287,12 @@ impl Reader {
                 sub_kbps,
             })),
             None if t.contains_key("live_target") => None,
-            None if mode != LiveMode::Off => {
+            None if mode != LiveSetting::Off => {
                 self.problem(
                     join(path, "live_target"),
                     format!(
                         "required with live = {:?} (srt://HOST:PORT or rtmp://HOST/APP/KEY)",
-                        mode.name()
+                        mode.as_str()
                     ),
                 );
                 None
@@ -317,11 +337,15 @@ mod tests {
         )
         .unwrap();
         let desk = c.cameras[0].live.as_ref().unwrap();
-        assert_eq!(desk.mode, LiveMode::Auto);
+        assert_eq!(desk.mode, LiveSetting::Auto);
         assert_eq!(desk.sub_kbps, 500);
         assert_eq!(desk.target.to_string(), "srt://192.0.2.7:9000");
         let hall = c.cameras[1].live.as_ref().unwrap();
-        assert_eq!(hall.mode, LiveMode::Off, "a target alone does not stream");
+        assert_eq!(
+            hall.mode,
+            LiveSetting::Off,
+            "a target alone does not stream"
+        );
         assert_eq!(hall.target.to_string(), "rtmp://live.example.org/…");
         assert!(hall.sub_stream.is_some());
         assert_eq!(c.live, LiveConfig::default());
@@ -338,7 +362,7 @@ mod tests {
             "the reference shows the defaults"
         );
         let desk = c.cameras[0].live.as_ref().expect("desk streams");
-        assert_eq!((desk.mode, desk.sub_kbps), (LiveMode::Auto, 500));
+        assert_eq!((desk.mode, desk.sub_kbps), (LiveSetting::Auto, 500));
         assert!(desk.sub_stream.is_some());
         let boxes = c.cameras[1].live.as_ref().expect("boxes streams");
         assert!(matches!(boxes.target, LiveTarget::Rtmp(_)));

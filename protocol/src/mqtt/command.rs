@@ -61,18 +61,34 @@ pub enum Command {
     /// agent picks the best rung its uplink carries), or `config` (drop the override and go
     /// back to the configured mode). The override is kept on disk and survives agent restarts.
     /// Recording is never affected.
-    SetLive { camera: CameraId, mode: SetLiveMode },
+    SetLive {
+        camera: CameraId,
+        mode: SetLiveSetting,
+    },
 }
 
-/// The `mode` of a [`Command::SetLive`]. Strict: any other value rejects the command.
+/// The `mode` of a [`Command::SetLive`]: a [`LiveSetting`], or `config`. Strict: any other
+/// value rejects the command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum SetLiveMode {
+pub enum SetLiveSetting {
     Off,
     On,
     Auto,
     /// Remove the override: the camera's configured `live` mode applies again.
     Config,
+}
+
+impl SetLiveSetting {
+    /// The override it sets (`None`: back to the configured setting).
+    pub fn setting(self) -> Option<LiveSetting> {
+        match self {
+            SetLiveSetting::Off => Some(LiveSetting::Off),
+            SetLiveSetting::On => Some(LiveSetting::On),
+            SetLiveSetting::Auto => Some(LiveSetting::Auto),
+            SetLiveSetting::Config => None,
+        }
+    }
 }
 
 /// The kinds of [`Command`], without their fields.

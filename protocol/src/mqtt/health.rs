@@ -195,6 +195,30 @@ pub enum LiveRung {
     Unknown,
 }
 
+impl LiveSetting {
+    /// The wire name (`off`, `on`, `auto`, `unknown`), for logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LiveSetting::Off => "off",
+            LiveSetting::On => "on",
+            LiveSetting::Auto => "auto",
+            LiveSetting::Unknown => "unknown",
+        }
+    }
+}
+
+impl LiveRung {
+    /// The wire name (`main`, `sub`, `off`, `unknown`), for logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LiveRung::Main => "main",
+            LiveRung::Sub => "sub",
+            LiveRung::Off => "off",
+            LiveRung::Unknown => "unknown",
+        }
+    }
+}
+
 /// Whether the live stream flows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -334,8 +358,10 @@ pub struct PowerHealth {
 /// Live streaming and uploads (filled in once the agent streams; optional).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct UplinkHealth {
-    #[serde(default)]
-    pub live: LiveMode,
+    /// What the station's live branches send, at best (`full`, `light`, `record_only` on the
+    /// wire).
+    #[serde(default, with = "summary_rung")]
+    pub live: LiveRung,
     /// The agent's estimate of what the uplink carries, bits per second.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub estimated_bps: Option<u64>,
@@ -344,20 +370,31 @@ pub struct UplinkHealth {
     pub upload_backlog_s: Option<u64>,
 }
 
-/// What the live branch sends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LiveMode {
-    /// The full stream.
-    Full,
-    /// A lighter stream (sub-stream or lower bitrate).
-    Light,
-    /// Nothing live; recording only.
-    RecordOnly,
-    /// A mode this version does not know.
-    #[default]
-    #[serde(other)]
-    Unknown,
+/// The station summary's names for the rungs: `full` (main), `light` (sub), `record_only`
+/// (off). The wire keeps these names; in code the summary uses [`LiveRung`] like the per-camera
+/// status.
+mod summary_rung {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use super::LiveRung;
+
+    pub fn serialize<S: Serializer>(r: &LiveRung, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(match r {
+            LiveRung::Main => "full",
+            LiveRung::Sub => "light",
+            LiveRung::Off => "record_only",
+            LiveRung::Unknown => "unknown",
+        })
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<LiveRung, D::Error> {
+        Ok(match String::deserialize(d)?.as_str() {
+            "full" => LiveRung::Main,
+            "light" => LiveRung::Sub,
+            "record_only" => LiveRung::Off,
+            _ => LiveRung::Unknown,
+        })
+    }
 }
 
 /// `Option<Fingerprint>` as its text form `xxxx:xxxx:xxxx:xxxx`.

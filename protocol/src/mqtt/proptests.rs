@@ -380,10 +380,10 @@ fn valid_envelope() -> impl Strategy<Value = CommandEnvelope> {
         (
             camera.clone(),
             select(vec![
-                SetLiveMode::Off,
-                SetLiveMode::On,
-                SetLiveMode::Auto,
-                SetLiveMode::Config
+                SetLiveSetting::Off,
+                SetLiveSetting::On,
+                SetLiveSetting::Auto,
+                SetLiveSetting::Config
             ])
         )
             .prop_map(|(camera, mode)| Command::SetLive { camera, mode }),

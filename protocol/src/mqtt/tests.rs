@@ -310,7 +310,7 @@ pub(super) fn full_health() -> Health {
     };
     h.segment_s = Some(60);
     h.uplink = Some(UplinkHealth {
-        live: LiveMode::Light,
+        live: LiveRung::Sub,
         estimated_bps: Some(640_000),
         upload_backlog_s: Some(5_400),
     });
@@ -365,7 +365,7 @@ fn health_from_a_newer_agent() {
     assert_eq!(h.disk.as_ref().unwrap().free_bytes, 10);
     assert!(!h.clock.as_ref().unwrap().synced);
     assert_eq!(h.system.load_1m, Some(1.5));
-    assert_eq!(h.uplink.as_ref().unwrap().live, LiveMode::Unknown);
+    assert_eq!(h.uplink.as_ref().unwrap().live, LiveRung::Unknown);
 }
 
 #[test]

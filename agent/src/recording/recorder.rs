@@ -7,7 +7,7 @@
 //!   IDR frame with SPS/PPS, thanks to `h264parse config-interval=-1`) as the only packets
 //!   without `DELTA_UNIT`; a segment therefore starts exactly there and plays on its own.
 //! * Packets are written per frame (no GOP is held in memory, unlike `splitmuxsink`), so a
-//!   SIGKILL loses at most the frame in flight; the camera's ledger thread (`ledger.rs`)
+//!   SIGKILL loses at most the frame in flight; the camera's ledger thread (`recording/ledger.rs`)
 //!   `fdatasync`s the open file every `sync_interval`, bounding what a power cut can lose.
 //! * Files are named by the UTC time of their first frame and are never overwritten.
 //! * A closed segment goes to the ledger, which makes it durable, enters it in the signed
@@ -17,7 +17,9 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -25,15 +27,13 @@ use chrono::{DateTime, Utc};
 use gst::glib;
 use gst::prelude::*;
 use gst_app::AppSink;
-use stationwatch_protocol::manifest::{GapReason, Hash256};
+use stationwatch_protocol::manifest::GapReason;
 use stationwatch_protocol::CameraId;
 use tokio::sync::mpsc::UnboundedSender;
 use tracing::{debug, error};
 
-use crate::ledger::{LedgerConfig, LedgerJob};
-
-/// File extension of recorded segments.
-pub const SEGMENT_EXT: &str = "ts";
+use crate::recording::ledger::{LedgerConfig, LedgerJob};
+use crate::recording::segment::{segment_path, CloseReason, SegmentFinished, SEGMENT_EXT};
 
 /// Keyframes this close before the target length still end the segment, so timestamp jitter on
 /// network cameras does not push every split one GOP later.
@@ -42,56 +42,11 @@ const SPLIT_TOLERANCE: gst::ClockTime = gst::ClockTime::from_mseconds(100);
 /// Minimum pause between attempts to open a new file after a write error.
 const REOPEN_INTERVAL: gst::ClockTime = gst::ClockTime::from_seconds(1);
 
-/// Why a segment was closed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CloseReason {
-    /// Reached the segment length; the next segment starts with the very next frame.
-    Rotated,
-    /// The source ended, failed or stalled, or the agent is stopping.
-    StreamEnded,
-    /// Writing failed (disk full, I/O error); the file holds what was written before.
-    WriteError,
-}
-
-/// A segment complete and durable on disk.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct SegmentFinished {
-    pub camera: CameraId,
-    pub path: PathBuf,
-    /// UTC time of the first frame.
-    pub start: DateTime<Utc>,
-    /// UTC time of the frame that follows the last one (the next segment's start when rotated).
-    pub end: DateTime<Utc>,
-    pub bytes: u64,
-    pub closed: CloseReason,
-    /// SHA-256 of the file, set by the ledger once it is entered in the manifest.
-    pub sha256: Option<Hash256>,
-}
-
 /// What the writer tells the camera's supervisor.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WriterEvent {
     Opened(PathBuf),
     WriteFailed { reason: GapReason, detail: String },
-}
-
-/// Path of a segment starting at `start`: `<camera_dir>/<YYYY-MM-DD>/<YYYYMMDDTHHMMSS.mmmZ>.ts`.
-pub fn segment_path(camera_dir: &Path, start: DateTime<Utc>) -> PathBuf {
-    camera_dir
-        .join(start.format("%Y-%m-%d").to_string())
-        .join(format!(
-            "{}.{SEGMENT_EXT}",
-            start.format("%Y%m%dT%H%M%S%.3fZ")
-        ))
-}
-
-/// The UTC start time encoded in a segment's file name (`YYYYMMDDTHHMMSS.mmmZ[.n].ts`).
-pub fn segment_start_from_name(path: &Path) -> Option<DateTime<Utc>> {
-    let name = path.file_name()?.to_str()?;
-    let stamp = name.get(..19)?;
-    let naive = chrono::NaiveDateTime::parse_from_str(stamp, "%Y%m%dT%H%M%S%.3f").ok()?;
-    (name.get(19..20) == Some("Z")).then(|| naive.and_utc())
 }
 
 /// Creates a new segment file, never overwriting: a clash (clock stepped back) gets a suffix.
@@ -300,7 +255,7 @@ impl Recorder {
     ) -> io::Result<Self> {
         let camera = ledger.camera.clone();
         let camera_dir = ledger.camera_dir.clone();
-        let (jobs, handle) = crate::ledger::spawn(ledger)?;
+        let (jobs, handle) = crate::recording::ledger::spawn(ledger)?;
         let writer = SegmentWriter {
             camera: camera.clone(),
             camera_dir,
@@ -384,7 +339,7 @@ impl Recorder {
 
 fn lock(w: &Mutex<SegmentWriter>) -> MutexGuard<'_, SegmentWriter> {
     // A panic while holding the lock must not stop recording of later frames.
-    w.lock().unwrap_or_else(|e| e.into_inner())
+    w.lock()
 }
 
 fn on_sample(

@@ -126,10 +126,7 @@ impl ManifestWriter {
         ))
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
+    #[cfg(test)]
     /// The chain head: next sequence number and hash of the last entry.
     pub fn chain(&self) -> &Chain {
         &self.chain

@@ -20,7 +20,7 @@ use stationwatch_protocol::broker_config::TlsReadError;
 use stationwatch_protocol::manifest::{Hash256, Timestamp};
 use stationwatch_protocol::mqtt::{
     Ack, ClearHoldResult, Command, CommandEnvelope, CommandLog, EventKind, Handling, MessageId,
-    PingResult, QoS, RestartCameraResult, SetHoldResult, SetLiveMode, SetLiveResult,
+    PingResult, QoS, RestartCameraResult, SetHoldResult, SetLiveResult, SetLiveSetting,
     SnapshotResult, Status, TopicKind, Topics, MAX_SNAPSHOT_BYTES,
 };
 use stationwatch_protocol::{CameraId, StationId};
@@ -29,13 +29,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::backoff::Backoff;
-use crate::config::{LegalHold, LiveMode, MqttConfig};
-use crate::health::HealthCollector;
-use crate::holds::HoldStore;
-use crate::live::{setting, LiveStatus};
-use crate::live_overrides::LiveOverrides;
-use crate::outbox::{OutMessage, Outbox};
-use crate::snapshot::{jpeg_from_keyframe, Jpeg, SnapshotError};
+use crate::camera::snapshot::{jpeg_from_keyframe, Jpeg, SnapshotError};
+use crate::config::{LegalHold, LiveSetting, MqttConfig};
+use crate::link::health::HealthCollector;
+use crate::link::outbox::{OutMessage, Outbox};
+use crate::live::overrides::LiveOverrides;
+use crate::live::LiveStatus;
+use crate::retention::holds::HoldStore;
 use crate::state::CameraCounters;
 
 /// Outbox messages in flight at once on a connection.
@@ -67,10 +67,10 @@ pub struct CameraControl {
 
 /// What `set_live` reaches of a camera's live supervisor.
 pub struct LiveControl {
-    pub configured: LiveMode,
+    pub configured: LiveSetting,
     pub status: tokio::sync::watch::Receiver<LiveStatus>,
     /// `Some(mode)`: override; `None`: back to the configured mode.
-    pub control: std::sync::mpsc::Sender<Option<LiveMode>>,
+    pub control: std::sync::mpsc::Sender<Option<LiveSetting>>,
 }
 
 /// Everything the link needs.
@@ -540,7 +540,7 @@ impl Link {
 
     /// `set_live`: store the override (durable before the ack), then hand it to the camera's
     /// live supervisor, which changes rung within a second.
-    fn set_live(&mut self, id: MessageId, camera: CameraId, mode: SetLiveMode) {
+    fn set_live(&mut self, id: MessageId, camera: CameraId, mode: SetLiveSetting) {
         let Some(live) = self
             .cameras
             .iter()
@@ -550,21 +550,16 @@ impl Link {
             let detail = format!("camera {camera} has no live_target configured");
             return self.finish(Ack::failed(id, self.now(), detail));
         };
-        let wanted = match mode {
-            SetLiveMode::Off => Some(LiveMode::Off),
-            SetLiveMode::On => Some(LiveMode::On),
-            SetLiveMode::Auto => Some(LiveMode::Auto),
-            SetLiveMode::Config => None,
-        };
+        let wanted = mode.setting();
         if let Err(e) = self.live_overrides.set(&camera, wanted) {
             let detail = format!("storing the live override: {e}");
             return self.finish(Ack::failed(id, self.now(), detail));
         }
         let result = SetLiveResult {
             camera: camera.clone(),
-            mode: setting(wanted.unwrap_or(live.configured)),
+            mode: wanted.unwrap_or(live.configured),
             overridden: wanted.is_some(),
-            rung: live.status.borrow().rung.wire(),
+            rung: live.status.borrow().rung,
         };
         if live.control.send(wanted).is_err() {
             let detail = format!("the live supervisor of camera {camera} is not running");

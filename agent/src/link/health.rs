@@ -9,7 +9,7 @@ use std::time::Instant;
 use stationwatch_protocol::manifest::{Fingerprint, Hash256, Timestamp};
 use stationwatch_protocol::mqtt::{
     hours_left, CameraHealth, CameraState as WireState, ClockHealth, DiskHealth, EventKind, Health,
-    LiveMode, ManifestHead, SystemHealth, UplinkHealth,
+    ManifestHead, SystemHealth, UplinkHealth,
 };
 use stationwatch_protocol::CameraId;
 use tokio::sync::watch;
@@ -17,8 +17,8 @@ use tokio::sync::watch;
 use crate::live::LiveStatus;
 use crate::retention::DiskStatus;
 use crate::state::{CameraCounters, CameraState};
-use crate::sysinfo::{self, BitrateMeter};
-use crate::uplink::Rung;
+use crate::station::sysinfo::{self, BitrateMeter};
+use stationwatch_protocol::mqtt::LiveRung;
 
 /// One camera as the reporter sees it.
 pub struct CameraView {
@@ -202,12 +202,12 @@ fn uplink(cameras: &[CameraView]) -> Option<UplinkHealth> {
     if lives.is_empty() {
         return None;
     }
-    let live = if lives.iter().any(|l| l.rung == Rung::Main) {
-        LiveMode::Full
-    } else if lives.iter().any(|l| l.rung == Rung::Sub) {
-        LiveMode::Light
+    let live = if lives.iter().any(|l| l.rung == LiveRung::Main) {
+        LiveRung::Main
+    } else if lives.iter().any(|l| l.rung == LiveRung::Sub) {
+        LiveRung::Sub
     } else {
-        LiveMode::RecordOnly
+        LiveRung::Off
     };
     Some(UplinkHealth {
         live,

@@ -2,10 +2,10 @@
 //! others are set and cleared by remote command and kept in a file next to the recordings so
 //! they survive restarts.
 
+use parking_lot::Mutex;
 use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 use tracing::info;
 
@@ -24,7 +24,7 @@ impl HoldStore {
     /// kept aside, never silently replaced (holds protect evidence).
     pub fn open(storage: &Path, configured: Vec<LegalHold>) -> Self {
         let path = storage.join(HOLDS_FILE);
-        let commanded = crate::json_file::load(&path, "legal holds");
+        let commanded = crate::disk::json_file::load(&path, "legal holds");
         Self {
             path,
             configured,
@@ -66,12 +66,12 @@ impl HoldStore {
         Ok(existed)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, LegalHold>> {
-        self.commanded.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> parking_lot::MutexGuard<'_, BTreeMap<String, LegalHold>> {
+        self.commanded.lock()
     }
 
     fn persist(&self, map: &BTreeMap<String, LegalHold>) -> io::Result<()> {
-        crate::json_file::store(&self.path, map)?;
+        crate::disk::json_file::store(&self.path, map)?;
         Ok(())
     }
 }

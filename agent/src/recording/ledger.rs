@@ -29,8 +29,9 @@ use stationwatch_protocol::{CameraId, StationId};
 use tokio::sync::mpsc::UnboundedSender;
 use tracing::{error, info, warn};
 
-use crate::manifest_writer::{ManifestWriter, PreviousRun};
-use crate::recorder::{segment_start_from_name, SegmentFinished, SEGMENT_EXT};
+use crate::disk::sync_dir;
+use crate::recording::manifest_writer::{ManifestWriter, PreviousRun};
+use crate::recording::segment::{segment_start_from_name, SegmentFinished, SEGMENT_EXT};
 use crate::state::CameraCounters;
 
 /// Entries kept in memory while the manifest cannot be written; beyond this the oldest are
@@ -452,7 +453,7 @@ impl Ledger {
             Err(e) => {
                 // A disk filled by something else: spend the reserve on the entry.
                 let storage = self.cfg.camera_dir.parent().unwrap_or(Path::new("/"));
-                if !crate::retention::release_reserve(storage) {
+                if !crate::disk::reserve::release_reserve(storage) {
                     return Err(io::Error::other(e.to_string()));
                 }
                 warn!(camera = %self.cfg.camera, "disk full: space reserve released to record deletions");
@@ -485,13 +486,6 @@ impl Ledger {
 
 fn ts(t: chrono::DateTime<chrono::Utc>) -> Timestamp {
     Timestamp::from_datetime(t).unwrap_or_else(|_| Timestamp::now())
-}
-
-/// Makes a new directory entry durable.
-pub fn sync_dir(dir: &Path) {
-    if let Err(e) = File::open(dir).and_then(|d| d.sync_all()) {
-        warn!(dir = %dir.display(), error = %e, "fsync of directory failed");
-    }
 }
 
 /// Whether the machine booted since the agent last ran with this storage (compares the

@@ -152,6 +152,7 @@ impl Outbox {
         Ok(seq)
     }
 
+    #[cfg(test)]
     /// The oldest messages, up to `n`, in order.
     pub fn peek(&self, n: usize) -> Vec<(u64, OutMessage)> {
         self.index
@@ -194,11 +195,8 @@ impl Outbox {
         self.index.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.index.is_empty()
-    }
-
     /// Messages dropped because the outbox was full, since it was opened.
+    #[cfg(test)]
     pub fn dropped(&self) -> u64 {
         self.dropped
     }

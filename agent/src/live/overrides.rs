@@ -3,21 +3,21 @@
 //! operator who turned a camera's live stream off does not expect it back on after a reboot).
 //! A `set_live` with mode `config` removes the override.
 
+use parking_lot::Mutex;
 use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 use stationwatch_protocol::CameraId;
 use tracing::info;
 
-use crate::config::LiveMode;
+use crate::config::LiveSetting;
 
 pub const OVERRIDES_FILE: &str = ".live-overrides.json";
 
 pub struct LiveOverrides {
     path: PathBuf,
-    map: Mutex<BTreeMap<String, LiveMode>>,
+    map: Mutex<BTreeMap<String, LiveSetting>>,
 }
 
 impl LiveOverrides {
@@ -25,19 +25,23 @@ impl LiveOverrides {
     /// apply).
     pub fn open(storage: &Path) -> Self {
         let path = storage.join(OVERRIDES_FILE);
-        let map = crate::json_file::load(&path, "live overrides");
+        let map = crate::disk::json_file::load(&path, "live overrides");
         Self {
             path,
             map: Mutex::new(map),
         }
     }
 
-    pub fn get(&self, camera: &CameraId) -> Option<LiveMode> {
-        self.lock().get(camera.as_str()).copied()
+    pub fn get(&self, camera: &CameraId) -> Option<LiveSetting> {
+        // A value this version does not know is no override (the configured setting applies).
+        self.lock()
+            .get(camera.as_str())
+            .copied()
+            .filter(|m| *m != LiveSetting::Unknown)
     }
 
     /// Sets (`Some`) or removes (`None`) a camera's override. Durable before it returns.
-    pub fn set(&self, camera: &CameraId, mode: Option<LiveMode>) -> io::Result<()> {
+    pub fn set(&self, camera: &CameraId, mode: Option<LiveSetting>) -> io::Result<()> {
         let mut map = self.lock();
         let mut next = map.clone();
         match mode {
@@ -47,14 +51,14 @@ impl LiveOverrides {
         if next == *map {
             return Ok(());
         }
-        crate::json_file::store(&self.path, &next)?;
+        crate::disk::json_file::store(&self.path, &next)?;
         *map = next;
-        info!(camera = %camera, mode = mode.map(LiveMode::name), "live override stored");
+        info!(camera = %camera, mode = mode.map(LiveSetting::as_str), "live override stored");
         Ok(())
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, LiveMode>> {
-        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> parking_lot::MutexGuard<'_, BTreeMap<String, LiveSetting>> {
+        self.map.lock()
     }
 }
 
@@ -68,12 +72,12 @@ mod tests {
         let desk = CameraId::new("desk").unwrap();
         let hall = CameraId::new("hall").unwrap();
         let o = LiveOverrides::open(dir.path());
-        o.set(&desk, Some(LiveMode::Off)).unwrap();
-        o.set(&hall, Some(LiveMode::Auto)).unwrap();
+        o.set(&desk, Some(LiveSetting::Off)).unwrap();
+        o.set(&hall, Some(LiveSetting::Auto)).unwrap();
         o.set(&hall, None).unwrap();
         drop(o);
         let o = LiveOverrides::open(dir.path());
-        assert_eq!(o.get(&desk), Some(LiveMode::Off));
+        assert_eq!(o.get(&desk), Some(LiveSetting::Off));
         assert_eq!(o.get(&hall), None);
     }
 

@@ -10,6 +10,8 @@
 //! floor, retention says so ([`DiskStatus::exhausted`]) and keeps looking; recording itself
 //! pauses only if the disk actually fills, records a `disk_full` gap, and resumes by itself.
 
+pub mod holds;
+
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -27,13 +29,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::config::RetentionConfig;
-use crate::holds::HoldStore;
-use crate::ledger::LedgerJob;
-
-/// Space kept in a placeholder file so that, on a disk filled by something else, deletion
-/// entries can still be written (the placeholder is removed to make room for them).
-pub const RESERVE_FILE: &str = ".reserve";
-const RESERVE_BYTES: u64 = 1024 * 1024;
+use crate::disk::reserve::{ensure_reserve, RESERVE_BYTES};
+use crate::recording::ledger::LedgerJob;
+use crate::retention::holds::HoldStore;
 
 /// Storage as health reporting sees it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -256,32 +254,5 @@ impl Retention {
 
 /// (free bytes for unprivileged writers, total bytes) of the file system holding `path`.
 fn free_space(path: &Path) -> Option<(u64, u64)> {
-    crate::sysinfo::disk_space(path).map(|d| (d.free_bytes, d.total_bytes))
-}
-
-/// Creates the reserve placeholder if it is missing.
-pub fn ensure_reserve(storage: &Path) {
-    let path = storage.join(RESERVE_FILE);
-    if path
-        .metadata()
-        .map(|m| m.len() >= RESERVE_BYTES)
-        .unwrap_or(false)
-    {
-        return;
-    }
-    let r = std::fs::File::create(&path).and_then(|f| {
-        use std::io::Write;
-        let mut f = f;
-        f.write_all(&vec![0u8; RESERVE_BYTES as usize])?;
-        f.sync_all()
-    });
-    if let Err(e) = r {
-        let _ = std::fs::remove_file(&path);
-        warn!(path = %path.display(), error = %e, "cannot create the space reserve");
-    }
-}
-
-/// Frees the reserve (so deletion entries can be written on a full disk). True if it existed.
-pub fn release_reserve(storage: &Path) -> bool {
-    std::fs::remove_file(storage.join(RESERVE_FILE)).is_ok()
+    crate::station::sysinfo::disk_space(path).map(|d| (d.free_bytes, d.total_bytes))
 }

@@ -16,10 +16,11 @@ use stationwatch_protocol::config_reader::{join, parse_config, read_file, TomlRe
 pub use stationwatch_protocol::config_reader::{ConfigError, Problem};
 use stationwatch_protocol::{CameraId, StationId};
 
-use crate::source::CameraSource;
+use crate::config::source::CameraSource;
 
 mod live;
-pub use live::{CameraLiveConfig, LiveConfig, LiveMode, LiveTarget};
+pub mod source;
+pub use live::{CameraLiveConfig, LiveConfig, LiveSetting, LiveTarget, PolicyConfig};
 
 /// Segment length bounds, seconds. Short segments are for tests; long ones make a lost file cost
 /// too much footage.
@@ -762,7 +763,7 @@ fps = "fast"
 
     #[test]
     fn reference_config_is_valid() {
-        let text = include_str!("../../config/agent.toml");
+        let text = include_str!("../../../config/agent.toml");
         let c = parse(text).expect("config/agent.toml must stay valid");
         assert_eq!(c.cameras.len(), 2);
         // The reference documents the defaults: it must not change them.

@@ -4,6 +4,9 @@
 //! Each camera has its own task, pipeline and recorder: one camera failing never touches
 //! another.
 
+pub mod pipeline;
+pub mod snapshot;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,11 +22,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::backoff::Backoff;
+use crate::camera::pipeline::{BusEvent, CameraPipeline};
 use crate::config::{CameraConfig, StorageConfig, SupervisionConfig};
-use crate::ledger::{LedgerConfig, LedgerJob};
+use crate::elements::PipelineError;
 use crate::live::LiveFeed;
-use crate::pipeline::{BusEvent, CameraPipeline, PipelineError};
-use crate::recorder::{Recorder, SegmentFinished, WriterEvent};
+use crate::recording::ledger::{LedgerConfig, LedgerJob};
+use crate::recording::recorder::{Recorder, WriterEvent};
+use crate::recording::segment::SegmentFinished;
 use crate::state::{CameraCounters, CameraState};
 
 /// Recording this long without a loss resets the reconnect backoff.

@@ -23,70 +23,7 @@ use std::time::Duration;
 
 use stationwatch_protocol::mqtt::{LiveRung, LiveState};
 
-/// A rung of the live ladder.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Rung {
-    Main,
-    Sub,
-    Off,
-}
-
-impl Rung {
-    pub fn wire(self) -> LiveRung {
-        match self {
-            Rung::Main => LiveRung::Main,
-            Rung::Sub => LiveRung::Sub,
-            Rung::Off => LiveRung::Off,
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Rung::Main => "main",
-            Rung::Sub => "sub",
-            Rung::Off => "off",
-        }
-    }
-}
-
-/// The policy's numbers (config `[live]`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct PolicyConfig {
-    /// A rung fits when the link carries its bitrate times `1 + margin`.
-    pub margin: f64,
-    /// Bad samples for this long drop the rung.
-    pub down_after: Duration,
-    /// A rung must hold this long before the next one is probed.
-    pub up_after: Duration,
-    /// How long a probed rung must stay good to be kept.
-    pub probe_for: Duration,
-    /// How long `off` (chosen by the policy) waits before probing `sub`.
-    pub off_retry: Duration,
-    /// Longest wait between probes after repeated failures.
-    pub backoff_max: Duration,
-    /// More video than this waiting in front of the sender is a bad sample.
-    pub max_backlog: Duration,
-    /// More than this fraction of packets lost or dropped is a bad sample.
-    pub max_loss: f64,
-    /// A new sender may take this long to connect before "not connected" counts as bad.
-    pub start_grace: Duration,
-}
-
-impl Default for PolicyConfig {
-    fn default() -> Self {
-        Self {
-            margin: 0.25,
-            down_after: Duration::from_secs(3),
-            up_after: Duration::from_secs(60),
-            probe_for: Duration::from_secs(10),
-            off_retry: Duration::from_secs(30),
-            backoff_max: Duration::from_secs(600),
-            max_backlog: Duration::from_millis(1500),
-            max_loss: 0.10,
-            start_grace: Duration::from_secs(8),
-        }
-    }
-}
+use crate::config::PolicyConfig;
 
 /// What each rung needs, bits per second (stream plus container overhead). `sub: None` when
 /// the camera has no lighter stream (an RTSP camera without a sub-stream URL).
@@ -97,11 +34,11 @@ pub struct RungRates {
 }
 
 impl RungRates {
-    fn of(&self, rung: Rung) -> u64 {
+    fn of(&self, rung: LiveRung) -> u64 {
         match rung {
-            Rung::Main => self.main_bps,
-            Rung::Sub => self.sub_bps.unwrap_or(self.main_bps),
-            Rung::Off => 0,
+            LiveRung::Main => self.main_bps,
+            LiveRung::Sub => self.sub_bps.unwrap_or(self.main_bps),
+            LiveRung::Off | LiveRung::Unknown => 0,
         }
     }
 }
@@ -146,8 +83,8 @@ impl Sample {
 /// A rung change the supervisor must carry out.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Decision {
-    pub from: Rung,
-    pub to: Rung,
+    pub from: LiveRung,
+    pub to: LiveRung,
     pub reason: String,
 }
 
@@ -171,14 +108,14 @@ enum Phase {
     /// Streaming a rung that held.
     Holding,
     /// Trying `rung`; on failure go back to `fallback`.
-    Probing { fallback: Rung },
+    Probing { fallback: LiveRung },
 }
 
 /// The rung selection state machine for one camera in `auto` mode.
 #[derive(Debug, Clone)]
 pub struct RungPolicy {
     cfg: PolicyConfig,
-    rung: Rung,
+    rung: LiveRung,
     phase: Phase,
     /// When the current rung (or probe) started.
     since: Duration,
@@ -202,15 +139,15 @@ impl RungPolicy {
     /// unknown, and trying costs at most `down_after` plus a start.
     pub fn new(cfg: PolicyConfig, rates: RungRates, now: Duration) -> Self {
         let fallback = if rates.sub_bps.is_some() {
-            Rung::Sub
+            LiveRung::Sub
         } else {
-            Rung::Off
+            LiveRung::Off
         };
         Self {
             up_wait: cfg.up_after,
             off_wait: cfg.off_retry,
             cfg,
-            rung: Rung::Main,
+            rung: LiveRung::Main,
             phase: Phase::Probing { fallback },
             since: now,
             bad_since: None,
@@ -223,13 +160,13 @@ impl RungPolicy {
         }
     }
 
-    pub fn rung(&self) -> Rung {
+    pub fn rung(&self) -> LiveRung {
         self.rung
     }
 
     pub fn state(&self) -> LiveState {
         match (self.rung, self.phase) {
-            (Rung::Off, _) => LiveState::Stopped,
+            (LiveRung::Off, _) => LiveState::Stopped,
             (_, Phase::Probing { .. }) => LiveState::Probing,
             (_, Phase::Holding) => LiveState::Streaming,
         }
@@ -241,7 +178,7 @@ impl RungPolicy {
 
     /// What the link is estimated to carry.
     pub fn estimate(&self, rates: &RungRates) -> UplinkEstimate {
-        let live_bps = if self.rung == Rung::Off {
+        let live_bps = if self.rung == LiveRung::Off {
             0
         } else {
             self.last_sent
@@ -261,7 +198,7 @@ impl RungPolicy {
     /// Returns the rung change to carry out, if any.
     pub fn on_sample(&mut self, s: &Sample, rates: &RungRates) -> Option<Decision> {
         let now = s.at;
-        if self.rung == Rung::Off {
+        if self.rung == LiveRung::Off {
             return self.maybe_leave_off(s, rates);
         }
         self.last_sent = s.sent_bps.unwrap_or(0);
@@ -331,14 +268,14 @@ impl RungPolicy {
                             self.phase = Phase::Holding;
                             self.measured = None;
                             self.good_since = Some(now);
-                            if self.rung == Rung::Main {
+                            if self.rung == LiveRung::Main {
                                 self.up_wait = self.cfg.up_after;
                             } else {
                                 self.off_wait = self.cfg.off_retry;
                             }
                             self.reason = format!(
                                 "{} held for {:.0} s (link carries at least {})",
-                                self.rung.name(),
+                                self.rung.as_str(),
                                 held.as_secs_f64(),
                                 mbit(self.estimate.unwrap_or(sent))
                             );
@@ -346,7 +283,7 @@ impl RungPolicy {
                         None
                     }
                     Phase::Holding => {
-                        if self.rung == Rung::Sub && held >= self.up_wait {
+                        if self.rung == LiveRung::Sub && held >= self.up_wait {
                             let next = rates.main_bps;
                             if let Some(b) = s.bandwidth_bps {
                                 if (b as f64) < next as f64 * (1.0 + self.cfg.margin) {
@@ -361,9 +298,9 @@ impl RungPolicy {
                             let reason =
                                 format!("sub held for {:.0} s: probing main", held.as_secs_f64());
                             return Some(self.go(
-                                Rung::Main,
+                                LiveRung::Main,
                                 Phase::Probing {
-                                    fallback: Rung::Sub,
+                                    fallback: LiveRung::Sub,
                                 },
                                 now,
                                 reason,
@@ -393,34 +330,34 @@ impl RungPolicy {
         let (to, reason) = match self.phase {
             Phase::Probing { fallback } => {
                 // The probe failed: back to what held, and wait longer before the next one.
-                if self.rung == Rung::Main {
+                if self.rung == LiveRung::Main {
                     self.up_wait = (self.up_wait * 2).min(self.cfg.backoff_max);
                 } else {
                     self.off_wait = (self.off_wait * 2).min(self.cfg.backoff_max);
                 }
-                let fallback = if fallback == Rung::Sub
+                let fallback = if fallback == LiveRung::Sub
                     && rates.sub_bps.is_some()
-                    && (carried.is_none() || self.fits(rates.of(Rung::Sub), carried))
+                    && (carried.is_none() || self.fits(rates.of(LiveRung::Sub), carried))
                 {
-                    Rung::Sub
+                    LiveRung::Sub
                 } else {
-                    Rung::Off
+                    LiveRung::Off
                 };
                 (
                     fallback,
-                    format!("{} did not hold ({why})", self.rung.name()),
+                    format!("{} did not hold ({why})", self.rung.as_str()),
                 )
             }
             Phase::Holding => {
                 let to = match (self.rung, rates.sub_bps) {
-                    (Rung::Main, Some(sub)) if self.fits(sub, carried) => Rung::Sub,
-                    _ => Rung::Off,
+                    (LiveRung::Main, Some(sub)) if self.fits(sub, carried) => LiveRung::Sub,
+                    _ => LiveRung::Off,
                 };
                 let detail = match carried {
                     Some(c) => format!(
                         "{why}; link carried {}, {} needs {}",
                         mbit(c),
-                        self.rung.name(),
+                        self.rung.as_str(),
                         mbit(rates.of(self.rung))
                     ),
                     None => why.to_string(),
@@ -437,26 +374,26 @@ impl RungPolicy {
             return None;
         }
         let to = if rates.sub_bps.is_some() {
-            Rung::Sub
+            LiveRung::Sub
         } else {
-            Rung::Main
+            LiveRung::Main
         };
         let reason = format!(
             "off for {:.0} s: probing {}",
             s.at.saturating_sub(self.since).as_secs_f64(),
-            to.name()
+            to.as_str()
         );
         Some(self.go(
             to,
             Phase::Probing {
-                fallback: Rung::Off,
+                fallback: LiveRung::Off,
             },
             s.at,
             reason,
         ))
     }
 
-    fn go(&mut self, to: Rung, phase: Phase, now: Duration, reason: String) -> Decision {
+    fn go(&mut self, to: LiveRung, phase: Phase, now: Duration, reason: String) -> Decision {
         let from = self.rung;
         self.rung = to;
         self.phase = phase;
@@ -464,7 +401,7 @@ impl RungPolicy {
         self.bad_since = None;
         self.good_since = None;
         self.bad_delivered.clear();
-        if to == Rung::Off {
+        if to == LiveRung::Off {
             self.last_sent = 0;
         }
         self.reason = reason.clone();
@@ -551,7 +488,10 @@ mod tests {
         assert_eq!(p.state(), LiveState::Probing);
         let changes = run(&mut p, 0, 120, 10_000_000, true);
         assert!(changes.is_empty(), "{changes:?}");
-        assert_eq!((p.rung(), p.state()), (Rung::Main, LiveState::Streaming));
+        assert_eq!(
+            (p.rung(), p.state()),
+            (LiveRung::Main, LiveState::Streaming)
+        );
         assert!(p.estimate(&rates()).capacity_bps.unwrap() >= MAIN);
     }
 
@@ -562,7 +502,7 @@ mod tests {
         // The link narrows to 1 Mbit/s: main (2.2) no longer fits, sub (0.55 × 1.25) does.
         let changes = run(&mut p, 30, 30, 1_000_000, true);
         let (t, d) = &changes[0];
-        assert_eq!((d.from, d.to), (Rung::Main, Rung::Sub), "{d:?}");
+        assert_eq!((d.from, d.to), (LiveRung::Main, LiveRung::Sub), "{d:?}");
         assert!(*t - 30 < 10, "stepped down after {} s", t - 30);
         assert!(
             d.reason.contains("link carried 1.00 Mbit/s"),
@@ -579,13 +519,17 @@ mod tests {
         run(&mut p, 0, 30, 10_000_000, true);
         let changes = run(&mut p, 30, 10, 300_000, true);
         assert_eq!(changes.len(), 1, "{changes:?}");
-        assert_eq!(changes[0].1.to, Rung::Off, "0.3 Mbit/s does not fit sub");
+        assert_eq!(
+            changes[0].1.to,
+            LiveRung::Off,
+            "0.3 Mbit/s does not fit sub"
+        );
         assert_eq!(p.state(), LiveState::Stopped);
 
         let mut p = RungPolicy::new(cfg(), rates(), Duration::ZERO);
         run(&mut p, 0, 30, 10_000_000, true);
         let changes = run(&mut p, 30, 10, 0, false);
-        assert_eq!(changes[0].1.to, Rung::Off);
+        assert_eq!(changes[0].1.to, LiveRung::Off);
         assert!(changes[0].0 - 30 < 10);
         assert!(changes[0].1.reason.contains("not connected"));
         assert_eq!(p.estimate(&rates()).capacity_bps, None);
@@ -596,12 +540,21 @@ mod tests {
         let mut p = RungPolicy::new(cfg(), rates(), Duration::ZERO);
         run(&mut p, 0, 30, 10_000_000, true);
         run(&mut p, 30, 10, 0, false);
-        assert_eq!(p.rung(), Rung::Off);
+        assert_eq!(p.rung(), LiveRung::Off);
         // Link back: off → probe sub → hold sub → probe main → hold main.
         let changes = run(&mut p, 40, 60, 10_000_000, true);
-        let path: Vec<(Rung, Rung)> = changes.iter().map(|(_, d)| (d.from, d.to)).collect();
-        assert_eq!(path, [(Rung::Off, Rung::Sub), (Rung::Sub, Rung::Main)]);
-        assert_eq!((p.rung(), p.state()), (Rung::Main, LiveState::Streaming));
+        let path: Vec<(LiveRung, LiveRung)> = changes.iter().map(|(_, d)| (d.from, d.to)).collect();
+        assert_eq!(
+            path,
+            [
+                (LiveRung::Off, LiveRung::Sub),
+                (LiveRung::Sub, LiveRung::Main)
+            ]
+        );
+        assert_eq!(
+            (p.rung(), p.state()),
+            (LiveRung::Main, LiveState::Streaming)
+        );
         // Off waits `off_retry`, sub holds `probe_for` then `up_after` before main is tried.
         let up = changes[1].0 - changes[0].0;
         assert!(up >= 20, "probed main {up} s after sub came back");
@@ -615,7 +568,7 @@ mod tests {
         let changes = run(&mut p, 30, 600, 1_000_000, true);
         let probes: Vec<u64> = changes
             .iter()
-            .filter(|(_, d)| d.to == Rung::Main)
+            .filter(|(_, d)| d.to == LiveRung::Main)
             .map(|(t, _)| *t)
             .collect();
         // Waits 20, 40, 80, 80, ... s between probes: few probes, growing gaps.
@@ -625,10 +578,10 @@ mod tests {
         // Each probe is abandoned within the down-step time.
         assert!(!probes.is_empty(), "{changes:?}");
         for (t, d) in changes.iter().filter(|(t, _)| *t > probes[0]) {
-            if d.from == Rung::Main {
+            if d.from == LiveRung::Main {
                 let probe = probes.iter().rev().find(|p| *p <= t).unwrap();
                 assert!(t - probe <= 5, "probe at {probe} abandoned at {t}");
-                assert_eq!(d.to, Rung::Sub);
+                assert_eq!(d.to, LiveRung::Sub);
             }
         }
     }
@@ -637,7 +590,7 @@ mod tests {
     fn probe_is_skipped_while_the_sender_estimates_too_little() {
         let mut p = RungPolicy::new(cfg(), rates(), Duration::ZERO);
         run(&mut p, 0, 10, 1_000_000, true);
-        assert_eq!(p.rung(), Rung::Sub);
+        assert_eq!(p.rung(), LiveRung::Sub);
         for t in 10..200 {
             let mut s = link(t, 10_000_000, SUB, true);
             s.bandwidth_bps = Some(1_500_000);
@@ -666,7 +619,7 @@ mod tests {
         }
         let (t, d) = decision.expect("stepped down");
         assert!(t - 24 < 5);
-        assert_eq!(d.to, Rung::Sub, "{d:?}");
+        assert_eq!(d.to, LiveRung::Sub, "{d:?}");
         assert!(d.reason.contains("waiting in front of the sender"));
     }
 
@@ -704,7 +657,7 @@ mod tests {
                 break;
             }
         }
-        assert_eq!(down.unwrap().to, Rung::Off);
+        assert_eq!(down.unwrap().to, LiveRung::Off);
         let mut up = None;
         for t in 30..60 {
             if let Some(d) = p.on_sample(&link(t, 10_000_000, 0, true), &rates) {
@@ -712,14 +665,14 @@ mod tests {
                 break;
             }
         }
-        assert_eq!(up.unwrap().to, Rung::Main);
+        assert_eq!(up.unwrap().to, LiveRung::Main);
     }
 
     #[test]
     fn spare_capacity_keeps_the_margin_free() {
         let mut p = RungPolicy::new(cfg(), rates(), Duration::ZERO);
         run(&mut p, 0, 30, 1_000_000, true);
-        assert_eq!(p.rung(), Rung::Sub);
+        assert_eq!(p.rung(), LiveRung::Sub);
         let e = p.estimate(&rates());
         assert_eq!(e.live_bps, SUB);
         // Measured while main was saturating the link: 1 Mbit/s.

@@ -35,7 +35,7 @@ pub fn store<T: Serialize>(path: &Path, value: &T) -> io::Result<()> {
     }
     std::fs::rename(&tmp, path)?;
     if let Some(dir) = path.parent() {
-        crate::ledger::sync_dir(dir);
+        crate::disk::sync_dir(dir);
     }
     Ok(())
 }
