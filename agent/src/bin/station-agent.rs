@@ -1,6 +1,5 @@
 //! `station-agent`: the polling-station daemon and its technician commands.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -8,7 +7,6 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use station_agent::AgentConfig;
 use tokio_util::sync::CancellationToken;
-use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
 #[command(
@@ -63,7 +61,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_json);
+    stationwatch_runtime::logging::init(cli.log_json);
     let result = match cli.command {
         Command::Run { config } => run(&config),
         Command::Check { config } => check(&config),
@@ -82,20 +80,6 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
-    }
-}
-
-fn init_logging(json: bool) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false);
-    if json {
-        builder.json().flatten_event(true).init();
-    } else {
-        builder.compact().init();
     }
 }
 

@@ -15,7 +15,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, Outgoing, Transport};
+use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, Outgoing};
 use stationwatch_protocol::broker_config::TlsReadError;
 use stationwatch_protocol::manifest::{Hash256, Timestamp};
 use stationwatch_protocol::mqtt::{
@@ -24,6 +24,7 @@ use stationwatch_protocol::mqtt::{
     SnapshotResult, Status, TopicKind, Topics, MAX_SNAPSHOT_BYTES,
 };
 use stationwatch_protocol::{CameraId, StationId};
+use stationwatch_runtime::mqtt::qos;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
@@ -100,14 +101,10 @@ fn options(
     station: &StationId,
     topics: &Topics,
 ) -> Result<MqttOptions, MqttError> {
-    let b = &cfg.broker;
-    let mut o = MqttOptions::new(station.as_str(), b.host.clone(), b.port);
+    let mut o = stationwatch_runtime::mqtt::options(&cfg.broker, station.as_str())?;
     o.set_keep_alive(cfg.keepalive);
     o.set_clean_session(true);
     o.set_max_packet_size(256 * 1024, MAX_SNAPSHOT_BYTES + 64 * 1024);
-    if let Some(user) = &b.username {
-        o.set_credentials(user.clone(), b.password.clone().unwrap_or_default());
-    }
     let will = topics.last_will();
     o.set_last_will(rumqttc::LastWill::new(
         will.topic,
@@ -115,25 +112,7 @@ fn options(
         qos(will.qos),
         will.retain,
     ));
-    if let Some(tls) = &b.tls {
-        let m = tls.read()?;
-        o.set_transport(Transport::tls_with_config(
-            rumqttc::TlsConfiguration::Simple {
-                ca: m.ca,
-                alpn: None,
-                client_auth: m.client_auth,
-            },
-        ));
-    }
     Ok(o)
-}
-
-fn qos(q: QoS) -> rumqttc::QoS {
-    match q {
-        QoS::AtMostOnce => rumqttc::QoS::AtMostOnce,
-        QoS::AtLeastOnce => rumqttc::QoS::AtLeastOnce,
-        QoS::ExactlyOnce => rumqttc::QoS::ExactlyOnce,
-    }
 }
 
 /// Per-connection delivery bookkeeping.
@@ -178,8 +157,6 @@ struct Link {
 
 /// Runs the link until `shutdown`; then says goodbye (event, status) and returns.
 pub async fn run(ctx: MqttContext, shutdown: CancellationToken) -> Result<(), MqttError> {
-    // rustls needs a process-wide crypto provider; another part may have installed one.
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let outbox = Outbox::open(
         &ctx.config.outbox,
         ctx.config.outbox_max_messages,

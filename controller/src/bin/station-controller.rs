@@ -1,6 +1,6 @@
 //! `station-controller`: run the controller, check its config, manage users.
 
-use std::io::{BufRead, IsTerminal};
+use std::io::BufRead;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
@@ -9,7 +9,6 @@ use station_controller::auth::Role;
 use station_controller::store::Store;
 use station_controller::{Controller, ControllerConfig};
 use tracing::info;
-use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
 #[command(
@@ -52,24 +51,10 @@ enum Cmd {
     },
 }
 
-fn init_logging(json: bool) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false);
-    if json {
-        builder.json().flatten_event(true).init();
-    } else {
-        builder.compact().init();
-    }
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    init_logging(cli.log_json);
+    stationwatch_runtime::logging::init(cli.log_json);
     match cli.command {
         Cmd::Check { config } => {
             ControllerConfig::load(&config)?;

@@ -13,12 +13,13 @@ pub mod writer;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, Transport};
+use rumqttc::{AsyncClient, Event, Incoming, MqttOptions};
 use stationwatch_protocol::broker_config::TlsReadError;
 use stationwatch_protocol::mqtt::{
     controller_subscriptions, decode_ack, decode_event, decode_health, decode_status, parse_topic,
-    DecodeError, EventKind, QoS, TopicKind, MAX_SNAPSHOT_BYTES,
+    DecodeError, EventKind, TopicKind, MAX_SNAPSHOT_BYTES,
 };
+use stationwatch_runtime::mqtt::qos;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -46,36 +47,14 @@ pub struct IngestContext {
     pub publisher: Publisher,
 }
 
-fn qos(q: QoS) -> rumqttc::QoS {
-    match q {
-        QoS::AtMostOnce => rumqttc::QoS::AtMostOnce,
-        QoS::AtLeastOnce => rumqttc::QoS::AtLeastOnce,
-        QoS::ExactlyOnce => rumqttc::QoS::ExactlyOnce,
-    }
-}
-
 fn options(cfg: &MqttConfig) -> Result<MqttOptions, IngestError> {
-    let b = &cfg.broker;
-    let mut o = MqttOptions::new(cfg.client_id.clone(), b.host.clone(), b.port);
+    let mut o = stationwatch_runtime::mqtt::options(&cfg.broker, &cfg.client_id)?;
     o.set_keep_alive(cfg.keepalive);
     // A persistent session: QoS 1 events and acks published while this replica was away wait
     // at the broker (for the shared group) instead of being lost.
     o.set_clean_session(false);
     o.set_max_packet_size(MAX_SNAPSHOT_BYTES + 64 * 1024, 256 * 1024);
     o.set_inflight(100);
-    if let Some(user) = &b.username {
-        o.set_credentials(user.clone(), b.password.clone().unwrap_or_default());
-    }
-    if let Some(tls) = &b.tls {
-        let m = tls.read()?;
-        o.set_transport(Transport::tls_with_config(
-            rumqttc::TlsConfiguration::Simple {
-                ca: m.ca,
-                alpn: None,
-                client_auth: m.client_auth,
-            },
-        ));
-    }
     Ok(o)
 }
 
@@ -85,7 +64,6 @@ pub async fn run(
     ctx: IngestContext,
     shutdown: CancellationToken,
 ) -> Result<(), IngestError> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let mut delay = Duration::from_millis(250);
     loop {
         let (client, mut eventloop) = AsyncClient::new(options(&cfg)?, 4096);
