@@ -3,8 +3,8 @@
 //! (`config/mosquitto/stationwatch.conf`) runs, and the [`Broker`] fixture can stop and start
 //! the broker on the same ports and keeps persistent state across restarts.
 //!
-//! Needs only the Mosquitto binaries (and `openssl` for TLS); each test prints SKIP and passes
-//! without them. "Nothing arrived" is never shown by waiting: a test publishes the forbidden
+//! Needs only the Mosquitto binaries (and `openssl` for TLS); without them each test fails under
+//! `CI=true` and is skipped (and counted by `scripts/test`) otherwise. "Nothing arrived" is never shown by waiting: a test publishes the forbidden
 //! message first and an allowed sentinel after it, with QoS 1 (so the broker has routed the
 //! first before the second is sent), and checks once the sentinel has arrived.
 
@@ -37,22 +37,18 @@ fn topic(station: &str, sub: &str) -> String {
 }
 
 fn skip_without_mosquitto() -> bool {
-    if have_mosquitto() {
-        return false;
-    }
-    eprintln!(
-        "SKIP: mosquitto, mosquitto_pub, mosquitto_sub or mosquitto_passwd missing \
-         (apt-get install mosquitto mosquitto-clients, or run scripts/install-deps)"
-    );
-    true
+    !stationwatch_tests::require(
+        have_mosquitto(),
+        "mosquitto, mosquitto_pub, mosquitto_sub or mosquitto_passwd missing \
+         (apt-get install mosquitto mosquitto-clients, or run scripts/install-deps)",
+    )
 }
 
 fn skip_without_openssl() -> bool {
-    if have_openssl() {
-        return false;
-    }
-    eprintln!("SKIP: openssl missing (apt-get install openssl, or run scripts/install-deps)");
-    true
+    !stationwatch_tests::require(
+        have_openssl(),
+        "openssl missing (apt-get install openssl, or run scripts/install-deps)",
+    )
 }
 
 fn users() -> Vec<(String, String)> {

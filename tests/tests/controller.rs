@@ -18,11 +18,10 @@ use stationwatch_tests::postgres::{postgres_bin_dir, Postgres};
 const STATION: &str = "TEST-0001";
 
 fn ready() -> bool {
-    let ok = have_mosquitto() && have_gst_element("x264enc");
-    if !ok {
-        eprintln!("SKIP: mosquitto or x264enc missing (run scripts/install-deps)");
-    }
-    ok
+    stationwatch_tests::require(
+        have_mosquitto() && have_gst_element("x264enc"),
+        "mosquitto or x264enc missing (run scripts/install-deps)",
+    )
 }
 
 /// An agent config: two test cameras, 2 s segments, health every second.
@@ -334,8 +333,10 @@ fn two_replicas_share_one_database_and_the_broker() {
     if !ready() {
         return;
     }
-    if postgres_bin_dir().is_none() {
-        eprintln!("SKIP: PostgreSQL server not installed (run scripts/install-deps)");
+    if !stationwatch_tests::require(
+        postgres_bin_dir().is_some(),
+        "PostgreSQL server not installed (run scripts/install-deps)",
+    ) {
         return;
     }
     let pg = Postgres::start().unwrap();

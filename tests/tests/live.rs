@@ -51,8 +51,7 @@ fn tools_missing() -> Option<String> {
 
 /// The link, or why the test is skipped.
 fn netns_link(tag: &str) -> Option<Link> {
-    if let Some(why) = tools_missing().or_else(Link::unavailable) {
-        eprintln!("SKIP: {why}");
+    if !stationwatch_tests::require_none(tools_missing().or_else(Link::unavailable)) {
         return None;
     }
     Some(Link::create(tag).expect("creating network namespaces"))
@@ -337,12 +336,13 @@ fn wait_health(
 
 #[test]
 fn set_live_over_mqtt_is_acknowledged_reflected_in_health_and_survives_a_restart() {
-    if let Some(why) = tools_missing() {
-        eprintln!("SKIP: {why}");
+    if !stationwatch_tests::require_none(tools_missing()) {
         return;
     }
-    if !have_mosquitto() {
-        eprintln!("SKIP: mosquitto missing (run scripts/install-deps)");
+    if !stationwatch_tests::require(
+        have_mosquitto(),
+        "mosquitto missing (run scripts/install-deps)",
+    ) {
         return;
     }
     use stationwatch_protocol::mqtt::{LiveRung, LiveSetting};
@@ -452,12 +452,13 @@ fn set_live_over_mqtt_is_acknowledged_reflected_in_health_and_survives_a_restart
 
 #[test]
 fn rtmp_target_receives_decodable_video() {
-    if let Some(why) = tools_missing() {
-        eprintln!("SKIP: {why}");
+    if !stationwatch_tests::require_none(tools_missing()) {
         return;
     }
-    if !have_gst_element("rtmp2sink") || !have_gst_element("flvmux") || !have_binary("ffmpeg") {
-        eprintln!("SKIP: rtmp2sink, flvmux or ffmpeg missing");
+    if !stationwatch_tests::require(
+        have_gst_element("rtmp2sink") && have_gst_element("flvmux") && have_binary("ffmpeg"),
+        "rtmp2sink, flvmux or ffmpeg missing",
+    ) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -17,11 +17,10 @@ const SOURCE: &str = "source = \"test\"\nwidth = 160\nheight = 120\nfps = 15\nbi
 const CAMERA_BIN: &str = env!("CARGO_BIN_EXE_test-camera");
 
 fn ready() -> bool {
-    let ok = have_mosquitto() && have_gst_element("x264enc");
-    if !ok {
-        eprintln!("SKIP: mosquitto or x264enc missing (run scripts/install-deps)");
-    }
-    ok
+    stationwatch_tests::require(
+        have_mosquitto() && have_gst_element("x264enc"),
+        "mosquitto or x264enc missing (run scripts/install-deps)",
+    )
 }
 
 fn topic(sub: &str) -> String {

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use stationwatch_tests::agent_process::{
-    agent_command, config, segments, wait_segment_after, AgentProcess, SegmentFile,
+    agent_command, assert_clean_stop_in_manifest, config, segments, wait_segment_after,
+    AgentProcess, SegmentFile,
 };
 use stationwatch_tests::{
     ffprobe_decodable_frames, ffprobe_packets, ffprobe_video_codec, free_port, have_binary,
@@ -21,11 +22,10 @@ const TEST_SOURCE: &str =
     "source = \"test\"\nwidth = 320\nheight = 240\nfps = 15\nbitrate_kbps = 300";
 
 fn tools_present() -> bool {
-    let ok = have_binary("ffprobe") && have_gst_element("x264enc") && have_gst_element("mpegtsmux");
-    if !ok {
-        eprintln!("SKIP: ffprobe, x264enc or mpegtsmux missing (run scripts/install-deps)");
-    }
-    ok
+    stationwatch_tests::require(
+        have_binary("ffprobe") && have_gst_element("x264enc") && have_gst_element("mpegtsmux"),
+        "ffprobe, x264enc or mpegtsmux missing (run scripts/install-deps)",
+    )
 }
 
 fn rtsp_source(cam: &TestCamera) -> String {
@@ -99,15 +99,32 @@ fn assert_gapless(segs: &[SegmentFile], fps: f64) -> usize {
     all.len()
 }
 
-#[test]
-fn segments_are_gapless_playable_and_closed_on_sigterm() {
-    if !tools_present() {
-        return;
-    }
+/// Footage a kill may cost, measured from the signal back to the last frame a player shows.
+///
+/// The README promises that a SIGKILL loses at most the frame in flight. What the test can see
+/// is that frame plus the camera-to-disk latency (RTSP jitter buffer, parser, muxer): measured
+/// 0.28-0.36 s on RTSP and on the test source on the 2-core CI machine. The limit is the
+/// measured worst case plus 0.34 s of margin for a loaded 2-core machine; it stays below one
+/// GOP of the test cameras (1 s), so a change that held a whole GOP in memory before writing it
+/// would fail.
+const KILL_LOSS_LIMIT_MS: i64 = 700;
+
+/// A clean stop must lose no more than a kill: the same bound.
+const TERM_LOSS_LIMIT_MS: i64 = KILL_LOSS_LIMIT_MS;
+
+/// SIGTERM to exit: the README says "within a few seconds"; measured 0.1-0.6 s. The unit's
+/// TimeoutStopSec is far above; 3 s is the promise read strictly.
+const TERM_EXIT_LIMIT: Duration = Duration::from_secs(3);
+
+/// Records `source` in 2 s segments for ~7 s, stops with SIGTERM, and checks what a user
+/// checks: the exit is quick and clean, every segment plays, frames follow each other at
+/// exactly 1/fps across boundaries, every closed segment holds exactly 2 s of frames, the last
+/// one reaches the signal, and the manifest lists the last segment followed by `stop`.
+fn gapless_closed_on_sigterm_and_in_manifest(source: &str) {
     let dir = tempfile::tempdir().unwrap();
     let storage = dir.path().join("rec");
     let mut agent =
-        AgentProcess::start(dir.path(), &config(&storage, 2, &[("cam", TEST_SOURCE)])).unwrap();
+        AgentProcess::start(dir.path(), &config(&storage, 2, &[("cam", source)])).unwrap();
     agent
         .wait_log("agent ready", Duration::from_secs(20))
         .unwrap();
@@ -120,7 +137,7 @@ fn segments_are_gapless_playable_and_closed_on_sigterm() {
         agent.log()
     );
     eprintln!("SIGTERM to exit: {:.2} s", took.as_secs_f64());
-    assert!(took < Duration::from_secs(5), "SIGTERM took {took:?}");
+    assert!(took < TERM_EXIT_LIMIT, "SIGTERM took {took:?}");
 
     let segs = segments(&storage, "cam").unwrap();
     assert!(
@@ -132,8 +149,11 @@ fn segments_are_gapless_playable_and_closed_on_sigterm() {
         "{} segments, {frames} frames, no frame lost or duplicated across boundaries",
         segs.len()
     );
-    // Every closed segment but the last is 2 s (30 frames at 15 fps, GOP of 2 s).
-    for s in &segs[..segs.len() - 1] {
+    // Every closed segment but the first and the last is exactly 2 s (30 frames at 15 fps,
+    // keyframe every 1 s). The first may be shorter on RTSP: it starts at the first keyframe
+    // that arrives, while its end is on the 2 s grid.
+    let first_full = usize::from(!source.contains("\"test\""));
+    for s in &segs[first_full..segs.len() - 1] {
         let p = probe(s);
         assert_eq!(
             p.pts.len(),
@@ -143,44 +163,58 @@ fn segments_are_gapless_playable_and_closed_on_sigterm() {
             p.pts.len()
         );
     }
-    for w in segs.windows(2) {
+    for w in segs[first_full..].windows(2) {
         let d = (w[1].start - w[0].start).num_milliseconds();
         assert!((1950..=2050).contains(&d), "segment starts {d} ms apart");
     }
     // The open segment was finalised with everything up to the signal.
     let last = segs.last().unwrap();
     let lag = term_at - last_frame_utc(last, &probe(last));
+    eprintln!(
+        "last recorded frame {} ms before SIGTERM",
+        lag.num_milliseconds()
+    );
     assert!(
-        lag < chrono::Duration::milliseconds(1000),
-        "last recorded frame {lag} before SIGTERM"
+        lag < chrono::Duration::milliseconds(TERM_LOSS_LIMIT_MS),
+        "last recorded frame {lag} before SIGTERM (limit {TERM_LOSS_LIMIT_MS} ms)"
     );
     assert!(agent.log().contains("segment finished"));
+    // The segment closed by SIGTERM is entered, not left "pending" for verify to excuse.
+    assert_clean_stop_in_manifest(&storage, "cam").unwrap();
+    let (status, out, err) = agent_command(&["verify", storage.to_str().unwrap()]).unwrap();
+    assert!(status.success(), "verify failed:\n{out}\n{err}");
 }
 
 #[test]
-fn sigkill_at_arbitrary_moments_keeps_every_segment_and_loses_under_two_seconds() {
+fn test_source_segments_are_frame_exact_closed_on_sigterm_and_in_the_manifest() {
     if !tools_present() {
         return;
     }
-    let cam = TestCamera::start(
-        CAMERA_BIN,
-        CameraOpts {
-            width: 640,
-            height: 360,
-            bitrate_kbps: 1000,
-            ..CameraOpts::default()
-        },
-    )
-    .unwrap();
+    gapless_closed_on_sigterm_and_in_manifest(TEST_SOURCE);
+}
+
+#[test]
+fn rtsp_segments_are_frame_exact_closed_on_sigterm_and_in_the_manifest() {
+    if !tools_present() {
+        return;
+    }
+    let cam = TestCamera::start(CAMERA_BIN, CameraOpts::default()).unwrap();
+    gapless_closed_on_sigterm_and_in_manifest(&rtsp_source(&cam));
+}
+
+/// SIGKILL at moments spread over segment phases, one storage folder across restarts: earlier
+/// files stay, every finished segment plays whole, the open one plays up to at most
+/// [`KILL_LOSS_LIMIT_MS`] before the kill, and only a segment being opened may be empty.
+fn sigkill_keeps_segments_and_loses_only_the_frame_in_flight(source: &str) {
     let dir = tempfile::tempdir().unwrap();
     let storage = dir.path().join("rec");
-    let cfg = config(&storage, 4, &[("cam", &rtsp_source(&cam))]);
-    // Kill moments spread over segment phases; one storage folder across restarts.
+    let cfg = config(&storage, 4, &[("cam", source)]);
+    let mut worst = chrono::Duration::zero();
     for (round, wait_ms) in [5_300u64, 6_900, 4_100].into_iter().enumerate() {
         let before = segments(&storage, "cam").unwrap();
         let started = Instant::now();
         let agent = AgentProcess::start(dir.path(), &cfg).unwrap();
-        let first = wait_segment_after(
+        wait_segment_after(
             &storage,
             "cam",
             before
@@ -194,7 +228,6 @@ fn sigkill_at_arbitrary_moments_keeps_every_segment_and_loses_under_two_seconds(
             "round {round}: agent start to first new segment on disk: {:.2} s",
             started.elapsed().as_secs_f64()
         );
-        let _ = first;
         std::thread::sleep(Duration::from_millis(wait_ms));
         let kill_at = Utc::now();
         let mut agent = agent;
@@ -233,13 +266,14 @@ fn sigkill_at_arbitrary_moments_keeps_every_segment_and_loses_under_two_seconds(
             p.decodable
         );
         let lost = kill_at - last_frame_utc(open, &p);
+        worst = worst.max(lost);
         eprintln!(
             "round {round}: SIGKILL {wait_ms} ms after start; open segment playable up to {} ms before the kill",
             lost.num_milliseconds()
         );
         assert!(
-            lost < chrono::Duration::seconds(2),
-            "open segment ends {lost} before the kill"
+            lost < chrono::Duration::milliseconds(KILL_LOSS_LIMIT_MS),
+            "open segment ends {lost} before the kill (limit {KILL_LOSS_LIMIT_MS} ms)"
         );
         // Only the segment being opened at the very moment of the kill may be empty.
         let empty: Vec<_> = segs.iter().filter(|s| !non_empty.contains(s)).collect();
@@ -248,6 +282,37 @@ fn sigkill_at_arbitrary_moments_keeps_every_segment_and_loses_under_two_seconds(
             "{empty:?}"
         );
     }
+    eprintln!(
+        "worst loss over 3 kills: {} ms (limit {KILL_LOSS_LIMIT_MS} ms)",
+        worst.num_milliseconds()
+    );
+}
+
+#[test]
+fn rtsp_sigkill_at_arbitrary_moments_keeps_every_segment_and_loses_only_the_frame_in_flight() {
+    if !tools_present() {
+        return;
+    }
+    let cam = TestCamera::start(
+        CAMERA_BIN,
+        CameraOpts {
+            width: 640,
+            height: 360,
+            bitrate_kbps: 1000,
+            ..CameraOpts::default()
+        },
+    )
+    .unwrap();
+    sigkill_keeps_segments_and_loses_only_the_frame_in_flight(&rtsp_source(&cam));
+}
+
+#[test]
+fn test_source_sigkill_at_arbitrary_moments_keeps_every_segment_and_loses_only_the_frame_in_flight()
+{
+    if !tools_present() {
+        return;
+    }
+    sigkill_keeps_segments_and_loses_only_the_frame_in_flight(TEST_SOURCE);
 }
 
 #[test]
@@ -351,8 +416,10 @@ fn h265_camera_is_recorded_without_reencoding() {
     if !tools_present() {
         return;
     }
-    if !have_gst_element("x265enc") {
-        eprintln!("SKIP: x265enc missing, cannot run an H.265 test camera");
+    if !stationwatch_tests::require(
+        have_gst_element("x265enc"),
+        "x265enc missing, cannot run an H.265 test camera",
+    ) {
         return;
     }
     let cam = TestCamera::start(

@@ -1,7 +1,7 @@
 //! Retention and a full disk, on a real small file system (a tmpfs of a few MB).
 //!
-//! NEEDS ROOT (to mount the tmpfs); each test prints SKIP and passes when not root. CI runs as
-//! root, so they run there.
+//! NEEDS ROOT (to mount the tmpfs); without root each test fails under `CI=true`
+//! and is skipped (and counted by `scripts/test`) otherwise. CI runs as root.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -21,13 +21,16 @@ struct SmallDisk {
 
 impl SmallDisk {
     fn new(size_mb: u32) -> Option<SmallDisk> {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
-            eprintln!("SKIP: needs root to mount a tmpfs");
+        if !stationwatch_tests::require(
+            stationwatch_tests::is_root(),
+            "needs root to mount a tmpfs (CI runs as root)",
+        ) {
             return None;
         }
-        if !(have_binary("ffprobe") && have_gst_element("x264enc")) {
-            eprintln!("SKIP: x264enc or ffprobe missing (run scripts/install-deps)");
+        if !stationwatch_tests::require(
+            have_binary("ffprobe") && have_gst_element("x264enc"),
+            "x264enc or ffprobe missing (run scripts/install-deps)",
+        ) {
             return None;
         }
         let dir = tempfile::tempdir().unwrap();

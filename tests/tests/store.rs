@@ -294,10 +294,10 @@ async fn sqlite_store() {
 
 #[tokio::test]
 async fn postgres_store() {
-    if postgres_bin_dir().is_none() {
-        eprintln!(
-            "SKIP postgres_store: PostgreSQL server not installed (apt-get install postgresql)"
-        );
+    if !stationwatch_tests::require(
+        postgres_bin_dir().is_some(),
+        "PostgreSQL server not installed (apt-get install postgresql)",
+    ) {
         return;
     }
     let pg = Postgres::start().expect("start a throw-away PostgreSQL");
