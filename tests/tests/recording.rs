@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use stationwatch_tests::agent_process::{
-    agent_command, assert_clean_stop_in_manifest, config, segments, wait_segment_after,
-    AgentProcess, SegmentFile,
+    agent_command, assert_clean_stop_in_manifest, config, manifest_entries, segments,
+    wait_segment_after, AgentProcess, SegmentFile,
 };
 use stationwatch_tests::{
     ffprobe_decodable_frames, ffprobe_packets, ffprobe_video_codec, free_port, have_binary,
@@ -103,11 +103,11 @@ fn assert_gapless(segs: &[SegmentFile], fps: f64) -> usize {
 ///
 /// The README promises that a SIGKILL loses at most the frame in flight. What the test can see
 /// is that frame plus the camera-to-disk latency (RTSP jitter buffer, parser, muxer): measured
-/// 0.28-0.36 s on RTSP and on the test source on the 2-core CI machine. The limit is the
-/// measured worst case plus 0.34 s of margin for a loaded 2-core machine; it stays below one
-/// GOP of the test cameras (1 s), so a change that held a whole GOP in memory before writing it
-/// would fail.
-const KILL_LOSS_LIMIT_MS: i64 = 700;
+/// 0.28-0.36 s on RTSP on a quiet 2-core machine, up to 0.44 s with three other test runs
+/// competing for the cores; well under 0.1 s on the test source. The limit is that worst case
+/// plus 0.36 s of margin; it stays below the camera-to-disk latency plus one GOP of the test
+/// cameras (1.3 s), so a change that held a whole GOP in memory before writing it would fail.
+const KILL_LOSS_LIMIT_MS: i64 = 800;
 
 /// A clean stop must lose no more than a kill: the same bound.
 const TERM_LOSS_LIMIT_MS: i64 = KILL_LOSS_LIMIT_MS;
@@ -501,4 +501,107 @@ fn check_reports_every_problem_and_run_refuses_the_same_file() {
         !Path::new(&dir.path().join("rec")).exists(),
         "check must not create storage"
     );
+}
+
+/// The gap entries of a camera's manifest, as `(reason, detail)`.
+fn gap_reasons(storage: &Path) -> Vec<(String, String)> {
+    manifest_entries(storage, "cam")
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "gap")
+        .map(|e| {
+            (
+                e["reason"].as_str().unwrap_or("").to_string(),
+                e["detail"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Starts the agent on `cfg`, waits until this run has a segment on disk, and returns it.
+fn run_until_new_segment(dir: &Path, storage: &Path, cfg: &str) -> AgentProcess {
+    let since = Utc::now();
+    let agent = AgentProcess::start(dir, cfg).unwrap();
+    wait_segment_after(storage, "cam", since, Duration::from_secs(20)).unwrap();
+    agent
+}
+
+/// The README's gap reasons for downtime of the agent itself: a clean stop and start is an
+/// `agent_restart` gap, a kill a `crash` gap, and a kill followed by a changed kernel boot id
+/// (what a power cut looks like at the next start: the agent compares
+/// /proc/sys/kernel/random/boot_id with the one it stored in `<storage>/.boot_id`) a
+/// `power_loss` gap. `verify` passes and names each reason.
+#[test]
+fn restart_crash_and_power_loss_are_entered_as_gaps_with_their_reason() {
+    if !tools_present() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let storage = dir.path().join("rec");
+    let cfg = config(&storage, 2, &[("cam", TEST_SOURCE)]);
+
+    let mut agent = run_until_new_segment(dir.path(), &storage, &cfg);
+    assert!(agent
+        .terminate(Duration::from_secs(10))
+        .unwrap()
+        .0
+        .success());
+    assert!(
+        gap_reasons(&storage).is_empty(),
+        "{:?}",
+        gap_reasons(&storage)
+    );
+
+    // Clean stop, start again: agent_restart.
+    let mut agent = run_until_new_segment(dir.path(), &storage, &cfg);
+    assert!(agent
+        .terminate(Duration::from_secs(10))
+        .unwrap()
+        .0
+        .success());
+    let gaps = gap_reasons(&storage);
+    assert_eq!(
+        gaps.iter().map(|g| g.0.as_str()).collect::<Vec<_>>(),
+        ["agent_restart"],
+        "{gaps:?}"
+    );
+
+    // Kill, same boot: crash.
+    let mut agent = run_until_new_segment(dir.path(), &storage, &cfg);
+    agent.kill().unwrap();
+    let mut agent = run_until_new_segment(dir.path(), &storage, &cfg);
+    // Kill, then the machine "boots again": a boot id that is not this boot's.
+    agent.kill().unwrap();
+    let marker = storage.join(".boot_id");
+    let stored = std::fs::read_to_string(&marker).expect("the agent stores the boot id");
+    assert_eq!(
+        stored.trim(),
+        std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+            .unwrap()
+            .trim()
+    );
+    std::fs::write(&marker, "00000000-0000-4000-8000-000000000000").unwrap();
+    let mut agent = run_until_new_segment(dir.path(), &storage, &cfg);
+    assert!(agent
+        .terminate(Duration::from_secs(10))
+        .unwrap()
+        .0
+        .success());
+
+    let gaps = gap_reasons(&storage);
+    assert_eq!(
+        gaps.iter().map(|g| g.0.as_str()).collect::<Vec<_>>(),
+        // run 2 -> 3 clean, 3 -> 4 killed, 4 -> 5 killed with a new boot id.
+        ["agent_restart", "agent_restart", "crash", "power_loss"],
+        "{gaps:?}"
+    );
+    assert_clean_stop_in_manifest(&storage, "cam").unwrap();
+    let (status, out, err) = agent_command(&["verify", storage.to_str().unwrap()]).unwrap();
+    assert!(status.success(), "verify failed:\n{out}\n{err}");
+    for reason in ["agent_restart", "crash", "power_loss"] {
+        assert!(
+            out.contains(reason),
+            "verify does not name {reason}:\n{out}"
+        );
+    }
 }

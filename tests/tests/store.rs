@@ -126,8 +126,12 @@ async fn scenario(url: String) {
     let rows = store.stations(None).await.unwrap();
     assert_eq!(rows.len(), 2);
     let st1 = rows.iter().find(|r| r.id == "st-1").unwrap();
-    assert!(
-        st1.health_json.as_deref().unwrap().contains("50"),
+    // Exactly the report taken at 2 000 (marker 50), not the late one taken at 1 500.
+    let kept: serde_json::Value =
+        serde_json::from_str(st1.health_json.as_deref().unwrap()).unwrap();
+    assert_eq!(
+        kept,
+        json!({ "v": 1, "at": 2_000, "marker": 50.0 }),
         "newest report kept: {st1:?}"
     );
     assert!(st1.status_json.as_deref().unwrap().contains("online"));
