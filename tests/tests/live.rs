@@ -118,6 +118,62 @@ fn rung_changes(agent: &AgentProcess) -> Vec<String> {
         .collect()
 }
 
+/// Frame sizes (width, height) that ffprobe decodes from what the SRT receiver wrote after byte
+/// `from`: the rung as it arrives, not as the agent's log says it sent it. ffprobe resyncs on
+/// the next TS packet and starts at the next keyframe with parameter sets (1 s GOP).
+fn received_frame_sizes(received: &Path, from: u64) -> Vec<(u32, u32)> {
+    let bytes = std::fs::read(received).unwrap();
+    let tail = received.with_extension(format!("from-{from}.ts"));
+    std::fs::write(&tail, &bytes[(from as usize).min(bytes.len())..]).unwrap();
+    let out = std::process::Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "frame=width,height",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(&tail)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let (w, h) = l.trim().trim_end_matches(',').split_once(',')?;
+            Some((w.parse().ok()?, h.parse().ok()?))
+        })
+        .collect()
+}
+
+/// At least `min_frames` frames decoded after `from`, and every one of them `want` in size.
+fn assert_received_size(
+    received: &Path,
+    from: u64,
+    want: (u32, u32),
+    min_frames: usize,
+    what: &str,
+) {
+    let sizes = received_frame_sizes(received, from);
+    eprintln!(
+        "{what}: receiver decoded {} frames after byte {from}, sizes {:?}",
+        sizes.len(),
+        sizes.iter().collect::<std::collections::BTreeSet<_>>()
+    );
+    assert!(
+        sizes.len() >= min_frames,
+        "{what}: only {} frames decoded at the receiver after byte {from}",
+        sizes.len()
+    );
+    assert!(
+        sizes.iter().all(|s| *s == want),
+        "{what}: the receiver got frames of {:?}, expected only {want:?}",
+        sizes.iter().collect::<std::collections::BTreeSet<_>>()
+    );
+}
+
 #[test]
 fn shaped_link_steps_main_sub_off_and_back_without_a_recording_gap() {
     let Some(link) = netns_link("ladder") else {
@@ -148,15 +204,35 @@ fn shaped_link_steps_main_sub_off_and_back_without_a_recording_gap() {
     let frames = ffprobe_decodable_frames(&received).unwrap();
     assert!(frames >= 30, "receiver decoded only {frames} frames");
     eprintln!("wide link: receiver decoded {frames} frames of the main stream");
+    assert_received_size(&received, 0, (1280, 720), 30, "wide link (main)");
 
-    // Narrow link (0.2 Mbit/s): main no longer fits, the sub-stream does.
+    // Narrow link (0.2 Mbit/s): main no longer fits, the sub-stream does, and what arrives
+    // is the half-size encode.
     let t = Utc::now();
     let before = changes_to(&agent, "sub");
     link.shape(200).unwrap();
     wait_change(&agent, "sub", before, 20);
+    agent
+        .wait_log(
+            "live stream flowing camera=cam rung=\"sub\"",
+            Duration::from_secs(15),
+        )
+        .unwrap();
+    // Main packets still queued on the link drain first; count from a little later.
+    std::thread::sleep(Duration::from_secs(2));
+    let at_sub = rx.bytes();
+    let sub_t0 = Instant::now();
     assert!(
         rx.wait_growth(20_000, Duration::from_secs(10)),
         "no sub-stream at the receiver"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let kbps = (rx.bytes() - at_sub) as f64 * 8.0 / 1000.0 / sub_t0.elapsed().as_secs_f64();
+    eprintln!("narrow link: {kbps:.0} kbit/s arrived on the sub rung (link 200 kbit/s)");
+    assert_received_size(&received, at_sub, (640, 360), 10, "narrow link (sub)");
+    assert!(
+        kbps < 200.0,
+        "{kbps:.0} kbit/s arrived through a 200 kbit/s link?"
     );
     assert_recording_since(&storage, t);
 
@@ -601,12 +677,23 @@ fn rtsp_camera_steps_down_to_its_sub_stream_on_a_narrow_link() {
             Duration::from_secs(15),
         )
         .unwrap();
+    // Main packets still queued on the link drain first; count from a little later.
+    std::thread::sleep(Duration::from_secs(2));
     let at_sub = rx.bytes();
     assert!(
         rx.wait_growth(10_000, Duration::from_secs(15)),
         "no sub-stream at the receiver"
     );
     assert!(rx.bytes() > at_sub);
+    std::thread::sleep(Duration::from_secs(2));
+    // What arrives is the camera's sub-stream (320x240), not the 1280x720 main.
+    assert_received_size(
+        &received,
+        at_sub,
+        (320, 240),
+        5,
+        "narrow link (camera sub-stream)",
+    );
     assert_recording_since(&storage, t);
     let (status, _) = agent.terminate(Duration::from_secs(10)).unwrap();
     assert!(status.success(), "{}", agent.log());
