@@ -70,9 +70,15 @@ fn last_frame_utc(seg: &SegmentFile, p: &Probe) -> DateTime<Utc> {
     seg.start + chrono_secs(last - first)
 }
 
-/// Every packet of every finished segment decodes, and frames follow each other at exactly
-/// 1/fps across segment boundaries: nothing lost, nothing duplicated. Returns the frame count.
-fn assert_gapless(segs: &[SegmentFile], fps: f64) -> usize {
+/// Every packet of every finished segment decodes, and frames follow each other at 1/fps
+/// across segment boundaries: nothing lost, nothing duplicated. Returns the frame count.
+///
+/// `tolerance_s` is how far one step may be off 1/fps. The built-in source is timestamped
+/// exactly (3 ms). RTSP timestamps pass rtspsrc's jitter buffer, whose clock-skew correction
+/// (buffer-mode auto/slave) moves single frames by up to ~6 ms under load (measured 60.9 ms
+/// instead of 66.7 ms on a loaded 2-core machine); a lost frame is a step of 2/fps and a
+/// duplicate one of 0, so half a frame period still tells them apart.
+fn assert_gapless(segs: &[SegmentFile], fps: f64, tolerance_s: f64) -> usize {
     let mut all = Vec::new();
     for s in segs {
         let p = probe(s);
@@ -91,7 +97,7 @@ fn assert_gapless(segs: &[SegmentFile], fps: f64) -> usize {
     for (i, w) in all.windows(2).enumerate() {
         let d = w[1] - w[0];
         assert!(
-            (d - step).abs() < 0.003,
+            (d - step).abs() < tolerance_s,
             "frame {i}->{}: pts step {d:.4} s instead of {step:.4} s (lost or duplicated frame)",
             i + 1
         );
@@ -144,7 +150,8 @@ fn gapless_closed_on_sigterm_and_in_manifest(source: &str) {
         segs.len() >= 3,
         "expected >= 3 segments of 2 s, got {segs:?}"
     );
-    let frames = assert_gapless(&segs, 15.0);
+    let rtsp = source.contains("rtsp://");
+    let frames = assert_gapless(&segs, 15.0, if rtsp { 0.5 / 15.0 } else { 0.003 });
     eprintln!(
         "{} segments, {frames} frames, no frame lost or duplicated across boundaries",
         segs.len()
@@ -152,7 +159,7 @@ fn gapless_closed_on_sigterm_and_in_manifest(source: &str) {
     // Every closed segment but the first and the last is exactly 2 s (30 frames at 15 fps,
     // keyframe every 1 s). The first may be shorter on RTSP: it starts at the first keyframe
     // that arrives, while its end is on the 2 s grid.
-    let first_full = usize::from(!source.contains("\"test\""));
+    let first_full = usize::from(rtsp);
     for s in &segs[first_full..segs.len() - 1] {
         let p = probe(s);
         assert_eq!(
@@ -407,7 +414,7 @@ fn one_camera_failing_never_disturbs_another_and_secrets_stay_out_of_logs() {
     );
     let live = segments(&storage, "live").unwrap();
     assert!(live.len() >= 2, "{live:?}");
-    assert_gapless(&live, 15.0);
+    assert_gapless(&live, 15.0, 0.003);
     assert!(segments(&storage, "dead").unwrap().is_empty());
 }
 
