@@ -567,40 +567,6 @@ pub fn ffmpeg_pull(url: &str, seconds: f64, out: impl AsRef<Path>) -> Result<()>
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn port_of_parses_rtsp_urls() {
-        assert_eq!(port_of("rtsp://127.0.0.1:8554/cam").unwrap(), 8554);
-        assert_eq!(port_of("rtsp://127.0.0.1:1/a/b").unwrap(), 1);
-        assert!(port_of("http://127.0.0.1:80/").is_err());
-        assert!(port_of("rtsp://127.0.0.1/cam").is_err());
-    }
-
-    #[test]
-    fn free_port_is_bindable() {
-        let port = free_port();
-        assert_ne!(port, 0);
-        TcpListener::bind(("127.0.0.1", port)).unwrap();
-    }
-
-    #[test]
-    fn have_binary_finds_sh_and_not_nonsense() {
-        assert!(have_binary("sh"));
-        assert!(have_binary("/bin/sh"));
-        assert!(!have_binary("no-such-binary-stationwatch"));
-    }
-
-    #[test]
-    fn default_opts_are_small() {
-        let o = CameraOpts::default();
-        assert_eq!((o.width, o.height, o.fps, o.port), (320, 240, 15, 0));
-        assert!(o.args().windows(2).any(|w| w == ["--codec", "h264"]));
-    }
-}
-
 /// Environment variable naming the file where skipped tests are listed, one per line
 /// (`scripts/test` sets it and prints a summary at the end).
 pub const SKIP_FILE_ENV: &str = "STATIONWATCH_SKIP_FILE";
@@ -685,4 +651,38 @@ pub fn skip_or_fail(why: &str) {
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_of_parses_rtsp_urls() {
+        assert_eq!(port_of("rtsp://127.0.0.1:8554/cam").unwrap(), 8554);
+        assert_eq!(port_of("rtsp://127.0.0.1:1/a/b").unwrap(), 1);
+        assert!(port_of("http://127.0.0.1:80/").is_err());
+        assert!(port_of("rtsp://127.0.0.1/cam").is_err());
+    }
+
+    #[test]
+    fn free_port_is_bindable() {
+        let port = free_port();
+        assert_ne!(port, 0);
+        TcpListener::bind(("127.0.0.1", port)).unwrap();
+    }
+
+    #[test]
+    fn have_binary_finds_sh_and_not_nonsense() {
+        assert!(have_binary("sh"));
+        assert!(have_binary("/bin/sh"));
+        assert!(!have_binary("no-such-binary-stationwatch"));
+    }
+
+    #[test]
+    fn default_opts_are_small() {
+        let o = CameraOpts::default();
+        assert_eq!((o.width, o.height, o.fps, o.port), (320, 240, 15, 0));
+        assert!(o.args().windows(2).any(|w| w == ["--codec", "h264"]));
+    }
 }

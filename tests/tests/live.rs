@@ -523,7 +523,7 @@ fn set_live_over_mqtt_is_acknowledged_reflected_in_health_and_survives_a_restart
                 let live = h.cameras.get(&cam_id()).and_then(|c| c.live.clone())?;
                 Some((h.agent.uptime_s, live))
             })
-            .last();
+            .next_back();
         if let Some(found) = new {
             break found;
         }
