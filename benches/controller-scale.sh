@@ -27,6 +27,15 @@
 # Needs: cargo, mosquitto, curl, python3 (free ports); PostgreSQL's initdb/pg_ctl for DB=postgres.
 set -euo pipefail
 
+PROFILE=release
+# SMOKE=1: 200 stations for 5 s on SQLite with the debug build (no release build in CI):
+# figures printed, no thresholds, not results. CI runs it so the script cannot rot.
+if [ "${SMOKE:-0}" = 1 ]; then
+    STATIONS=${STATIONS:-200}
+    INTERVAL=${INTERVAL:-2}
+    DURATION=${DURATION:-5}
+    PROFILE=debug
+fi
 STATIONS=${STATIONS:-"10000 20000 40000 80000 160000"}
 INTERVAL=${INTERVAL:-15}
 DURATION=${DURATION:-60}
@@ -56,9 +65,13 @@ FD_LIMIT=$(ulimit -Sn)
 PER_PROC=$((FD_LIMIT - 2000))
 ((PER_PROC > 18000)) && PER_PROC=18000
 
-(cd "$ROOT" && CARGO_TARGET_DIR=$TARGET cargo build --release --locked -q -p station-controller -p stationwatch-benches)
-CONTROLLER=$TARGET/release/station-controller
-SIM=$TARGET/release/fleet-sim
+if [ "$PROFILE" = release ]; then
+    (cd "$ROOT" && CARGO_TARGET_DIR=$TARGET cargo build --release --locked -q -p station-controller -p stationwatch-benches)
+else
+    (cd "$ROOT" && CARGO_TARGET_DIR=$TARGET cargo build --locked -q -p station-controller -p stationwatch-benches)
+fi
+CONTROLLER=$TARGET/$PROFILE/station-controller
+SIM=$TARGET/$PROFILE/fleet-sim
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/stationwatch-scale.XXXXXX")
 BROKER_PIDS=()

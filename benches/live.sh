@@ -33,18 +33,30 @@ set -euo pipefail
 
 CPU_S=${CPU_S:-30}
 WIDE_S=20 NARROW_S=18 CUT_S=12 RESTORE_S=60
+PROFILE=release
+# SMOKE=1: every phase shortened to a few seconds and the debug build used (no release build
+# in CI): figures printed, no thresholds, not results. CI runs it so the script cannot rot.
+if [ "${SMOKE:-0}" = 1 ]; then
+    CPU_S=2 WIDE_S=3 NARROW_S=3 CUT_S=2 RESTORE_S=3 WARM_S=2
+    PROFILE=debug
+fi
+WARM_S=${WARM_S:-8}
 PORT=9000
 CLK_TCK=$(getconf CLK_TCK)
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
-AGENT=${AGENT:-$TARGET/release/station-agent}
+AGENT=${AGENT:-$TARGET/$PROFILE/station-agent}
 
 [ "$(id -u)" = 0 ] || { echo "live.sh: needs root (network namespaces)" >&2; exit 1; }
 for tool in ip tc srt-live-transmit ffprobe awk; do
     command -v "$tool" >/dev/null || { echo "live.sh: $tool not found" >&2; exit 1; }
 done
 if [ ! -x "$AGENT" ]; then
-    (cd "$ROOT" && cargo build --release -q -p station-agent)
+    if [ "$PROFILE" = release ]; then
+        (cd "$ROOT" && cargo build --release -q -p station-agent)
+    else
+        (cd "$ROOT" && cargo build -q -p station-agent)
+    fi
 fi
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/stationwatch-live.XXXXXX")
@@ -155,7 +167,7 @@ stop_receiver() {
 # cpu_run NAME: CPU % of one core over CPU_S s, after 8 s of warm-up.
 cpu_run() {
     local t0 c0 t1 c1
-    sleep 8
+    sleep "$WARM_S"
     t0=$(now) c0=$(cpu_ticks "$AGENT_PID")
     sleep "$CPU_S"
     t1=$(now) c1=$(cpu_ticks "$AGENT_PID")

@@ -27,15 +27,25 @@
 # Needs: cargo, ffmpeg, ffprobe, awk; GStreamer with rtsp-server, x264 (test-camera).
 set -euo pipefail
 
+PROFILE=release
+WARMUP=5 # seconds left out of the steady-state CPU figure
+# SMOKE=1: 6 s per run, both cases in parallel once, the debug build (no release build in CI):
+# figures printed, no thresholds, not results. CI runs it so the script cannot rot.
+if [ "${SMOKE:-0}" = 1 ]; then
+    DURATION=${DURATION:-6}
+    CASE_B=${CASE_B:-parallel}
+    SEGMENT=${SEGMENT:-2}
+    WARMUP=2
+    PROFILE=debug
+fi
 DURATION=${DURATION:-60}
 CASE_B=${CASE_B:-auto}
 MIN_HEADROOM=${MIN_HEADROOM:-20}
 SEGMENT=${SEGMENT:-10}
-WARMUP=5 # seconds left out of the steady-state CPU figure
 FPS=15
 CLK_TCK=$(getconf CLK_TCK)
 
-if [ "$DURATION" -lt 15 ]; then
+if [ "${SMOKE:-0}" != 1 ] && [ "$DURATION" -lt 15 ]; then
     echo "recording.sh: DURATION must be at least 15 seconds" >&2
     exit 2
 fi
@@ -49,8 +59,8 @@ for tool in cargo ffmpeg ffprobe awk; do
 done
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-AGENT=$ROOT/target/release/station-agent
-CAMERA=$ROOT/target/release/test-camera
+AGENT=$ROOT/target/$PROFILE/station-agent
+CAMERA=$ROOT/target/$PROFILE/test-camera
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/stationwatch-recording.XXXXXX")
 ALL_PIDS=()
@@ -286,8 +296,12 @@ verify() {
 
 # ---------------------------------------------------------------------------------------------
 
-log "building release binaries"
-(cd "$ROOT" && cargo build --release --quiet -p station-agent -p stationwatch-tests)
+log "building $PROFILE binaries"
+if [ "$PROFILE" = release ]; then
+    (cd "$ROOT" && cargo build --release --quiet -p station-agent -p stationwatch-tests)
+else
+    (cd "$ROOT" && cargo build --quiet -p station-agent -p stationwatch-tests)
+fi
 : >"$RESULTS"
 : >"$NOTES"
 

@@ -37,6 +37,19 @@
 set -euo pipefail
 export LC_ALL=C
 
+PROFILE=release
+# SMOKE=1: 60 small segments, one warm run, no waiting for a quiet machine, no cold cache, the
+# debug build (no release build in CI): figures printed, no thresholds, not results. CI runs
+# it so the script cannot rot.
+if [ "${SMOKE:-0}" = 1 ]; then
+    SEGMENTS=${SEGMENTS:-60}
+    SEGMENT_BYTES=${SEGMENT_BYTES:-65536}
+    RUNS=${RUNS:-1}
+    WAIT_QUIET=${WAIT_QUIET:-0}
+    COLD=${COLD:-0}
+    RESERVE_MB=${RESERVE_MB:-100}
+    PROFILE=debug
+fi
 SEGMENTS=${SEGMENTS:-4320}
 USER_BYTES=${SEGMENT_BYTES:-}
 SEGMENT_BYTES=${SEGMENT_BYTES:-1048576}
@@ -54,8 +67,8 @@ done
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
-AGENT=$TARGET/release/station-agent
-FIXTURE=$TARGET/release/verify-fixture
+AGENT=$TARGET/$PROFILE/station-agent
+FIXTURE=$TARGET/$PROFILE/verify-fixture
 
 # --- room on the disk --------------------------------------------------------------------------
 mkdir -p "$FIXTURE_PARENT"
@@ -85,7 +98,11 @@ if [ "$fstype" = tmpfs ]; then
 fi
 
 # --- build ---------------------------------------------------------------------------------------
-(cd "$ROOT" && cargo build --release -p station-agent -p stationwatch-benches)
+if [ "$PROFILE" = release ]; then
+    (cd "$ROOT" && cargo build --release -p station-agent -p stationwatch-benches)
+else
+    (cd "$ROOT" && cargo build -q -p station-agent -p stationwatch-benches)
+fi
 
 WORK=$(mktemp -d "$FIXTURE_PARENT/stationwatch-verify.XXXXXX")
 cleanup() {

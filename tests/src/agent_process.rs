@@ -202,3 +202,53 @@ pub fn config(storage: &Path, segment_seconds: u32, cameras: &[(&str, &str)]) ->
     }
     s
 }
+
+/// The entries of `<storage>/<camera>/manifest.jsonl`, parsed as JSON, in file order.
+pub fn manifest_entries(storage: &Path, camera: &str) -> Result<Vec<serde_json::Value>> {
+    let path = storage.join(camera).join("manifest.jsonl");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    text.lines()
+        .map(|l| serde_json::from_str(l).with_context(|| format!("manifest line {l}")))
+        .collect()
+}
+
+/// After a clean stop (SIGTERM, exit 0): the manifest lists every segment file on disk, the
+/// last `segment` entry is the last file (the segment closed by the signal, not left for
+/// `verify` to call "pending"), and a `stop` entry follows it as the manifest's last entry.
+pub fn assert_clean_stop_in_manifest(storage: &Path, camera: &str) -> Result<()> {
+    let entries = manifest_entries(storage, camera)?;
+    let files = segments(storage, camera)?;
+    let cam_dir = storage.join(camera);
+    let rel = |s: &SegmentFile| {
+        s.path
+            .strip_prefix(&cam_dir)
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    let listed: Vec<&str> = entries
+        .iter()
+        .filter(|e| e["kind"] == "segment")
+        .filter_map(|e| e["file"].as_str())
+        .collect();
+    for f in &files {
+        let r = rel(f);
+        if !listed.contains(&r.as_str()) {
+            bail!("segment file {r} on disk is not in the manifest (entries: {listed:?})");
+        }
+    }
+    let last_file = files.last().context("no segment on disk")?;
+    let kinds: Vec<&str> = entries.iter().filter_map(|e| e["kind"].as_str()).collect();
+    let n = entries.len();
+    if n < 2 || kinds[n - 1] != "stop" || kinds[n - 2] != "segment" {
+        bail!("manifest does not end with segment, stop: kinds {kinds:?}");
+    }
+    if entries[n - 2]["file"].as_str() != Some(rel(last_file).as_str()) {
+        bail!(
+            "last segment entry is {} but the last file on disk is {}",
+            entries[n - 2]["file"],
+            rel(last_file)
+        );
+    }
+    Ok(())
+}

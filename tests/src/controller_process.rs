@@ -22,6 +22,11 @@ pub struct ControllerOpts {
     pub database_url: Option<String>,
     /// Appended to the generated config (e.g. a `[rules]` section).
     pub extra_toml: String,
+    /// The broker URL; default `mqtt://127.0.0.1:<broker_port>` (`mqtts://` needs `ca_file`
+    /// in [`ControllerOpts::mqtt_extra`]).
+    pub mqtt_url: Option<String>,
+    /// More keys of the `[mqtt]` section (`username`, `password_file`, `ca_file`, ...).
+    pub mqtt_extra: String,
 }
 
 impl ControllerOpts {
@@ -30,6 +35,8 @@ impl ControllerOpts {
             broker_port,
             database_url: None,
             extra_toml: String::new(),
+            mqtt_url: None,
+            mqtt_extra: String::new(),
         }
     }
 }
@@ -62,9 +69,12 @@ impl ControllerProcess {
             format!(
                 "[http]\nlisten = \"127.0.0.1:{port}\"\ncookie_secure = false\n\
                  [database]\nurl = \"{db}\"\n\
-                 [mqtt]\nurl = \"mqtt://127.0.0.1:{}\"\nclient_id = \"controller-test-{port}\"\n\
+                 [mqtt]\nurl = \"{}\"\nclient_id = \"controller-test-{port}\"\n{}\n\
                  [auth]\nbootstrap_admin = \"{ADMIN_USER}\"\nbootstrap_password_file = \"{}\"\n{}",
-                opts.broker_port,
+                opts.mqtt_url
+                    .clone()
+                    .unwrap_or_else(|| format!("mqtt://127.0.0.1:{}", opts.broker_port)),
+                opts.mqtt_extra,
                 pw.display(),
                 opts.extra_toml
             ),

@@ -567,6 +567,92 @@ pub fn ffmpeg_pull(url: &str, seconds: f64, out: impl AsRef<Path>) -> Result<()>
     }
 }
 
+/// Environment variable naming the file where skipped tests are listed, one per line
+/// (`scripts/test` sets it and prints a summary at the end).
+pub const SKIP_FILE_ENV: &str = "STATIONWATCH_SKIP_FILE";
+
+/// True when running in CI (`CI` set to anything but empty, `0` or `false`): there a missing
+/// prerequisite is a failure, never a skip.
+pub fn in_ci() -> bool {
+    std::env::var("CI")
+        .map(|v| !matches!(v.trim().to_ascii_lowercase().as_str(), "" | "0" | "false"))
+        .unwrap_or(false)
+}
+
+/// Name of the running test: libtest names the test's thread after it; the test binary's
+/// name (without cargo's hash) is put in front, e.g. `storage::retention_deletes_oldest`.
+pub fn current_test_name() -> String {
+    let exe = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .unwrap_or_default();
+    let exe = match exe.rsplit_once('-') {
+        Some((name, hash)) if hash.chars().all(|c| c.is_ascii_hexdigit()) => name.to_string(),
+        _ => exe,
+    };
+    let thread = std::thread::current()
+        .name()
+        .unwrap_or("unknown-test")
+        .to_string();
+    format!("{exe}::{thread}")
+}
+
+/// Prerequisite gate for every end-to-end test: `require(have_x, "x missing (...)")`.
+///
+/// Returns `true` when `ok` (the test runs). Otherwise, with `CI=true` it **panics** with the
+/// reason, so a machine that lost a package or root turns CI red; outside CI it prints
+/// `SKIP <test>: <why>`, appends the same line to the file named by `STATIONWATCH_SKIP_FILE`
+/// (counted and listed at the end of `scripts/test`), and returns `false`: the caller returns.
+#[track_caller]
+pub fn require(ok: bool, why: &str) -> bool {
+    if ok {
+        return true;
+    }
+    skip_or_fail(why);
+    false
+}
+
+/// Like [`require`] for a check that yields the reason it fails (`None` = everything present).
+#[track_caller]
+pub fn require_none(missing: Option<String>) -> bool {
+    match missing {
+        None => true,
+        Some(why) => {
+            skip_or_fail(&why);
+            false
+        }
+    }
+}
+
+/// A prerequisite is missing: fail under CI, otherwise record and announce the skip.
+#[track_caller]
+pub fn skip_or_fail(why: &str) {
+    let test = current_test_name();
+    if in_ci() {
+        panic!(
+            "{test}: prerequisite missing and CI is set, so this is a failure, not a skip: {why}"
+        );
+    }
+    let line = format!("SKIP {test}: {why}");
+    eprintln!("{line}");
+    if let Some(path) = std::env::var_os(SKIP_FILE_ENV) {
+        use std::io::Write;
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            let _ = writeln!(f, "{line}");
+        }
+    }
+}
+
+/// True when this process runs as root (tmpfs mounts, network namespaces).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

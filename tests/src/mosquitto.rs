@@ -74,7 +74,7 @@ pub fn mosquitto_bin() -> Option<PathBuf> {
 }
 
 /// True if the broker and the CLI clients (`mosquitto_pub`, `mosquitto_sub`,
-/// `mosquitto_passwd`) are installed. Tests print `SKIP` and return when this is false.
+/// `mosquitto_passwd`) are installed. Tests gate on it with `require` (a failure under `CI=true`).
 pub fn have_mosquitto() -> bool {
     mosquitto_bin().is_some()
         && have_binary("mosquitto_pub")

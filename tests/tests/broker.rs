@@ -3,16 +3,18 @@
 //! (`config/mosquitto/stationwatch.conf`) runs, and the [`Broker`] fixture can stop and start
 //! the broker on the same ports and keeps persistent state across restarts.
 //!
-//! Needs only the Mosquitto binaries (and `openssl` for TLS); each test prints SKIP and passes
-//! without them. "Nothing arrived" is never shown by waiting: a test publishes the forbidden
+//! Needs only the Mosquitto binaries (and `openssl` for TLS); without them each test fails under
+//! `CI=true` and is skipped (and counted by `scripts/test`) otherwise. "Nothing arrived" is never shown by waiting: a test publishes the forbidden
 //! message first and an allowed sentinel after it, with QoS 1 (so the broker has routed the
 //! first before the second is sent), and checks once the sentinel has arrived.
 
 use std::net::TcpStream;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use stationwatch_tests::agent_process::AgentProcess;
+use stationwatch_tests::controller_process::{Api, ControllerOpts, ControllerProcess};
 use stationwatch_tests::free_port;
 use stationwatch_tests::mosquitto::{
     have_mosquitto, have_openssl, publish, repo_file, write_password_file, Broker, BrokerOpts,
@@ -37,22 +39,18 @@ fn topic(station: &str, sub: &str) -> String {
 }
 
 fn skip_without_mosquitto() -> bool {
-    if have_mosquitto() {
-        return false;
-    }
-    eprintln!(
-        "SKIP: mosquitto, mosquitto_pub, mosquitto_sub or mosquitto_passwd missing \
-         (apt-get install mosquitto mosquitto-clients, or run scripts/install-deps)"
-    );
-    true
+    !stationwatch_tests::require(
+        have_mosquitto(),
+        "mosquitto, mosquitto_pub, mosquitto_sub or mosquitto_passwd missing \
+         (apt-get install mosquitto mosquitto-clients, or run scripts/install-deps)",
+    )
 }
 
 fn skip_without_openssl() -> bool {
-    if have_openssl() {
-        return false;
-    }
-    eprintln!("SKIP: openssl missing (apt-get install openssl, or run scripts/install-deps)");
-    true
+    !stationwatch_tests::require(
+        have_openssl(),
+        "openssl missing (apt-get install openssl, or run scripts/install-deps)",
+    )
 }
 
 fn users() -> Vec<(String, String)> {
@@ -557,5 +555,166 @@ fn reference_config_runs_and_protects_stations() -> Result<()> {
         .map(|m| m.payload.len())
         .collect();
     assert_eq!(sizes, [1024 * 1024, 5]);
+    Ok(())
+}
+
+/// The controller sees `station` report (a row that is not offline) and gets a `ping`
+/// acknowledged by the real agent, through whatever broker set-up the test made.
+fn controller_sees_station_and_pings_it(api: &Api, station: &str) {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let list = api.ok(&format!("/api/stations?q={station}")).unwrap();
+        let row = list["stations"]
+            .as_array()
+            .and_then(|a| a.iter().find(|r| r["id"] == station).cloned());
+        if let Some(row) = row.filter(|r| r["state"] == "online" || r["state"] == "degraded") {
+            eprintln!("controller sees {station}: {}", row["state"]);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "controller never saw {station} report"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let r = api
+        .post(
+            &format!("/api/stations/{station}/commands"),
+            &serde_json::json!({ "kind": "ping" }),
+        )
+        .unwrap();
+    assert_eq!(r.status, 202, "{r:?}");
+    let id = r.body["id"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let cmds = api
+            .ok(&format!("/api/stations/{station}/commands"))
+            .unwrap();
+        let status = cmds["commands"]
+            .as_array()
+            .and_then(|a| a.iter().find(|c| c["id"] == id.as_str()).cloned())
+            .map(|c| c["status"].clone());
+        if status.as_ref().is_some_and(|s| s == "done") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "ping not acknowledged as done: {status:?}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+fn agent_toml(storage: &Path, station: &str, mqtt: &str) -> String {
+    format!(
+        "[station]\nid = \"{station}\"\n[storage]\npath = \"{}\"\nsegment_seconds = 2\n\
+         [mqtt]\n{mqtt}\nhealth_interval_seconds = 1\n\
+         [[camera]]\nid = \"desk\"\nsource = \"test\"\nwidth = 160\nheight = 120\nfps = 10\n\
+         bitrate_kbps = 150\n",
+        storage.display()
+    )
+}
+
+/// The real agent and the real controller through the reference broker config
+/// (`config/mosquitto/`): the agent on the TLS station listener with its own account (ACL by
+/// user name), the controller on the local listener with the controller account. Health
+/// reaches the controller and the controller's command reaches the agent and is acknowledged.
+#[test]
+fn agent_and_controller_work_through_the_reference_broker_config() -> Result<()> {
+    if skip_without_mosquitto()
+        || skip_without_openssl()
+        || !stationwatch_tests::require(
+            stationwatch_tests::have_gst_element("x264enc"),
+            "x264enc missing (run scripts/install-deps)",
+        )
+    {
+        return Ok(());
+    }
+    let dir = tempfile::tempdir()?;
+    let root = dir.path().to_path_buf();
+    std::fs::create_dir_all(root.join("data"))?;
+    let certs = TestCerts::generate(&root.join("certs"))?;
+    write_password_file(
+        &root.join("stations.passwd"),
+        &[(A.into(), PASS_A.into()), (B.into(), PASS_B.into())],
+    )?;
+    write_password_file(
+        &root.join("controllers.passwd"),
+        &[("controller".into(), PASS_CTL.into())],
+    )?;
+    std::fs::write(root.join("acl"), repo_file("config/mosquitto/acl")?)?;
+    let (station_port, controller_port) = (free_port(), free_port());
+    let conf = adapt_production_config(
+        &repo_file("config/mosquitto/stationwatch.conf")?,
+        &root,
+        &certs,
+        station_port,
+        controller_port,
+    );
+    let work = tempfile::tempdir()?;
+    let _broker = Broker::from_config(dir, &conf, &[station_port, controller_port])?;
+
+    let ctl_pw = work.path().join("controller-mqtt.pass");
+    std::fs::write(&ctl_pw, PASS_CTL)?;
+    let ctl_dir = work.path().join("controller");
+    std::fs::create_dir(&ctl_dir)?;
+    let mut opts = ControllerOpts::new(controller_port);
+    opts.mqtt_extra = format!(
+        "username = \"controller\"\npassword_file = \"{}\"",
+        ctl_pw.display()
+    );
+    let ctl = ControllerProcess::start(&ctl_dir, &opts)?;
+    let api = ctl.admin()?;
+
+    let agent_dir = work.path().join("agent");
+    std::fs::create_dir(&agent_dir)?;
+    let pw = agent_dir.join("mqtt.pass");
+    std::fs::write(&pw, PASS_A)?;
+    let mqtt = format!(
+        "url = \"mqtts://127.0.0.1:{station_port}\"\nca_file = \"{}\"\npassword_file = \"{}\"",
+        certs.ca_cert.display(),
+        pw.display()
+    );
+    let agent = AgentProcess::start(&agent_dir, &agent_toml(&agent_dir.join("rec"), A, &mqtt))?;
+    controller_sees_station_and_pings_it(&api, A);
+    assert!(agent.log().contains("connected to the broker"));
+    Ok(())
+}
+
+/// The controller connects to the broker over MQTT TLS (`mqtts://` with `ca_file`) and works
+/// through it: a real agent's reports arrive and a command is acknowledged.
+#[test]
+fn controller_works_over_mqtt_tls() -> Result<()> {
+    if skip_without_mosquitto()
+        || skip_without_openssl()
+        || !stationwatch_tests::require(
+            stationwatch_tests::have_gst_element("x264enc"),
+            "x264enc missing (run scripts/install-deps)",
+        )
+    {
+        return Ok(());
+    }
+    let broker = Broker::new(BrokerOpts {
+        tls: true,
+        ..BrokerOpts::default()
+    })?;
+    let work = tempfile::tempdir()?;
+    let tls_port = broker.tls_port().context("tls port")?;
+    let mut opts = ControllerOpts::new(tls_port);
+    opts.mqtt_url = Some(format!("mqtts://127.0.0.1:{tls_port}"));
+    opts.mqtt_extra = format!(
+        "ca_file = \"{}\"",
+        broker.ca_file().context("ca")?.display()
+    );
+    let ctl_dir = work.path().join("controller");
+    std::fs::create_dir(&ctl_dir)?;
+    let ctl = ControllerProcess::start(&ctl_dir, &opts)?;
+    let api = ctl.admin()?;
+    let agent_dir = work.path().join("agent");
+    std::fs::create_dir(&agent_dir)?;
+    let mqtt = format!("url = \"mqtt://127.0.0.1:{}\"", broker.port());
+    let _agent = AgentProcess::start(&agent_dir, &agent_toml(&agent_dir.join("rec"), A, &mqtt))?;
+    controller_sees_station_and_pings_it(&api, A);
+    // The controller's only broker URL is the TLS listener: the reports above came that way.
     Ok(())
 }

@@ -18,11 +18,10 @@ use stationwatch_tests::postgres::{postgres_bin_dir, Postgres};
 const STATION: &str = "TEST-0001";
 
 fn ready() -> bool {
-    let ok = have_mosquitto() && have_gst_element("x264enc");
-    if !ok {
-        eprintln!("SKIP: mosquitto or x264enc missing (run scripts/install-deps)");
-    }
-    ok
+    stationwatch_tests::require(
+        have_mosquitto() && have_gst_element("x264enc"),
+        "mosquitto or x264enc missing (run scripts/install-deps)",
+    )
 }
 
 /// An agent config: two test cameras, 2 s segments, health every second.
@@ -334,8 +333,10 @@ fn two_replicas_share_one_database_and_the_broker() {
     if !ready() {
         return;
     }
-    if postgres_bin_dir().is_none() {
-        eprintln!("SKIP: PostgreSQL server not installed (run scripts/install-deps)");
+    if !stationwatch_tests::require(
+        postgres_bin_dir().is_some(),
+        "PostgreSQL server not installed (run scripts/install-deps)",
+    ) {
         return;
     }
     let pg = Postgres::start().unwrap();
@@ -444,4 +445,153 @@ fn bad_config_is_refused_naming_file_and_key() -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Raw HTTP against the controller: (status, Set-Cookie header, body).
+fn raw_http(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<Value>,
+) -> (u16, Option<String>, String) {
+    let agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(20)))
+        .build()
+        .new_agent();
+    let resp = match method {
+        "GET" => {
+            let mut req = agent.get(url);
+            for (k, v) in headers {
+                req = req.header(*k, *v);
+            }
+            req.call().unwrap()
+        }
+        _ => {
+            let mut req = agent.post(url);
+            for (k, v) in headers {
+                req = req.header(*k, *v);
+            }
+            req.send_json(body.unwrap_or(json!({}))).unwrap()
+        }
+    };
+    let status = resp.status().as_u16();
+    let cookie = resp
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let text = resp.into_body().read_to_string().unwrap_or_default();
+    (status, cookie, text)
+}
+
+/// The README's session and token promises, as a browser or a script sees them: the session
+/// cookie is `HttpOnly; SameSite=Strict` (plus `Secure` when `cookie_secure`), a wrong password
+/// gets no cookie, nothing is served without a session or token, an API token from
+/// `POST /api/tokens` works as `Authorization: Bearer`, and a made-up token does not.
+#[test]
+fn session_cookie_attributes_and_api_tokens() {
+    if !stationwatch_tests::require(
+        have_mosquitto(),
+        "mosquitto missing (run scripts/install-deps)",
+    ) {
+        return;
+    }
+    let broker = Broker::new(BrokerOpts::default()).unwrap();
+    for secure in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ctl =
+            ControllerProcess::start(dir.path(), &ControllerOpts::new(broker.port())).unwrap();
+        if secure {
+            // The same config with cookie_secure = true (the production setting).
+            let port = ctl.addr.port();
+            drop(ctl);
+            let path = dir.path().join("controller.toml");
+            let text = std::fs::read_to_string(&path).unwrap();
+            assert!(text.contains("cookie_secure = false"));
+            std::fs::write(
+                &path,
+                text.replace("cookie_secure = false", "cookie_secure = true"),
+            )
+            .unwrap();
+            ctl = ControllerProcess::start_with_config(&path, port).unwrap();
+        }
+        let base = ctl.base_url();
+        let login = format!("{base}/api/login");
+
+        let (status, cookie, _) = raw_http(
+            "POST",
+            &login,
+            &[],
+            Some(json!({ "username": "admin", "password": "wrong-password" })),
+        );
+        assert_eq!(status, 401);
+        assert!(cookie.is_none(), "a failed login set a cookie: {cookie:?}");
+
+        let (status, cookie, _) = raw_http(
+            "POST",
+            &login,
+            &[],
+            Some(json!({
+                "username": stationwatch_tests::controller_process::ADMIN_USER,
+                "password": stationwatch_tests::controller_process::ADMIN_PASSWORD,
+            })),
+        );
+        assert_eq!(status, 200);
+        let cookie = cookie.expect("login sets the session cookie");
+        eprintln!("cookie_secure = {secure}: Set-Cookie: {cookie}");
+        let attrs: Vec<String> = cookie
+            .split(';')
+            .map(|a| a.trim().to_ascii_lowercase())
+            .collect();
+        assert!(attrs[0].starts_with("sw_session="), "{cookie}");
+        for want in ["httponly", "samesite=strict", "path=/"] {
+            assert!(attrs.iter().any(|a| a == want), "{want} missing: {cookie}");
+        }
+        assert!(attrs.iter().any(|a| a.starts_with("max-age=")), "{cookie}");
+        assert_eq!(
+            attrs.iter().any(|a| a == "secure"),
+            secure,
+            "Secure attribute with cookie_secure = {secure}: {cookie}"
+        );
+
+        // Nothing without a session or token; a made-up token is refused.
+        let stations = format!("{base}/api/stations");
+        assert_eq!(raw_http("GET", &stations, &[], None).0, 401);
+        assert_eq!(
+            raw_http(
+                "GET",
+                &stations,
+                &[("authorization", "Bearer swt_madeup0000000000")],
+                None
+            )
+            .0,
+            401
+        );
+
+        // A token made with the session works on its own, without the cookie.
+        let session = cookie.split(';').next().unwrap().to_owned();
+        let (status, _, body) = raw_http(
+            "POST",
+            &format!("{base}/api/tokens"),
+            &[("cookie", &session)],
+            Some(json!({ "name": "ci script" })),
+        );
+        assert_eq!(status, 201, "{body}");
+        let token = serde_json::from_str::<Value>(&body).unwrap()["token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let bearer = format!("Bearer {token}");
+        let (status, _, body) = raw_http("GET", &stations, &[("authorization", &bearer)], None);
+        assert_eq!(status, 200, "{body}");
+        let (status, _, body) = raw_http(
+            "GET",
+            &format!("{base}/api/me"),
+            &[("authorization", &bearer)],
+            None,
+        );
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains("admin"), "{body}");
+    }
 }

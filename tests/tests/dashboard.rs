@@ -307,14 +307,16 @@ fn publish_station(broker: &Broker, id: &str, name: &str, region: &str, health: 
 
 fn ready() -> Option<(PathBuf, PathBuf)> {
     let (Some(chromium), Some(driver)) = (chromium_bin(), chromedriver_bin()) else {
-        eprintln!(
-            "SKIP: chromium or chromedriver missing (run scripts/install-deps: Debian packages \
-             chromium and chromium-driver)"
+        stationwatch_tests::skip_or_fail(
+            "chromium or chromedriver missing (run scripts/install-deps: Debian packages \
+             chromium and chromium-driver)",
         );
         return None;
     };
-    if !have_mosquitto() || !have_gst_element("x264enc") {
-        eprintln!("SKIP: mosquitto or x264enc missing (run scripts/install-deps)");
+    if !stationwatch_tests::require(
+        have_mosquitto() && have_gst_element("x264enc"),
+        "mosquitto or x264enc missing (run scripts/install-deps)",
+    ) {
         return None;
     }
     Some((chromium, driver))

@@ -15,11 +15,10 @@ use stationwatch_tests::{have_binary, have_gst_element};
 const SOURCE: &str = "source = \"test\"\nwidth = 160\nheight = 120\nfps = 10\nbitrate_kbps = 200";
 
 fn tools_present() -> bool {
-    let ok = have_binary("ffprobe") && have_gst_element("x264enc");
-    if !ok {
-        eprintln!("SKIP: x264enc or ffprobe missing (run scripts/install-deps)");
-    }
-    ok
+    stationwatch_tests::require(
+        have_binary("ffprobe") && have_gst_element("x264enc"),
+        "x264enc or ffprobe missing (run scripts/install-deps)",
+    )
 }
 
 /// A recording made once per test binary: (folder holding `rec/` and `agent.toml`, public key).

@@ -17,11 +17,10 @@ const SOURCE: &str = "source = \"test\"\nwidth = 160\nheight = 120\nfps = 15\nbi
 const CAMERA_BIN: &str = env!("CARGO_BIN_EXE_test-camera");
 
 fn ready() -> bool {
-    let ok = have_mosquitto() && have_gst_element("x264enc");
-    if !ok {
-        eprintln!("SKIP: mosquitto or x264enc missing (run scripts/install-deps)");
-    }
-    ok
+    stationwatch_tests::require(
+        have_mosquitto() && have_gst_element("x264enc"),
+        "mosquitto or x264enc missing (run scripts/install-deps)",
+    )
 }
 
 fn topic(sub: &str) -> String {
@@ -510,4 +509,65 @@ fn client_certificate_is_presented_when_the_broker_requires_one() {
         m.topic == topic("status") && m.text().contains("online")
     });
     assert!(agent.log().contains("connected to the broker"));
+}
+
+/// An agent given another CA than the one that signed the broker's certificate refuses the
+/// broker: it never connects, nothing of it reaches the broker, it keeps recording and
+/// retrying. The same config with the right CA connects (so the refusal is the CA's doing).
+#[test]
+fn agent_refuses_a_broker_certificate_from_the_wrong_ca() {
+    if !ready()
+        || !stationwatch_tests::require(
+            stationwatch_tests::mosquitto::have_openssl(),
+            "openssl missing (run scripts/install-deps)",
+        )
+    {
+        return;
+    }
+    let broker = Broker::new(BrokerOpts {
+        tls: true,
+        ..BrokerOpts::default()
+    })
+    .unwrap();
+    let ctl = Subscriber::start(&broker.client(), &[&topic("#")], 1).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let other =
+        stationwatch_tests::mosquitto::TestCerts::generate(&dir.path().join("other-ca")).unwrap();
+    let url = format!("mqtts://127.0.0.1:{}", broker.tls_port().unwrap());
+    let wrong = format!("ca_file = \"{}\"", other.ca_cert.display());
+    let cfg = config(&dir.path().join("rec"), 2, &[("cam", SOURCE)]) + &mqtt_section(&url, &wrong);
+    let bad = AgentProcess::start_with_env(dir.path(), &cfg, &[("RUST_LOG", "debug")]).unwrap();
+    bad.wait_log_count("segment finished", 3, Duration::from_secs(30))
+        .unwrap();
+    bad.wait_log_count("cannot connect to the broker", 2, Duration::from_secs(20))
+        .unwrap();
+    let log = bad.log();
+    assert!(
+        !log.contains("connected to the broker"),
+        "connected with the wrong CA:\n{log}"
+    );
+    let attempt = log
+        .lines()
+        .find(|l| l.contains("cannot connect to the broker"))
+        .unwrap();
+    eprintln!("wrong CA: {attempt}");
+    assert!(attempt.contains("certificate"), "{attempt}");
+    assert!(
+        !ctl.messages()
+            .iter()
+            .any(|m| m.topic.starts_with(&topic(""))),
+        "a message of the station reached the broker"
+    );
+    drop(bad);
+
+    let dir2 = tempfile::tempdir().unwrap();
+    let right = format!("ca_file = \"{}\"", broker.ca_file().unwrap().display());
+    let cfg2 =
+        config(&dir2.path().join("rec"), 2, &[("cam", SOURCE)]) + &mqtt_section(&url, &right);
+    let good = AgentProcess::start(dir2.path(), &cfg2).unwrap();
+    wait(&ctl, "health with the right CA", 20, |m| {
+        m.topic == topic("health")
+    });
+    good.wait_log("connected to the broker", Duration::from_secs(5))
+        .unwrap();
 }

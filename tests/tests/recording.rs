@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use stationwatch_tests::agent_process::{
-    agent_command, config, segments, wait_segment_after, AgentProcess, SegmentFile,
+    agent_command, assert_clean_stop_in_manifest, config, manifest_entries, segments,
+    wait_segment_after, AgentProcess, SegmentFile,
 };
 use stationwatch_tests::{
     ffprobe_decodable_frames, ffprobe_packets, ffprobe_video_codec, free_port, have_binary,
@@ -21,11 +22,10 @@ const TEST_SOURCE: &str =
     "source = \"test\"\nwidth = 320\nheight = 240\nfps = 15\nbitrate_kbps = 300";
 
 fn tools_present() -> bool {
-    let ok = have_binary("ffprobe") && have_gst_element("x264enc") && have_gst_element("mpegtsmux");
-    if !ok {
-        eprintln!("SKIP: ffprobe, x264enc or mpegtsmux missing (run scripts/install-deps)");
-    }
-    ok
+    stationwatch_tests::require(
+        have_binary("ffprobe") && have_gst_element("x264enc") && have_gst_element("mpegtsmux"),
+        "ffprobe, x264enc or mpegtsmux missing (run scripts/install-deps)",
+    )
 }
 
 fn rtsp_source(cam: &TestCamera) -> String {
@@ -70,9 +70,15 @@ fn last_frame_utc(seg: &SegmentFile, p: &Probe) -> DateTime<Utc> {
     seg.start + chrono_secs(last - first)
 }
 
-/// Every packet of every finished segment decodes, and frames follow each other at exactly
-/// 1/fps across segment boundaries: nothing lost, nothing duplicated. Returns the frame count.
-fn assert_gapless(segs: &[SegmentFile], fps: f64) -> usize {
+/// Every packet of every finished segment decodes, and frames follow each other at 1/fps
+/// across segment boundaries: nothing lost, nothing duplicated. Returns the frame count.
+///
+/// `tolerance_s` is how far one step may be off 1/fps. The built-in source is timestamped
+/// exactly (3 ms). RTSP timestamps pass rtspsrc's jitter buffer, whose clock-skew correction
+/// (buffer-mode auto/slave) moves single frames by up to ~6 ms under load (measured 60.9 ms
+/// instead of 66.7 ms on a loaded 2-core machine); a lost frame is a step of 2/fps and a
+/// duplicate one of 0, so half a frame period still tells them apart.
+fn assert_gapless(segs: &[SegmentFile], fps: f64, tolerance_s: f64) -> usize {
     let mut all = Vec::new();
     for s in segs {
         let p = probe(s);
@@ -91,7 +97,7 @@ fn assert_gapless(segs: &[SegmentFile], fps: f64) -> usize {
     for (i, w) in all.windows(2).enumerate() {
         let d = w[1] - w[0];
         assert!(
-            (d - step).abs() < 0.003,
+            (d - step).abs() < tolerance_s,
             "frame {i}->{}: pts step {d:.4} s instead of {step:.4} s (lost or duplicated frame)",
             i + 1
         );
@@ -99,15 +105,32 @@ fn assert_gapless(segs: &[SegmentFile], fps: f64) -> usize {
     all.len()
 }
 
-#[test]
-fn segments_are_gapless_playable_and_closed_on_sigterm() {
-    if !tools_present() {
-        return;
-    }
+/// Footage a kill may cost, measured from the signal back to the last frame a player shows.
+///
+/// The README promises that a SIGKILL loses at most the frame in flight. What the test can see
+/// is that frame plus the camera-to-disk latency (RTSP jitter buffer, parser, muxer): measured
+/// 0.28-0.36 s on RTSP on a quiet 2-core machine, up to 0.44 s with three other test runs
+/// competing for the cores; well under 0.1 s on the test source. The limit is that worst case
+/// plus 0.36 s of margin; it stays below the camera-to-disk latency plus one GOP of the test
+/// cameras (1.3 s), so a change that held a whole GOP in memory before writing it would fail.
+const KILL_LOSS_LIMIT_MS: i64 = 800;
+
+/// A clean stop must lose no more than a kill: the same bound.
+const TERM_LOSS_LIMIT_MS: i64 = KILL_LOSS_LIMIT_MS;
+
+/// SIGTERM to exit: the README says "within a few seconds"; measured 0.1-0.6 s. The unit's
+/// TimeoutStopSec is far above; 3 s is the promise read strictly.
+const TERM_EXIT_LIMIT: Duration = Duration::from_secs(3);
+
+/// Records `source` in 2 s segments for ~7 s, stops with SIGTERM, and checks what a user
+/// checks: the exit is quick and clean, every segment plays, frames follow each other at
+/// exactly 1/fps across boundaries, every closed segment holds exactly 2 s of frames, the last
+/// one reaches the signal, and the manifest lists the last segment followed by `stop`.
+fn gapless_closed_on_sigterm_and_in_manifest(source: &str) {
     let dir = tempfile::tempdir().unwrap();
     let storage = dir.path().join("rec");
     let mut agent =
-        AgentProcess::start(dir.path(), &config(&storage, 2, &[("cam", TEST_SOURCE)])).unwrap();
+        AgentProcess::start(dir.path(), &config(&storage, 2, &[("cam", source)])).unwrap();
     agent
         .wait_log("agent ready", Duration::from_secs(20))
         .unwrap();
@@ -120,20 +143,24 @@ fn segments_are_gapless_playable_and_closed_on_sigterm() {
         agent.log()
     );
     eprintln!("SIGTERM to exit: {:.2} s", took.as_secs_f64());
-    assert!(took < Duration::from_secs(5), "SIGTERM took {took:?}");
+    assert!(took < TERM_EXIT_LIMIT, "SIGTERM took {took:?}");
 
     let segs = segments(&storage, "cam").unwrap();
     assert!(
         segs.len() >= 3,
         "expected >= 3 segments of 2 s, got {segs:?}"
     );
-    let frames = assert_gapless(&segs, 15.0);
+    let rtsp = source.contains("rtsp://");
+    let frames = assert_gapless(&segs, 15.0, if rtsp { 0.5 / 15.0 } else { 0.003 });
     eprintln!(
         "{} segments, {frames} frames, no frame lost or duplicated across boundaries",
         segs.len()
     );
-    // Every closed segment but the last is 2 s (30 frames at 15 fps, GOP of 2 s).
-    for s in &segs[..segs.len() - 1] {
+    // Every closed segment but the first and the last is exactly 2 s (30 frames at 15 fps,
+    // keyframe every 1 s). The first may be shorter on RTSP: it starts at the first keyframe
+    // that arrives, while its end is on the 2 s grid.
+    let first_full = usize::from(rtsp);
+    for s in &segs[first_full..segs.len() - 1] {
         let p = probe(s);
         assert_eq!(
             p.pts.len(),
@@ -143,44 +170,58 @@ fn segments_are_gapless_playable_and_closed_on_sigterm() {
             p.pts.len()
         );
     }
-    for w in segs.windows(2) {
+    for w in segs[first_full..].windows(2) {
         let d = (w[1].start - w[0].start).num_milliseconds();
         assert!((1950..=2050).contains(&d), "segment starts {d} ms apart");
     }
     // The open segment was finalised with everything up to the signal.
     let last = segs.last().unwrap();
     let lag = term_at - last_frame_utc(last, &probe(last));
+    eprintln!(
+        "last recorded frame {} ms before SIGTERM",
+        lag.num_milliseconds()
+    );
     assert!(
-        lag < chrono::Duration::milliseconds(1000),
-        "last recorded frame {lag} before SIGTERM"
+        lag < chrono::Duration::milliseconds(TERM_LOSS_LIMIT_MS),
+        "last recorded frame {lag} before SIGTERM (limit {TERM_LOSS_LIMIT_MS} ms)"
     );
     assert!(agent.log().contains("segment finished"));
+    // The segment closed by SIGTERM is entered, not left "pending" for verify to excuse.
+    assert_clean_stop_in_manifest(&storage, "cam").unwrap();
+    let (status, out, err) = agent_command(&["verify", storage.to_str().unwrap()]).unwrap();
+    assert!(status.success(), "verify failed:\n{out}\n{err}");
 }
 
 #[test]
-fn sigkill_at_arbitrary_moments_keeps_every_segment_and_loses_under_two_seconds() {
+fn test_source_segments_are_frame_exact_closed_on_sigterm_and_in_the_manifest() {
     if !tools_present() {
         return;
     }
-    let cam = TestCamera::start(
-        CAMERA_BIN,
-        CameraOpts {
-            width: 640,
-            height: 360,
-            bitrate_kbps: 1000,
-            ..CameraOpts::default()
-        },
-    )
-    .unwrap();
+    gapless_closed_on_sigterm_and_in_manifest(TEST_SOURCE);
+}
+
+#[test]
+fn rtsp_segments_are_frame_exact_closed_on_sigterm_and_in_the_manifest() {
+    if !tools_present() {
+        return;
+    }
+    let cam = TestCamera::start(CAMERA_BIN, CameraOpts::default()).unwrap();
+    gapless_closed_on_sigterm_and_in_manifest(&rtsp_source(&cam));
+}
+
+/// SIGKILL at moments spread over segment phases, one storage folder across restarts: earlier
+/// files stay, every finished segment plays whole, the open one plays up to at most
+/// [`KILL_LOSS_LIMIT_MS`] before the kill, and only a segment being opened may be empty.
+fn sigkill_keeps_segments_and_loses_only_the_frame_in_flight(source: &str) {
     let dir = tempfile::tempdir().unwrap();
     let storage = dir.path().join("rec");
-    let cfg = config(&storage, 4, &[("cam", &rtsp_source(&cam))]);
-    // Kill moments spread over segment phases; one storage folder across restarts.
+    let cfg = config(&storage, 4, &[("cam", source)]);
+    let mut worst = chrono::Duration::zero();
     for (round, wait_ms) in [5_300u64, 6_900, 4_100].into_iter().enumerate() {
         let before = segments(&storage, "cam").unwrap();
         let started = Instant::now();
         let agent = AgentProcess::start(dir.path(), &cfg).unwrap();
-        let first = wait_segment_after(
+        wait_segment_after(
             &storage,
             "cam",
             before
@@ -194,7 +235,6 @@ fn sigkill_at_arbitrary_moments_keeps_every_segment_and_loses_under_two_seconds(
             "round {round}: agent start to first new segment on disk: {:.2} s",
             started.elapsed().as_secs_f64()
         );
-        let _ = first;
         std::thread::sleep(Duration::from_millis(wait_ms));
         let kill_at = Utc::now();
         let mut agent = agent;
@@ -233,13 +273,14 @@ fn sigkill_at_arbitrary_moments_keeps_every_segment_and_loses_under_two_seconds(
             p.decodable
         );
         let lost = kill_at - last_frame_utc(open, &p);
+        worst = worst.max(lost);
         eprintln!(
             "round {round}: SIGKILL {wait_ms} ms after start; open segment playable up to {} ms before the kill",
             lost.num_milliseconds()
         );
         assert!(
-            lost < chrono::Duration::seconds(2),
-            "open segment ends {lost} before the kill"
+            lost < chrono::Duration::milliseconds(KILL_LOSS_LIMIT_MS),
+            "open segment ends {lost} before the kill (limit {KILL_LOSS_LIMIT_MS} ms)"
         );
         // Only the segment being opened at the very moment of the kill may be empty.
         let empty: Vec<_> = segs.iter().filter(|s| !non_empty.contains(s)).collect();
@@ -248,6 +289,37 @@ fn sigkill_at_arbitrary_moments_keeps_every_segment_and_loses_under_two_seconds(
             "{empty:?}"
         );
     }
+    eprintln!(
+        "worst loss over 3 kills: {} ms (limit {KILL_LOSS_LIMIT_MS} ms)",
+        worst.num_milliseconds()
+    );
+}
+
+#[test]
+fn rtsp_sigkill_at_arbitrary_moments_keeps_every_segment_and_loses_only_the_frame_in_flight() {
+    if !tools_present() {
+        return;
+    }
+    let cam = TestCamera::start(
+        CAMERA_BIN,
+        CameraOpts {
+            width: 640,
+            height: 360,
+            bitrate_kbps: 1000,
+            ..CameraOpts::default()
+        },
+    )
+    .unwrap();
+    sigkill_keeps_segments_and_loses_only_the_frame_in_flight(&rtsp_source(&cam));
+}
+
+#[test]
+fn test_source_sigkill_at_arbitrary_moments_keeps_every_segment_and_loses_only_the_frame_in_flight()
+{
+    if !tools_present() {
+        return;
+    }
+    sigkill_keeps_segments_and_loses_only_the_frame_in_flight(TEST_SOURCE);
 }
 
 #[test]
@@ -273,6 +345,8 @@ fn recording_resumes_by_itself_after_a_camera_outage() {
         "camera back at {up_at}; recording resumed {} ms later",
         after.num_milliseconds()
     );
+    // The README: reconnect backoff is capped at 10 s; the first segment then starts at the
+    // next keyframe (1 s GOP), and 1 s of margin for a loaded machine.
     assert!(after < chrono::Duration::seconds(12), "resume took {after}");
     std::thread::sleep(Duration::from_secs(1));
     drop(agent);
@@ -301,10 +375,18 @@ fn a_camera_that_stops_sending_without_closing_is_detected_as_stalled() {
     let frozen = Instant::now();
     let detected = agent.wait_log("stalled", Duration::from_secs(10));
     unsafe { libc::kill(pid, libc::SIGCONT) };
+    let took = frozen.elapsed();
     detected.unwrap();
     eprintln!(
         "stall detected {:.1} s after the camera froze (stall_timeout_seconds = 3)",
-        frozen.elapsed().as_secs_f64()
+        took.as_secs_f64()
+    );
+    // The README: no video for stall_timeout_seconds counts as a lost camera. 3 s, plus up
+    // to 1 s for the 200 ms jitter buffer and the supervisor's check, plus 1 s of margin for a
+    // loaded 2-core machine (the wait above allowed 10 s).
+    assert!(
+        took < Duration::from_secs(5),
+        "stall detected only after {took:?} (stall_timeout_seconds = 3)"
     );
     let back = Utc::now();
     wait_segment_after(&storage, "cam", back, Duration::from_secs(25)).unwrap();
@@ -342,7 +424,7 @@ fn one_camera_failing_never_disturbs_another_and_secrets_stay_out_of_logs() {
     );
     let live = segments(&storage, "live").unwrap();
     assert!(live.len() >= 2, "{live:?}");
-    assert_gapless(&live, 15.0);
+    assert_gapless(&live, 15.0, 0.003);
     assert!(segments(&storage, "dead").unwrap().is_empty());
 }
 
@@ -351,8 +433,10 @@ fn h265_camera_is_recorded_without_reencoding() {
     if !tools_present() {
         return;
     }
-    if !have_gst_element("x265enc") {
-        eprintln!("SKIP: x265enc missing, cannot run an H.265 test camera");
+    if !stationwatch_tests::require(
+        have_gst_element("x265enc"),
+        "x265enc missing, cannot run an H.265 test camera",
+    ) {
         return;
     }
     let cam = TestCamera::start(
@@ -434,4 +518,107 @@ fn check_reports_every_problem_and_run_refuses_the_same_file() {
         !Path::new(&dir.path().join("rec")).exists(),
         "check must not create storage"
     );
+}
+
+/// The gap entries of a camera's manifest, as `(reason, detail)`.
+fn gap_reasons(storage: &Path) -> Vec<(String, String)> {
+    manifest_entries(storage, "cam")
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "gap")
+        .map(|e| {
+            (
+                e["reason"].as_str().unwrap_or("").to_string(),
+                e["detail"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Starts the agent on `cfg`, waits until this run has a segment on disk, and returns it.
+fn run_until_new_segment(dir: &Path, storage: &Path, cfg: &str) -> AgentProcess {
+    let since = Utc::now();
+    let agent = AgentProcess::start(dir, cfg).unwrap();
+    wait_segment_after(storage, "cam", since, Duration::from_secs(20)).unwrap();
+    agent
+}
+
+/// The README's gap reasons for downtime of the agent itself: a clean stop and start is an
+/// `agent_restart` gap, a kill a `crash` gap, and a kill followed by a changed kernel boot id
+/// (what a power cut looks like at the next start: the agent compares
+/// /proc/sys/kernel/random/boot_id with the one it stored in `<storage>/.boot_id`) a
+/// `power_loss` gap. `verify` passes and names each reason.
+#[test]
+fn restart_crash_and_power_loss_are_entered_as_gaps_with_their_reason() {
+    if !tools_present() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let storage = dir.path().join("rec");
+    let cfg = config(&storage, 2, &[("cam", TEST_SOURCE)]);
+
+    let mut agent = run_until_new_segment(dir.path(), &storage, &cfg);
+    assert!(agent
+        .terminate(Duration::from_secs(10))
+        .unwrap()
+        .0
+        .success());
+    assert!(
+        gap_reasons(&storage).is_empty(),
+        "{:?}",
+        gap_reasons(&storage)
+    );
+
+    // Clean stop, start again: agent_restart.
+    let mut agent = run_until_new_segment(dir.path(), &storage, &cfg);
+    assert!(agent
+        .terminate(Duration::from_secs(10))
+        .unwrap()
+        .0
+        .success());
+    let gaps = gap_reasons(&storage);
+    assert_eq!(
+        gaps.iter().map(|g| g.0.as_str()).collect::<Vec<_>>(),
+        ["agent_restart"],
+        "{gaps:?}"
+    );
+
+    // Kill, same boot: crash.
+    let mut agent = run_until_new_segment(dir.path(), &storage, &cfg);
+    agent.kill().unwrap();
+    let mut agent = run_until_new_segment(dir.path(), &storage, &cfg);
+    // Kill, then the machine "boots again": a boot id that is not this boot's.
+    agent.kill().unwrap();
+    let marker = storage.join(".boot_id");
+    let stored = std::fs::read_to_string(&marker).expect("the agent stores the boot id");
+    assert_eq!(
+        stored.trim(),
+        std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+            .unwrap()
+            .trim()
+    );
+    std::fs::write(&marker, "00000000-0000-4000-8000-000000000000").unwrap();
+    let mut agent = run_until_new_segment(dir.path(), &storage, &cfg);
+    assert!(agent
+        .terminate(Duration::from_secs(10))
+        .unwrap()
+        .0
+        .success());
+
+    let gaps = gap_reasons(&storage);
+    assert_eq!(
+        gaps.iter().map(|g| g.0.as_str()).collect::<Vec<_>>(),
+        // run 2 -> 3 clean, 3 -> 4 killed, 4 -> 5 killed with a new boot id.
+        ["agent_restart", "agent_restart", "crash", "power_loss"],
+        "{gaps:?}"
+    );
+    assert_clean_stop_in_manifest(&storage, "cam").unwrap();
+    let (status, out, err) = agent_command(&["verify", storage.to_str().unwrap()]).unwrap();
+    assert!(status.success(), "verify failed:\n{out}\n{err}");
+    for reason in ["agent_restart", "crash", "power_loss"] {
+        assert!(
+            out.contains(reason),
+            "verify does not name {reason}:\n{out}"
+        );
+    }
 }

@@ -29,8 +29,10 @@ fn recv_all(sock: &UnixDatagram, until: Instant, out: &mut Vec<(Instant, String)
 
 #[test]
 fn ready_watchdog_and_stopping_reach_the_service_manager() {
-    if !have_gst_element("x264enc") {
-        eprintln!("SKIP: x264enc missing (run scripts/install-deps)");
+    if !stationwatch_tests::require(
+        have_gst_element("x264enc"),
+        "x264enc missing (run scripts/install-deps)",
+    ) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

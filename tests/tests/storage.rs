@@ -1,7 +1,7 @@
 //! Retention and a full disk, on a real small file system (a tmpfs of a few MB).
 //!
-//! NEEDS ROOT (to mount the tmpfs); each test prints SKIP and passes when not root. CI runs as
-//! root, so they run there.
+//! NEEDS ROOT (to mount the tmpfs); without root each test fails under `CI=true`
+//! and is skipped (and counted by `scripts/test`) otherwise. CI runs as root.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -21,13 +21,16 @@ struct SmallDisk {
 
 impl SmallDisk {
     fn new(size_mb: u32) -> Option<SmallDisk> {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
-            eprintln!("SKIP: needs root to mount a tmpfs");
+        if !stationwatch_tests::require(
+            stationwatch_tests::is_root(),
+            "needs root to mount a tmpfs (CI runs as root)",
+        ) {
             return None;
         }
-        if !(have_binary("ffprobe") && have_gst_element("x264enc")) {
-            eprintln!("SKIP: x264enc or ffprobe missing (run scripts/install-deps)");
+        if !stationwatch_tests::require(
+            have_binary("ffprobe") && have_gst_element("x264enc"),
+            "x264enc or ffprobe missing (run scripts/install-deps)",
+        ) {
             return None;
         }
         let dir = tempfile::tempdir().unwrap();
@@ -198,4 +201,99 @@ fn legal_hold_is_never_deleted_even_when_the_disk_fills() {
         "keep_days = 0\nmin_free_mb = 1\ncheck_interval_seconds = 1\n\
          [[retention.hold]]\nfrom = \"2000-01-01T00:00:00Z\"\nto = \"2100-01-01T00:00:00Z\"\nreason = \"test hold\"",
     );
+}
+
+/// A legal hold set by command (`set_hold` over MQTT) protects footage exactly as a configured
+/// one does: with `keep_days = 0` and the free-space floor reached, nothing under the hold is
+/// deleted. After `clear_hold` the same footage becomes deletable and retention deletes it by
+/// policy (`free_space`), entered in the manifest; `verify` passes.
+#[test]
+fn commanded_legal_hold_protects_footage_until_cleared() {
+    use stationwatch_tests::mosquitto::{have_mosquitto, publish, Broker, BrokerOpts, Subscriber};
+    if !stationwatch_tests::require(
+        have_mosquitto(),
+        "mosquitto missing (run scripts/install-deps)",
+    ) {
+        return;
+    }
+    let Some(disk) = SmallDisk::new(4) else {
+        return;
+    };
+    let broker = Broker::new(BrokerOpts::default()).unwrap();
+    let acks = Subscriber::start(&broker.client(), &["stationwatch/v1/DISK-0001/ack"], 1).unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let storage = disk.mount.join("rec");
+    let cfg = config(
+        &storage,
+        &work.path().join("station.key"),
+        "keep_days = 0\nmin_free_mb = 2\ncheck_interval_seconds = 1",
+    ) + &format!(
+        "\n[mqtt]\nurl = \"mqtt://127.0.0.1:{}\"\nhealth_interval_seconds = 1\n",
+        broker.port()
+    );
+    let mut agent = AgentProcess::start(work.path(), &cfg).unwrap();
+    agent
+        .wait_log("connected to the broker", Duration::from_secs(20))
+        .unwrap();
+    let ts = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
+    let send = |id: &str, command: String| {
+        let payload = format!(
+            r#"{{"v":1,"id":"{id}","issued_at":"{}","command":{command}}}"#,
+            ts(chrono::Utc::now())
+        );
+        publish(
+            &broker.client(),
+            "stationwatch/v1/DISK-0001/cmd",
+            payload.as_bytes(),
+            1,
+            false,
+        )
+        .unwrap();
+        wait_for(
+            &format!("ack done of {id}"),
+            Duration::from_secs(15),
+            || {
+                acks.messages().iter().any(|m| {
+                    let v: serde_json::Value =
+                        serde_json::from_slice(&m.payload).unwrap_or_default();
+                    v["id"] == id && v["status"] == "done"
+                })
+            },
+        );
+    };
+    let now = chrono::Utc::now();
+    send(
+        "hold-1",
+        format!(
+            r#"{{"kind":"set_hold","hold":"case-1","from":"{}","to":"{}","reason":"complaint 1"}}"#,
+            ts(now - chrono::Duration::hours(1)),
+            ts(now + chrono::Duration::hours(1))
+        ),
+    );
+    // The disk reaches the floor (2 MB free of 4) and stays there for several retention
+    // rounds (every second): nothing held may go.
+    wait_for("the free-space floor", Duration::from_secs(60), || {
+        free_bytes(&disk.mount) < 2 * 1024 * 1024
+    });
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(
+        !manifest(&storage).contains("\"kind\":\"deleted\""),
+        "held footage was deleted:\n{}",
+        manifest(&storage)
+    );
+    assert!(!agent.log().contains("segment deleted by policy"));
+
+    send(
+        "hold-2",
+        r#"{"kind":"clear_hold","hold":"case-1"}"#.to_string(),
+    );
+    agent
+        .wait_log("segment deleted by policy", Duration::from_secs(30))
+        .unwrap();
+    let (status, _) = agent.terminate(Duration::from_secs(10)).unwrap();
+    assert!(status.success());
+    let m = manifest(&storage);
+    assert!(m.contains("\"kind\":\"deleted\"") && m.contains("\"policy\":\"free_space\""));
+    let (ok, out) = verify(&storage);
+    assert!(ok, "{out}");
 }

@@ -135,8 +135,12 @@ async fn scenario(url: String) {
     let rows = store.stations(None).await.unwrap();
     assert_eq!(rows.len(), 2);
     let st1 = rows.iter().find(|r| r.id.as_str() == "st-1").unwrap();
-    assert!(
-        st1.health_json.as_deref().unwrap().contains("50"),
+    // Exactly the report taken at 2 000 (marker 50), not the late one taken at 1 500.
+    let kept: serde_json::Value =
+        serde_json::from_str(st1.health_json.as_deref().unwrap()).unwrap();
+    assert_eq!(
+        kept,
+        json!({ "v": 1, "at": 2_000, "marker": 50.0 }),
         "newest report kept: {st1:?}"
     );
     assert!(st1.status_json.as_deref().unwrap().contains("online"));
@@ -318,10 +322,10 @@ async fn sqlite_store() {
 
 #[tokio::test]
 async fn postgres_store() {
-    if postgres_bin_dir().is_none() {
-        eprintln!(
-            "SKIP postgres_store: PostgreSQL server not installed (apt-get install postgresql)"
-        );
+    if !stationwatch_tests::require(
+        postgres_bin_dir().is_some(),
+        "PostgreSQL server not installed (apt-get install postgresql)",
+    ) {
         return;
     }
     let pg = Postgres::start().expect("start a throw-away PostgreSQL");

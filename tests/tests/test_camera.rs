@@ -16,12 +16,10 @@ const BIN: &str = env!("CARGO_BIN_EXE_test-camera");
 const PULL_SECONDS: f64 = 3.0;
 
 fn have_ffmpeg() -> bool {
-    if have_binary("ffmpeg") && have_binary("ffprobe") {
-        true
-    } else {
-        eprintln!("SKIP: ffmpeg/ffprobe not installed");
-        false
-    }
+    stationwatch_tests::require(
+        have_binary("ffmpeg") && have_binary("ffprobe"),
+        "ffmpeg/ffprobe not installed",
+    )
 }
 
 /// Pulls PULL_SECONDS of `cam` and checks the file holds a decodable stream of `codec` with
@@ -81,8 +79,10 @@ fn h265_camera_serves_hevc() {
     if !have_ffmpeg() {
         return;
     }
-    if !have_gst_element("x265enc") {
-        eprintln!("SKIP: GStreamer element x265enc not installed (gstreamer1.0-plugins-bad)");
+    if !stationwatch_tests::require(
+        have_gst_element("x265enc"),
+        "GStreamer element x265enc not installed (gstreamer1.0-plugins-bad)",
+    ) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
