@@ -16,7 +16,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -276,14 +276,14 @@ impl TestCamera {
         let Some(mut running) = self.running.take() else {
             return Ok(());
         };
-        let status = terminate(&mut running.child, STOP_GRACE)?;
+        let status = process::terminate_child(&mut running.child, STOP_GRACE)?;
         if let Some(t) = running.stderr_thread.take() {
             let _ = t.join();
         }
-        if !status.success() {
+        if !status.is_some_and(|s| s.success()) {
             // SIGKILL after the grace period, or an error exit: worth telling, not failing.
             eprintln!(
-                "test-camera on port {} ended with {status}; stderr:\n{}",
+                "test-camera on port {} ended with {status:?} (None: killed); stderr:\n{}",
                 self.opts.port,
                 self.stderr()
             );
@@ -331,28 +331,6 @@ impl Drop for TestCamera {
             }
         }
     }
-}
-
-/// Sends SIGTERM, waits up to `grace`, then SIGKILLs. Returns the exit status.
-fn terminate(child: &mut Child, grace: Duration) -> Result<ExitStatus> {
-    if let Some(status) = child.try_wait().context("polling test-camera")? {
-        return Ok(status);
-    }
-    let pid = libc::pid_t::try_from(child.id()).context("pid out of range")?;
-    // SAFETY: kill(2) on the pid of our own child, which has not been reaped yet (try_wait
-    // above returned None), so the pid cannot have been reused.
-    unsafe {
-        libc::kill(pid, libc::SIGTERM);
-    }
-    let deadline = Instant::now() + grace;
-    while Instant::now() < deadline {
-        if let Some(status) = child.try_wait().context("waiting for test-camera")? {
-            return Ok(status);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    child.wait().context("waiting for killed test-camera")
 }
 
 fn spawn(

@@ -32,7 +32,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -661,7 +661,7 @@ impl Broker {
         let Some(mut child) = self.child.take() else {
             return Ok(());
         };
-        let status = terminate(&mut child, STOP_GRACE)?;
+        let status = crate::process::terminate_child(&mut child, STOP_GRACE)?;
         match status {
             Some(s) if s.success() => Ok(()),
             Some(s) => bail!("mosquitto exited with {s} on SIGTERM; log:\n{}", self.log()),
@@ -750,29 +750,6 @@ fn read_lossy(path: &Path) -> String {
     fs::read(path)
         .map(|b| String::from_utf8_lossy(&b).into_owned())
         .unwrap_or_default()
-}
-
-/// SIGTERM, wait up to `grace`, then SIGKILL. `Some(status)` if it exited by itself.
-fn terminate(child: &mut Child, grace: Duration) -> Result<Option<ExitStatus>> {
-    if let Some(status) = child.try_wait().context("polling child")? {
-        return Ok(Some(status));
-    }
-    let pid = libc::pid_t::try_from(child.id()).context("pid out of range")?;
-    // SAFETY: kill(2) on the pid of our own child, which has not been reaped yet (try_wait
-    // above returned None), so the pid cannot have been reused.
-    unsafe {
-        libc::kill(pid, libc::SIGTERM);
-    }
-    let deadline = Instant::now() + grace;
-    while Instant::now() < deadline {
-        if let Some(status) = child.try_wait().context("waiting for child")? {
-            return Ok(Some(status));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    child.wait().context("waiting for killed child")?;
-    Ok(None)
 }
 
 /// Connection arguments for `mosquitto_pub` / `mosquitto_sub` (`-h`, `-p`, credentials, TLS,

@@ -192,3 +192,27 @@ impl Drop for LoggedChild {
         }
     }
 }
+
+/// SIGTERM to a child process, wait up to `grace`, then SIGKILL. `Some(status)` if it exited
+/// by itself, `None` if it had to be killed (it is reaped either way).
+pub fn terminate_child(child: &mut Child, grace: Duration) -> Result<Option<ExitStatus>> {
+    if let Some(status) = child.try_wait().context("polling child")? {
+        return Ok(Some(status));
+    }
+    let pid = libc::pid_t::try_from(child.id()).context("pid out of range")?;
+    // SAFETY: kill(2) on the pid of our own child, which has not been reaped yet (try_wait
+    // above returned None), so the pid cannot have been reused.
+    unsafe {
+        libc::kill(pid, libc::SIGTERM);
+    }
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait().context("waiting for child")? {
+            return Ok(Some(status));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    child.wait().context("waiting for killed child")?;
+    Ok(None)
+}
