@@ -31,8 +31,9 @@ pub use coverage::{
     coverage, Coverage, CoveredGap, CoveredSegment, DeletedSegment, Span, UncleanStart,
 };
 pub use entry::{
-    sign_entry, Chain, Deleted, DeletionPolicy, Entry, EntryBody, EntryKind, FileNameError, Gap,
-    GapReason, Segment, SegmentFile, SignError, SignedEntry, Start, Stop,
+    sign_entry, Chain, ClockSync, Deleted, DeletionPolicy, Entry, EntryBody, EntryKind,
+    FileNameError, Gap, GapReason, Hold, HoldSource, Open, Release, Segment, SegmentFile,
+    SignError, SignedEntry, Start, Stop, MAX_HOLD_ID_LEN,
 };
 pub use hash::{Hash256, HashParseError};
 pub use key::{Fingerprint, KeyError, PublicKey, StationKey};
@@ -45,8 +46,16 @@ pub use verify::{
     check_head, check_segment_file, check_segment_in_dir, present_segments, verify_chain,
 };
 
-/// The schema version written in every entry's `v` field.
-pub const SCHEMA_VERSION: u64 = 1;
+/// Decodes a signature written as 128 lowercase hex characters.
+pub(crate) fn decode_sig_hex(s: &str) -> Option<[u8; 64]> {
+    hash::decode_lower_hex::<64>(s).ok()
+}
+
+/// The schema version written in every new entry's `v` field.
+pub const SCHEMA_VERSION: u64 = 2;
+
+/// The oldest schema version still read and verified (manifests written by older agents).
+pub const MIN_SCHEMA_VERSION: u64 = 1;
 
 /// The `prev` value of the first entry (seq 0): 32 zero bytes, i.e. 64 `0` characters.
 pub const GENESIS_PREV: Hash256 = Hash256::ZERO;

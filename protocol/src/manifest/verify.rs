@@ -37,6 +37,10 @@ pub fn verify_chain(entries: &[SignedEntry], key: &PublicKey) -> Vec<Problem> {
     let mut files: HashMap<&str, u64> = HashMap::new();
     let mut timeline_end: Option<super::Timestamp> = None;
     let mut previous: Option<&SignedEntry> = None;
+    // Legal holds in force at this point of the chain: id -> (from, to).
+    let mut holds: HashMap<&str, (super::Timestamp, super::Timestamp)> = HashMap::new();
+    // Files announced by an `open` entry and not yet entered as a segment.
+    let mut announced: HashSet<&str> = HashSet::new();
 
     for e in entries {
         let seq = e.seq();
@@ -91,16 +95,35 @@ pub fn verify_chain(entries: &[SignedEntry], key: &PublicKey) -> Vec<Problem> {
         }
 
         match e.body() {
-            EntryBody::Segment(s) => match files.get(s.file.as_str()) {
-                Some(&first_seq) => problems.push(Problem::DuplicateFile {
-                    seq,
-                    first_seq,
-                    file: s.file.clone(),
-                }),
-                None => {
-                    files.insert(s.file.as_str(), seq);
+            EntryBody::Segment(s) => {
+                // Schema 2 writers announce every file before creating it; a segment whose file
+                // was never announced was not written by the agent that signs it.
+                if e.version() >= 2 && !announced.remove(s.file.as_str()) {
+                    problems.push(Problem::Unannounced {
+                        seq,
+                        file: s.file.clone(),
+                    });
                 }
-            },
+                match files.get(s.file.as_str()) {
+                    Some(&first_seq) => problems.push(Problem::DuplicateFile {
+                        seq,
+                        first_seq,
+                        file: s.file.clone(),
+                    }),
+                    None => {
+                        files.insert(s.file.as_str(), seq);
+                    }
+                }
+            }
+            EntryBody::Open(o) => {
+                announced.insert(o.file.as_str());
+            }
+            EntryBody::Hold(h) => {
+                holds.insert(h.id.as_str(), (h.from, h.to));
+            }
+            EntryBody::Release(r) => {
+                holds.remove(r.id.as_str());
+            }
             EntryBody::Deleted(d) => {
                 let fault = match by_seq.get(&d.target) {
                     None => Some(DeletionFault::UnknownTarget),
@@ -124,6 +147,21 @@ pub fn verify_chain(entries: &[SignedEntry], key: &PublicKey) -> Vec<Problem> {
                         fault,
                     }),
                     None => {
+                        if let Some(EntryBody::Segment(target)) = by_seq.get(&d.target) {
+                            let mut under: Vec<&str> = holds
+                                .iter()
+                                .filter(|(_, (from, to))| target.start < *to && *from < target.end)
+                                .map(|(id, _)| *id)
+                                .collect();
+                            under.sort_unstable();
+                            if let Some(hold) = under.first() {
+                                problems.push(Problem::DeletedUnderHold {
+                                    seq,
+                                    target: d.target,
+                                    hold: (*hold).to_owned(),
+                                });
+                            }
+                        }
                         deleted.insert(d.target);
                         if files.get(d.file.as_str()) == Some(&d.target) {
                             files.remove(d.file.as_str());
