@@ -19,6 +19,7 @@ mod coverage;
 mod entry;
 mod hash;
 mod key;
+mod naming;
 mod problem;
 mod read;
 mod time;
@@ -37,6 +38,7 @@ pub use entry::{
 };
 pub use hash::{Hash256, HashParseError};
 pub use key::{Fingerprint, KeyError, PublicKey, StationKey};
+pub use naming::{segment_start_from_name, SEGMENT_EXT};
 pub use problem::{DeletionFault, LineError, Problem};
 pub use read::{
     parse_line, parse_manifest, resume_point, ParsedManifest, ResumeError, ResumePoint,
@@ -44,6 +46,7 @@ pub use read::{
 pub use time::{Timestamp, TimestampError};
 pub use verify::{
     check_head, check_segment_file, check_segment_in_dir, present_segments, verify_chain,
+    verify_chain_keys,
 };
 
 /// Decodes a signature written as 128 lowercase hex characters.

@@ -1361,3 +1361,25 @@ fn print_doc_example() {
             .as_str()
     );
 }
+
+#[test]
+fn rotated_key_verifies_against_both_registered_keys() {
+    let (old, new) = (key(), other_key());
+    let mut w = Writer::new(&old, "desk");
+    w.push(start_body(0, &old)).push(segment(1, 61));
+    w.key = new.clone();
+    w.push(start_body(62, &new)).push(segment(63, 123));
+    assert_eq!(
+        verify_chain_keys(&w.entries, &[old.public(), new.public()]),
+        vec![]
+    );
+    // Against the old key alone, the new key is foreign and its entries do not verify.
+    let found = verify_chain(&w.entries, &old.public());
+    assert!(
+        found.contains(&Problem::BadSignature { seq: 2 }),
+        "{found:?}"
+    );
+    assert!(found
+        .iter()
+        .any(|p| matches!(p, Problem::ForeignKey { seq: 2, .. })));
+}

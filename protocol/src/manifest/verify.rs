@@ -20,7 +20,19 @@ use super::{GENESIS_PREV, TIME_TOLERANCE_MS};
 /// ([`Problem::ChainBroken`]), signature ([`Problem::BadSignature`]), station and camera equal to
 /// the first entry's, time order of segments and gaps, and validity of deletions.
 pub fn verify_chain(entries: &[SignedEntry], key: &PublicKey) -> Vec<Problem> {
+    verify_chain_keys(entries, std::slice::from_ref(key))
+}
+
+/// [`verify_chain`] for a station whose key was rotated: `keys` are every key registered for the
+/// station (the first is used until a `start` entry names another). Each entry must be signed by
+/// the key named in the latest `start` entry before it, and every `start` entry must name one of
+/// `keys` ([`Problem::ForeignKey`] otherwise, and its entries are checked against the key in use
+/// before it).
+pub fn verify_chain_keys(entries: &[SignedEntry], keys: &[PublicKey]) -> Vec<Problem> {
     let mut problems = Vec::new();
+    let Some(mut key) = keys.first() else {
+        return problems;
+    };
     let Some(first) = entries.first() else {
         return problems;
     };
@@ -61,6 +73,16 @@ pub fn verify_chain(entries: &[SignedEntry], key: &PublicKey) -> Vec<Problem> {
                 if seq == 0 && *e.prev() != GENESIS_PREV {
                     problems.push(Problem::ChainBroken { seq });
                 }
+            }
+        }
+        if let EntryBody::Start(s) = e.body() {
+            match keys.iter().find(|k| **k == s.key) {
+                Some(k) => key = k,
+                None => problems.push(Problem::ForeignKey {
+                    seq,
+                    expected: key.fingerprint(),
+                    found: s.key.fingerprint(),
+                }),
             }
         }
         if !e.signature_valid(key) {
@@ -169,16 +191,7 @@ pub fn verify_chain(entries: &[SignedEntry], key: &PublicKey) -> Vec<Problem> {
                     }
                 }
             }
-            EntryBody::Start(s) => {
-                if s.key != *key {
-                    problems.push(Problem::ForeignKey {
-                        seq,
-                        expected: key.fingerprint(),
-                        found: s.key.fingerprint(),
-                    });
-                }
-            }
-            EntryBody::Gap(_) | EntryBody::Stop(_) => {}
+            EntryBody::Start(_) | EntryBody::Gap(_) | EntryBody::Stop(_) => {}
         }
         by_seq.entry(seq).or_insert(e.body());
         previous = Some(e);
