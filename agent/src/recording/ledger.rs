@@ -21,8 +21,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use stationwatch_protocol::manifest::{
-    Deleted, DeletionPolicy, EntryBody, Gap, GapReason, Hash256, Segment, SegmentFile, Start,
-    StationKey, Stop, Timestamp, TIME_TOLERANCE_MS,
+    ClockSync, Deleted, DeletionPolicy, EntryBody, Gap, GapReason, Hash256, Segment, SegmentFile,
+    Start, StationKey, Stop, Timestamp, TIME_TOLERANCE_MS,
 };
 use stationwatch_protocol::mqtt::{EventKind, OrUnknown};
 use stationwatch_protocol::{CameraId, StationId};
@@ -336,6 +336,12 @@ impl Ledger {
                 file,
                 size,
                 sha256,
+                // Placeholder until the ledger samples the clock over the segment (issue 12).
+                clock: Some(if crate::station::sysinfo::clock_sync().synced {
+                    ClockSync::Synced
+                } else {
+                    ClockSync::Unsynced
+                }),
             }),
             sha256,
         ))

@@ -19,8 +19,8 @@ use std::time::Instant;
 use anyhow::{bail, ensure, Context, Result};
 use clap::Parser;
 use stationwatch_protocol::manifest::{
-    sign_entry, Chain, EntryBody, Hash256, Segment, SegmentFile, Start, StationKey, Stop,
-    Timestamp, MANIFEST_FILE,
+    sign_entry, Chain, ClockSync, EntryBody, Hash256, Open, Segment, SegmentFile, Start,
+    StationKey, Stop, Timestamp, MANIFEST_FILE,
 };
 use stationwatch_protocol::{CameraId, StationId};
 
@@ -128,12 +128,18 @@ fn main() -> Result<()> {
         key: key.public(),
     }))?;
     for ((start, end, file), sha256) in plan.into_iter().zip(hashes) {
+        // As the agent writes them (schema 2): the file announced, then entered.
+        append(EntryBody::Open(Open {
+            at: start,
+            file: file.clone(),
+        }))?;
         append(EntryBody::Segment(Segment {
             start,
             end,
             file,
             size: args.segment_bytes,
             sha256,
+            clock: Some(ClockSync::Synced),
         }))?;
     }
     append(EntryBody::Stop(Stop { at: last_end }))?;
@@ -143,7 +149,7 @@ fn main() -> Result<()> {
         .with_context(|| format!("writing {}", manifest_path.display()))?;
     eprintln!(
         "verify-fixture: {} entries in {}",
-        args.segments + 2,
+        2 * args.segments + 2,
         manifest_path.display()
     );
 
