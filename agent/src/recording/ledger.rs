@@ -26,8 +26,8 @@ use std::time::Duration;
 
 use stationwatch_protocol::manifest::{
     segment_start_from_name, ClockSync, Deleted, DeletionPolicy, EntryBody, Gap, GapReason,
-    Hash256, Open, Segment, SegmentFile, Start, StationKey, Stop, Timestamp, SEGMENT_EXT,
-    TIME_TOLERANCE_MS,
+    Hash256, Hold, HoldSource, Open, Release, Segment, SegmentFile, Start, StationKey, Stop,
+    Timestamp, SEGMENT_EXT, TIME_TOLERANCE_MS,
 };
 use stationwatch_protocol::mqtt::{EventKind, OrUnknown};
 use stationwatch_protocol::{CameraId, StationId};
@@ -72,6 +72,14 @@ pub enum LedgerJob {
         policy: DeletionPolicy,
         detail: String,
         done: mpsc::Sender<io::Result<()>>,
+    },
+    /// Legal holds: make the manifest's holds in force of the `managed` sources equal `wanted`
+    /// (a `hold` entry for each new or changed hold, a `release` for each one no longer
+    /// wanted), durably, then answer how many entries were written.
+    Holds {
+        wanted: Vec<Hold>,
+        managed: Vec<HoldSource>,
+        done: mpsc::SyncSender<Result<usize, String>>,
     },
     /// Clean stop: close the timeline and write `stop`.
     Shutdown,
@@ -124,6 +132,8 @@ struct Ledger {
     open: Option<File>,
     /// Every clock sample since the open segment started was synchronised.
     clock_synced: bool,
+    /// Legal holds in force per the manifest, by id.
+    holds: HashMap<String, Hold>,
 }
 
 impl Ledger {
@@ -136,9 +146,11 @@ impl Ledger {
             lost: None,
             open: None,
             clock_synced: true,
+            holds: HashMap::new(),
         };
         let previous = ledger.open_manifest().unwrap_or_default();
         ledger.timeline_end = previous.timeline_end;
+        ledger.holds = previous.holds.clone();
         ledger.recover_orphans(&previous);
         let now = Timestamp::now();
         ledger.enter(EntryBody::Start(Start {
@@ -231,6 +243,14 @@ impl Ledger {
                     let r = self.delete(target, file, sha256, policy, detail);
                     let _ = done.send(r);
                 }
+                Ok(LedgerJob::Holds {
+                    wanted,
+                    managed,
+                    done,
+                }) => {
+                    let r = self.sync_holds(wanted, &managed);
+                    let _ = done.send(r);
+                }
                 Ok(LedgerJob::Shutdown) | Err(RecvTimeoutError::Disconnected) => {
                     self.shutdown();
                     return;
@@ -279,6 +299,62 @@ impl Ledger {
                 false
             }
         }
+    }
+
+    /// Appends one entry durably, behind everything queued; an error if it cannot be now.
+    fn append_now(&mut self, body: EntryBody) -> Result<(), String> {
+        self.flush_backlog();
+        if self.manifest.is_none() {
+            self.open_manifest();
+        }
+        if !self.backlog.is_empty() {
+            return Err("manifest not writable (entries queued)".into());
+        }
+        let m = self.manifest.as_mut().ok_or("manifest cannot be opened")?;
+        let entry = m.append(body).map_err(|e| e.to_string())?;
+        self.cfg
+            .counters
+            .set_manifest_head(entry.seq() + 1, entry.hash());
+        Ok(())
+    }
+
+    fn sync_holds(&mut self, wanted: Vec<Hold>, managed: &[HoldSource]) -> Result<usize, String> {
+        let mut written = 0;
+        let mut stale: Vec<Hold> = self
+            .holds
+            .values()
+            .filter(|h| managed.contains(&h.source) && !wanted.iter().any(|w| w.id == h.id))
+            .cloned()
+            .collect();
+        stale.sort_by(|a, b| a.id.cmp(&b.id));
+        for h in stale {
+            let reason = match h.source {
+                HoldSource::Config => "no longer in the config file",
+                _ => "cleared by command",
+            };
+            self.append_now(EntryBody::Release(Release {
+                at: Timestamp::now(),
+                id: h.id.clone(),
+                source: h.source,
+                reason: reason.into(),
+            }))?;
+            info!(camera = %self.cfg.camera, hold = %h.id, "legal hold release entered in the manifest");
+            self.holds.remove(&h.id);
+            written += 1;
+        }
+        for mut h in wanted {
+            if let Some(cur) = self.holds.get(&h.id) {
+                if cur.from == h.from && cur.to == h.to && cur.source == h.source {
+                    continue;
+                }
+            }
+            h.at = Timestamp::now();
+            self.append_now(EntryBody::Hold(h.clone()))?;
+            info!(camera = %self.cfg.camera, hold = %h.id, "legal hold entered in the manifest");
+            self.holds.insert(h.id.clone(), h);
+            written += 1;
+        }
+        Ok(written)
     }
 
     /// Appends (or queues, behind anything already queued) one entry.

@@ -40,6 +40,8 @@ pub struct PreviousRun {
     /// The manifest was continued and its last entry is not `stop`: the previous run ended
     /// uncleanly (crash, SIGKILL, power cut). Only then are announced files adopted.
     pub unclean_stop: bool,
+    /// Legal holds in force at the end of the manifest (`hold` entries not yet released).
+    pub holds: std::collections::HashMap<String, stationwatch_protocol::manifest::Hold>,
     /// Set when the old manifest could not be continued and was moved aside.
     pub moved_aside: Option<PathBuf>,
 }
@@ -88,6 +90,12 @@ impl ManifestWriter {
                         // After a clean stop nothing is being written: an announcement it did not
                         // close is dead (the file was never created, or was empty).
                         EntryBody::Stop(_) => previous.announced.clear(),
+                        EntryBody::Hold(h) => {
+                            previous.holds.insert(h.id.clone(), h.clone());
+                        }
+                        EntryBody::Release(r) => {
+                            previous.holds.remove(&r.id);
+                        }
                         _ => {}
                     }
                     // The last entry may be `stop`: the timeline ends with the last span.
