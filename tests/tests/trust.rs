@@ -83,7 +83,7 @@ fn a_file_planted_while_the_agent_was_down_is_never_signed() {
     assert!(!m.contains(&planted_rel), "a planted file was signed:\n{m}");
     // What the agent itself announced before the kill was adopted.
     assert!(
-        m.contains(&format!("\"kind\":\"segment\"")) && m.contains(&killed_open),
+        m.contains("\"kind\":\"segment\"") && m.contains(&killed_open),
         "the announced file was not recovered:\n{m}"
     );
     assert!(
