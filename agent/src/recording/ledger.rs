@@ -785,7 +785,7 @@ mod tests {
         jobs.send(LedgerJob::Shutdown).unwrap();
         handle.join().unwrap();
         assert_eq!(segment_files_in_manifest(dir.path()), [announced]);
-        assert_eq!(foreign_events(&mut ev_rx), [planted.clone()]);
+        assert_eq!(foreign_events(&mut ev_rx), std::slice::from_ref(&planted));
         assert!(
             dir.path().join(&planted).exists(),
             "a foreign file is left alone"
