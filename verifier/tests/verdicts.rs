@@ -292,3 +292,65 @@ fn manifest_cut_short_fails_against_the_witness_and_a_forged_witness_is_refused(
         .unwrap();
     assert!(trust.add_witness(&wpath).is_err());
 }
+
+#[test]
+fn a_deletion_under_a_hold_in_force_fails_and_after_its_release_is_lawful() {
+    use stationwatch_protocol::manifest::{Deleted, DeletionPolicy, Hold, HoldSource, Release};
+    let tmp = tempfile::tempdir().unwrap();
+    let key = StationKey::from_seed(&[7; 32]);
+    let mut cam = recorded(tmp.path(), &key);
+    // Segments are at seq 2, 4, 6 (each after its open). A court holds the first minute.
+    let (file, sha256) = match cam.entries[2].body() {
+        EntryBody::Segment(s) => (s.file.clone(), s.sha256),
+        _ => unreachable!(),
+    };
+    cam.push(EntryBody::Hold(Hold {
+        at: t(200),
+        id: "court-1".into(),
+        from: t(0),
+        to: t(61),
+        source: HoldSource::Command,
+        reason: "case 12".into(),
+    }));
+    let lawful = tempfile::tempdir().unwrap();
+    let mut released = recorded(lawful.path(), &key);
+    released
+        .push(cam.entries.last().unwrap().body().clone())
+        .push(EntryBody::Release(Release {
+            at: t(210),
+            id: "court-1".into(),
+            source: HoldSource::Command,
+            reason: String::new(),
+        }));
+    let deletion = EntryBody::Deleted(Deleted {
+        at: t(220),
+        target: 2,
+        file: file.clone(),
+        sha256,
+        policy: DeletionPolicy::Retention,
+        detail: "older than 1 days".into(),
+    });
+    for (c, dir) in [(&mut cam, tmp.path()), (&mut released, lawful.path())] {
+        c.push(deletion.clone());
+        std::fs::remove_file(dir.join("desk").join(file.as_str())).unwrap();
+    }
+    let r = verify(tmp.path(), &with_key(&key)).unwrap();
+    assert_eq!(
+        r.verdict,
+        Verdict::Failed,
+        "{}",
+        stationwatch_verify::render(&r)
+    );
+    assert!(
+        stationwatch_verify::render(&r).contains("court-1"),
+        "{}",
+        stationwatch_verify::render(&r)
+    );
+    let r = verify(lawful.path(), &with_key(&key)).unwrap();
+    assert_eq!(
+        r.verdict,
+        Verdict::OkWithGaps,
+        "{}",
+        stationwatch_verify::render(&r)
+    );
+}
