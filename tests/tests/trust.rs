@@ -3,13 +3,20 @@
 //!   agent does adopt what it announced itself) is never signed, is reported as foreign, and
 //!   `verify` with the station's key says FAILED naming it;
 //! * a broken legal holds file stops deletion by policy (holds fail closed);
-//! * segment entries carry the clock state the kernel reports (read as the agent reads it).
+//! * segment entries carry the clock state the kernel reports (read as the agent reads it);
+//! * over MQTT (a real Mosquitto; the controller played by `mosquitto_sub`/`mosquitto_pub`): a
+//!   broken holds file is an event and a health flag, hold changes are refused until a person
+//!   fixes it, and `set_hold` / `clear_hold` are `hold` / `release` entries in the manifest
+//!   before they are acknowledged.
 
 use std::path::Path;
 use std::time::Duration;
 
+use stationwatch_protocol::manifest::Timestamp;
 use stationwatch_protocol::manifest::{parse_manifest, ClockSync, EntryBody, MANIFEST_FILE};
+use stationwatch_protocol::mqtt::{decode_ack, decode_event, decode_health, AckStatus, EventKind};
 use stationwatch_tests::agent_process::{config, segments, verify_with_key, AgentProcess};
+use stationwatch_tests::mosquitto::{have_mosquitto, publish, Broker, BrokerOpts, Subscriber};
 use stationwatch_tests::{have_binary, have_gst_element};
 
 const SOURCE: &str = "source = \"test\"\nwidth = 160\nheight = 120\nfps = 10\nbitrate_kbps = 200";
@@ -176,4 +183,99 @@ fn a_broken_holds_file_stops_deletion_by_policy() {
         "the broken file is left for a person"
     );
     assert!(segments(&storage, "cam").unwrap().len() >= 4);
+}
+
+#[test]
+fn holds_over_mqtt_fail_closed_and_are_entered_before_the_ack() {
+    if !tools_present() || !have_mosquitto() {
+        eprintln!("SKIP: mosquitto missing");
+        return;
+    }
+    let broker = Broker::new(BrokerOpts::default()).unwrap();
+    let topic = |sub: &str| format!("stationwatch/v1/TEST-0001/{sub}");
+    let ctl = Subscriber::start(&broker.client(), &[&topic("#")], 1).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let storage = dir.path().join("rec");
+    std::fs::create_dir_all(&storage).unwrap();
+    let holds_file = storage.join(".legal-holds.json");
+    std::fs::write(&holds_file, b"[1, 2").unwrap();
+    let cfg = config(&storage, 60, &[("cam", SOURCE)])
+        + &format!(
+            "\n[retention]\ncheck_interval_seconds = 1\n\n[mqtt]\nurl = \"mqtt://127.0.0.1:{}\"\nhealth_interval_seconds = 1\n",
+            broker.port()
+        );
+    let mut agent = AgentProcess::start(dir.path(), &cfg).unwrap();
+    let wait = |what: &str, pred: &dyn Fn(&stationwatch_tests::mosquitto::Message) -> bool| {
+        ctl.wait_for(Duration::from_secs(20), pred)
+            .unwrap_or_else(|| panic!("no {what} within 20 s"))
+    };
+    // The broken file: an event, and a flag in health until it is fixed.
+    wait("holds_file_error event", &|m| {
+        m.topic == topic("events")
+            && decode_event(&m.payload)
+                .is_ok_and(|e| matches!(e.kind, EventKind::HoldsFileError { .. }))
+    });
+    wait("health with holds_file_error", &|m| {
+        m.topic == topic("health")
+            && decode_health(&m.payload).is_ok_and(|h| h.holds_file_error.is_some())
+    });
+    let send = |id: &str, cmd: &str| {
+        let payload = format!(
+            r#"{{"v":1,"id":"{id}","issued_at":"{}","command":{cmd}}}"#,
+            Timestamp::now()
+        );
+        publish(
+            &broker.client(),
+            &topic("cmd"),
+            payload.as_bytes(),
+            1,
+            false,
+        )
+        .unwrap();
+    };
+    let final_ack = |id: &str| {
+        let m = wait("final ack", &|m| {
+            m.topic == topic("ack")
+                && decode_ack(&m.payload).is_ok_and(|a| {
+                    a.id.as_ref().map(|i| i.as_str()) == Some(id) && a.status.is_final()
+                })
+        });
+        decode_ack(&m.payload).unwrap()
+    };
+    let set = r#"{"kind":"set_hold","hold":"case-12","from":"2026-01-01T00:00:00.000Z","to":"2027-01-01T00:00:00.000Z","reason":"complaint 12"}"#;
+    send("hold-refused", set);
+    assert_eq!(final_ack("hold-refused").status, AckStatus::Rejected);
+    assert_eq!(
+        std::fs::read(&holds_file).unwrap(),
+        b"[1, 2",
+        "left for a person"
+    );
+
+    // A person fixes the file: deletion by policy may resume, the flag goes.
+    std::fs::write(&holds_file, b"{}").unwrap();
+    wait("holds_file_ok event", &|m| {
+        m.topic == topic("events")
+            && decode_event(&m.payload).is_ok_and(|e| matches!(e.kind, EventKind::HoldsFileOk))
+    });
+
+    let manifest = storage.join("cam").join(MANIFEST_FILE);
+    send("hold-1", set);
+    assert_eq!(final_ack("hold-1").status, AckStatus::Done);
+    // Read at once: the entry was durable before the ack.
+    let m = std::fs::read_to_string(&manifest).unwrap();
+    assert!(
+        m.contains(r#""kind":"hold","at":"#) && m.contains(r#""id":"case-12","from":"2026-01-01T00:00:00.000Z","to":"2027-01-01T00:00:00.000Z","source":"command","reason":"complaint 12""#),
+        "{m}"
+    );
+    send("clear-1", r#"{"kind":"clear_hold","hold":"case-12"}"#);
+    assert_eq!(final_ack("clear-1").status, AckStatus::Done);
+    let m = std::fs::read_to_string(&manifest).unwrap();
+    assert!(
+        m.contains(r#""kind":"release""#) && m.contains(r#""id":"case-12","source":"command""#),
+        "{m}"
+    );
+    let (status, _) = agent.terminate(Duration::from_secs(10)).unwrap();
+    assert!(status.success());
+    let (code, out) = verify_with_key(&storage, &dir.path().join("agent.toml"), &[]).unwrap();
+    assert!(code == 0 || code == 3, "{out}");
 }
