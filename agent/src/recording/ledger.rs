@@ -876,3 +876,85 @@ mod tests {
         assert_eq!(clocks, [ClockSync::Synced, ClockSync::Unsynced]);
     }
 }
+
+#[cfg(test)]
+mod hold_tests {
+    use super::*;
+    use crate::state::CameraCounters;
+    use stationwatch_protocol::manifest::{parse_manifest, MANIFEST_FILE};
+
+    fn hold(id: &str, source: HoldSource) -> Hold {
+        Hold {
+            at: Timestamp::now(),
+            id: id.into(),
+            from: Timestamp::from_unix_ms(0).unwrap(),
+            to: Timestamp::from_unix_ms(60_000).unwrap(),
+            source,
+            reason: "case".into(),
+        }
+    }
+
+    fn sync(jobs: &mpsc::Sender<LedgerJob>, wanted: Vec<Hold>, managed: Vec<HoldSource>) -> usize {
+        let (done, answer) = mpsc::sync_channel(1);
+        jobs.send(LedgerJob::Holds {
+            wanted,
+            managed,
+            done,
+        })
+        .unwrap();
+        answer.recv().unwrap().unwrap()
+    }
+
+    fn start(
+        dir: &Path,
+        key: &Arc<StationKey>,
+    ) -> (mpsc::Sender<LedgerJob>, std::thread::JoinHandle<()>) {
+        let (fin, _) = tokio::sync::mpsc::unbounded_channel();
+        spawn(LedgerConfig {
+            station: StationId::new("S-1").unwrap(),
+            camera: CameraId::new("cam").unwrap(),
+            camera_dir: dir.to_owned(),
+            key: key.clone(),
+            sync_interval: Duration::from_millis(50),
+            counters: CameraCounters::new(),
+            finished: fin,
+            rebooted: false,
+            events: None,
+            clock_synced: || true,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn holds_are_entered_once_and_released_when_no_longer_wanted_across_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = Arc::new(StationKey::generate().unwrap());
+        let all = vec![HoldSource::Config, HoldSource::Command];
+        let (jobs, h) = start(dir.path(), &key);
+        let wanted = vec![
+            hold("config-1", HoldSource::Config),
+            hold("case-7", HoldSource::Command),
+        ];
+        assert_eq!(sync(&jobs, wanted.clone(), all.clone()), 2);
+        assert_eq!(sync(&jobs, wanted, all.clone()), 0, "nothing new");
+        jobs.send(LedgerJob::Shutdown).unwrap();
+        h.join().unwrap();
+        // Restarted with the config hold gone and the holds file unreadable (only config
+        // managed): the config hold is released, the commanded one stays in force.
+        let (jobs, h) = start(dir.path(), &key);
+        assert_eq!(sync(&jobs, vec![], vec![HoldSource::Config]), 1);
+        jobs.send(LedgerJob::Shutdown).unwrap();
+        h.join().unwrap();
+        let m = parse_manifest(&std::fs::read(dir.path().join(MANIFEST_FILE)).unwrap());
+        let holds: Vec<String> = m
+            .entries
+            .iter()
+            .filter_map(|e| match e.body() {
+                EntryBody::Hold(h) => Some(format!("hold {}", h.id)),
+                EntryBody::Release(r) => Some(format!("release {}", r.id)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(holds, ["hold config-1", "hold case-7", "release config-1"]);
+    }
+}

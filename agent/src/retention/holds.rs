@@ -255,3 +255,58 @@ fn entry(id: String, h: &LegalHold, source: HoldSource) -> Hold {
         reason: h.reason.clone(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{TimeZone, Utc};
+
+    fn hold(reason: &str) -> LegalHold {
+        LegalHold {
+            from: Utc.with_ymd_and_hms(2026, 11, 21, 6, 0, 0).unwrap(),
+            to: Utc.with_ymd_and_hms(2026, 11, 22, 6, 0, 0).unwrap(),
+            camera: None,
+            reason: reason.into(),
+        }
+    }
+
+    #[test]
+    fn commanded_holds_survive_a_restart_and_join_configured_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = HoldStore::open(dir.path(), vec![hold("config")]);
+        assert!(!store.set("case-1", hold("complaint 1")).unwrap());
+        assert!(store.set("case-1", hold("complaint 1b")).unwrap());
+        store.set("case-2", hold("complaint 2")).unwrap();
+        assert!(store.clear("case-2").unwrap());
+        assert!(!store.clear("case-2").unwrap());
+        drop(store);
+        let store = HoldStore::open(dir.path(), vec![hold("config")]);
+        let reasons: Vec<String> = store.all().into_iter().map(|h| h.reason).collect();
+        assert_eq!(reasons, ["config", "complaint 1b"]);
+    }
+
+    #[test]
+    fn unreadable_file_fails_closed_until_fixed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(HOLDS_FILE);
+        std::fs::write(&path, b"{not json").unwrap();
+        let store = HoldStore::open(dir.path(), vec![]);
+        assert!(store.error().is_some(), "a broken holds file is an error");
+        assert_eq!(std::fs::read(&path).unwrap(), b"{not json", "left as it is");
+        assert!(store.set("case-1", hold("x")).is_err(), "not overwritten");
+        store.recheck();
+        assert!(store.error().is_some());
+        std::fs::write(&path, b"{}").unwrap();
+        store.recheck();
+        assert_eq!(store.error(), None, "fixed by a person");
+        store.set("case-1", hold("x")).unwrap();
+    }
+
+    #[test]
+    fn configured_hold_ids_are_stable_and_distinct() {
+        let a = config_hold_id(&hold("a"));
+        assert_eq!(a, config_hold_id(&hold("a")));
+        assert_ne!(a, config_hold_id(&hold("b")));
+        assert!(a.starts_with("config-") && a.len() == 23, "{a}");
+    }
+}
