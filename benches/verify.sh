@@ -11,8 +11,11 @@
 # when the disk lacks room.
 #
 # Cases, all on the same files:
-#   a  station-agent verify CAM --public-key KEY  (must exit 0): manifest, chain, signatures,
-#      SHA-256 and size of every file, unlisted files, coverage. Single-threaded.
+#   a  station-agent verify CAM --public-key KEY  (must exit 0, verdict OK): manifest, chain,
+#      signatures, SHA-256 and size of every file, unlisted files, coverage. Single-threaded.
+#   w  station-agent verify CAM --witness WITNESS (must exit 0): the same, with the trusted key
+#      taken from a controller witness file that also holds one witnessed head per segment
+#      (4,320 heads for 72 h), each checked against the manifest (verify-fixture --witness).
 #   b  find CAM -name '*.ts' -print0 | xargs -0 sha256sum >/dev/null  (one process at a time)
 #   c  the same with xargs -P2 -n 100 (two sha256sum processes, 100 files each): what 2 cores can hash; verify
 #      does not use a second core today, so (a) compares with (b), (c) is the 2-core ceiling.
@@ -112,7 +115,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 echo "verify.sh: writing $SEGMENTS x $SEGMENT_BYTES bytes ($(( TOTAL / 1000000 )) MB) to $WORK/big" >&2
-KEY=$("$FIXTURE" --out "$WORK/big" --segments "$SEGMENTS" --segment-bytes "$SEGMENT_BYTES")
+KEY=$("$FIXTURE" --out "$WORK/big" --segments "$SEGMENTS" --segment-bytes "$SEGMENT_BYTES" --witness "$WORK/witness.json")
 "$FIXTURE" --out "$WORK/small" --segments "$SEGMENTS" --segment-bytes "$SMALL_BYTES" --seed 2 >"$WORK/small.key"
 SMALL_KEY=$(cat "$WORK/small.key")
 sync
@@ -120,6 +123,7 @@ sync
 # --- how to measure ------------------------------------------------------------------------------
 # Each case is a function taking the camera folder and key; it leaves its output in $WORK/out.
 case_verify() { "$AGENT" verify "$1" --public-key "$2" >"$WORK/out" 2>&1; }
+case_verify_witness() { "$AGENT" verify "$1" --witness "$WORK/witness.json" >"$WORK/out" 2>&1; }
 case_sha() { find "$1" -name '*.ts' -print0 | xargs -0 sha256sum >"$WORK/out"; }
 # 100 files a process (fewer for small fixtures) so that the two processes share the work.
 XARGS_N=$(( SEGMENTS / 8 < 1 ? 1 : SEGMENTS / 8 > 100 ? 100 : SEGMENTS / 8 ))
@@ -233,7 +237,9 @@ SMALL=$WORK/small/cam1
 HAVE_OPENSSL=0
 command -v openssl >/dev/null && HAVE_OPENSSL=1
 
-CASES=("a|station-agent verify|case_verify" "b|sha256sum (xargs, 1 process)|case_sha"
+CASES=("a|station-agent verify --public-key|case_verify"
+    "w|station-agent verify --witness (one head per segment)|case_verify_witness"
+    "b|sha256sum (xargs, 1 process)|case_sha"
     "c|sha256sum (xargs -P2 -n $XARGS_N)|case_sha_p2")
 if [ "$HAVE_OPENSSL" = 1 ]; then CASES+=("d|openssl dgst -sha256 (xargs)|case_openssl"); fi
 CASES+=("e|cat >/dev/null (xargs): reading only|case_cat")
@@ -247,6 +253,10 @@ for c in "${CASES[@]}"; do
     if [ "$id" = a ]; then
         VERIFY_LINE=$(grep -m1 'files hashed' "$WORK/best.out" || true)
         VERIFY_WARM=$W_REAL
+    fi
+    if [ "$id" = w ]; then
+        WITNESS_LINE=$(grep -m1 'witness ' "$WORK/best.out" || true)
+        VERIFY_WITNESS_WARM=$W_REAL
     fi
     if [ "$id" = b ]; then SHA_WARM=$W_REAL; fi
 done
@@ -286,6 +296,7 @@ echo
 echo "verify's own line (warm, best run): ${VERIFY_LINE# }"
 if [ -n "${VERIFY_COLD_LINE:-}" ]; then echo "verify's own line (cold, best run): ${VERIFY_COLD_LINE# }"; fi
 echo "verify's own line (${SMALL_BYTES} B files): ${SMALL_LINE# }"
+echo "with the witness file ($(( $(stat -c %s "$WORK/witness.json") / 1000 )) kB): ${WITNESS_LINE# }; warm ${VERIFY_WITNESS_WARM} s against ${VERIFY_WARM} s with --public-key"
 
 # Extrapolation to a real archive: fixed cost (measured on the small files) + bytes / byte rate
 # (the big run minus the fixed cost).

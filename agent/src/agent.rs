@@ -85,6 +85,14 @@ pub async fn run(
     ));
 
     let mut cams = spawn_cameras(&config, &ctx, &shutdown)?;
+    // Holds in force are entered in each camera's manifest (and a broken holds file reported)
+    // before anything may be deleted.
+    holds.attach(
+        cams.iter()
+            .map(|c| (c.id.clone(), c.ledger.clone()))
+            .collect(),
+        ctx.events.clone(),
+    );
     let lives = spawn_live(&config, &ctx, &cams, &overrides, &shutdown);
     let (retention, disk) = spawn_retention(&config, &ctx, &cams, &holds, &shutdown);
     let link_stop = CancellationToken::new();

@@ -11,7 +11,6 @@
 //! * `link/`: the link to the controller: MQTT, outbox, health reports, commands.
 //! * `station/`: the station's key, system facts, systemd notifications.
 //! * `config/`: the config file, validated.
-//! * `verify`: offline verification of recorded folders.
 //! * leaves shared by several folders: `disk` (directory fsync, durable JSON, the disk reserve),
 //!   `elements` (GStreamer build error, RTSP source), `state` (per-camera counters), `backoff`.
 
@@ -27,7 +26,6 @@ pub(crate) mod recording;
 pub(crate) mod retention;
 pub(crate) mod state;
 pub(crate) mod station;
-pub mod verify;
 
 // What the binary (`bin/station-agent.rs`) uses; everything else is internal.
 pub use agent::run;

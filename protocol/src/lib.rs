@@ -8,5 +8,6 @@ pub mod config_reader;
 pub mod ids;
 pub mod manifest;
 pub mod mqtt;
+pub mod trust;
 
 pub use ids::{CameraId, IdError, StationId};

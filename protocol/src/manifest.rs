@@ -19,6 +19,7 @@ mod coverage;
 mod entry;
 mod hash;
 mod key;
+mod naming;
 mod problem;
 mod read;
 mod time;
@@ -31,11 +32,13 @@ pub use coverage::{
     coverage, Coverage, CoveredGap, CoveredSegment, DeletedSegment, Span, UncleanStart,
 };
 pub use entry::{
-    sign_entry, Chain, Deleted, DeletionPolicy, Entry, EntryBody, EntryKind, FileNameError, Gap,
-    GapReason, Segment, SegmentFile, SignError, SignedEntry, Start, Stop,
+    sign_entry, Chain, ClockSync, Deleted, DeletionPolicy, Entry, EntryBody, EntryKind,
+    FileNameError, Gap, GapReason, Hold, HoldSource, Open, Release, Segment, SegmentFile,
+    SignError, SignedEntry, Start, Stop, MAX_HOLD_ID_LEN,
 };
 pub use hash::{Hash256, HashParseError};
 pub use key::{Fingerprint, KeyError, PublicKey, StationKey};
+pub use naming::{segment_start_from_name, SEGMENT_EXT};
 pub use problem::{DeletionFault, LineError, Problem};
 pub use read::{
     parse_line, parse_manifest, resume_point, ParsedManifest, ResumeError, ResumePoint,
@@ -43,10 +46,19 @@ pub use read::{
 pub use time::{Timestamp, TimestampError};
 pub use verify::{
     check_head, check_segment_file, check_segment_in_dir, present_segments, verify_chain,
+    verify_chain_keys,
 };
 
-/// The schema version written in every entry's `v` field.
-pub const SCHEMA_VERSION: u64 = 1;
+/// Decodes a signature written as 128 lowercase hex characters.
+pub(crate) fn decode_sig_hex(s: &str) -> Option<[u8; 64]> {
+    hash::decode_lower_hex::<64>(s).ok()
+}
+
+/// The schema version written in every new entry's `v` field.
+pub const SCHEMA_VERSION: u64 = 2;
+
+/// The oldest schema version still read and verified (manifests written by older agents).
+pub const MIN_SCHEMA_VERSION: u64 = 1;
 
 /// The `prev` value of the first entry (seq 0): 32 zero bytes, i.e. 64 `0` characters.
 pub const GENESIS_PREV: Hash256 = Hash256::ZERO;

@@ -252,3 +252,24 @@ pub fn assert_clean_stop_in_manifest(storage: &Path, camera: &str) -> Result<()>
     }
     Ok(())
 }
+
+/// The station's public key (64 hex characters), as `station-agent key --config CONFIG` prints
+/// it: what a reader passes to `verify --public-key`.
+pub fn station_public_key(config: &Path) -> Result<String> {
+    let (status, out, err) = agent_command(&["key", "--config", config.to_str().unwrap_or("")])?;
+    anyhow::ensure!(status.success(), "station-agent key failed: {err}");
+    out.lines()
+        .find_map(|l| l.strip_prefix("public key"))
+        .map(|k| k.trim().to_owned())
+        .context("station-agent key printed no public key")
+}
+
+/// `station-agent verify PATH --public-key <the station's key> EXTRA...`: (exit code, stdout +
+/// stderr). Exit codes: 0 OK, 3 OK_WITH_GAPS, 4 UNTRUSTED, 5 FAILED.
+pub fn verify_with_key(path: &Path, config: &Path, extra: &[&str]) -> Result<(i32, String)> {
+    let key = station_public_key(config)?;
+    let mut args = vec!["verify", path.to_str().unwrap_or(""), "--public-key", &key];
+    args.extend_from_slice(extra);
+    let (status, out, err) = agent_command(&args)?;
+    Ok((status.code().unwrap_or(-1), format!("{out}{err}")))
+}

@@ -1,6 +1,8 @@
 //! Tamper-evidence end to end: record with the real agent, then change the recordings the ways
 //! an adversary (or a broken disk) would, and check that `station-agent verify` says so, names
-//! the problem, and exits non-zero. The untouched recording verifies with exit status 0.
+//! the problem, and exits FAILED (5). The untouched recording verifies with the station's key
+//! (OK_WITH_GAPS, 3: the crash between the two runs is a signed gap); without a key it is only
+//! UNTRUSTED (4).
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -69,7 +71,18 @@ fn copy_of_golden() -> (tempfile::TempDir, PathBuf) {
     (tmp, cam)
 }
 
+/// Verify exit statuses.
+const OK_WITH_GAPS: i32 = 3;
+const UNTRUSTED: i32 = 4;
+const FAILED: i32 = 5;
+
+/// `verify` with the station's key: (accepted = OK or OK_WITH_GAPS, output).
 fn verify(path: &Path, extra: &[&str]) -> (bool, String) {
+    let (code, out) = verify_code(path, extra);
+    (code == 0 || code == OK_WITH_GAPS, out)
+}
+
+fn verify_code(path: &Path, extra: &[&str]) -> (i32, String) {
     let (_, key) = golden();
     let mut args = vec![
         "verify",
@@ -79,7 +92,7 @@ fn verify(path: &Path, extra: &[&str]) -> (bool, String) {
     ];
     args.extend_from_slice(extra);
     let (status, out, err) = agent_command(&args).unwrap();
-    (status.success(), format!("{out}{err}"))
+    (status.code().unwrap_or(-1), format!("{out}{err}"))
 }
 
 fn seg_files(cam: &Path) -> Vec<PathBuf> {
@@ -95,8 +108,8 @@ fn rel(cam: &Path, p: &Path) -> String {
 }
 
 fn assert_detected(cam: &Path, needles: &[&str]) {
-    let (ok, out) = verify(cam, &[]);
-    assert!(!ok, "verify accepted a tampered recording:\n{out}");
+    let (code, out) = verify_code(cam, &[]);
+    assert_eq!(code, FAILED, "verify accepted a tampered recording:\n{out}");
     assert!(out.contains("FAILED"), "{out}");
     for n in needles {
         assert!(out.contains(n), "{n:?} not reported:\n{out}");
@@ -118,10 +131,12 @@ fn untouched_recording_verifies_and_explains_the_crash() {
     );
     assert!(out.contains("after an unclean stop"), "{out}");
     assert!(!out.contains("MISSING"), "{out}");
-    // Without a key the chain still verifies, but the output says the key is unanchored.
+    assert!(out.contains("verdict   OK_WITH_GAPS"), "{out}");
+    // Without a key the chain is consistent, but nothing says who signed it: never OK.
     let (status, out, _) = agent_command(&["verify", dir.join("rec").to_str().unwrap()]).unwrap();
-    assert!(status.success(), "{out}");
+    assert_eq!(status.code(), Some(UNTRUSTED), "{out}");
     assert!(out.contains("taken from the manifest itself"), "{out}");
+    assert!(out.contains("verdict   UNTRUSTED"), "{out}");
 }
 
 #[test]
@@ -342,14 +357,15 @@ fn chain_resigned_with_another_key_is_detected() {
         lines.push(signed.line().to_owned());
     }
     write_lines(&cam, &lines);
-    // Self-consistent: without the station's key it looks fine...
+    // Self-consistent: without the station's key it is UNTRUSTED (never OK)...
     let (status, out, _) = agent_command(&["verify", cam.to_str().unwrap()]).unwrap();
-    assert!(status.success(), "{out}");
+    assert_eq!(status.code(), Some(UNTRUSTED), "{out}");
+    assert!(out.contains("verdict   UNTRUSTED"), "{out}");
     assert!(
         out.contains(&forger.public().fingerprint().to_string()),
         "{out}"
     );
-    // ...but not against the station's registered key.
+    // ...and FAILED against the station's registered key.
     assert_detected(
         &cam,
         &[

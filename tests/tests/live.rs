@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use stationwatch_protocol::manifest::Timestamp;
 use stationwatch_protocol::mqtt::{decode_ack, decode_event, decode_health, AckStatus, EventKind};
-use stationwatch_tests::agent_process::{agent_command, wait_segment_after, AgentProcess};
+use stationwatch_tests::agent_process::{verify_with_key, wait_segment_after, AgentProcess};
 use stationwatch_tests::mosquitto::{have_mosquitto, publish, Broker, BrokerOpts, Subscriber};
 use stationwatch_tests::netns::{Link, FAR_ADDR};
 use stationwatch_tests::srt::{have_srt_live_transmit, SrtReceiver};
@@ -66,10 +66,12 @@ fn agent_config(storage: &Path, live: &str, target: &str, extra: &str) -> String
     )
 }
 
-/// `station-agent verify` passes and reports the whole window recorded, without a gap entry.
+/// `station-agent verify` with the station's key says OK and reports the whole window recorded,
+/// without a gap entry.
 fn assert_gapless(storage: &Path) {
-    let (st, out, err) = agent_command(&["verify", storage.to_str().unwrap()]).unwrap();
-    assert!(st.success(), "verify failed:\n{out}{err}");
+    let config = storage.parent().unwrap().join("agent.toml");
+    let (code, out) = verify_with_key(storage, &config, &[]).unwrap();
+    assert_eq!(code, 0, "verify failed:\n{out}");
     assert!(!out.contains("  gap "), "recording gap:\n{out}");
     assert!(out.contains("(100.00 %)"), "not fully recorded:\n{out}");
     eprintln!(

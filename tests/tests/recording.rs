@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use stationwatch_tests::agent_process::{
     agent_command, assert_clean_stop_in_manifest, config, manifest_entries, segments,
-    wait_segment_after, AgentProcess, SegmentFile,
+    verify_with_key, wait_segment_after, AgentProcess, SegmentFile,
 };
 use stationwatch_tests::{
     ffprobe_decodable_frames, ffprobe_packets, ffprobe_video_codec, free_port, have_binary,
@@ -188,8 +188,8 @@ fn gapless_closed_on_sigterm_and_in_manifest(source: &str) {
     assert!(agent.log().contains("segment finished"));
     // The segment closed by SIGTERM is entered, not left "pending" for verify to excuse.
     assert_clean_stop_in_manifest(&storage, "cam").unwrap();
-    let (status, out, err) = agent_command(&["verify", storage.to_str().unwrap()]).unwrap();
-    assert!(status.success(), "verify failed:\n{out}\n{err}");
+    let (code, out) = verify_with_key(&storage, &dir.path().join("agent.toml"), &[]).unwrap();
+    assert_eq!(code, 0, "verify with the station's key is not OK:\n{out}");
 }
 
 #[test]
@@ -613,8 +613,9 @@ fn restart_crash_and_power_loss_are_entered_as_gaps_with_their_reason() {
         "{gaps:?}"
     );
     assert_clean_stop_in_manifest(&storage, "cam").unwrap();
-    let (status, out, err) = agent_command(&["verify", storage.to_str().unwrap()]).unwrap();
-    assert!(status.success(), "verify failed:\n{out}\n{err}");
+    // Every missing moment is explained by a signed gap: OK_WITH_GAPS (exit 3).
+    let (code, out) = verify_with_key(&storage, &dir.path().join("agent.toml"), &[]).unwrap();
+    assert_eq!(code, 3, "verify is not OK_WITH_GAPS:\n{out}");
     for reason in ["agent_restart", "crash", "power_loss"] {
         assert!(
             out.contains(reason),

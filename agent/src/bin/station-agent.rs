@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use station_agent::AgentConfig;
+use stationwatch_verify::cli::{VerifyArgs, VERDICT_HELP};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -39,24 +40,11 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
-    /// Verify recordings offline: hashes, chain, signatures, and coverage of a time window.
-    /// Exit status 0 only when everything checks.
-    Verify {
-        /// A recordings folder (one folder per camera) or one camera's folder.
-        path: PathBuf,
-        /// The station's public key (64 hex characters or SPKI PEM), or a file holding it.
-        #[arg(long)]
-        public_key: Option<String>,
-        /// Window start (RFC 3339, e.g. 2026-11-21T06:00:00Z); default: first recorded time.
-        #[arg(long)]
-        from: Option<String>,
-        /// Window end (RFC 3339); default: last recorded time.
-        #[arg(long)]
-        to: Option<String>,
-        /// Only this camera.
-        #[arg(long)]
-        camera: Option<String>,
-    },
+    /// Verify recordings offline against keys and witnesses from outside the station: hashes,
+    /// chain, signatures, witnessed heads, foreign files and the coverage of a time window.
+    /// Ends with one verdict; its exit status is listed below.
+    #[command(after_help = VERDICT_HELP)]
+    Verify(VerifyArgs),
 }
 
 fn main() -> ExitCode {
@@ -66,13 +54,7 @@ fn main() -> ExitCode {
         Command::Run { config } => run(&config),
         Command::Check { config } => check(&config),
         Command::Key { config } => key(&config),
-        Command::Verify {
-            path,
-            public_key,
-            from,
-            to,
-            camera,
-        } => verify(&path, public_key, from, to, camera),
+        Command::Verify(args) => verify(&args),
     };
     match result {
         Ok(code) => code,
@@ -172,45 +154,11 @@ fn key(path: &std::path::Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn verify(
-    path: &std::path::Path,
-    public_key: Option<String>,
-    from: Option<String>,
-    to: Option<String>,
-    camera: Option<String>,
-) -> anyhow::Result<ExitCode> {
-    use stationwatch_protocol::manifest::{PublicKey, Timestamp};
-    let public_key = public_key
-        .map(|k| {
-            // A file holding the key, or the key itself.
-            let text = std::fs::read_to_string(&k).unwrap_or(k);
-            PublicKey::from_text(&text).context("--public-key")
-        })
-        .transpose()?;
-    let time = |s: Option<String>, what: &str| {
-        s.map(|s| {
-            chrono::DateTime::parse_from_rfc3339(&s)
-                .map_err(|e| anyhow::anyhow!("--{what} {s:?} is not an RFC 3339 time: {e}"))
-                .and_then(|t| {
-                    Timestamp::from_datetime(t.with_timezone(&chrono::Utc))
-                        .map_err(|e| anyhow::anyhow!("--{what} {s:?}: {e}"))
-                })
-        })
-        .transpose()
-    };
-    let opts = station_agent::verify::VerifyOptions {
-        public_key,
-        from: time(from, "from")?,
-        to: time(to, "to")?,
-        camera,
-    };
-    let reports = station_agent::verify::verify(path, &opts)?;
-    print!("{}", station_agent::verify::render(&reports));
-    Ok(if reports.iter().all(|r| r.ok()) {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
+    let opts = args.options()?;
+    let report = stationwatch_verify::verify(&args.path, &opts)?;
+    print!("{}", stationwatch_verify::render(&report));
+    Ok(ExitCode::from(report.verdict.exit_code()))
 }
 
 fn run(path: &std::path::Path) -> anyhow::Result<ExitCode> {

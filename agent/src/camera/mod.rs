@@ -97,6 +97,7 @@ pub fn spawn(
             finished: ctx.finished.clone(),
             rebooted: ctx.rebooted,
             events: ctx.events.clone(),
+            clock_synced: crate::recording::ledger::kernel_clock_synced,
         },
         ctx.storage.segment,
         writer_tx,

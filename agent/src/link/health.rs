@@ -128,6 +128,7 @@ impl HealthCollector {
         }
         h.uplink = uplink(&self.cameras);
         let status = self.disk.borrow().clone();
+        h.holds_file_error = status.holds_file_error.clone();
         if let Some(space) = sysinfo::disk_space(&self.storage) {
             h.disk = Some(DiskHealth {
                 free_bytes: space.free_bytes,

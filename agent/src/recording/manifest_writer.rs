@@ -34,6 +34,14 @@ pub struct PreviousRun {
     pub timeline_end: Option<Timestamp>,
     /// Every segment file name the manifest lists (present or deleted).
     pub listed_files: std::collections::HashSet<String>,
+    /// Files announced by an `open` entry that no `segment` entry closed and no `stop` followed,
+    /// with the announcement's time: the only files the agent may adopt after an unclean stop.
+    pub announced: std::collections::HashMap<String, Timestamp>,
+    /// The manifest was continued and its last entry is not `stop`: the previous run ended
+    /// uncleanly (crash, SIGKILL, power cut). Only then are announced files adopted.
+    pub unclean_stop: bool,
+    /// Legal holds in force at the end of the manifest (`hold` entries not yet released).
+    pub holds: std::collections::HashMap<String, stationwatch_protocol::manifest::Hold>,
     /// Set when the old manifest could not be continued and was moved aside.
     pub moved_aside: Option<PathBuf>,
 }
@@ -69,9 +77,26 @@ impl ManifestWriter {
         let (chain, truncate_to) = match resume_point(&bytes, station, camera) {
             Ok(rp) => {
                 previous.restart_reason = rp.restart_reason();
+                previous.unclean_stop = previous.restart_reason == Some(GapReason::Crash);
                 for e in parse_manifest(&bytes).entries {
-                    if let EntryBody::Segment(s) = e.body() {
-                        previous.listed_files.insert(s.file.as_str().to_owned());
+                    match e.body() {
+                        EntryBody::Segment(s) => {
+                            previous.listed_files.insert(s.file.as_str().to_owned());
+                            previous.announced.remove(s.file.as_str());
+                        }
+                        EntryBody::Open(o) => {
+                            previous.announced.insert(o.file.as_str().to_owned(), o.at);
+                        }
+                        // After a clean stop nothing is being written: an announcement it did not
+                        // close is dead (the file was never created, or was empty).
+                        EntryBody::Stop(_) => previous.announced.clear(),
+                        EntryBody::Hold(h) => {
+                            previous.holds.insert(h.id.clone(), h.clone());
+                        }
+                        EntryBody::Release(r) => {
+                            previous.holds.remove(&r.id);
+                        }
+                        _ => {}
                     }
                     // The last entry may be `stop`: the timeline ends with the last span.
                     if let Some((_, end)) = e.body().span() {
@@ -81,6 +106,12 @@ impl ManifestWriter {
                 (rp.chain, rp.truncate_to)
             }
             Err(e) => {
+                // Files the damaged manifest lists are not foreign, but nothing is adopted.
+                for entry in parse_manifest(&bytes).entries {
+                    if let EntryBody::Segment(s) = entry.body() {
+                        previous.listed_files.insert(s.file.as_str().to_owned());
+                    }
+                }
                 // The last complete line is not a valid entry of this camera: damaged or
                 // tampered with. Never append to it and never lose it: keep it for the
                 // investigators and start a new chain (the verifier shows the break).

@@ -27,13 +27,14 @@ use chrono::{DateTime, Utc};
 use gst::glib;
 use gst::prelude::*;
 use gst_app::AppSink;
-use stationwatch_protocol::manifest::GapReason;
+use stationwatch_protocol::manifest::{GapReason, SegmentFile};
 use stationwatch_protocol::CameraId;
 use tokio::sync::mpsc::UnboundedSender;
-use tracing::{debug, error};
+use tracing::{debug, error, info};
 
 use crate::recording::ledger::{LedgerConfig, LedgerJob};
-use crate::recording::segment::{segment_path, CloseReason, SegmentFinished, SEGMENT_EXT};
+use crate::recording::segment::{segment_path, CloseReason, SegmentFinished};
+use stationwatch_protocol::manifest::SEGMENT_EXT;
 
 /// Keyframes this close before the target length still end the segment, so timestamp jitter on
 /// network cameras does not push every split one GOP later.
@@ -49,8 +50,19 @@ pub enum WriterEvent {
     WriteFailed { reason: GapReason, detail: String },
 }
 
-/// Creates a new segment file, never overwriting: a clash (clock stepped back) gets a suffix.
-fn create_segment_file(camera_dir: &Path, start: DateTime<Utc>) -> io::Result<(File, PathBuf)> {
+/// How long the streaming thread waits for the ledger to make a file's announcement durable
+/// before creating the file anyway (recording never waits on the manifest for longer; the
+/// `open` entry is then written late, still ahead of the segment's entry).
+const ANNOUNCE_TIMEOUT: Duration = Duration::from_millis(1500);
+
+/// Creates a new segment file, never overwriting (a clash, e.g. the clock stepped back, gets a
+/// `.N` suffix), after `announce` made the name's `open` entry durable. `announce` answers
+/// whether it did; the result says which name was announced durably.
+fn create_segment_file(
+    camera_dir: &Path,
+    start: DateTime<Utc>,
+    mut announce: impl FnMut(&SegmentFile) -> bool,
+) -> io::Result<(File, PathBuf, SegmentFile, bool)> {
     let base = segment_path(camera_dir, start);
     if let Some(dir) = base.parent() {
         std::fs::create_dir_all(dir)?;
@@ -61,8 +73,18 @@ fn create_segment_file(camera_dir: &Path, start: DateTime<Utc>) -> io::Result<(F
         } else {
             base.with_extension(format!("{n}.{SEGMENT_EXT}"))
         };
+        if path.exists() {
+            continue;
+        }
+        let rel = path
+            .strip_prefix(camera_dir)
+            .ok()
+            .and_then(Path::to_str)
+            .and_then(|r| SegmentFile::new(r).ok())
+            .ok_or_else(|| io::Error::other(format!("bad segment name {}", path.display())))?;
+        let durable = announce(&rel);
         match OpenOptions::new().write(true).create_new(true).open(&path) {
-            Ok(f) => return Ok((f, path)),
+            Ok(f) => return Ok((f, path, rel, durable)),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(e),
         }
@@ -71,6 +93,22 @@ fn create_segment_file(camera_dir: &Path, start: DateTime<Utc>) -> io::Result<(F
         io::ErrorKind::AlreadyExists,
         format!("100 segment files already start at {start}"),
     ))
+}
+
+/// Asks the ledger to enter `file`'s `open` entry durably and waits (at most
+/// [`ANNOUNCE_TIMEOUT`]) for the answer.
+fn announce(jobs: &mpsc::Sender<LedgerJob>, file: &SegmentFile) -> bool {
+    let (done, answer) = mpsc::sync_channel(1);
+    if jobs
+        .send(LedgerJob::Announce {
+            file: file.clone(),
+            done,
+        })
+        .is_err()
+    {
+        return false;
+    }
+    answer.recv_timeout(ANNOUNCE_TIMEOUT).unwrap_or(false)
 }
 
 struct OpenSegment {
@@ -95,6 +133,7 @@ pub struct SegmentWriter {
     failed_at: Option<gst::ClockTime>,
     jobs: mpsc::Sender<LedgerJob>,
     events: UnboundedSender<WriterEvent>,
+    announce_stats: AnnounceStats,
 }
 
 /// A frame's worth of packets with its timing, as seen by the writer.
@@ -121,7 +160,6 @@ impl SegmentWriter {
                 Some(cur) => p.rt + SPLIT_TOLERANCE >= cur.start_rt + self.segment_len,
             };
             if due {
-                self.close(p.utc, CloseReason::Rotated);
                 self.open(p.rt, p.utc);
             }
         }
@@ -148,12 +186,39 @@ impl SegmentWriter {
         }
     }
 
+    /// Closes the open segment (if any) at `utc` and opens the next one there. The next file's
+    /// `open` entry is made durable first, while the previous file is still open, so the ledger
+    /// answers at once instead of after hashing the finished segment.
     fn open(&mut self, rt: gst::ClockTime, utc: DateTime<Utc>) {
-        match create_segment_file(&self.camera_dir, utc) {
-            Ok((file, path)) => {
-                debug!(camera = %self.camera, path = %path.display(), "segment opened");
+        let t0 = std::time::Instant::now();
+        let jobs = self.jobs.clone();
+        let mut closed = false;
+        let created = create_segment_file(&self.camera_dir, utc, |file| {
+            let durable = announce(&jobs, file);
+            if !closed {
+                closed = true;
+                // The announcement is durable: finish the previous segment.
+                if let Some(cur) = self.current.take() {
+                    send_finish(&self.camera, &jobs, cur, utc, CloseReason::Rotated);
+                }
+            }
+            durable
+        });
+        // Creation failed before anything was announced: the previous segment still ends here.
+        if let Some(cur) = self.current.take() {
+            send_finish(&self.camera, &jobs, cur, utc, CloseReason::Rotated);
+        }
+        match created {
+            Ok((file, path, rel, durable)) => {
+                let waited = t0.elapsed();
+                self.announce_stats.record(waited);
+                debug!(camera = %self.camera, path = %path.display(), announce_us = waited.as_micros() as u64, durable, "segment opened");
                 if let Ok(clone) = file.try_clone() {
-                    let _ = self.jobs.send(LedgerJob::Opened(clone, utc));
+                    let _ = self.jobs.send(LedgerJob::Opened {
+                        file: clone,
+                        start: utc,
+                        unannounced: (!durable).then_some(rel),
+                    });
                 }
                 let _ = self.events.send(WriterEvent::Opened(path.clone()));
                 self.failed_at = None;
@@ -215,21 +280,44 @@ impl SegmentWriter {
     }
 
     fn close(&mut self, end: DateTime<Utc>, closed: CloseReason) {
-        let Some(cur) = self.current.take() else {
-            return;
-        };
-        let done = SegmentFinished {
-            camera: self.camera.clone(),
-            path: cur.path,
-            start: cur.start,
-            end: end.max(cur.start),
-            bytes: cur.bytes,
-            closed,
-            sha256: None,
-        };
-        let _ = self
-            .jobs
-            .send(LedgerJob::Finish(Box::new((cur.file, done))));
+        if let Some(cur) = self.current.take() {
+            send_finish(&self.camera, &self.jobs, cur, end, closed);
+        }
+    }
+}
+
+fn send_finish(
+    camera: &CameraId,
+    jobs: &mpsc::Sender<LedgerJob>,
+    cur: OpenSegment,
+    end: DateTime<Utc>,
+    closed: CloseReason,
+) {
+    let done = SegmentFinished {
+        camera: camera.clone(),
+        path: cur.path,
+        start: cur.start,
+        end: end.max(cur.start),
+        bytes: cur.bytes,
+        closed,
+        sha256: None,
+    };
+    let _ = jobs.send(LedgerJob::Finish(Box::new((cur.file, done))));
+}
+
+/// How long opening a segment held up the streaming thread (announcement + creation).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct AnnounceStats {
+    pub count: u64,
+    pub total: Duration,
+    pub max: Duration,
+}
+
+impl AnnounceStats {
+    fn record(&mut self, d: Duration) {
+        self.count += 1;
+        self.total += d;
+        self.max = self.max.max(d);
     }
 }
 
@@ -266,6 +354,7 @@ impl Recorder {
             failed_at: None,
             jobs: jobs.clone(),
             events,
+            announce_stats: AnnounceStats::default(),
         };
         Ok(Self {
             writer: Arc::new(Mutex::new(writer)),
@@ -327,7 +416,20 @@ impl Recorder {
     /// Closes the open segment and waits until every finished segment is durable, entered and
     /// announced, and the manifest says `stop`.
     pub fn shutdown(mut self) {
-        self.lock().finish();
+        let stats = {
+            let mut w = self.lock();
+            w.finish();
+            w.announce_stats
+        };
+        if stats.count > 0 {
+            info!(
+                camera = %self.camera,
+                segments_opened = stats.count,
+                mean_open_us = (stats.total / stats.count as u32).as_micros() as u64,
+                max_open_us = stats.max.as_micros() as u64,
+                "time the streaming thread spent opening segments (durable announcement + creation)"
+            );
+        }
         let _ = self.jobs.send(LedgerJob::Shutdown);
         if let Some(handle) = self.ledger.take() {
             if handle.join().is_err() {
@@ -407,6 +509,7 @@ mod tests {
             finished: fin,
             rebooted: false,
             events: None,
+            clock_synced: || true,
         }
     }
 
@@ -485,8 +588,25 @@ mod tests {
             .iter()
             .map(|e| format!("{:?}", e.body().kind()))
             .collect();
-        assert_eq!(kinds, ["Start", "Segment", "Segment", "Segment", "Stop"]);
-        for (e, s) in m.entries[1..4].iter().zip(&segs) {
+        // Each file is announced (durably) before it is created, and the next one is announced
+        // before the previous one is entered.
+        assert_eq!(
+            kinds,
+            ["Start", "Open", "Open", "Segment", "Open", "Segment", "Segment", "Stop"]
+        );
+        let key = m.entries[0].body().clone();
+        let EntryBody::Start(start) = key else {
+            unreachable!()
+        };
+        assert_eq!(
+            stationwatch_protocol::manifest::verify_chain(&m.entries, &start.key),
+            []
+        );
+        let segments = m
+            .entries
+            .iter()
+            .filter(|e| matches!(e.body(), EntryBody::Segment(_)));
+        for (e, s) in segments.zip(&segs) {
             let EntryBody::Segment(entry) = e.body() else {
                 unreachable!()
             };

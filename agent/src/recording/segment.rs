@@ -1,15 +1,12 @@
 //! What a segment is, independent of who writes or reads it: its file name (start time in UTC),
-//! and what finishing one reports. A leaf shared by the recorder, the ledger, retention and
-//! `verify`.
+//! and what finishing one reports. A leaf shared by the recorder, the ledger and retention. The
+//! name's format (and reading a start back from it) is protocol's `manifest::naming`.
 
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
-use stationwatch_protocol::manifest::Hash256;
+use stationwatch_protocol::manifest::{Hash256, SEGMENT_EXT};
 use stationwatch_protocol::CameraId;
-
-/// File extension of recorded segments.
-pub const SEGMENT_EXT: &str = "ts";
 
 /// Why a segment was closed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -46,12 +43,4 @@ pub fn segment_path(camera_dir: &Path, start: DateTime<Utc>) -> PathBuf {
             "{}.{SEGMENT_EXT}",
             start.format("%Y%m%dT%H%M%S%.3fZ")
         ))
-}
-
-/// The UTC start time encoded in a segment's file name (`YYYYMMDDTHHMMSS.mmmZ[.n].ts`).
-pub fn segment_start_from_name(path: &Path) -> Option<DateTime<Utc>> {
-    let name = path.file_name()?.to_str()?;
-    let stamp = name.get(..19)?;
-    let naive = chrono::NaiveDateTime::parse_from_str(stamp, "%Y%m%dT%H%M%S%.3f").ok()?;
-    (name.get(19..20) == Some("Z")).then(|| naive.and_utc())
 }

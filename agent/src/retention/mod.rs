@@ -43,6 +43,8 @@ pub struct DiskStatus {
     pub exhausted: bool,
     /// Files deleted by policy since the agent started.
     pub deleted_files: u64,
+    /// The legal holds file cannot be used: nothing is deleted by policy (holds fail closed).
+    pub holds_file_error: Option<String>,
 }
 
 /// One camera as retention sees it.
@@ -110,7 +112,15 @@ impl Retention {
     /// One pass: delete what policy requires, then update the status.
     pub fn pass(&self) {
         let now = Utc::now();
-        let mut candidates = self.candidates(now);
+        self.holds.recheck();
+        let holds_error = self.holds.error();
+        // Holds fail closed: while the holds file cannot be read, nothing is deleted by policy
+        // (a court may have ordered any of it kept). Recording goes on; a full disk is a gap.
+        let mut candidates = if holds_error.is_some() {
+            Vec::new()
+        } else {
+            self.candidates(now)
+        };
         let mut deleted = 0u64;
 
         if let Some(days) = self.cfg.delete_after_days {
@@ -181,6 +191,7 @@ impl Retention {
             s.floor_bytes = floor;
             s.exhausted = exhausted;
             s.deleted_files += deleted;
+            s.holds_file_error = holds_error;
         });
     }
 

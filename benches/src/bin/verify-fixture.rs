@@ -19,9 +19,10 @@ use std::time::Instant;
 use anyhow::{bail, ensure, Context, Result};
 use clap::Parser;
 use stationwatch_protocol::manifest::{
-    sign_entry, Chain, EntryBody, Hash256, Segment, SegmentFile, Start, StationKey, Stop,
-    Timestamp, MANIFEST_FILE,
+    sign_entry, Chain, ClockSync, EntryBody, Hash256, Open, Segment, SegmentFile, Start,
+    StationKey, Stop, Timestamp, MANIFEST_FILE,
 };
+use stationwatch_protocol::trust::{RegisteredKey, Signed, Witness, WitnessedHead};
 use stationwatch_protocol::{CameraId, StationId};
 
 #[derive(Debug, Parser)]
@@ -52,6 +53,12 @@ struct Args {
     /// Writer threads (default: the number of CPUs).
     #[arg(long)]
     threads: Option<usize>,
+    /// Also write a controller witness file here (`stationwatch-witness` JSON, signed with a
+    /// fresh controller key): the station's key as registered and one witnessed head after
+    /// every segment entry, as a controller receiving health reports would have stored them.
+    /// Its controller public key is printed on stderr.
+    #[arg(long)]
+    witness: Option<PathBuf>,
 }
 
 fn main() -> Result<()> {
@@ -114,27 +121,42 @@ fn main() -> Result<()> {
     let file = fs::File::create(&manifest_path)
         .with_context(|| format!("creating {}", manifest_path.display()))?;
     let mut out = BufWriter::new(file);
-    let mut chain = Chain::genesis(station, camera);
-    let mut append = |body: EntryBody| -> Result<()> {
+    let mut chain = Chain::genesis(station.clone(), camera.clone());
+    let mut append = |body: EntryBody| -> Result<Chain> {
         let signed = sign_entry(&key, &chain, body)?;
         out.write_all(signed.line().as_bytes())?;
         out.write_all(b"\n")?;
         chain = Chain::after(&signed);
-        Ok(())
+        Ok(chain.clone())
     };
+    let mut heads = Vec::new();
     append(EntryBody::Start(Start {
         at: first,
         agent: env!("CARGO_PKG_VERSION").to_owned(),
         key: key.public(),
     }))?;
     for ((start, end, file), sha256) in plan.into_iter().zip(hashes) {
-        append(EntryBody::Segment(Segment {
+        // As the agent writes them (schema 2): the file announced, then entered.
+        append(EntryBody::Open(Open {
+            at: start,
+            file: file.clone(),
+        }))?;
+        let head = append(EntryBody::Segment(Segment {
             start,
             end,
             file,
             size: args.segment_bytes,
             sha256,
+            clock: Some(ClockSync::Synced),
         }))?;
+        heads.push(WitnessedHead {
+            camera: camera.clone(),
+            next_seq: head.next_seq,
+            prev: head.prev,
+            agent_at: end,
+            received_at: end.saturating_add_ms(200),
+            tsa: None,
+        });
     }
     append(EntryBody::Stop(Stop { at: last_end }))?;
     out.into_inner()
@@ -143,9 +165,34 @@ fn main() -> Result<()> {
         .with_context(|| format!("writing {}", manifest_path.display()))?;
     eprintln!(
         "verify-fixture: {} entries in {}",
-        args.segments + 2,
+        2 * args.segments + 2,
         manifest_path.display()
     );
+
+    if let Some(path) = &args.witness {
+        let controller = StationKey::generate()?;
+        let witness = Witness::new(
+            last_end,
+            station,
+            Some(first),
+            Some(last_end),
+            vec![RegisteredKey {
+                key: key.public(),
+                registered_at: first,
+                retired_at: None,
+            }],
+            heads,
+        );
+        let signed = Signed::sign(witness, &controller)?;
+        fs::write(path, signed.to_json()?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!(
+            "verify-fixture: witness of {} heads in {} (controller key {})",
+            args.segments,
+            path.display(),
+            controller.public().to_hex()
+        );
+    }
 
     println!("{}", key.public().to_hex());
     Ok(())

@@ -90,6 +90,14 @@ impl Coverage {
         self.unexplained.iter().map(Span::duration_ms).sum()
     }
 
+    /// Segments of the window recorded while the station's clock was not synchronised: their
+    /// times are the station's word only.
+    pub fn unsynced_segments(&self) -> impl Iterator<Item = &CoveredSegment> {
+        self.segments
+            .iter()
+            .filter(|s| s.segment.clock == Some(super::entry::ClockSync::Unsynced))
+    }
+
     /// True when the whole window is recorded: no gap, deletion or unexplained hole in it.
     pub fn is_complete(&self) -> bool {
         self.gaps.is_empty() && self.deleted.is_empty() && self.unexplained.is_empty()

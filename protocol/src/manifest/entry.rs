@@ -155,6 +155,33 @@ impl fmt::Display for DeletionPolicy {
     }
 }
 
+/// Whether the station's kernel clock was synchronised (NTP/PTP/GPS) while a segment was
+/// recorded. Serialised in snake_case (`synced`, `unsynced`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClockSync {
+    /// The kernel reported a synchronised clock for the whole segment.
+    Synced,
+    /// The clock was not synchronised at some point of the segment: its times are the
+    /// station's word only.
+    Unsynced,
+}
+
+impl ClockSync {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClockSync::Synced => "synced",
+            ClockSync::Unsynced => "unsynced",
+        }
+    }
+}
+
+impl fmt::Display for ClockSync {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A finished recording segment. Field order is the canonical order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Segment {
@@ -165,6 +192,9 @@ pub struct Segment {
     pub size: u64,
     /// SHA-256 of the file's bytes.
     pub sha256: Hash256,
+    /// Clock quality while recording (schema 2; absent in schema 1 entries, required in 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock: Option<ClockSync>,
 }
 
 /// Time without recording, and why. Field order is the canonical order.
@@ -208,6 +238,66 @@ pub struct Stop {
     pub at: Timestamp,
 }
 
+/// The agent is about to create a segment file (schema 2). Written and synced *before* the file
+/// exists, so that after an unclean stop the agent adopts only a file it announced itself, never
+/// a file that appeared in the folder. Field order is the canonical order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Open {
+    pub at: Timestamp,
+    pub file: SegmentFile,
+}
+
+/// Who set or released a legal hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HoldSource {
+    /// The station's config file.
+    Config,
+    /// A remote command from the controller.
+    Command,
+    /// An observer's request being collected (implicit hold until archived).
+    Request,
+}
+
+impl HoldSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HoldSource::Config => "config",
+            HoldSource::Command => "command",
+            HoldSource::Request => "request",
+        }
+    }
+}
+
+impl fmt::Display for HoldSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A legal hold came into force (schema 2): retention must not delete footage of `[from, to)`
+/// until a [`Release`] of the same `id`. Field order is the canonical order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hold {
+    pub at: Timestamp,
+    /// The hold's id (unique per station while it is in force).
+    pub id: String,
+    pub from: Timestamp,
+    pub to: Timestamp,
+    pub source: HoldSource,
+    /// Free text for people (case number, request id); may be empty.
+    pub reason: String,
+}
+
+/// A legal hold was lifted (schema 2). Field order is the canonical order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Release {
+    pub at: Timestamp,
+    pub id: String,
+    pub source: HoldSource,
+    pub reason: String,
+}
+
 /// The kind-specific part of an entry. Serialised with a `kind` tag first, then the fields.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -217,6 +307,9 @@ pub enum EntryBody {
     Deleted(Deleted),
     Start(Start),
     Stop(Stop),
+    Open(Open),
+    Hold(Hold),
+    Release(Release),
 }
 
 /// The value of an entry's `kind` field.
@@ -228,6 +321,19 @@ pub enum EntryKind {
     Deleted,
     Start,
     Stop,
+    Open,
+    Hold,
+    Release,
+}
+
+impl EntryKind {
+    /// The first schema version that has this kind.
+    pub fn since_version(self) -> u64 {
+        match self {
+            EntryKind::Open | EntryKind::Hold | EntryKind::Release => 2,
+            _ => 1,
+        }
+    }
 }
 
 impl EntryBody {
@@ -238,7 +344,42 @@ impl EntryBody {
             EntryBody::Deleted(_) => EntryKind::Deleted,
             EntryBody::Start(_) => EntryKind::Start,
             EntryBody::Stop(_) => EntryKind::Stop,
+            EntryBody::Open(_) => EntryKind::Open,
+            EntryBody::Hold(_) => EntryKind::Hold,
+            EntryBody::Release(_) => EntryKind::Release,
         }
+    }
+
+    /// Whether this body is valid in an entry of schema `version`: schema 1 has no `open`,
+    /// `hold`, `release` and no segment `clock`; schema 2 segments must carry `clock`.
+    pub fn valid_in_version(&self, version: u64) -> Result<(), String> {
+        if self.kind().since_version() > version {
+            return Err(format!(
+                "kind {:?} needs schema {} or later",
+                self.kind(),
+                self.kind().since_version()
+            ));
+        }
+        if let EntryBody::Segment(s) = self {
+            match (version, s.clock) {
+                (1, Some(_)) => return Err("schema 1 segments have no clock field".into()),
+                (v, None) if v >= 2 => {
+                    return Err(format!("schema {v} segments must carry a clock field"))
+                }
+                _ => {}
+            }
+        }
+        if let EntryBody::Hold(h) = self {
+            if h.to < h.from {
+                return Err("hold ends before it starts".into());
+            }
+        }
+        if let EntryBody::Hold(Hold { id, .. }) | EntryBody::Release(Release { id, .. }) = self {
+            if id.is_empty() || id.len() > MAX_HOLD_ID_LEN {
+                return Err(format!("hold id must be 1 to {MAX_HOLD_ID_LEN} bytes"));
+            }
+        }
+        Ok(())
     }
 
     /// The time span this entry covers on the recording timeline (segments and gaps only).
@@ -251,9 +392,15 @@ impl EntryBody {
     }
 }
 
+/// Maximum length in bytes of a legal hold's id.
+pub const MAX_HOLD_ID_LEN: usize = 128;
+
 /// An entry without its signature.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
+    /// Schema version (`v`): [`SCHEMA_VERSION`] for new entries; older versions are read back
+    /// as they were written.
+    pub version: u64,
     pub seq: u64,
     pub prev: Hash256,
     pub station: StationId,
@@ -277,7 +424,7 @@ impl Entry {
     /// The canonical bytes: what is signed (see the module documentation).
     pub fn canonical_bytes(&self) -> Result<Vec<u8>, serde_json::Error> {
         serde_json::to_vec(&CanonicalView {
-            v: SCHEMA_VERSION,
+            v: self.version,
             seq: self.seq,
             prev: &self.prev,
             station: &self.station,
@@ -323,6 +470,10 @@ impl SignedEntry {
     }
     pub fn seq(&self) -> u64 {
         self.entry.seq
+    }
+    /// Schema version the entry was written in.
+    pub fn version(&self) -> u64 {
+        self.entry.version
     }
     pub fn prev(&self) -> &Hash256 {
         &self.entry.prev
@@ -384,6 +535,8 @@ pub enum SignError {
     },
     #[error("the chain is at the last possible seq")]
     SeqExhausted,
+    #[error("entry is not valid in schema {version}: {reason}")]
+    Schema { version: u64, reason: String },
     #[error("could not encode the entry: {0}")]
     Encode(#[from] serde_json::Error),
 }
@@ -466,7 +619,13 @@ pub fn sign_entry(
         }
         _ => {}
     }
+    body.valid_in_version(SCHEMA_VERSION)
+        .map_err(|reason| SignError::Schema {
+            version: SCHEMA_VERSION,
+            reason,
+        })?;
     let entry = Entry {
+        version: SCHEMA_VERSION,
         seq: chain.next_seq,
         prev: chain.prev,
         station: chain.station.clone(),

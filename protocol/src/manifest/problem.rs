@@ -11,7 +11,7 @@ use crate::ids::{CameraId, StationId};
 pub enum LineError {
     #[error("not UTF-8")]
     NotUtf8,
-    #[error("schema version {found} is not supported (expected 1)")]
+    #[error("schema version {found} is not supported (expected 1 or 2)")]
     UnsupportedVersion { found: u64 },
     #[error("not a valid entry: {0}")]
     Invalid(String),
@@ -115,6 +115,14 @@ pub enum Problem {
         fault: DeletionFault,
     },
 
+    /// A retention deletion removed footage that a legal hold in force protected.
+    #[error("entry seq {seq}: deleted seq {target} although legal hold {hold:?} protected it")]
+    DeletedUnderHold { seq: u64, target: u64, hold: String },
+    /// A (schema 2) segment whose file no earlier `open` entry announced: the agent did not
+    /// create that file itself.
+    #[error("entry seq {seq}: file {file} was never announced by an open entry")]
+    Unannounced { seq: u64, file: SegmentFile },
+
     // --- head (known from elsewhere, e.g. the agent's health reports) ---
     /// The manifest ends before the known head: its last entries were removed.
     #[error("manifest ends at {}, but entries up to seq {expected_last} were written", fmt_last(*.found_last))]
@@ -173,6 +181,8 @@ impl Problem {
             | TimeWentBackwards { seq, .. }
             | DuplicateFile { seq, .. }
             | BadDeletion { seq, .. }
+            | DeletedUnderHold { seq, .. }
+            | Unannounced { seq, .. }
             | HeadMismatch { seq }
             | MissingFile { seq, .. }
             | SizeMismatch { seq, .. }

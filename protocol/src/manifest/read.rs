@@ -3,12 +3,12 @@
 use serde::Deserialize;
 
 use super::entry::{Chain, Entry, EntryBody, EntryKind, SignedEntry};
-use super::entry::{Deleted, Gap, GapReason, Segment, Start, Stop};
+use super::entry::{Deleted, Gap, GapReason, Hold, Open, Release, Segment, Start, Stop};
 use super::hash::{decode_lower_hex, Hash256};
 use super::key::PublicKey;
 use super::problem::{LineError, Problem};
 use super::verify::verify_chain;
-use super::SCHEMA_VERSION;
+use super::{MIN_SCHEMA_VERSION, SCHEMA_VERSION};
 use crate::ids::{CameraId, StationId};
 
 /// The common fields, read from a line (the kind's own fields are read separately).
@@ -36,14 +36,14 @@ pub fn parse_line(line: &[u8]) -> Result<SignedEntry, LineError> {
         Ok(h) => h,
         Err(e) => {
             if let Ok(probe) = serde_json::from_str::<VersionProbe>(text) {
-                if probe.v != SCHEMA_VERSION {
+                if !(MIN_SCHEMA_VERSION..=SCHEMA_VERSION).contains(&probe.v) {
                     return Err(LineError::UnsupportedVersion { found: probe.v });
                 }
             }
             return Err(LineError::Invalid(e.to_string()));
         }
     };
-    if header.v != SCHEMA_VERSION {
+    if !(MIN_SCHEMA_VERSION..=SCHEMA_VERSION).contains(&header.v) {
         return Err(LineError::UnsupportedVersion { found: header.v });
     }
     let invalid = |e: serde_json::Error| LineError::Invalid(e.to_string());
@@ -57,10 +57,18 @@ pub fn parse_line(line: &[u8]) -> Result<SignedEntry, LineError> {
         }
         EntryKind::Start => EntryBody::Start(serde_json::from_str::<Start>(text).map_err(invalid)?),
         EntryKind::Stop => EntryBody::Stop(serde_json::from_str::<Stop>(text).map_err(invalid)?),
+        EntryKind::Open => EntryBody::Open(serde_json::from_str::<Open>(text).map_err(invalid)?),
+        EntryKind::Hold => EntryBody::Hold(serde_json::from_str::<Hold>(text).map_err(invalid)?),
+        EntryKind::Release => {
+            EntryBody::Release(serde_json::from_str::<Release>(text).map_err(invalid)?)
+        }
     };
+    body.valid_in_version(header.v)
+        .map_err(LineError::Invalid)?;
     let sig = decode_lower_hex::<64>(&header.sig)
         .map_err(|_| LineError::Invalid("sig must be 128 lowercase hex characters".to_string()))?;
     let entry = Entry {
+        version: header.v,
         seq: header.seq,
         prev: header.prev,
         station: header.station,

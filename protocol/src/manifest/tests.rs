@@ -54,7 +54,21 @@ fn segment(start: i64, end: i64) -> EntryBody {
         file: SegmentFile::new(file).unwrap(),
         size: bytes.len() as u64,
         sha256: Hash256::of(&bytes),
+        clock: None,
     })
+}
+
+/// A schema 2 segment: `open` first, then the segment with its clock state.
+fn announced_segment(w: &mut Writer, start: i64, end: i64, clock: ClockSync) {
+    let EntryBody::Segment(mut s) = segment(start, end) else {
+        unreachable!()
+    };
+    s.clock = Some(clock);
+    w.push(EntryBody::Open(Open {
+        at: t(start),
+        file: s.file.clone(),
+    }))
+    .push(EntryBody::Segment(s));
 }
 
 fn gap(start: i64, end: i64, reason: GapReason, detail: &str) -> EntryBody {
@@ -74,25 +88,41 @@ fn start_body(at: i64, key: &StationKey) -> EntryBody {
     })
 }
 
-/// A manifest being written, as the agent would.
+/// A manifest being written, as the agent would. Most tests write schema 1 (what older agents
+/// wrote, which must keep verifying); [`Writer::current`] writes the current schema.
 struct Writer {
     key: StationKey,
     chain: Chain,
     entries: Vec<SignedEntry>,
     bytes: Vec<u8>,
+    version: u64,
 }
 
 impl Writer {
+    /// A schema 1 writer (an agent of the first release).
     fn new(key: &StationKey, camera: &str) -> Self {
         Writer {
             key: key.clone(),
             chain: Chain::genesis(station(), cam(camera)),
             entries: Vec::new(),
             bytes: Vec::new(),
+            version: 1,
+        }
+    }
+
+    /// A writer of the current schema, through [`sign_entry`].
+    fn current(key: &StationKey, camera: &str) -> Self {
+        Writer {
+            version: SCHEMA_VERSION,
+            ..Writer::new(key, camera)
         }
     }
 
     fn push(&mut self, body: EntryBody) -> &mut Self {
+        if self.version != SCHEMA_VERSION {
+            body.valid_in_version(self.version).unwrap();
+            return self.push_raw(body);
+        }
         let e = sign_entry(&self.key, &self.chain, body).unwrap();
         self.bytes.extend_from_slice(e.line().as_bytes());
         self.bytes.push(b'\n');
@@ -104,6 +134,7 @@ impl Writer {
     /// Signs an entry without `sign_entry`'s checks (to test the verifier on a bad writer).
     fn push_raw(&mut self, body: EntryBody) -> &mut Self {
         let entry = Entry {
+            version: self.version,
             seq: self.chain.next_seq,
             prev: self.chain.prev,
             station: self.chain.station.clone(),
@@ -344,7 +375,13 @@ fn inserted_entries_are_detected() {
     // A forged entry made without the key, chained correctly after seq 2.
     let forger = other_key();
     let chain = Chain::after(&w.entries[2]);
-    let forged = sign_entry(&forger, &chain, segment(130, 140)).unwrap();
+    let forged = Writer {
+        chain,
+        ..Writer::new(&forger, "desk")
+    }
+    .push(segment(130, 140))
+    .entries[0]
+        .clone();
     let mut lines = lines_of(&w.bytes);
     lines.insert(3, format!("{}\n", forged.line()).into_bytes());
     let p = problems(&lines.concat(), &key().public());
@@ -550,7 +587,7 @@ fn malformed_middle_lines_are_each_reported() {
     // Unknown schema version.
     lines[4] = String::from_utf8(lines[4].clone())
         .unwrap()
-        .replacen("\"v\":1", "\"v\":2", 1)
+        .replacen("\"v\":1", "\"v\":3", 1)
         .into_bytes();
     // Not UTF-8, and an empty line.
     lines.insert(6, b"\xff\xfe\n".to_vec());
@@ -569,7 +606,7 @@ fn malformed_middle_lines_are_each_reported() {
             Problem::MalformedLine {
                 line: 5,
                 offset: offset(4),
-                error: LineError::UnsupportedVersion { found: 2 }
+                error: LineError::UnsupportedVersion { found: 3 }
             },
             Problem::MalformedLine {
                 line: 7,
@@ -1100,6 +1137,156 @@ fn random_bytes_never_panic() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Schema 2: announced files, legal holds, clock quality
+
+/// A schema 2 manifest: start, an announced segment, a hold over it.
+fn current_fixture() -> Writer {
+    let k = key();
+    let mut w = Writer::current(&k, "desk");
+    w.push(start_body(0, &k));
+    announced_segment(&mut w, 1, 61, ClockSync::Synced); // 1 open, 2 segment
+    announced_segment(&mut w, 61, 121, ClockSync::Unsynced); // 3 open, 4 segment
+    w
+}
+
+#[test]
+fn current_schema_round_trips_and_verifies() {
+    let w = current_fixture();
+    assert!(w.entries.iter().all(|e| e.version() == SCHEMA_VERSION));
+    assert_eq!(problems(&w.bytes, &key().public()), vec![]);
+    let text = String::from_utf8(w.bytes.clone()).unwrap();
+    assert!(text.contains(r#""kind":"open","at":"#), "{text}");
+    assert!(text.contains(r#","clock":"unsynced","sig":"#), "{text}");
+}
+
+#[test]
+fn old_and_new_schema_entries_chain_together() {
+    // An agent upgraded in place: its manifest holds schema 1 entries, then schema 2 ones.
+    let k = key();
+    let mut w = Writer::new(&k, "desk");
+    w.push(start_body(0, &k)).push(segment(1, 61));
+    w.version = SCHEMA_VERSION;
+    w.push(start_body(62, &k));
+    announced_segment(&mut w, 63, 123, ClockSync::Synced);
+    assert_eq!(w.entries[1].version(), 1);
+    assert_eq!(w.entries[3].version(), 2);
+    assert_eq!(problems(&w.bytes, &k.public()), vec![]);
+}
+
+#[test]
+fn schema_rules_are_enforced_when_reading() {
+    let k = key();
+    // A schema 1 line with a schema 2 kind, and a schema 2 segment without clock.
+    let mut w = Writer::new(&k, "desk");
+    w.version = 1;
+    w.push_raw(EntryBody::Open(Open {
+        at: t(0),
+        file: SegmentFile::new("2026-11-21/x.ts").unwrap(),
+    }));
+    w.version = SCHEMA_VERSION;
+    w.push_raw(segment(1, 61));
+    let parsed = parse_manifest(&w.bytes);
+    assert_eq!(parsed.entries.len(), 0, "{:?}", parsed.problems);
+    assert_eq!(parsed.problems.len(), 2);
+    assert!(parsed.problems.iter().all(|p| matches!(
+        p,
+        Problem::MalformedLine {
+            error: LineError::Invalid(_),
+            ..
+        }
+    )));
+    // And the writer refuses to sign a schema 2 segment without clock.
+    let chain = Chain::genesis(station(), cam("desk"));
+    assert!(matches!(
+        sign_entry(&k, &chain, segment(1, 61)),
+        Err(SignError::Schema { .. })
+    ));
+}
+
+#[test]
+fn unannounced_segment_is_detected() {
+    let k = key();
+    let mut w = Writer::current(&k, "desk");
+    w.push(start_body(0, &k));
+    let EntryBody::Segment(mut s) = segment(1, 61) else {
+        unreachable!()
+    };
+    s.clock = Some(ClockSync::Synced);
+    w.push(EntryBody::Segment(s));
+    assert!(matches!(
+        problems(&w.bytes, &k.public()).as_slice(),
+        [Problem::Unannounced { seq: 1, .. }]
+    ));
+}
+
+fn deletion_of(w: &Writer, target: u64, at: i64) -> EntryBody {
+    let EntryBody::Segment(seg) = w.entries[target as usize].body().clone() else {
+        unreachable!()
+    };
+    EntryBody::Deleted(Deleted {
+        at: t(at),
+        target,
+        file: seg.file,
+        sha256: seg.sha256,
+        policy: DeletionPolicy::FreeSpace,
+        detail: String::new(),
+    })
+}
+
+fn hold(id: &str, from: i64, to: i64, at: i64) -> EntryBody {
+    EntryBody::Hold(Hold {
+        at: t(at),
+        id: id.into(),
+        from: t(from),
+        to: t(to),
+        source: HoldSource::Command,
+        reason: "case 17".into(),
+    })
+}
+
+fn release(id: &str, at: i64) -> EntryBody {
+    EntryBody::Release(Release {
+        at: t(at),
+        id: id.into(),
+        source: HoldSource::Command,
+        reason: String::new(),
+    })
+}
+
+#[test]
+fn deletion_under_a_hold_in_force_is_reported() {
+    let mut w = current_fixture();
+    w.push(hold("court-1", 30, 90, 130));
+    let del = deletion_of(&w, 2, 140);
+    w.push(del);
+    let found = problems(&w.bytes, &key().public());
+    assert!(
+        matches!(found.as_slice(), [Problem::DeletedUnderHold { seq: 6, target: 2, hold }] if hold == "court-1"),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn deletion_outside_holds_or_after_release_is_lawful() {
+    let mut w = current_fixture();
+    w.push(hold("court-1", 200, 300, 130)); // 5: another window
+    w.push(hold("court-2", 0, 100, 131)); // 6: this window
+    w.push(release("court-2", 132)); // 7: lifted
+    let del = deletion_of(&w, 2, 140);
+    w.push(del);
+    assert_eq!(problems(&w.bytes, &key().public()), vec![]);
+}
+
+#[test]
+fn coverage_lists_segments_recorded_on_an_unsynced_clock() {
+    let w = current_fixture();
+    let cov = coverage(&w.entries, t(1), t(121));
+    let unsynced: Vec<u64> = cov.unsynced_segments().map(|s| s.seq).collect();
+    assert_eq!(unsynced, vec![4]);
+    assert!(cov.is_complete());
+}
+
+// ---------------------------------------------------------------------------------------------
 // The worked example in docs/manifest.md
 
 const DOC: &str = include_str!("../../../docs/manifest.md");
@@ -1121,6 +1308,7 @@ fn doc_example() -> Writer {
         file: SegmentFile::new("2026-11-21/20261121T080000.000Z.ts").unwrap(),
         size: 1_048_576,
         sha256: Hash256::of(&vec![0u8; 1_048_576]),
+        clock: None,
     }));
     w
 }
@@ -1172,4 +1360,26 @@ fn print_doc_example() {
             .unwrap()
             .as_str()
     );
+}
+
+#[test]
+fn rotated_key_verifies_against_both_registered_keys() {
+    let (old, new) = (key(), other_key());
+    let mut w = Writer::new(&old, "desk");
+    w.push(start_body(0, &old)).push(segment(1, 61));
+    w.key = new.clone();
+    w.push(start_body(62, &new)).push(segment(63, 123));
+    assert_eq!(
+        verify_chain_keys(&w.entries, &[old.public(), new.public()]),
+        vec![]
+    );
+    // Against the old key alone, the new key is foreign and its entries do not verify.
+    let found = verify_chain(&w.entries, &old.public());
+    assert!(
+        found.contains(&Problem::BadSignature { seq: 2 }),
+        "{found:?}"
+    );
+    assert!(found
+        .iter()
+        .any(|p| matches!(p, Problem::ForeignKey { seq: 2, .. })));
 }

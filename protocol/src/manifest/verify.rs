@@ -20,7 +20,19 @@ use super::{GENESIS_PREV, TIME_TOLERANCE_MS};
 /// ([`Problem::ChainBroken`]), signature ([`Problem::BadSignature`]), station and camera equal to
 /// the first entry's, time order of segments and gaps, and validity of deletions.
 pub fn verify_chain(entries: &[SignedEntry], key: &PublicKey) -> Vec<Problem> {
+    verify_chain_keys(entries, std::slice::from_ref(key))
+}
+
+/// [`verify_chain`] for a station whose key was rotated: `keys` are every key registered for the
+/// station (the first is used until a `start` entry names another). Each entry must be signed by
+/// the key named in the latest `start` entry before it, and every `start` entry must name one of
+/// `keys` ([`Problem::ForeignKey`] otherwise, and its entries are checked against the key in use
+/// before it).
+pub fn verify_chain_keys(entries: &[SignedEntry], keys: &[PublicKey]) -> Vec<Problem> {
     let mut problems = Vec::new();
+    let Some(mut key) = keys.first() else {
+        return problems;
+    };
     let Some(first) = entries.first() else {
         return problems;
     };
@@ -37,6 +49,10 @@ pub fn verify_chain(entries: &[SignedEntry], key: &PublicKey) -> Vec<Problem> {
     let mut files: HashMap<&str, u64> = HashMap::new();
     let mut timeline_end: Option<super::Timestamp> = None;
     let mut previous: Option<&SignedEntry> = None;
+    // Legal holds in force at this point of the chain: id -> (from, to).
+    let mut holds: HashMap<&str, (super::Timestamp, super::Timestamp)> = HashMap::new();
+    // Files announced by an `open` entry and not yet entered as a segment.
+    let mut announced: HashSet<&str> = HashSet::new();
 
     for e in entries {
         let seq = e.seq();
@@ -57,6 +73,16 @@ pub fn verify_chain(entries: &[SignedEntry], key: &PublicKey) -> Vec<Problem> {
                 if seq == 0 && *e.prev() != GENESIS_PREV {
                     problems.push(Problem::ChainBroken { seq });
                 }
+            }
+        }
+        if let EntryBody::Start(s) = e.body() {
+            match keys.iter().find(|k| **k == s.key) {
+                Some(k) => key = k,
+                None => problems.push(Problem::ForeignKey {
+                    seq,
+                    expected: key.fingerprint(),
+                    found: s.key.fingerprint(),
+                }),
             }
         }
         if !e.signature_valid(key) {
@@ -91,16 +117,35 @@ pub fn verify_chain(entries: &[SignedEntry], key: &PublicKey) -> Vec<Problem> {
         }
 
         match e.body() {
-            EntryBody::Segment(s) => match files.get(s.file.as_str()) {
-                Some(&first_seq) => problems.push(Problem::DuplicateFile {
-                    seq,
-                    first_seq,
-                    file: s.file.clone(),
-                }),
-                None => {
-                    files.insert(s.file.as_str(), seq);
+            EntryBody::Segment(s) => {
+                // Schema 2 writers announce every file before creating it; a segment whose file
+                // was never announced was not written by the agent that signs it.
+                if e.version() >= 2 && !announced.remove(s.file.as_str()) {
+                    problems.push(Problem::Unannounced {
+                        seq,
+                        file: s.file.clone(),
+                    });
                 }
-            },
+                match files.get(s.file.as_str()) {
+                    Some(&first_seq) => problems.push(Problem::DuplicateFile {
+                        seq,
+                        first_seq,
+                        file: s.file.clone(),
+                    }),
+                    None => {
+                        files.insert(s.file.as_str(), seq);
+                    }
+                }
+            }
+            EntryBody::Open(o) => {
+                announced.insert(o.file.as_str());
+            }
+            EntryBody::Hold(h) => {
+                holds.insert(h.id.as_str(), (h.from, h.to));
+            }
+            EntryBody::Release(r) => {
+                holds.remove(r.id.as_str());
+            }
             EntryBody::Deleted(d) => {
                 let fault = match by_seq.get(&d.target) {
                     None => Some(DeletionFault::UnknownTarget),
@@ -124,6 +169,21 @@ pub fn verify_chain(entries: &[SignedEntry], key: &PublicKey) -> Vec<Problem> {
                         fault,
                     }),
                     None => {
+                        if let Some(EntryBody::Segment(target)) = by_seq.get(&d.target) {
+                            let mut under: Vec<&str> = holds
+                                .iter()
+                                .filter(|(_, (from, to))| target.start < *to && *from < target.end)
+                                .map(|(id, _)| *id)
+                                .collect();
+                            under.sort_unstable();
+                            if let Some(hold) = under.first() {
+                                problems.push(Problem::DeletedUnderHold {
+                                    seq,
+                                    target: d.target,
+                                    hold: (*hold).to_owned(),
+                                });
+                            }
+                        }
                         deleted.insert(d.target);
                         if files.get(d.file.as_str()) == Some(&d.target) {
                             files.remove(d.file.as_str());
@@ -131,16 +191,7 @@ pub fn verify_chain(entries: &[SignedEntry], key: &PublicKey) -> Vec<Problem> {
                     }
                 }
             }
-            EntryBody::Start(s) => {
-                if s.key != *key {
-                    problems.push(Problem::ForeignKey {
-                        seq,
-                        expected: key.fingerprint(),
-                        found: s.key.fingerprint(),
-                    });
-                }
-            }
-            EntryBody::Gap(_) | EntryBody::Stop(_) => {}
+            EntryBody::Start(_) | EntryBody::Gap(_) | EntryBody::Stop(_) => {}
         }
         by_seq.entry(seq).or_insert(e.body());
         previous = Some(e);

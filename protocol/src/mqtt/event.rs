@@ -124,6 +124,17 @@ pub enum EventKind {
         #[serde(default)]
         reason: String,
     },
+    /// A segment file in a camera's folder that the manifest does not list and the agent never
+    /// announced (copied in, renamed, or left by something else). It is not signed.
+    ForeignFile { camera: CameraId, file: String },
+    /// The legal holds file cannot be read or is invalid: the agent deletes nothing by policy
+    /// until a person fixes it (recording goes on).
+    HoldsFileError {
+        #[serde(default)]
+        detail: String,
+    },
+    /// The legal holds file is readable again; deletion by policy resumes.
+    HoldsFileOk,
     /// A kind this version does not know (from a newer agent); its fields are dropped.
     #[serde(other)]
     Unknown,
@@ -143,6 +154,9 @@ impl EventKind {
             EventKind::ClockUnsynced { .. } => "clock_unsynced",
             EventKind::ClockSynced { .. } => "clock_synced",
             EventKind::LiveChanged { .. } => "live_changed",
+            EventKind::ForeignFile { .. } => "foreign_file",
+            EventKind::HoldsFileError { .. } => "holds_file_error",
+            EventKind::HoldsFileOk => "holds_file_ok",
             EventKind::Unknown => "unknown",
         }
     }

@@ -41,6 +41,10 @@ pub struct Health {
     pub system: SystemHealth,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uplink: Option<UplinkHealth>,
+    /// Set while the legal holds file cannot be read or is invalid: the agent deletes nothing by
+    /// policy until a person fixes it. Absent when the file is fine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holds_file_error: Option<String>,
 }
 
 fn default_interval() -> u32 {
@@ -61,6 +65,7 @@ impl Health {
             clock: None,
             system: SystemHealth::default(),
             uplink: None,
+            holds_file_error: None,
         }
     }
 

@@ -437,6 +437,14 @@ pub(super) fn all_event_kinds() -> Vec<EventKind> {
             free_bytes: 1 << 40,
             hours_left: None,
         },
+        EventKind::ForeignFile {
+            camera: cam("boxes"),
+            file: "2026-11-21/20261121T180000.000Z.ts".into(),
+        },
+        EventKind::HoldsFileError {
+            detail: "expected value at line 1 column 1".into(),
+        },
+        EventKind::HoldsFileOk,
         EventKind::ClockUnsynced {
             est_error_us: Some(16_000_000),
             max_error_us: None,

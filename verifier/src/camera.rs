@@ -1,0 +1,276 @@
+//! Verifying one camera's folder: manifest, chain, keys, witnessed heads, files, coverage.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use stationwatch_protocol::manifest::{
+    check_head, check_segment_in_dir, coverage, parse_manifest, present_segments,
+    segment_start_from_name, verify_chain_keys, Coverage, EntryBody, Problem, PublicKey,
+    SignedEntry, Timestamp, MANIFEST_FILE, SEGMENT_EXT,
+};
+use stationwatch_protocol::trust::Verdict;
+
+use crate::VerifyOptions;
+
+/// Something wrong found by verify. Every finding makes the verdict FAILED.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Finding {
+    #[error("{0}")]
+    Manifest(#[from] Problem),
+    /// A segment file the manifest does not list and did not announce: inserted, renamed, or
+    /// left by someone else. It is not footage the station vouched for.
+    #[error("file {0} is not listed in the manifest (inserted, renamed or foreign)")]
+    UnlistedFile(String),
+    /// The manifest is shorter than, or differs from, a head the controller witnessed.
+    #[error("witnessed head (received {received_at}): {problem}")]
+    Witness {
+        received_at: Timestamp,
+        problem: Problem,
+    },
+    #[error("the manifest holds no entry")]
+    Empty,
+    #[error("no trusted key given and the manifest has no start entry naming one")]
+    NoKey,
+    #[error("cannot read manifest: {0}")]
+    Unreadable(String),
+}
+
+/// The result for one camera.
+#[derive(Debug, Clone)]
+pub struct CameraReport {
+    pub camera: String,
+    pub dir: PathBuf,
+    pub entries: usize,
+    /// The keys the chain was checked against.
+    pub keys: Vec<PublicKey>,
+    /// Where the trusted keys came from; empty when no trusted key was available and the
+    /// manifest's own key was used (which proves integrity, not authorship).
+    pub trust: Vec<&'static str>,
+    /// Witnessed heads checked against this manifest.
+    pub heads_checked: usize,
+    /// Witnessed heads carrying an RFC 3161 time-stamp token.
+    pub heads_timestamped: usize,
+    pub files_checked: usize,
+    pub bytes_checked: u64,
+    pub hashing_time: Duration,
+    pub coverage: Option<Coverage>,
+    pub findings: Vec<Finding>,
+    /// Files newer than the last entry that the manifest announced (`open`) and has not closed:
+    /// the segment being recorded, or one the agent adopts at its next start.
+    pub pending_files: Vec<String>,
+    pub verdict: Verdict,
+}
+
+impl CameraReport {
+    fn new(dir: &Path) -> Self {
+        CameraReport {
+            camera: dir
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default()
+                .to_owned(),
+            dir: dir.to_owned(),
+            entries: 0,
+            keys: Vec::new(),
+            trust: Vec::new(),
+            heads_checked: 0,
+            heads_timestamped: 0,
+            files_checked: 0,
+            bytes_checked: 0,
+            hashing_time: Duration::ZERO,
+            coverage: None,
+            findings: Vec::new(),
+            pending_files: Vec::new(),
+            verdict: Verdict::Failed,
+        }
+    }
+
+    fn grade(&mut self) {
+        let unexplained = self
+            .coverage
+            .as_ref()
+            .is_none_or(|c| !c.unexplained.is_empty());
+        let gaps = self
+            .coverage
+            .as_ref()
+            .is_some_and(|c| !c.gaps.is_empty() || !c.deleted.is_empty());
+        self.verdict = Verdict::grade(
+            !self.findings.is_empty() || unexplained,
+            !self.trust.is_empty(),
+            gaps,
+        );
+    }
+}
+
+pub(crate) fn verify_camera(dir: &Path, opts: &VerifyOptions) -> CameraReport {
+    let mut report = CameraReport::new(dir);
+    let bytes = match std::fs::read(dir.join(MANIFEST_FILE)) {
+        Ok(b) => b,
+        Err(e) => {
+            report.findings.push(Finding::Unreadable(e.to_string()));
+            return report;
+        }
+    };
+    let parsed = parse_manifest(&bytes);
+    report.entries = parsed.entries.len();
+    report
+        .findings
+        .extend(parsed.problems.iter().cloned().map(Finding::Manifest));
+    let entries = &parsed.entries;
+    let Some(first) = entries.first() else {
+        report.findings.push(Finding::Empty);
+        return report;
+    };
+    let station = first.station().clone();
+
+    // Keys: those the reader trusts for this station; otherwise the manifest's own (untrusted).
+    let trusted = opts.trust.keys_for(&station);
+    if trusted.is_empty() {
+        report.keys = entries
+            .iter()
+            .filter_map(|e| match e.body() {
+                EntryBody::Start(s) => Some(s.key),
+                _ => None,
+            })
+            .take(1)
+            .collect();
+    } else {
+        report.keys = trusted.iter().map(|(k, _)| *k).collect();
+        report.trust = trusted.iter().map(|(_, from)| *from).collect();
+        report.trust.dedup();
+    }
+    if report.keys.is_empty() {
+        report.findings.push(Finding::NoKey);
+    } else {
+        report.findings.extend(
+            verify_chain_keys(entries, &report.keys)
+                .into_iter()
+                .map(Finding::Manifest),
+        );
+    }
+
+    // Heads the controller witnessed: the manifest must reach each one, unchanged.
+    let camera = first.camera().clone();
+    for w in opts.trust.witnesses_for(&station) {
+        for head in w.heads_of(&camera) {
+            report.heads_checked += 1;
+            report.heads_timestamped += usize::from(head.tsa.is_some());
+            if let Some(problem) = check_head(entries, &head.chain(&station)) {
+                report.findings.push(Finding::Witness {
+                    received_at: head.received_at,
+                    problem,
+                });
+            }
+        }
+    }
+
+    let (first_t, last_t) = timeline_bounds(entries);
+    let from = opts.from.or(first_t);
+    let to = opts.to.or(last_t);
+
+    // Hash the files the manifest says are present (those overlapping the window).
+    let t0 = Instant::now();
+    for e in present_segments(entries) {
+        let EntryBody::Segment(s) = e.body() else {
+            continue;
+        };
+        if let (Some(f), Some(t)) = (from, to) {
+            if s.end < f || s.start > t {
+                continue;
+            }
+        }
+        report.files_checked += 1;
+        match check_segment_in_dir(dir, e) {
+            Ok(()) => report.bytes_checked += s.size,
+            Err(p) => report.findings.push(Finding::Manifest(p)),
+        }
+    }
+    report.hashing_time = t0.elapsed();
+
+    // Files on disk the manifest does not list.
+    let listed: HashSet<&str> = entries
+        .iter()
+        .filter_map(|e| match e.body() {
+            EntryBody::Segment(s) => Some(s.file.as_str()),
+            _ => None,
+        })
+        .collect();
+    let announced = announced_tail(entries);
+    let legacy_tail = entries.last().is_some_and(|e| e.version() < 2);
+    for rel in segment_files(dir) {
+        if listed.contains(rel.as_str()) {
+            continue;
+        }
+        let pending = if legacy_tail {
+            // Schema 1 agents did not announce files: one newer than the last entry is the
+            // segment being recorded or a crash leftover.
+            matches!((segment_start_from_name(&rel), last_t), (Some(s), Some(end)) if s >= end)
+        } else {
+            announced.contains(rel.as_str())
+        };
+        if pending {
+            report.pending_files.push(rel);
+        } else {
+            report.findings.push(Finding::UnlistedFile(rel));
+        }
+    }
+
+    if let (Some(f), Some(t)) = (from, to) {
+        report.coverage = Some(coverage(entries, f, t));
+    }
+    report.grade();
+    report
+}
+
+/// Files announced by an `open` entry that no segment entry closed and no clean `stop`
+/// followed: only those may legitimately exist unlisted.
+fn announced_tail(entries: &[SignedEntry]) -> HashSet<&str> {
+    let mut open: HashSet<&str> = HashSet::new();
+    for e in entries {
+        match e.body() {
+            EntryBody::Open(o) => {
+                open.insert(o.file.as_str());
+            }
+            EntryBody::Segment(s) => {
+                open.remove(s.file.as_str());
+            }
+            EntryBody::Stop(_) => open.clear(),
+            _ => {}
+        }
+    }
+    open
+}
+
+/// First start and last end of the segments and gaps.
+fn timeline_bounds(entries: &[SignedEntry]) -> (Option<Timestamp>, Option<Timestamp>) {
+    let spans = entries.iter().filter_map(|e| e.body().span());
+    spans.fold((None, None), |(lo, hi), (s, e)| {
+        (
+            Some(lo.map_or(s, |l: Timestamp| l.min(s))),
+            Some(hi.map_or(e, |h: Timestamp| h.max(e))),
+        )
+    })
+}
+
+/// Segment files under a camera folder, as `YYYY-MM-DD/name.ts`.
+fn segment_files(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let Ok(days) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for day in days.flatten().map(|d| d.path()).filter(|p| p.is_dir()) {
+        let Ok(files) = std::fs::read_dir(&day) else {
+            continue;
+        };
+        for f in files.flatten().map(|f| f.path()) {
+            if f.extension().and_then(|e| e.to_str()) == Some(SEGMENT_EXT) {
+                if let Some(rel) = f.strip_prefix(dir).ok().and_then(Path::to_str) {
+                    out.push(rel.to_owned());
+                }
+            }
+        }
+    }
+    out.sort();
+    out
+}
