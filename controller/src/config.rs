@@ -39,6 +39,8 @@ pub struct DatabaseConfig {
     pub max_connections: u32,
     /// Health history older than this is deleted.
     pub history_days: u32,
+    /// Writes waiting for the database; when full, health history points are dropped.
+    pub write_queue: usize,
 }
 
 impl DatabaseConfig {
@@ -155,7 +157,11 @@ fn http(r: &mut TomlReader, root: &toml::Table) -> Option<HttpConfig> {
 
 fn database(r: &mut TomlReader, root: &toml::Table, file: &Path) -> Option<DatabaseConfig> {
     let p = "database";
-    let t = r.optional_section(root, p, &["url", "max_connections", "history_days"]);
+    let t = r.optional_section(
+        root,
+        p,
+        &["url", "max_connections", "history_days", "write_queue"],
+    );
     let url = r
         .string(t, p, "url", false)
         .unwrap_or_else(|| "sqlite://controller.db".into());
@@ -184,10 +190,12 @@ fn database(r: &mut TomlReader, root: &toml::Table, file: &Path) -> Option<Datab
     };
     let max = r.int(t, p, "max_connections", 1..=256, 8);
     let days = r.int(t, p, "history_days", 1..=3650, 30);
+    let queue = r.int(t, p, "write_queue", 10..=10_000_000, 100_000);
     Some(DatabaseConfig {
         url: url?,
         max_connections: max? as u32,
         history_days: days? as u32,
+        write_queue: queue? as usize,
     })
 }
 
@@ -306,6 +314,20 @@ mod tests {
         );
         assert_eq!(c.mqtt.shared_group.as_deref(), Some("controllers"));
         assert_eq!(c.rules, RulesConfig::default());
+        assert_eq!(c.database.write_queue, 100_000);
+    }
+
+    #[test]
+    fn write_queue_is_range_checked() {
+        let c = parse("[database]\nwrite_queue = 10").unwrap();
+        assert_eq!(c.database.write_queue, 10);
+        for bad in ["9", "10000001", "\"big\""] {
+            let e = parse(&format!("[database]\nwrite_queue = {bad}")).unwrap_err();
+            assert!(
+                e.problems().iter().any(|p| p.key == "database.write_queue"),
+                "{bad}: {e}"
+            );
+        }
     }
 
     #[test]

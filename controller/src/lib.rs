@@ -39,9 +39,6 @@ use crate::ingest::IngestContext;
 use crate::metrics::Metrics;
 use crate::store::Store;
 
-/// Writes waiting for the database before ingest slows down.
-const WRITE_QUEUE: usize = 100_000;
-
 /// The controller's clock, Unix ms.
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
@@ -89,7 +86,7 @@ impl Controller {
         let shutdown = CancellationToken::new();
         let metrics = Arc::new(Metrics::default());
         let publisher = Publisher::default();
-        let (writes_tx, writes_rx) = mpsc::channel(WRITE_QUEUE);
+        let (writes_tx, writes_rx) = mpsc::channel(cfg.database.write_queue);
         let (trans_tx, trans_rx) = mpsc::unbounded_channel();
         let (changes, _) = broadcast::channel(64);
         let mut tasks = vec![

@@ -14,6 +14,7 @@ fn db(url: String) -> DatabaseConfig {
         url,
         max_connections: 4,
         history_days: 30,
+        write_queue: 100_000,
     }
 }
 

@@ -38,6 +38,18 @@ const EOS_TIMEOUT: Duration = Duration::from_secs(3);
 /// How often the supervisor checks for stalls (and proves it is alive).
 const TICK: Duration = Duration::from_millis(250);
 
+/// TEST-ONLY fault injection: `STATIONWATCH_FAULT=hang-supervisor:<camera>` makes that camera's
+/// supervisor stop looping (no heartbeat, no stall checks) once it records, until shutdown, as
+/// a supervisor wedged in GStreamer would, so the end-to-end test (`tests/tests/watchdog.rs`)
+/// can prove the systemd watchdog stops being pinged. Read once per camera at start; never set
+/// it in production.
+const FAULT_ENV: &str = "STATIONWATCH_FAULT";
+
+fn fault_hangs_supervisor(camera: &CameraId) -> bool {
+    std::env::var(FAULT_ENV)
+        .is_ok_and(|f| f.strip_prefix("hang-supervisor:") == Some(camera.as_str()))
+}
+
 /// The rest of the agent's view of a running camera.
 pub struct CameraHandle {
     pub id: CameraId,
@@ -111,6 +123,7 @@ pub fn spawn(
     let heartbeat = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let live_feed = cam.live.is_some().then(LiveFeed::new);
+    let fault_hang = fault_hangs_supervisor(&cam.id);
     let sup = Supervisor {
         live_feed: live_feed.clone(),
         station,
@@ -128,6 +141,7 @@ pub fn spawn(
         heartbeat: heartbeat.clone(),
         started,
         shutdown,
+        fault_hang,
     };
     Ok(CameraHandle {
         id: sup.id.clone(),
@@ -161,6 +175,8 @@ struct Supervisor {
     /// When the current outage began (one `camera_lost` per outage, then `camera_back`).
     lost_since: Option<chrono::DateTime<Utc>>,
     live_feed: Option<Arc<LiveFeed>>,
+    /// TEST-ONLY: hang once recording ([`FAULT_ENV`]).
+    fault_hang: bool,
 }
 
 enum Outcome {
@@ -335,6 +351,11 @@ impl Supervisor {
                                 camera: self.id.clone(),
                                 since: Timestamp::from_datetime(since).ok(),
                             });
+                        }
+                        if self.fault_hang {
+                            warn!(camera = %self.id, "TEST FAULT {FAULT_ENV}: supervisor hangs until shutdown");
+                            self.shutdown.cancelled().await;
+                            break Outcome::Shutdown;
                         }
                     }
                     WriterEvent::WriteFailed { reason, detail } => {
