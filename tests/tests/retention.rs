@@ -10,7 +10,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use stationwatch_protocol::manifest::{
-    sign_entry, Chain, EntryBody, Hash256, Segment, SegmentFile, Start, StationKey, Stop, Timestamp,
+    sign_entry, Chain, ClockSync, EntryBody, Hash256, Open, Segment, SegmentFile, Start,
+    StationKey, Stop, Timestamp,
 };
 use stationwatch_protocol::{CameraId, StationId};
 use stationwatch_tests::agent_process::{agent_command, manifest_entries, segments, AgentProcess};
@@ -58,6 +59,14 @@ fn plant_old_footage(
         let bytes: Vec<u8> = (0..4096u32).map(|b| (b * 7 + i as u32) as u8).collect();
         let path = cam_dir.join(&rel);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        // As the agent writes it: the file announced before it exists, then entered.
+        push(
+            &mut chain,
+            EntryBody::Open(Open {
+                at: ts(start),
+                file: SegmentFile::new(rel.clone()).unwrap(),
+            }),
+        );
         std::fs::write(&path, &bytes).unwrap();
         push(
             &mut chain,
@@ -67,6 +76,7 @@ fn plant_old_footage(
                 file: SegmentFile::new(rel.clone()).unwrap(),
                 size: bytes.len() as u64,
                 sha256: Hash256::of(&bytes),
+                clock: Some(ClockSync::Synced),
             }),
         );
         files.push(rel);
