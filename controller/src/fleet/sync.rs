@@ -34,7 +34,8 @@ pub fn apply(fleet: &Fleet, rows: Vec<StationRow>, now: i64) {
         }
         if let (Some(json), Some(at)) = (&r.health_json, r.health_received_at) {
             if let Ok(h) = decode_health(json.as_bytes()) {
-                fleet.apply_health(id, Arc::new(h), at, now);
+                // Heads in a stored report were stored by the replica that received it.
+                let _ = fleet.apply_health(id, Arc::new(h), at, now);
             }
         }
     }
@@ -56,6 +57,16 @@ pub async fn run(store: Store, fleet: Fleet, shutdown: CancellationToken, mut si
 }
 
 async fn poll(store: &Store, fleet: &Fleet, since: &mut i64) -> crate::store::Result<()> {
+    // Heads and keys other replicas stored (cheap: indexed by time, few rows per second).
+    let now = now_ms();
+    for h in store.heads_received_since(*since - OVERLAP_MS).await? {
+        fleet.head_stored(&h, now);
+    }
+    crate::keys::apply_key_rows(
+        fleet,
+        store.keys_changed_since(*since - OVERLAP_MS).await?,
+        now,
+    );
     let versions = store.station_versions_since(*since - OVERLAP_MS).await?;
     let mut stale = Vec::new();
     for v in versions {
