@@ -13,7 +13,8 @@ CREATE TABLE station_keys (
     retired_at BIGINT
 );
 CREATE UNIQUE INDEX station_keys_one_current ON station_keys (station_id) WHERE retired_at IS NULL;
-CREATE INDEX station_keys_changed ON station_keys (station_id, registered_at);
+-- Rotation retires the old key at the new key's registered_at: one index finds both.
+CREATE INDEX station_keys_registered ON station_keys (registered_at);
 
 -- One row per manifest head a station reported (only when a camera's head changed).
 CREATE TABLE witnessed_heads (
@@ -29,3 +30,16 @@ CREATE TABLE witnessed_heads (
 );
 CREATE INDEX witnessed_heads_received ON witnessed_heads (received_at);
 CREATE INDEX witnessed_heads_station ON witnessed_heads (station_id, received_at);
+
+-- The highest head of every camera: what a controller loads at start (the history above grows by
+-- ~one row per camera per minute; reading its maximum per camera at start would scan it all).
+CREATE TABLE witnessed_latest (
+    station_id TEXT NOT NULL,
+    camera TEXT NOT NULL,
+    next_seq BIGINT NOT NULL,
+    prev TEXT NOT NULL,
+    agent_at BIGINT NOT NULL,
+    received_at BIGINT NOT NULL,
+    key_fingerprint TEXT,
+    PRIMARY KEY (station_id, camera)
+);

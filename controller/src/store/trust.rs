@@ -1,5 +1,7 @@
 //! The trust tables: registered station keys and witnessed manifest heads (see `keys/`).
 
+use std::collections::HashMap;
+
 use sqlx::Row;
 use stationwatch_protocol::manifest::{Hash256, PublicKey, Timestamp};
 use stationwatch_protocol::trust::{RegisteredKey, TsaToken, WitnessedHead};
@@ -183,12 +185,11 @@ impl Store {
 
     /// Keys registered or retired at or after `since` (what other replicas changed).
     pub async fn keys_changed_since(&self, since: i64) -> Result<Vec<KeyRow>> {
-        let rows = sqlx::query(&format!(
-            "{KEY_COLS} WHERE registered_at >= $1 OR retired_at >= $1 ORDER BY id"
-        ))
-        .bind(since)
-        .fetch_all(&self.pool)
-        .await?;
+        // A rotation retires the old key at the new key's `registered_at`.
+        let rows = sqlx::query(&format!("{KEY_COLS} WHERE registered_at >= $1 ORDER BY id"))
+            .bind(since)
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(key_row).collect()
     }
 
@@ -221,15 +222,49 @@ impl Store {
             }
             q.execute(&mut **tx).await?;
         }
+        // The highest per camera; one row per camera per statement (PostgreSQL refuses to
+        // update a row twice in one).
+        let mut latest: HashMap<(&str, &str), &HeadRow> = HashMap::new();
+        for h in heads {
+            let e = latest
+                .entry((h.station.as_str(), h.camera.as_str()))
+                .or_insert(h);
+            if h.next_seq > e.next_seq {
+                *e = h;
+            }
+        }
+        let latest: Vec<&HeadRow> = latest.into_values().collect();
+        for chunk in latest.chunks(ROWS) {
+            let sql = format!(
+                "INSERT INTO witnessed_latest (station_id, camera, next_seq, prev, agent_at, received_at, key_fingerprint)
+                 VALUES {} ON CONFLICT (station_id, camera) DO UPDATE SET next_seq = excluded.next_seq,
+                   prev = excluded.prev, agent_at = excluded.agent_at,
+                   received_at = excluded.received_at, key_fingerprint = excluded.key_fingerprint
+                 WHERE witnessed_latest.next_seq < excluded.next_seq",
+                values(chunk.len(), 7, &[0, 1, 2, 3, 4, 5, 6])
+            );
+            let mut q = sqlx::query(&sql).persistent(false);
+            for h in chunk {
+                q = q
+                    .bind(h.station.as_str())
+                    .bind(h.camera.as_str())
+                    .bind(h.next_seq as i64)
+                    .bind(h.prev.to_hex())
+                    .bind(h.agent_at)
+                    .bind(h.received_at)
+                    .bind(h.key_fingerprint.as_deref());
+            }
+            q.execute(&mut **tx).await?;
+        }
         Ok(())
     }
 
     /// The highest stored head of every camera of every station (loaded at start).
     pub async fn latest_heads(&self) -> Result<Vec<HeadRow>> {
-        let rows = sqlx::query(&format!(
-            "{HEAD_COLS} w WHERE next_seq = (SELECT MAX(next_seq) FROM witnessed_heads m
-               WHERE m.station_id = w.station_id AND m.camera = w.camera)"
-        ))
+        let rows = sqlx::query(
+            "SELECT station_id, camera, next_seq, prev, agent_at, received_at, key_fingerprint, CAST(NULL AS TEXT)
+             FROM witnessed_latest",
+        )
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(|r| head_row(r).map(|h| h.0)).collect()
