@@ -729,3 +729,119 @@ fn witnessed_heads_are_time_stamped_by_a_real_rfc3161_authority() {
         .unwrap();
     assert!(!out.status.success());
 }
+
+// ---- the trust tables on both database backends
+
+async fn trust_tables(url: String) {
+    use station_controller::config::DatabaseConfig;
+    use station_controller::store::{HeadRow, Registered, Store, Write};
+    use stationwatch_protocol::trust::TsaToken;
+    let store = Store::connect(&DatabaseConfig {
+        url,
+        max_connections: 4,
+        history_days: 30,
+    })
+    .await
+    .unwrap();
+    let st = StationId::new("DB-1").unwrap();
+    let (k1, k2) = (
+        StationKey::from_seed(&[1; 32]).public(),
+        StationKey::from_seed(&[2; 32]).public(),
+    );
+    assert_eq!(
+        store
+            .register_key(&st, &k1, "a", false, 1000)
+            .await
+            .unwrap(),
+        Registered::New
+    );
+    assert_eq!(
+        store
+            .register_key(&st, &k1, "a", false, 1001)
+            .await
+            .unwrap(),
+        Registered::Same
+    );
+    assert!(matches!(
+        store
+            .register_key(&st, &k2, "a", false, 1002)
+            .await
+            .unwrap(),
+        Registered::NeedsRotate { .. }
+    ));
+    assert!(matches!(
+        store.register_key(&st, &k2, "a", true, 2000).await.unwrap(),
+        Registered::Rotated { .. }
+    ));
+    let keys = store.keys(Some(&st)).await.unwrap();
+    assert_eq!(keys.len(), 2);
+    assert_eq!((keys[0].retired_at, keys[1].retired_at), (Some(2000), None));
+    assert_eq!(store.keys_changed_since(1500).await.unwrap().len(), 1);
+
+    let head = |seq: u64, at: i64| HeadRow {
+        station: st.clone(),
+        camera: CameraId::new("desk").unwrap(),
+        next_seq: seq,
+        prev: Hash256::of(format!("{seq}").as_bytes()),
+        agent_at: at - 5,
+        received_at: at,
+        key_fingerprint: Some(k2.fingerprint().to_string()),
+    };
+    // Two heads of one camera in one batch, and one written twice (another replica).
+    store
+        .write_batch(&[Write::Head(head(3, 10_000)), Write::Head(head(5, 11_000))])
+        .await
+        .unwrap();
+    store
+        .write_batch(&[Write::Head(head(5, 11_500)), Write::Head(head(7, 12_000))])
+        .await
+        .unwrap();
+    let latest = store.latest_heads().await.unwrap();
+    assert_eq!(latest.len(), 1);
+    assert_eq!(latest[0].next_seq, 7);
+    assert_eq!(store.heads_received_since(11_000).await.unwrap().len(), 2);
+    let stored5 = store
+        .head_at(&st, &CameraId::new("desk").unwrap(), 5)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        stored5.received_at, 11_000,
+        "the first writer's row is kept"
+    );
+    // Window [10 s, 10.5 s] plus the latest of the camera.
+    let w = store.witness_heads(&st, 10_000, 10_500).await.unwrap();
+    let seqs: Vec<u64> = w.iter().map(|h| h.0.next_seq).collect();
+    assert_eq!(seqs, [3, 7]);
+    let to_stamp = store.heads_to_stamp(0, 10).await.unwrap();
+    assert_eq!(to_stamp.len(), 1);
+    assert_eq!(to_stamp[0].next_seq, 7);
+    let token = TsaToken {
+        tsa: "http://tsa".into(),
+        time: Timestamp::from_unix_ms(12_500).unwrap(),
+        imprint: Hash256::of(b"x"),
+        token: "MA==".into(),
+    };
+    store.set_head_tsa(&to_stamp[0], &token).await.unwrap();
+    assert!(store.heads_to_stamp(0, 10).await.unwrap().is_empty());
+    let w = store.witness_heads(&st, 0, i64::MAX).await.unwrap();
+    assert_eq!(w.last().unwrap().1.as_ref(), Some(&token));
+    store.close().await;
+}
+
+#[tokio::test]
+async fn trust_tables_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    trust_tables(format!("sqlite://{}", dir.path().join("c.db").display())).await;
+}
+
+#[tokio::test]
+async fn trust_tables_on_postgres() {
+    use stationwatch_tests::postgres::{postgres_bin_dir, Postgres};
+    if postgres_bin_dir().is_none() {
+        eprintln!("SKIP: PostgreSQL server not installed (apt-get install postgresql)");
+        return;
+    }
+    let pg = Postgres::start().expect("start a throw-away PostgreSQL");
+    trust_tables(pg.url()).await;
+}
