@@ -256,9 +256,7 @@ impl Fleet {
     ) -> HealthOutcome {
         let mut out = HealthOutcome::default();
         out.transition = self.update(id, now, |s| {
-            if s.health.as_ref().is_some_and(|h| h.at >= health.at) {
-                return None;
-            }
+            // Whatever its time: a forger cannot hide behind an old `at`.
             let reported = health.agent.key_fingerprint.map(|f| f.to_string());
             if let Some(registered) = &s.registered_key {
                 if reported.as_ref() != Some(registered) {
@@ -266,6 +264,9 @@ impl Fleet {
                     out.refused = true;
                     return Some(reevaluate(s, now, &self.rules));
                 }
+            }
+            if s.health.as_ref().is_some_and(|h| h.at >= health.at) {
+                return None;
             }
             out.heads = witness(s, &health, received_at, reported);
             Some(self.take_health(s, health, received_at, now))
@@ -759,6 +760,16 @@ mod tests {
         assert_eq!(
             s.witnessed[&"desk".parse::<CameraId>().unwrap()].next_seq,
             5
+        );
+        // Nor can it hide behind an old time.
+        assert!(
+            f.apply_health(
+                &a,
+                report(now - 60_000, 1, b"0", Some("9999:9999:9999:9999")),
+                now + 15,
+                now + 15
+            )
+            .refused
         );
         // A report without any fingerprint is not the registered key either.
         assert!(
