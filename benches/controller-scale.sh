@@ -22,7 +22,7 @@
 #
 # Usage: benches/controller-scale.sh       (env: STATIONS="10000 20000 40000 80000 160000"
 #        INTERVAL=15 DURATION=60 CONNECT_RATE=2000 EVENTS_PER_HOUR=1 DEGRADED=0.05
-#        DB=sqlite|postgres KEEP_GOING=1 (do not stop at the first failure) KEEP=1 (keep logs)
+#        DB=sqlite|postgres CONTROLLER_BIN=path (compare another build) KEEP_GOING=1 (do not stop at the first failure) KEEP=1 (keep logs)
 #        CARGO_TARGET_DIR (default: target))
 # Needs: cargo, mosquitto, curl, python3 (free ports); PostgreSQL's initdb/pg_ctl for DB=postgres.
 set -euo pipefail
@@ -70,7 +70,8 @@ if [ "$PROFILE" = release ]; then
 else
     (cd "$ROOT" && CARGO_TARGET_DIR=$TARGET cargo build --locked -q -p station-controller -p stationwatch-benches)
 fi
-CONTROLLER=$TARGET/$PROFILE/station-controller
+# CONTROLLER_BIN: another controller build to measure with the same simulator (before/after).
+CONTROLLER=${CONTROLLER_BIN:-$TARGET/$PROFILE/station-controller}
 SIM=$TARGET/$PROFILE/fleet-sim
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/stationwatch-scale.XXXXXX")

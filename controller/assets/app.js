@@ -272,6 +272,36 @@
     h('span', { class: 'detail' }, r.detail))));
   }
 
+  // The station's key status in lists: nothing when registered and matching.
+  function keyMark(s) {
+    if (s.key_status === 'mismatch') {
+      return h('div', { class: 'keymark bad', title: 'a report under another key than the registered one was refused' }, 'KEY MISMATCH');
+    }
+    if (s.key_status === 'unregistered') {
+      return h('div', { class: 'keymark muted', title: 'no key registered for this station: its recordings cannot be checked against a trusted key' }, 'key unregistered');
+    }
+    return null;
+  }
+
+  function keyFact(dl, d) {
+    const s = d.summary;
+    const reported = d.health && d.health.agent ? d.health.agent.key_fingerprint : null;
+    const status = s.key_status === 'mismatch'
+      ? h('strong', { class: 'bad' }, 'MISMATCH: a report under another key was refused')
+      : s.key_status === 'registered'
+        ? h('span', { class: 'good' }, 'registered')
+        : h('span', { class: 'muted' }, 'unregistered');
+    fact(dl, 'Key', status,
+      s.key_fingerprint ? h('span', null, ' · registered ', h('code', null, s.key_fingerprint)) : null,
+      reported && reported !== s.key_fingerprint ? h('span', null, ' · reported ', h('code', null, reported)) : null);
+    fact(dl, 'Witness', h('a', {
+      href: `/api/stations/${encodeURIComponent(s.id)}/witness`,
+      download: `witness-${s.id}.json`,
+      id: 'witness-download',
+      title: 'manifest heads this controller received, signed by it: for stationwatch-verify --witness',
+    }, 'Download witness file'));
+  }
+
   function stationRow(s) {
     const disk = s.reasons.some((r) => r.kind === 'disk_low');
     const camsBad = s.cameras > 0 && s.cameras_recording < s.cameras;
@@ -279,7 +309,8 @@
       h('td', { class: 'c-state' }, badge(s.state)),
       h('td', { class: 'c-id' },
         h('a', { href: `/stations/${encodeURIComponent(s.id)}`, 'data-nav': true, class: 'sid' }, s.id),
-        s.name ? h('div', { class: 'sname' }, s.name) : null),
+        s.name ? h('div', { class: 'sname' }, s.name) : null,
+        keyMark(s)),
       h('td', { class: 'c-region' }, s.region || ''),
       h('td', { class: 'c-reasons' }, reasonList(s.reasons)),
       h('td', { class: `c-num${camsBad ? ' bad' : ''}` }, s.cameras ? `${s.cameras_recording}/${s.cameras}` : '—'),
@@ -564,6 +595,7 @@
       d.status_received_at ? h('span', { class: 'muted' }, ' · ', age(d.status_received_at)) : null);
     fact(dl, 'Last report', when(d.health_received_at),
       hl ? h('span', { class: 'muted' }, ` · every ${hl.interval_s} s`) : null);
+    keyFact(dl, d);
     if (!hl) return;
     const disk = hl.disk;
     if (disk) {
@@ -592,7 +624,6 @@
     fact(dl, 'Agent', `${a.version || '?'} · up ${duration(a.uptime_s)}`,
       a.system_uptime_s !== undefined ? ` · machine up ${duration(a.system_uptime_s)}` : '');
     if (hl.segment_s) fact(dl, 'Segments', `${hl.segment_s} s`);
-    if (a.key_fingerprint) fact(dl, 'Key', h('code', null, a.key_fingerprint));
     if (a.config_hash) fact(dl, 'Config', h('code', { title: a.config_hash }, `${a.config_hash.slice(0, 16)}…`));
     fact(dl, 'Report taken', when(hl.at));
   }

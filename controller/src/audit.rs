@@ -13,6 +13,10 @@ pub enum Action {
     UserDelete,
     Grants,
     TokenCreate,
+    /// A station's first key (or the same key again).
+    KeyRegister,
+    /// A station's key replaced (the old one retired), or a replacement refused.
+    KeyRotate,
 }
 
 impl Action {
@@ -26,6 +30,8 @@ impl Action {
             Action::UserDelete => "user_delete",
             Action::Grants => "grants",
             Action::TokenCreate => "token_create",
+            Action::KeyRegister => "key_register",
+            Action::KeyRotate => "key_rotate",
         }
     }
 }

@@ -20,6 +20,21 @@ pub struct ControllerConfig {
     pub mqtt: MqttConfig,
     pub rules: RulesConfig,
     pub auth: AuthConfig,
+    pub trust: TrustConfig,
+}
+
+/// The controller's own key and third-party time (`keys/`).
+#[derive(Debug, Clone)]
+pub struct TrustConfig {
+    /// The controller's Ed25519 signing key (PKCS#8 PEM), created on first use. It signs the
+    /// key registry and witness exports.
+    pub key_file: PathBuf,
+    /// RFC 3161 time-stamping authority (`http://...` only); `None`: no time-stamps.
+    pub tsa_url: Option<String>,
+    /// How often the latest head of every camera that changed is time-stamped.
+    pub tsa_interval: Duration,
+    /// Most heads stamped per run (one request each).
+    pub tsa_max_per_run: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -114,12 +129,17 @@ fn read(
     file: &Path,
     check_machine: bool,
 ) -> Option<ControllerConfig> {
-    r.unknown_keys(root, "", &["http", "database", "mqtt", "rules", "auth"]);
+    r.unknown_keys(
+        root,
+        "",
+        &["http", "database", "mqtt", "rules", "auth", "trust"],
+    );
     let http = http(r, root);
     let database = database(r, root, file);
     let mqtt = mqtt(r, root, check_machine);
     let rules = rules(r, root);
     let auth = auth(r, root, check_machine);
+    let trust = trust(r, root, file);
     Some(ControllerConfig {
         file: file.to_owned(),
         http: http?,
@@ -127,6 +147,45 @@ fn read(
         mqtt: mqtt?,
         rules: rules?,
         auth: auth?,
+        trust: trust?,
+    })
+}
+
+fn trust(r: &mut TomlReader, root: &toml::Table, file: &Path) -> Option<TrustConfig> {
+    let p = "trust";
+    let t = r.optional_section(
+        root,
+        p,
+        &[
+            "key_file",
+            "tsa_url",
+            "tsa_interval_seconds",
+            "tsa_max_per_run",
+        ],
+    );
+    let key = r
+        .string(t, p, "key_file", false)
+        .unwrap_or_else(|| "controller-key.pem".into());
+    // Relative to the config file, like the SQLite path.
+    let key_file = file.parent().unwrap_or(Path::new(".")).join(key);
+    let tsa_url = r.string(t, p, "tsa_url", false).filter(|u| !u.is_empty());
+    if let Some(u) = &tsa_url {
+        // Tokens are signed by the authority: plain HTTP is what most authorities offer, and
+        // this build has no TLS client for it.
+        if !u.starts_with("http://") {
+            r.problem(
+                join(p, "tsa_url"),
+                format!("{u:?}: expected an http:// URL (https is not supported)"),
+            );
+        }
+    }
+    let interval = r.int(t, p, "tsa_interval_seconds", 1..=86_400, 600);
+    let max = r.int(t, p, "tsa_max_per_run", 1..=1_000_000, 10_000);
+    Some(TrustConfig {
+        key_file,
+        tsa_url,
+        tsa_interval: Duration::from_secs(interval? as u64),
+        tsa_max_per_run: max? as u32,
     })
 }
 
@@ -315,6 +374,9 @@ mod tests {
         assert_eq!(c.mqtt.shared_group.as_deref(), Some("controllers"));
         assert_eq!(c.rules, RulesConfig::default());
         assert_eq!(c.database.write_queue, 100_000);
+        assert_eq!(c.trust.key_file, Path::new("/etc/sw/controller-key.pem"));
+        assert!(c.trust.tsa_url.is_none());
+        assert_eq!(c.trust.tsa_interval, Duration::from_secs(600));
     }
 
     #[test]
@@ -327,6 +389,28 @@ mod tests {
                 e.problems().iter().any(|p| p.key == "database.write_queue"),
                 "{bad}: {e}"
             );
+        }
+    }
+
+    #[test]
+    fn trust_section_is_read_and_checked() {
+        let c = parse(
+            "[trust]\nkey_file = \"/var/lib/sw/key.pem\"\ntsa_url = \"http://tsa.example/\"\ntsa_interval_seconds = 60\ntsa_max_per_run = 5",
+        )
+        .unwrap();
+        assert_eq!(c.trust.key_file, Path::new("/var/lib/sw/key.pem"));
+        assert_eq!(c.trust.tsa_url.as_deref(), Some("http://tsa.example/"));
+        assert_eq!(c.trust.tsa_interval, Duration::from_secs(60));
+        assert_eq!(c.trust.tsa_max_per_run, 5);
+        let e = parse("[trust]\ntsa_url = \"ftp://x\"\ntsa_interval_seconds = 0\nkeyfile = 1")
+            .unwrap_err();
+        let keys: Vec<_> = e.problems().iter().map(|p| p.key.as_str()).collect();
+        for k in [
+            "trust.tsa_url",
+            "trust.tsa_interval_seconds",
+            "trust.keyfile",
+        ] {
+            assert!(keys.contains(&k), "{k} missing from {keys:?}");
         }
     }
 

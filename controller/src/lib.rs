@@ -10,6 +10,7 @@
 pub mod auth;
 pub mod config;
 pub mod fleet;
+pub mod keys;
 pub mod store;
 
 pub(crate) mod audit;
@@ -48,6 +49,8 @@ pub fn now_ms() -> i64 {
 pub enum StartError {
     #[error(transparent)]
     Store(#[from] store::StoreError),
+    #[error(transparent)]
+    Keys(#[from] keys::KeysError),
     #[error("cannot create the bootstrap admin: {0}")]
     Bootstrap(#[from] auth::CreateUserError),
     #[error("cannot listen on {addr}: {source}")]
@@ -78,8 +81,12 @@ impl Controller {
                 info!(username = %user, "bootstrap admin created");
             }
         }
+        let controller_key = Arc::new(keys::load_or_create_key(&cfg.trust.key_file)?);
+        info!(fingerprint = %controller_key.public().fingerprint(), "controller signing key");
         let fleet = Fleet::new(cfg.rules.clone());
         let started = now_ms();
+        // Registered keys and witnessed heads first: the stored reports are checked against them.
+        keys::load(&store, &fleet, started).await?;
         sync::apply(&fleet, store.stations(None).await?, started);
         info!(stations = fleet.len(), "fleet loaded from the database");
 
@@ -113,6 +120,11 @@ impl Controller {
                 cfg.database.history_days,
                 shutdown.child_token(),
             )),
+            tokio::spawn(keys::tsa::run(
+                store.clone(),
+                cfg.trust.clone(),
+                shutdown.child_token(),
+            )),
         ];
         let ingest_ctx = IngestContext {
             fleet: fleet.clone(),
@@ -138,6 +150,7 @@ impl Controller {
             http: cfg.http.clone(),
             changes,
             limiter: auth::LoginLimiter::default(),
+            controller_key,
         };
         let listener = tokio::net::TcpListener::bind(cfg.http.listen)
             .await

@@ -207,6 +207,14 @@ impl Api {
         Self::finish(req.send_json(body)?)
     }
 
+    pub fn put(&self, path: &str, body: &Value) -> Result<Reply> {
+        let mut req = self.agent.put(&format!("{}{path}", self.base));
+        if let Some(c) = &self.cookie {
+            req = req.header("cookie", c);
+        }
+        Self::finish(req.send_json(body)?)
+    }
+
     /// GET that must answer 200.
     pub fn ok(&self, path: &str) -> Result<Value> {
         let r = self.get(path)?;

@@ -317,7 +317,11 @@ impl Sim {
         // Segments end on the station's own minute grid.
         let offset = (mix(i, 3) % 60_000) as i64;
         let seg_end = (at - offset).div_euclid(60_000) * 60_000 + offset;
-        let seq = ((seg_end - self.started_ms) / 60_000).max(0) as u64 + 1 + mix(i, 4) % 5000;
+        // Heads advance like a real agent's: `open` + `segment` = 2 entries per 60 s segment,
+        // so the controller stores a new witnessed head per camera about every 30 s of reports.
+        // (Floor division: the first segment boundary after the start already advances it.)
+        let segments = ((seg_end - self.started_ms).div_euclid(60_000) + 1).max(0) as u64;
+        let seq = 1 + 2 * (segments + mix(i, 4) % 5000);
         let lost_since = st.lost_since.load(Relaxed);
         let mut total_bps = 0;
         for (c, cam) in CAMERAS.iter().enumerate() {

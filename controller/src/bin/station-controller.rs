@@ -49,6 +49,26 @@ enum Cmd {
         #[arg(long = "grant")]
         grants: Vec<String>,
     },
+    /// Print the controller's public key (what verifiers pass as --controller-key); creates the
+    /// key at `[trust] key_file` if it does not exist yet.
+    Key {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Register a station's public key (before election day). Replacing a registered key is a
+    /// rotation and needs --rotate; both are recorded in the audit log.
+    KeyRegister {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        station: String,
+        /// 64 hex characters, or a file holding them or an SPKI PEM (`station-agent key`).
+        #[arg(long)]
+        key: String,
+        /// Retire the registered key and register this one.
+        #[arg(long)]
+        rotate: bool,
+    },
 }
 
 #[tokio::main]
@@ -62,6 +82,59 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Run { config } => run(ControllerConfig::load(&config)?).await,
+        Cmd::Key { config } => {
+            let cfg = ControllerConfig::load(&config)?;
+            let key = station_controller::keys::load_or_create_key(&cfg.trust.key_file)?;
+            println!("{}", key.public());
+            eprintln!(
+                "fingerprint {} ({})",
+                key.public().fingerprint(),
+                cfg.trust.key_file.display()
+            );
+            Ok(())
+        }
+        Cmd::KeyRegister {
+            config,
+            station,
+            key,
+            rotate,
+        } => {
+            use station_controller::store::Registered;
+            let cfg = ControllerConfig::load(&config)?;
+            let station = station_controller::protocol::StationId::new(station)?;
+            let text = if std::path::Path::new(&key).is_file() {
+                std::fs::read_to_string(&key).with_context(|| format!("reading {key}"))?
+            } else {
+                key
+            };
+            let key = station_controller::protocol::manifest::PublicKey::from_text(&text)
+                .context("--key")?;
+            let store = Store::connect(&cfg.database).await?;
+            let fleet = station_controller::fleet::Fleet::new(cfg.rules.clone());
+            let outcome = station_controller::keys::register(
+                &store,
+                &fleet,
+                &station,
+                &key,
+                "cli",
+                rotate,
+                station_controller::now_ms(),
+            )
+            .await?;
+            store.close().await;
+            let fpr = key.fingerprint();
+            match outcome {
+                Registered::New => eprintln!("{station}: key {fpr} registered"),
+                Registered::Rotated { old } => {
+                    eprintln!("{station}: key {old} retired, key {fpr} registered")
+                }
+                Registered::Same => eprintln!("{station}: key {fpr} was already registered"),
+                Registered::NeedsRotate { current } => {
+                    bail!("{station} has key {current}; replacing it is a rotation: add --rotate")
+                }
+            }
+            Ok(())
+        }
         Cmd::UserAdd {
             config,
             username,

@@ -14,11 +14,13 @@ use std::sync::Arc;
 use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use serde::Serialize;
+use stationwatch_protocol::manifest::{Hash256, Timestamp};
 use stationwatch_protocol::mqtt::{Health, Status};
 use stationwatch_protocol::{CameraId, StationId};
 
 use self::rules::{evaluate, Observed, Reason, StationState};
 use crate::config::RulesConfig;
+use crate::store::HeadRow;
 
 /// One station as the controller knows it.
 #[derive(Debug, Clone)]
@@ -32,8 +34,15 @@ pub struct Station {
     pub reasons: Vec<Reason>,
     /// When `state` last changed (controller clock, ms).
     pub state_since: i64,
-    /// Highest manifest `next_seq` reported per camera, with the key fingerprint (see rules).
-    pub manifest_max: BTreeMap<CameraId, (u64, Option<String>)>,
+    /// The highest witnessed manifest head per camera (stored in `witnessed_heads`; loaded at
+    /// start, raised by this replica's reports and by what other replicas stored).
+    pub witnessed: BTreeMap<CameraId, WitnessedMax>,
+    /// Cameras whose reported head went behind or forked from the witnessed one (sticky).
+    pub rewritten: BTreeMap<CameraId, String>,
+    /// Fingerprint of the key registered for the station now, if any.
+    pub registered_key: Option<String>,
+    /// The last refused report under another key: (its fingerprint, controller receive time).
+    pub key_mismatch: Option<(Option<String>, i64)>,
     /// Id and name in lower case, for searches (kept so a search does not lower-case every
     /// station's names on every request).
     search_key: String,
@@ -49,7 +58,10 @@ impl Station {
             state: StationState::Unknown,
             reasons: Vec::new(),
             state_since: now,
-            manifest_max: BTreeMap::new(),
+            witnessed: BTreeMap::new(),
+            rewritten: BTreeMap::new(),
+            registered_key: None,
+            key_mismatch: None,
             search_key: id.as_str().to_lowercase(),
             id,
         }
@@ -61,6 +73,18 @@ impl Station {
 
     pub fn region(&self) -> Option<&str> {
         self.health.as_ref()?.agent.region.as_deref()
+    }
+
+    /// `registered`, `unregistered` or `mismatch` (a report under another key was refused in
+    /// the last [`rules::KEY_MISMATCH_HOLD_MS`]; shown while the `key_mismatch` reason holds).
+    pub fn key_status(&self) -> &'static str {
+        if self.reasons.iter().any(|r| r.kind == "key_mismatch") {
+            "mismatch"
+        } else if self.registered_key.is_some() {
+            "registered"
+        } else {
+            "unregistered"
+        }
     }
 
     /// The row of the stations list.
@@ -87,8 +111,31 @@ impl Station {
                 .as_ref()
                 .and_then(|h| h.disk.as_ref()?.hours_left),
             last_report_at: self.health_received_at,
+            key_status: self.key_status(),
+            key_fingerprint: self.registered_key.clone(),
         }
     }
+}
+
+/// The highest witnessed head of a camera.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WitnessedMax {
+    pub next_seq: u64,
+    pub prev: Hash256,
+    /// When the controller received it (ms).
+    pub received_at: i64,
+}
+
+/// What became of a health report.
+#[derive(Debug, Default)]
+pub struct HealthOutcome {
+    /// Alerts to open and close.
+    pub transition: Option<Transition>,
+    /// Heads that changed: to store in `witnessed_heads`.
+    pub heads: Vec<HeadRow>,
+    /// The report was under another key than the registered one: refused, not to be stored as
+    /// the station's state.
+    pub refused: bool,
 }
 
 /// A station in lists and live updates.
@@ -104,6 +151,10 @@ pub struct StationSummary {
     pub cameras_recording: usize,
     pub hours_left: Option<f64>,
     pub last_report_at: Option<i64>,
+    /// `registered`, `unregistered` or `mismatch`.
+    pub key_status: &'static str,
+    /// Fingerprint of the registered key in force.
+    pub key_fingerprint: Option<String>,
 }
 
 /// Reasons that appeared and disappeared at one station: alerts to open and close.
@@ -191,20 +242,77 @@ impl Fleet {
         })
     }
 
-    /// Applies a health report unless a newer one (by the agent's `at`) is known.
+    /// Applies a health report unless a newer one (by the agent's `at`) is known. A report
+    /// under a key other than the station's registered one is refused (the station keeps the
+    /// state of its last matching report) and raises `key_mismatch`. Heads of an accepted report
+    /// are checked against the witnessed ones: a head behind or forked raises
+    /// `manifest_rewritten`; a new head is returned to be stored.
     pub fn apply_health(
         &self,
         id: &StationId,
         health: Arc<Health>,
         received_at: i64,
         now: i64,
-    ) -> Option<Transition> {
-        self.update(id, now, |s| {
+    ) -> HealthOutcome {
+        let mut out = HealthOutcome::default();
+        out.transition = self.update(id, now, |s| {
+            // Whatever its time: a forger cannot hide behind an old `at`.
+            let reported = health.agent.key_fingerprint.map(|f| f.to_string());
+            if let Some(registered) = &s.registered_key {
+                if reported.as_ref() != Some(registered) {
+                    s.key_mismatch = Some((reported, received_at));
+                    out.refused = true;
+                    return Some(reevaluate(s, now, &self.rules));
+                }
+            }
             if s.health.as_ref().is_some_and(|h| h.at >= health.at) {
                 return None;
             }
+            out.heads = witness(s, &health, received_at, reported);
             Some(self.take_health(s, health, received_at, now))
-        })
+        });
+        out
+    }
+
+    /// A head stored (by any replica): raises the witnessed maximum of its camera.
+    pub fn head_stored(&self, h: &HeadRow, now: i64) {
+        let mut g = self.write();
+        let s = g
+            .stations
+            .entry(h.station.clone())
+            .or_insert_with(|| Station::new(h.station.clone(), now));
+        let w = s.witnessed.entry(h.camera.clone()).or_insert(WitnessedMax {
+            next_seq: 0,
+            prev: h.prev,
+            received_at: h.received_at,
+        });
+        if h.next_seq > w.next_seq || w.next_seq == 0 {
+            *w = WitnessedMax {
+                next_seq: h.next_seq,
+                prev: h.prev,
+                received_at: h.received_at,
+            };
+        }
+    }
+
+    /// The station's registered key in force changed (or was loaded). The rules are applied at
+    /// the next tick (within a second), which opens and closes the alerts.
+    /// Takes the registered keys in force from key registry rows (at start, and what other
+    /// replicas registered since the last poll).
+    pub fn apply_key_rows(&self, rows: Vec<crate::store::KeyRow>, now: i64) {
+        for r in rows.into_iter().filter(|r| r.retired_at.is_none()) {
+            self.set_registered_key(&r.station, Some(r.fingerprint), now);
+        }
+    }
+
+    pub fn set_registered_key(&self, id: &StationId, fingerprint: Option<String>, now: i64) {
+        self.update(id, now, |s| {
+            if s.registered_key != fingerprint {
+                s.registered_key = fingerprint;
+                s.key_mismatch = None;
+            }
+            Some(None)
+        });
     }
 
     /// Runs `change` on the station (created when new). `change` answers `None` when it
@@ -239,23 +347,7 @@ impl Fleet {
             Some(name) => format!("{}\n{}", s.id, name).to_lowercase(),
             None => s.id.as_str().to_lowercase(),
         };
-        let t = reevaluate(s, now, &self.rules);
-        // Remember the highest heads after evaluating, so the report that rewound is flagged.
-        if let Some(h) = &s.health {
-            let key = h.agent.key_fingerprint.map(|f| f.to_string());
-            for (cam, c) in &h.cameras {
-                let Some(head) = &c.manifest else { continue };
-                let e = s
-                    .manifest_max
-                    .entry(cam.clone())
-                    .or_insert((0, key.clone()));
-                if e.1 != key {
-                    *e = (0, key.clone());
-                }
-                e.0 = e.0.max(head.next_seq);
-            }
-        }
-        t
+        reevaluate(s, now, &self.rules)
     }
 
     /// Whether the fleet already holds this station's status/health as received at these times
@@ -377,6 +469,68 @@ impl Fleet {
     }
 }
 
+/// Checks the report's heads against the witnessed ones: new heads are returned (to store) and
+/// become the witnessed maximum; a head behind the maximum or at the same `next_seq` with
+/// another hash marks the camera rewritten. The key fingerprint does not matter: a new key does
+/// not make a cut manifest whole.
+fn witness(
+    s: &mut Station,
+    health: &Health,
+    received_at: i64,
+    fingerprint: Option<String>,
+) -> Vec<HeadRow> {
+    let mut out = Vec::new();
+    for (cam, c) in &health.cameras {
+        let Some(head) = &c.manifest else { continue };
+        match s.witnessed.get(cam) {
+            Some(w) if head.next_seq < w.next_seq => {
+                s.rewritten.entry(cam.clone()).or_insert_with(|| {
+                    format!(
+                        "manifest has {} entries, {} were witnessed at {}: entries removed from its end",
+                        head.next_seq,
+                        w.next_seq,
+                        fmt_ms(w.received_at)
+                    )
+                });
+            }
+            Some(w) if head.next_seq == w.next_seq && head.prev != w.prev => {
+                s.rewritten.entry(cam.clone()).or_insert_with(|| {
+                    format!(
+                        "entry {} differs from the one witnessed at {}: the manifest was rewritten",
+                        head.next_seq.saturating_sub(1),
+                        fmt_ms(w.received_at)
+                    )
+                });
+            }
+            Some(w) if head.next_seq == w.next_seq => {}
+            _ => {
+                s.witnessed.insert(
+                    cam.clone(),
+                    WitnessedMax {
+                        next_seq: head.next_seq,
+                        prev: head.prev,
+                        received_at,
+                    },
+                );
+                out.push(HeadRow {
+                    station: s.id.clone(),
+                    camera: cam.clone(),
+                    next_seq: head.next_seq,
+                    prev: head.prev,
+                    agent_at: health.at.unix_ms(),
+                    received_at,
+                    key_fingerprint: fingerprint.clone(),
+                });
+            }
+        }
+    }
+    out
+}
+
+fn fmt_ms(ms: i64) -> String {
+    Timestamp::from_unix_ms(ms).map_or_else(|_| ms.to_string(), |t| t.to_string())
+}
+
 /// Evaluates the rules; on a change of reasons, returns what opened and closed.
 fn reevaluate(s: &mut Station, now: i64, rules: &RulesConfig) -> Option<Transition> {
     let (state, reasons) = evaluate(
@@ -385,7 +539,8 @@ fn reevaluate(s: &mut Station, now: i64, rules: &RulesConfig) -> Option<Transiti
             status_received_at: s.status_received_at,
             health: s.health.as_deref(),
             health_received_at: s.health_received_at,
-            manifest_max: &s.manifest_max,
+            rewritten: &s.rewritten,
+            key_mismatch: s.key_mismatch.as_ref(),
         },
         now,
         rules,
@@ -521,37 +676,114 @@ mod tests {
         let now = 1_780_000_000_000;
         assert!(f
             .apply_health(&sid("a"), health(now, "N"), now, now)
+            .transition
             .is_none());
         f.apply_health(&sid("a"), health(now - 15_000, "S"), now + 5, now + 5);
         assert_eq!(f.get(&sid("a")).unwrap().region(), Some("N"));
     }
 
-    #[test]
-    fn a_manifest_head_going_backwards_is_remembered_and_flagged() {
-        use stationwatch_protocol::manifest::Hash256;
+    fn report(at: i64, seq: u64, prev: &[u8], key: Option<&str>) -> Arc<Health> {
         use stationwatch_protocol::mqtt::{CameraHealth, CameraState, ManifestHead};
+        let mut h = Health::new(Timestamp::from_unix_ms(at).unwrap());
+        h.agent.key_fingerprint = key.map(|k| k.parse().unwrap());
+        let cam = CameraHealth {
+            state: CameraState::Recording,
+            manifest: Some(ManifestHead {
+                next_seq: seq,
+                prev: Hash256::of(prev),
+            }),
+            ..Default::default()
+        };
+        h.cameras.insert("desk".parse().unwrap(), cam);
+        Arc::new(h)
+    }
+
+    #[test]
+    fn heads_are_witnessed_once_and_a_cut_or_fork_is_flagged_under_any_key() {
         let f = Fleet::new(RulesConfig::default());
         let now = 1_780_000_000_000;
-        let report = |at: i64, seq: u64| {
-            let mut h = Health::new(Timestamp::from_unix_ms(at).unwrap());
-            let cam = CameraHealth {
-                state: CameraState::Recording,
-                manifest: Some(ManifestHead {
-                    next_seq: seq,
-                    prev: Hash256::of(b"p"),
-                }),
-                ..Default::default()
-            };
-            h.cameras.insert("desk".parse().unwrap(), cam);
-            Arc::new(h)
-        };
-        f.apply_health(&sid("a"), report(now, 10), now, now);
-        f.apply_health(&sid("a"), report(now + 1000, 12), now + 1000, now + 1000);
-        let t = f
-            .apply_health(&sid("a"), report(now + 2000, 7), now + 2000, now + 2000)
-            .unwrap();
-        assert_eq!(t.opened[0].key(), "manifest_rewound:desk");
-        assert_eq!(f.get(&sid("a")).unwrap().state, StationState::Degraded);
+        let a = sid("a");
+        let o = f.apply_health(&a, report(now, 10, b"9", None), now, now);
+        assert_eq!(o.heads.len(), 1);
+        // Same head again: nothing to store.
+        let o = f.apply_health(&a, report(now + 1, 10, b"9", None), now + 1, now + 1);
+        assert!(o.heads.is_empty() && o.transition.is_none());
+        let o = f.apply_health(&a, report(now + 2, 12, b"11", None), now + 2, now + 2);
+        assert_eq!(o.heads[0].next_seq, 12);
+        // Cut by 5 under a new key: still flagged, nothing stored.
+        let o = f.apply_health(
+            &a,
+            report(now + 3, 7, b"6", Some("0000:0000:0000:0001")),
+            now + 3,
+            now + 3,
+        );
+        assert!(o.heads.is_empty());
+        assert_eq!(
+            o.transition.unwrap().opened[0].key(),
+            "manifest_rewritten:desk"
+        );
+        assert_eq!(f.get(&a).unwrap().state, StationState::Degraded);
+        // A fork at the witnessed seq on a fresh fleet that loaded the stored head.
+        let g = Fleet::new(RulesConfig::default());
+        g.head_stored(
+            &f.apply_health(&sid("b"), report(now, 4, b"3", None), now, now)
+                .heads[0],
+            now,
+        );
+        let o = g.apply_health(
+            &sid("b"),
+            report(now + 1, 4, b"other", None),
+            now + 1,
+            now + 1,
+        );
+        assert_eq!(
+            o.transition.unwrap().opened[0].key(),
+            "manifest_rewritten:desk"
+        );
+    }
+
+    #[test]
+    fn a_report_under_a_foreign_key_is_refused_and_flagged() {
+        let f = Fleet::new(RulesConfig::default());
+        let now = 1_780_000_000_000;
+        let a = sid("a");
+        let real = "1111:2222:3333:4444";
+        assert_eq!(f.get(&a).map(|s| s.key_status()), None);
+        f.set_registered_key(&a, Some(real.into()), now);
+        assert_eq!(f.get(&a).unwrap().key_status(), "registered");
+        let o = f.apply_health(&a, report(now, 5, b"4", Some(real)), now, now);
+        assert!(!o.refused && o.heads.len() == 1);
+        let o = f.apply_health(
+            &a,
+            report(now + 10, 50, b"forged", Some("9999:9999:9999:9999")),
+            now + 10,
+            now + 10,
+        );
+        assert!(o.refused && o.heads.is_empty());
+        assert_eq!(o.transition.unwrap().opened[0].kind, "key_mismatch");
+        let s = f.get(&a).unwrap();
+        assert_eq!(s.key_status(), "mismatch");
+        // The station's state is still its own last report.
+        assert_eq!(s.health.unwrap().at.unix_ms(), now);
+        assert_eq!(
+            s.witnessed[&"desk".parse::<CameraId>().unwrap()].next_seq,
+            5
+        );
+        // Nor can it hide behind an old time.
+        assert!(
+            f.apply_health(
+                &a,
+                report(now - 60_000, 1, b"0", Some("9999:9999:9999:9999")),
+                now + 15,
+                now + 15
+            )
+            .refused
+        );
+        // A report without any fingerprint is not the registered key either.
+        assert!(
+            f.apply_health(&a, report(now + 20, 6, b"5", None), now + 20, now + 20)
+                .refused
+        );
     }
 
     #[test]
@@ -570,6 +802,7 @@ mod tests {
                 now + 51_000,
                 now + 51_000,
             )
+            .transition
             .unwrap();
         assert_eq!(t.closed[0].kind, "offline");
         assert_eq!(f.get(&sid("a")).unwrap().state, StationState::Online);

@@ -80,14 +80,50 @@ pub struct Observed<'a> {
     pub status_received_at: Option<i64>,
     pub health: Option<&'a Health>,
     pub health_received_at: Option<i64>,
-    /// The highest manifest `next_seq` ever reported per camera (with the key fingerprint it
-    /// was reported under): a report below it means entries were removed from the end of the
-    /// manifest, which the station's own chain cannot show.
-    pub manifest_max: &'a BTreeMap<CameraId, (u64, Option<String>)>,
+    /// Cameras whose reported manifest head went behind or forked from a witnessed head
+    /// (`keys::witness`), with the detail for people. Sticky for the life of the process.
+    pub rewritten: &'a BTreeMap<CameraId, String>,
+    /// The last report under a key other than the registered one: (its fingerprint, when it
+    /// arrived). Such a report is never taken as the station's.
+    pub key_mismatch: Option<&'a (Option<String>, i64)>,
 }
+
+/// A `key_mismatch` reason holds this long after the last report under a foreign key (a forger
+/// interleaving reports with the real station must not make the alert flap).
+pub const KEY_MISMATCH_HOLD_MS: i64 = 10 * 60_000;
 
 /// The state and every reason, at controller time `now` (ms).
 pub fn evaluate(o: &Observed<'_>, now: i64, rules: &RulesConfig) -> (StationState, Vec<Reason>) {
+    let (mut state, mut reasons) = evaluate_reports(o, now, rules);
+    let before = reasons.len();
+    if let Some((fpr, at)) = o.key_mismatch {
+        if now - at < KEY_MISMATCH_HOLD_MS {
+            reasons.push(Reason::new(
+                "key_mismatch",
+                None,
+                format!(
+                    "a report signed under key {} (not the registered key) was refused",
+                    fpr.as_deref().unwrap_or("(none)")
+                ),
+            ));
+        }
+    }
+    for (cam, detail) in o.rewritten {
+        reasons.push(Reason::new("manifest_rewritten", Some(cam), detail.clone()));
+    }
+    if reasons.len() > before && state == StationState::Online {
+        state = StationState::Degraded;
+    }
+    (state, reasons)
+}
+
+/// The state and reasons from what the station reported (trust reasons are added by
+/// [`evaluate`]).
+fn evaluate_reports(
+    o: &Observed<'_>,
+    now: i64,
+    rules: &RulesConfig,
+) -> (StationState, Vec<Reason>) {
     // The newest word on the connection wins: a status newer than the last report, or silence.
     if let Some(s) = o.status {
         let newer_than_health = match (o.status_received_at, o.health_received_at) {
@@ -168,22 +204,6 @@ pub fn evaluate(o: &Observed<'_>, now: i64, rules: &RulesConfig) -> (StationStat
                     ),
                 ));
             }
-        }
-    }
-    let fingerprint = h.agent.key_fingerprint.map(|f| f.to_string());
-    for (id, cam) in &h.cameras {
-        let (Some(head), Some((max, key))) = (&cam.manifest, o.manifest_max.get(id)) else {
-            continue;
-        };
-        if head.next_seq < *max && *key == fingerprint {
-            reasons.push(Reason::new(
-                "manifest_rewound",
-                Some(id),
-                format!(
-                    "manifest has {} entries, {max} were reported before: entries removed from its end",
-                    head.next_seq
-                ),
-            ));
         }
     }
     if let Some(d) = &h.disk {
@@ -274,7 +294,8 @@ mod tests {
             status_received_at: s_at,
             health: h,
             health_received_at: h_at,
-            manifest_max: &none,
+            rewritten: &none,
+            key_mismatch: None,
         };
         let (state, reasons) = evaluate(&o, NOW, &RulesConfig::default());
         (state, reasons.iter().map(Reason::key).collect())
@@ -368,32 +389,35 @@ mod tests {
     }
 
     #[test]
-    fn a_manifest_shorter_than_reported_before_is_flagged() {
-        use stationwatch_protocol::manifest::Hash256;
-        use stationwatch_protocol::mqtt::ManifestHead;
-        let mut h = healthy();
+    fn trust_reasons_degrade_and_a_key_mismatch_expires() {
+        let h = healthy();
         let desk = CameraId::new("desk").unwrap();
-        h.cameras.get_mut(&desk).unwrap().manifest = Some(ManifestHead {
-            next_seq: 40,
-            prev: Hash256::of(b"x"),
-        });
-        let key = h.agent.key_fingerprint.map(|f| f.to_string());
-        let check = |max: (u64, Option<String>)| {
-            let max = BTreeMap::from([(desk.clone(), max)]);
+        let rewritten = BTreeMap::from([(desk, "cut".to_owned())]);
+        let mismatch = (Some("0000:0000:0000:0001".to_owned()), NOW - 1000);
+        let check = |rw: &BTreeMap<CameraId, String>, km: Option<&(Option<String>, i64)>, now| {
             let o = Observed {
                 status: None,
                 status_received_at: None,
                 health: Some(&h),
-                health_received_at: Some(NOW),
-                manifest_max: &max,
+                health_received_at: Some(now),
+                rewritten: rw,
+                key_mismatch: km,
             };
-            let (_, reasons) = evaluate(&o, NOW, &RulesConfig::default());
-            reasons.iter().map(Reason::key).collect::<Vec<_>>()
+            let (state, reasons) = evaluate(&o, now, &RulesConfig::default());
+            (state, reasons.iter().map(Reason::key).collect::<Vec<_>>())
         };
-        assert_eq!(check((41, key.clone())), ["manifest_rewound:desk"]);
-        // Equal is fine; a new station key (re-installed device) starts a new manifest.
-        assert!(check((40, key)).is_empty());
-        assert!(check((90, Some("0000:0000:0000:0000".into()))).is_empty());
+        assert_eq!(
+            check(&rewritten, Some(&mismatch), NOW),
+            (
+                StationState::Degraded,
+                vec!["key_mismatch".into(), "manifest_rewritten:desk".into()]
+            )
+        );
+        let none = BTreeMap::new();
+        assert_eq!(
+            check(&none, Some(&mismatch), NOW + KEY_MISMATCH_HOLD_MS).0,
+            StationState::Online
+        );
     }
 
     #[test]

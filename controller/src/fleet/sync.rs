@@ -34,7 +34,8 @@ pub fn apply(fleet: &Fleet, rows: Vec<StationRow>, now: i64) {
         }
         if let (Some(json), Some(at)) = (&r.health_json, r.health_received_at) {
             if let Ok(h) = decode_health(json.as_bytes()) {
-                fleet.apply_health(id, Arc::new(h), at, now);
+                // Heads in a stored report were stored by the replica that received it.
+                let _ = fleet.apply_health(id, Arc::new(h), at, now);
             }
         }
     }
@@ -44,6 +45,8 @@ pub fn apply(fleet: &Fleet, rows: Vec<StationRow>, now: i64) {
 pub async fn run(store: Store, fleet: Fleet, shutdown: CancellationToken, mut since: i64) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut heads_since = since;
+    let mut n: u64 = 0;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -52,10 +55,34 @@ pub async fn run(store: Store, fleet: Fleet, shutdown: CancellationToken, mut si
         if let Err(e) = poll(&store, &fleet, &mut since).await {
             warn!(error = %e, "cannot read station states from the database");
         }
+        n += 1;
+        if n.is_multiple_of(HEADS_EVERY) {
+            if let Err(e) = poll_heads(&store, &fleet, &mut heads_since).await {
+                warn!(error = %e, "cannot read witnessed heads from the database");
+            }
+        }
     }
 }
 
+/// Heads other replicas stored are read back every this many seconds: a camera's head changes
+/// about once a minute and a station reports every 15 s, so 5 s is soon enough, and with the
+/// overlap each row is read ~1.6 times instead of 4 (every second).
+const HEADS_EVERY: u64 = 5;
+
+/// Raises the fleet's witnessed maxima to the heads stored since the last poll (any replica).
+async fn poll_heads(store: &Store, fleet: &Fleet, since: &mut i64) -> crate::store::Result<()> {
+    let now = now_ms();
+    for h in store.heads_received_since(*since - OVERLAP_MS).await? {
+        *since = (*since).max(h.received_at);
+        fleet.head_stored(&h, now);
+    }
+    Ok(())
+}
+
 async fn poll(store: &Store, fleet: &Fleet, since: &mut i64) -> crate::store::Result<()> {
+    // Keys other replicas registered (indexed by time; almost always no row).
+    let now = now_ms();
+    fleet.apply_key_rows(store.keys_changed_since(*since - OVERLAP_MS).await?, now);
     let versions = store.station_versions_since(*since - OVERLAP_MS).await?;
     let mut stale = Vec::new();
     for v in versions {

@@ -11,6 +11,7 @@ mod commands;
 mod dashboard;
 mod error;
 mod extract;
+mod keys;
 mod session;
 mod stations;
 mod stream;
@@ -26,6 +27,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use axum::Router;
 use tokio::sync::{broadcast, mpsc};
+
+use stationwatch_protocol::manifest::StationKey;
 
 use crate::auth::{LoginLimiter, User};
 use crate::commands::Publisher;
@@ -46,6 +49,8 @@ pub struct AppState {
     /// Batches of changed stations, about once a second.
     pub changes: broadcast::Sender<Arc<Vec<StationSummary>>>,
     pub limiter: LoginLimiter,
+    /// Signs key registry and witness exports.
+    pub controller_key: Arc<StationKey>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -71,6 +76,10 @@ pub fn router(state: AppState) -> Router {
             "/api/stations/{id}/cameras/{camera}/snapshot",
             get(stations::snapshot),
         )
+        .route("/api/stations/{id}/key", put(keys::register))
+        .route("/api/stations/{id}/witness", get(keys::witness))
+        .route("/api/keys", get(keys::registry))
+        .route("/api/controller-key", get(keys::controller_key))
         .route("/api/alerts", get(stations::alerts))
         .route("/api/stream", get(stream::stream))
         .route("/api/metrics", get(admin::metrics))

@@ -597,6 +597,68 @@ fn typed_responses_match_docs_openapi_yaml() {
             name: "script".into(),
         },
     );
+    {
+        use stationwatch_protocol::manifest::{Hash256, StationKey};
+        use stationwatch_protocol::trust::{
+            KeyRegistry, RegisteredKey, Signed, StationKeys, TsaToken, Witness, WitnessedHead,
+        };
+        let key = StationKey::from_seed(&[3; 32]);
+        let t = Timestamp::from_unix_ms(1_780_000_000_000).unwrap();
+        let rk = RegisteredKey {
+            key: key.public(),
+            registered_at: t,
+            retired_at: Some(t),
+        };
+        c(
+            "put",
+            "/api/stations/{id}/key",
+            "201",
+            &super::keys::KeyRegistered {
+                station: station_id(),
+                public_key: key.public(),
+                fingerprint: key.public().fingerprint().to_string(),
+                outcome: "rotated",
+                retired: Some("x".into()),
+            },
+        );
+        c(
+            "get",
+            "/api/controller-key",
+            "200",
+            &super::keys::ControllerKey {
+                public_key: key.public(),
+                fingerprint: key.public().fingerprint().to_string(),
+            },
+        );
+        let reg = KeyRegistry::new(
+            t,
+            vec![StationKeys {
+                station: station_id(),
+                keys: vec![rk.clone()],
+            }],
+        );
+        c("get", "/api/keys", "200", &Signed::sign(reg, &key).unwrap());
+        let head = WitnessedHead {
+            camera: CameraId::new("desk").unwrap(),
+            next_seq: 3,
+            prev: Hash256::of(b"x"),
+            agent_at: t,
+            received_at: t,
+            tsa: Some(TsaToken {
+                tsa: "http://tsa".into(),
+                time: t,
+                imprint: Hash256::of(b"y"),
+                token: "MA==".into(),
+            }),
+        };
+        let w = Witness::new(t, station_id(), Some(t), None, vec![rk], vec![head]);
+        c(
+            "get",
+            "/api/stations/{id}/witness",
+            "200",
+            &Signed::sign(w, &key).unwrap(),
+        );
+    }
     // The `stations` event of /api/stream is documented as the StreamBatch schema.
     let batch = serde_json::to_value(StreamBatch {
         counts: fleet.counts(&all),

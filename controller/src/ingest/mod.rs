@@ -151,8 +151,21 @@ pub async fn handle(ctx: &IngestContext, topic: &str, payload: &[u8]) {
                 ctx.metrics.health(now - h.at.unix_ms());
                 let figures = figures::figures(&h).to_string();
                 let at = h.at.unix_ms();
-                if let Some(t) = ctx.fleet.apply_health(&station, Arc::new(h), now, now) {
+                let out = ctx.fleet.apply_health(&station, Arc::new(h), now, now);
+                if let Some(t) = out.transition {
                     let _ = ctx.transitions.send(t);
+                }
+                // Witnessed heads must be stored: wait for room (a camera's head changes about
+                // twice a minute, not with every report).
+                for head in out.heads {
+                    if ctx.writes.send(Write::Head(head)).await.is_err() {
+                        debug!("writer stopped; head not stored");
+                    }
+                }
+                if out.refused {
+                    ctx.metrics.rejected();
+                    warn!(station = id, "health report under a key other than the registered one refused (key_mismatch)");
+                    return;
                 }
                 write = Some(Write::Health {
                     station: station.clone(),

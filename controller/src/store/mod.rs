@@ -17,6 +17,9 @@ use stationwatch_protocol::{CameraId, StationId};
 
 use crate::config::DatabaseConfig;
 
+mod trust;
+pub use trust::{HeadRow, KeyRow, Registered};
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database {url}: {source}")]
@@ -147,6 +150,8 @@ pub enum Write {
         received_at: i64,
         jpeg: Vec<u8>,
     },
+    /// A camera's manifest head changed: witness it.
+    Head(HeadRow),
 }
 
 /// An id read back from a column (validated before it was written).
@@ -393,6 +398,14 @@ impl Store {
     pub async fn write_batch(&self, batch: &[Write]) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         self.write_healths(&mut tx, batch).await?;
+        let heads: Vec<&HeadRow> = batch
+            .iter()
+            .filter_map(|w| match w {
+                Write::Head(h) => Some(h),
+                _ => None,
+            })
+            .collect();
+        self.write_heads(&mut tx, &heads).await?;
         for w in batch {
             match w {
                 Write::Status {
@@ -416,8 +429,8 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
                 }
-                // Written below, many rows per statement.
-                Write::Health { .. } => {}
+                // Written above, many rows per statement.
+                Write::Health { .. } | Write::Head(_) => {}
                 Write::Event(e) => {
                     sqlx::query(
                         "INSERT INTO events (station_id, event_id, at, received_at, kind, camera, body)
