@@ -48,7 +48,8 @@ impl StationState {
 /// Why a station is not simply online. `key()` identifies the alert it keeps open.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Reason {
-    /// `offline`, `camera_not_recording`, `no_segment`, `disk_low`, `clock_unsynced`.
+    /// `offline`, `camera_not_recording`, `no_segment`, `disk_low`, `clock_unsynced`,
+    /// `holds_file_error`.
     pub kind: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub camera: Option<CameraId>,
@@ -233,6 +234,15 @@ fn evaluate_reports(
             ));
         }
     }
+    // Holds fail closed on the station: nothing is deleted by policy until a person fixes the
+    // holds file, so the disk fills up. An operator must send a technician.
+    if let Some(e) = &h.holds_file_error {
+        reasons.push(Reason::new(
+            "holds_file_error",
+            None,
+            format!("legal holds file unreadable, deletion stopped: {e}"),
+        ));
+    }
     let state = if reasons.is_empty() {
         StationState::Online
     } else {
@@ -364,6 +374,7 @@ mod tests {
         h.cameras.get_mut(&boxc).unwrap().last_segment_end = Some(ts(NOW - 1000 - 121_000));
         h.disk.as_mut().unwrap().hours_left = Some(5.0);
         h.clock.as_mut().unwrap().synced = false;
+        h.holds_file_error = Some("expected value at line 1".into());
         let (state, keys) = eval(None, None, Some(&h), Some(NOW));
         assert_eq!(state, StationState::Degraded);
         assert_eq!(
@@ -372,7 +383,8 @@ mod tests {
                 "no_segment:box",
                 "camera_not_recording:desk",
                 "disk_low",
-                "clock_unsynced"
+                "clock_unsynced",
+                "holds_file_error"
             ]
         );
     }
