@@ -216,13 +216,23 @@ async fn wait_js(c: &Client, expr: &str, secs: u64, what: &str) -> Value {
     }
 }
 
+/// Clicks the element `css` names. Live updates re-render the stations list every second, so
+/// an element found a moment ago may be replaced before the click lands ("stale element"):
+/// find it again, as a user's second click would, up to a few times.
 async fn click(c: &Client, css: &str) {
-    c.find(Locator::Css(css))
-        .await
-        .unwrap_or_else(|e| panic!("no {css}: {e}"))
-        .click()
-        .await
-        .unwrap_or_else(|e| panic!("clicking {css}: {e}"));
+    for attempt in 1.. {
+        let el = c
+            .find(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("no {css}: {e}"));
+        match el.click().await {
+            Ok(_) => return,
+            Err(e) if attempt < 5 && e.to_string().contains("stale element") => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("clicking {css}: {e}"),
+        }
+    }
 }
 
 async fn type_into(c: &Client, css: &str, text: &str) {
