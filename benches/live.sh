@@ -257,7 +257,11 @@ T_UP_SUB=$(change_after ladder sub "$T_RESTORE")
 T_UP_MAIN=$(change_after ladder main "$T_RESTORE")
 FRAMES=$(ffprobe -v error -count_frames -select_streams v:0 -show_entries stream=nb_read_frames \
     -of csv=p=0 "$WORK/ladder/received.ts" 2>/dev/null | awk 'NF { print; exit }' || true)
-VERIFY=$("$AGENT" verify "$WORK/ladder/rec" 2>&1 | grep -E "recorded|result" | tr -s ' ' | paste -sd ';' -)
+# Verified against the station's key (without it the verdict is UNTRUSTED, exit 4); the verdict
+# is reported, not enforced: this is a benchmark.
+LADDER_KEY=$("$AGENT" key --config "$WORK/ladder/agent.toml" | awk '$1 == "public" && $2 == "key" { print $3 }')
+VERIFY=$({ "$AGENT" verify "$WORK/ladder/rec" --public-key "$LADDER_KEY" 2>&1 || true; } |
+    grep -E "recorded|verdict" | tr -s ' ' | paste -sd ';' -)
 
 gap_at() {
     if [ -z "$2" ]; then echo "n/a"; return; fi
