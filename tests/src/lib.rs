@@ -28,6 +28,7 @@ pub mod agent_process;
 pub mod controller_process;
 pub mod mosquitto;
 pub mod netns;
+pub mod notify;
 pub mod postgres;
 pub mod process;
 pub mod srt;

@@ -7,25 +7,7 @@ use std::time::{Duration, Instant};
 
 use stationwatch_tests::agent_process::{agent_bin, config, AgentProcess};
 use stationwatch_tests::have_gst_element;
-
-fn recv_all(sock: &UnixDatagram, until: Instant, out: &mut Vec<(Instant, String)>) {
-    let mut buf = [0u8; 4096];
-    while Instant::now() < until {
-        sock.set_read_timeout(Some(
-            until
-                .saturating_duration_since(Instant::now())
-                .max(Duration::from_millis(10)),
-        ))
-        .unwrap();
-        match sock.recv(&mut buf) {
-            Ok(n) => out.push((
-                Instant::now(),
-                String::from_utf8_lossy(&buf[..n]).into_owned(),
-            )),
-            Err(_) => break,
-        }
-    }
-}
+use stationwatch_tests::notify::recv_all;
 
 #[test]
 fn ready_watchdog_and_stopping_reach_the_service_manager() {

@@ -211,14 +211,7 @@ impl Store {
             );
             let mut q = sqlx::query(&sql).persistent(false);
             for h in chunk {
-                q = q
-                    .bind(h.station.as_str())
-                    .bind(h.camera.as_str())
-                    .bind(h.next_seq as i64)
-                    .bind(h.prev.to_hex())
-                    .bind(h.agent_at)
-                    .bind(h.received_at)
-                    .bind(h.key_fingerprint.as_deref());
+                q = bind_head(q, h);
             }
             q.execute(&mut **tx).await?;
         }
@@ -245,14 +238,7 @@ impl Store {
             );
             let mut q = sqlx::query(&sql).persistent(false);
             for h in chunk {
-                q = q
-                    .bind(h.station.as_str())
-                    .bind(h.camera.as_str())
-                    .bind(h.next_seq as i64)
-                    .bind(h.prev.to_hex())
-                    .bind(h.agent_at)
-                    .bind(h.received_at)
-                    .bind(h.key_fingerprint.as_deref());
+                q = bind_head(q, h);
             }
             q.execute(&mut **tx).await?;
         }
@@ -347,4 +333,19 @@ impl Store {
         .await?;
         Ok(())
     }
+}
+
+/// Binds a head's seven columns (station, camera, next_seq, prev, agent_at, received_at,
+/// key_fingerprint) in table order.
+fn bind_head<'q>(
+    q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    h: &'q HeadRow,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    q.bind(h.station.as_str())
+        .bind(h.camera.as_str())
+        .bind(h.next_seq as i64)
+        .bind(h.prev.to_hex())
+        .bind(h.agent_at)
+        .bind(h.received_at)
+        .bind(h.key_fingerprint.as_deref())
 }
