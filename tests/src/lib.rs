@@ -32,6 +32,7 @@ pub mod notify;
 pub mod postgres;
 pub mod process;
 pub mod srt;
+pub mod tmpfs;
 
 /// How long [`TestCamera::start`] waits for the `READY` line.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
@@ -630,6 +631,23 @@ pub fn skip_or_fail(why: &str) {
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
+}
+
+/// Polls `f` every 200 ms until it returns `Some`, or panics with `what` and the last error.
+pub fn eventually<T>(what: &str, secs: u64, mut f: impl FnMut() -> Result<Option<T>>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut last = String::new();
+    loop {
+        match f() {
+            Ok(Some(v)) => return v,
+            Ok(None) => {}
+            Err(e) => last = e.to_string(),
+        }
+        if Instant::now() > deadline {
+            panic!("{what}: not within {secs} s (last error: {last})");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 #[cfg(test)]

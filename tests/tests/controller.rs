@@ -3,7 +3,7 @@
 //! the way the dashboard and scripts use it.
 
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Result};
 use serde_json::{json, Value};
@@ -11,6 +11,7 @@ use stationwatch_tests::agent_process::AgentProcess;
 use stationwatch_tests::controller_process::{
     controller_bin, Api, ControllerOpts, ControllerProcess,
 };
+use stationwatch_tests::eventually;
 use stationwatch_tests::have_gst_element;
 use stationwatch_tests::mosquitto::{have_mosquitto, publish, Broker, BrokerOpts};
 use stationwatch_tests::postgres::{postgres_bin_dir, Postgres};
@@ -34,23 +35,6 @@ fn agent_config(storage: &std::path::Path, broker_port: u16) -> String {
          [[camera]]\nid = \"desk\"\n{cam}\n[[camera]]\nid = \"box\"\n{cam}\n",
         storage.display()
     )
-}
-
-/// Polls `f` until it returns `Some`, or fails with `what` and the last value seen.
-fn eventually<T>(what: &str, secs: u64, mut f: impl FnMut() -> Result<Option<T>>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    let mut last = String::new();
-    loop {
-        match f() {
-            Ok(Some(v)) => return v,
-            Ok(None) => {}
-            Err(e) => last = e.to_string(),
-        }
-        if Instant::now() > deadline {
-            panic!("{what}: not within {secs} s (last error: {last})");
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 fn station_row(api: &Api) -> Result<Option<Value>> {

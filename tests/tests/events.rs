@@ -5,42 +5,17 @@
 //! NEEDS ROOT (to mount a tmpfs); without root the test fails under `CI=true` and is skipped
 //! (and counted by `scripts/test`) otherwise. CI runs as root.
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 use stationwatch_protocol::mqtt::{decode_event, EventKind};
 use stationwatch_tests::agent_process::AgentProcess;
 use stationwatch_tests::have_gst_element;
 use stationwatch_tests::mosquitto::{have_mosquitto, Broker, BrokerOpts, Subscriber};
+use stationwatch_tests::tmpfs::SmallDisk;
 
 const STATION: &str = "EVT-0001";
 
 /// A tmpfs mounted for the test; unmounted on drop.
-struct SmallDisk {
-    _dir: tempfile::TempDir,
-    mount: PathBuf,
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.mount).status();
-    }
-}
-
-fn small_disk(size_mb: u32) -> SmallDisk {
-    let dir = tempfile::tempdir().unwrap();
-    let mount = dir.path().join("disk");
-    std::fs::create_dir(&mount).unwrap();
-    let st = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", &format!("size={size_mb}m"), "tmpfs"])
-        .arg(&mount)
-        .status()
-        .unwrap();
-    assert!(st.success(), "mount tmpfs failed");
-    SmallDisk { _dir: dir, mount }
-}
-
 fn free_bytes(path: &std::path::Path) -> u64 {
     let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
     // SAFETY: statvfs writes into the zeroed struct we own; the path is NUL-terminated.
@@ -116,7 +91,7 @@ fn disk_low_disk_ok_and_clock_unsynced_events_reach_the_broker() {
         }
     );
 
-    let disk = small_disk(16);
+    let disk = SmallDisk::mount(16);
     let broker = Broker::new(BrokerOpts::default()).unwrap();
     let ctl = Subscriber::start(
         &broker.client(),

@@ -3,53 +3,31 @@
 //! NEEDS ROOT (to mount the tmpfs); without root each test fails under `CI=true`
 //! and is skipped (and counted by `scripts/test`) otherwise. CI runs as root.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use stationwatch_tests::agent_process::{segments, verify_with_key, AgentProcess};
+use stationwatch_tests::tmpfs::SmallDisk;
 use stationwatch_tests::{have_binary, have_gst_element};
 
 /// About 190 kB/s: a 3 MB file system fills in seconds.
 const SOURCE: &str = "source = \"test\"\nwidth = 320\nheight = 240\nfps = 15\nbitrate_kbps = 1500";
 
-/// A tmpfs mounted for one test; unmounted on drop.
-struct SmallDisk {
-    _dir: tempfile::TempDir,
-    mount: PathBuf,
-}
-
-impl SmallDisk {
-    fn new(size_mb: u32) -> Option<SmallDisk> {
-        if !stationwatch_tests::require(
-            stationwatch_tests::is_root(),
-            "needs root to mount a tmpfs (CI runs as root)",
-        ) {
-            return None;
-        }
-        if !stationwatch_tests::require(
-            have_binary("ffprobe") && have_gst_element("x264enc"),
-            "x264enc or ffprobe missing (run scripts/install-deps)",
-        ) {
-            return None;
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let mount = dir.path().join("disk");
-        std::fs::create_dir(&mount).unwrap();
-        let st = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size_mb}m"), "tmpfs"])
-            .arg(&mount)
-            .status()
-            .unwrap();
-        assert!(st.success(), "mount tmpfs failed");
-        Some(SmallDisk { _dir: dir, mount })
+/// A small tmpfs, when the machine allows it (root, and the tools the tests need).
+fn small_disk(size_mb: u32) -> Option<SmallDisk> {
+    if !stationwatch_tests::require(
+        stationwatch_tests::is_root(),
+        "needs root to mount a tmpfs (CI runs as root)",
+    ) {
+        return None;
     }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.mount).status();
+    if !stationwatch_tests::require(
+        have_binary("ffprobe") && have_gst_element("x264enc"),
+        "x264enc or ffprobe missing (run scripts/install-deps)",
+    ) {
+        return None;
     }
+    Some(SmallDisk::mount(size_mb))
 }
 
 fn free_bytes(path: &Path) -> u64 {
@@ -92,7 +70,7 @@ fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
 
 #[test]
 fn free_space_floor_deletes_oldest_by_policy_and_recording_goes_on() {
-    let Some(disk) = SmallDisk::new(4) else {
+    let Some(disk) = small_disk(4) else {
         return;
     };
     let work = tempfile::tempdir().unwrap();
@@ -131,7 +109,7 @@ fn free_space_floor_deletes_oldest_by_policy_and_recording_goes_on() {
 
 /// Fills the disk with footage policy may not delete, then gives space back.
 fn disk_full_then_space_returns(retention: &str) {
-    let Some(disk) = SmallDisk::new(4) else {
+    let Some(disk) = small_disk(4) else {
         return;
     };
     let work = tempfile::tempdir().unwrap();
@@ -218,7 +196,7 @@ fn commanded_legal_hold_protects_footage_until_cleared() {
     ) {
         return;
     }
-    let Some(disk) = SmallDisk::new(4) else {
+    let Some(disk) = small_disk(4) else {
         return;
     };
     let broker = Broker::new(BrokerOpts::default()).unwrap();

@@ -12,7 +12,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Result;
 use base64::Engine;
@@ -29,6 +29,7 @@ use stationwatch_protocol::{CameraId, StationId};
 use stationwatch_tests::controller_process::{
     controller_bin, Api, ControllerOpts, ControllerProcess,
 };
+use stationwatch_tests::eventually;
 use stationwatch_tests::mosquitto::{have_mosquitto, have_openssl, publish, Broker, BrokerOpts};
 use stationwatch_tests::process::cargo_bin;
 
@@ -38,22 +39,6 @@ fn ready() -> bool {
         eprintln!("SKIP: mosquitto or openssl missing (run scripts/install-deps)");
     }
     ok
-}
-
-fn eventually<T>(what: &str, secs: u64, mut f: impl FnMut() -> Result<Option<T>>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    let mut last = String::new();
-    loop {
-        match f() {
-            Ok(Some(v)) => return v,
-            Ok(None) => {}
-            Err(e) => last = e.to_string(),
-        }
-        if Instant::now() > deadline {
-            panic!("{what}: not within {secs} s (last error: {last})");
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 fn now() -> Timestamp {
