@@ -24,6 +24,7 @@ mod health;
 mod id;
 mod status;
 mod topic;
+mod upload;
 
 #[cfg(test)]
 mod docs_tests;
@@ -34,9 +35,10 @@ mod tests;
 
 pub use ack::{Ack, AckReason, AckStatus, CommandLog, Handling, RejectCode};
 pub use command::{
-    decode_command, peek_command_id, ClearHoldResult, Command, CommandEnvelope, CommandKind,
-    PingResult, RejectReason, Rejection, RestartCameraResult, SetHoldResult, SetLiveResult,
-    SetLiveSetting, SnapshotResult,
+    decode_command, peek_command_id, CancelUploadResult, ClearHoldResult, Command, CommandEnvelope,
+    CommandKind, PingResult, RejectReason, Rejection, RestartCameraResult, SetHoldResult,
+    SetLiveResult, SetLiveSetting, SetUploadResult, SnapshotResult, UploadResult,
+    MAX_UPLOAD_WINDOW_MS,
 };
 pub use decode::{decode_ack, decode_event, decode_health, decode_status, DecodeError};
 pub use event::{Event, EventKind, OrUnknown};
@@ -50,6 +52,7 @@ pub use topic::{
     controller_subscriptions, filters, parse_topic, shared, Direction, LastWill, QoS, Subscription,
     TopicKind, TopicSpec, Topics, SHARED_GROUP, TOPIC_ROOT,
 };
+pub use upload::{SetUploadSetting, UploadHealth, UploadJobHealth, UploadJobState, UploadMode};
 
 /// The schema version written in every payload's `v` field, and the `v1` of [`TOPIC_ROOT`].
 pub const SCHEMA_VERSION: u32 = 1;

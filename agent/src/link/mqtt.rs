@@ -494,6 +494,13 @@ impl Link {
                 )),
             },
             Command::SetLive { camera, mode } => self.set_live(id, camera, mode),
+            Command::Upload { .. } | Command::CancelUpload { .. } | Command::SetUpload { .. } => {
+                self.finish(Ack::failed(
+                    id,
+                    self.now(),
+                    "this agent has no [upload] section: uploads are not configured",
+                ))
+            }
             Command::Snapshot { camera } => {
                 let keyframe = self
                     .cameras

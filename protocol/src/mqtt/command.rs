@@ -8,6 +8,7 @@ use serde_json::Value;
 use super::ack::{Ack, RejectCode};
 use super::health::{CameraState, LiveRung, LiveSetting};
 use super::id::{HoldId, MessageId};
+use super::upload::{SetUploadSetting, UploadMode};
 use super::{FUTURE_TOLERANCE_MS, MAX_COMMAND_BYTES, SCHEMA_VERSION};
 use crate::ids::CameraId;
 use crate::manifest::{Hash256, Timestamp};
@@ -65,7 +66,36 @@ pub enum Command {
         camera: CameraId,
         mode: SetLiveSetting,
     },
+    /// Upload `[from, to)` of the cameras to the archive. The window is held on the station
+    /// (an implicit `request` hold) until every segment of it is archived. Sending the same job
+    /// id again replaces its window. A window that is still being recorded is uploaded as it
+    /// fills.
+    Upload {
+        job: MessageId,
+        /// These cameras; all cameras of the station when empty.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        cameras: Vec<CameraId>,
+        from: Timestamp,
+        to: Timestamp,
+        /// Higher first among requested windows (default 0); then oldest first.
+        #[serde(default)]
+        priority: u8,
+        /// Why (request id, complaint); required, kept with the implicit hold.
+        reason: String,
+    },
+    /// Drop an upload job and its implicit hold (what is archived stays archived).
+    CancelUpload { job: MessageId },
+    /// Choose what uploads without being asked, for one camera or (without `camera`) the
+    /// station: `off`, `requested`, `all`, or `config` (drop the override). Kept on disk.
+    SetUpload {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        camera: Option<CameraId>,
+        mode: SetUploadSetting,
+    },
 }
+
+/// Longest window one `upload` command may ask for (31 days).
+pub const MAX_UPLOAD_WINDOW_MS: i64 = 31 * 24 * 3600 * 1000;
 
 /// The `mode` of a [`Command::SetLive`]: a [`LiveSetting`], or `config`. Strict: any other
 /// value rejects the command.
@@ -100,16 +130,22 @@ pub enum CommandKind {
     ClearHold,
     Ping,
     SetLive,
+    Upload,
+    CancelUpload,
+    SetUpload,
 }
 
 impl CommandKind {
-    pub const ALL: [CommandKind; 6] = [
+    pub const ALL: [CommandKind; 9] = [
         CommandKind::RestartCamera,
         CommandKind::Snapshot,
         CommandKind::SetHold,
         CommandKind::ClearHold,
         CommandKind::Ping,
         CommandKind::SetLive,
+        CommandKind::Upload,
+        CommandKind::CancelUpload,
+        CommandKind::SetUpload,
     ];
 
     /// The `kind` string.
@@ -121,6 +157,9 @@ impl CommandKind {
             CommandKind::ClearHold => "clear_hold",
             CommandKind::Ping => "ping",
             CommandKind::SetLive => "set_live",
+            CommandKind::Upload => "upload",
+            CommandKind::CancelUpload => "cancel_upload",
+            CommandKind::SetUpload => "set_upload",
         }
     }
 
@@ -144,6 +183,9 @@ impl Command {
             Command::ClearHold { .. } => CommandKind::ClearHold,
             Command::Ping => CommandKind::Ping,
             Command::SetLive { .. } => CommandKind::SetLive,
+            Command::Upload { .. } => CommandKind::Upload,
+            Command::CancelUpload { .. } => CommandKind::CancelUpload,
+            Command::SetUpload { .. } => CommandKind::SetUpload,
         }
     }
 }
@@ -229,7 +271,42 @@ impl CommandEnvelope {
                     ));
                 }
             }
-            Command::ClearHold { .. } | Command::Ping => {}
+            Command::Upload {
+                cameras,
+                from,
+                to,
+                reason,
+                ..
+            } => {
+                for camera in cameras {
+                    known(camera)?;
+                }
+                if from >= to {
+                    return Err(RejectReason::InvalidWindow {
+                        from: *from,
+                        to: *to,
+                    });
+                }
+                if to.ms_since(*from) > MAX_UPLOAD_WINDOW_MS {
+                    return Err(RejectReason::Malformed(format!(
+                        "upload window is longer than {} days; split it",
+                        MAX_UPLOAD_WINDOW_MS / 86_400_000
+                    )));
+                }
+                if reason.trim().is_empty() {
+                    return Err(RejectReason::Malformed(
+                        "upload needs a non-empty reason".into(),
+                    ));
+                }
+            }
+            Command::SetUpload {
+                camera: Some(camera),
+                ..
+            } => known(camera)?,
+            Command::ClearHold { .. }
+            | Command::Ping
+            | Command::CancelUpload { .. }
+            | Command::SetUpload { camera: None, .. } => {}
         }
         Ok(())
     }
@@ -461,4 +538,36 @@ pub struct PingResult {
     pub agent_version: String,
     #[serde(default)]
     pub uptime_s: u64,
+}
+
+/// `result` of the `done` ack of `upload`: the job as queued (durable, held).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadResult {
+    pub job: MessageId,
+    /// The cameras it covers (all of the station's when the command named none).
+    #[serde(default)]
+    pub cameras: Vec<CameraId>,
+    /// Whether an existing job of this id was replaced.
+    #[serde(default)]
+    pub replaced: bool,
+}
+
+/// `result` of the `done` ack of `cancel_upload`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CancelUploadResult {
+    pub job: MessageId,
+    #[serde(default)]
+    pub existed: bool,
+}
+
+/// `result` of the `done` ack of `set_upload`: the mode now in force.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetUploadResult {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub camera: Option<CameraId>,
+    #[serde(default)]
+    pub mode: UploadMode,
+    /// Whether an override is in force (false after `config`).
+    #[serde(default)]
+    pub overridden: bool,
 }

@@ -145,6 +145,11 @@ fn every_json_example_in_the_docs_parses() {
                         Some(CommandKind::ClearHold) => check_result::<ClearHoldResult>(ex, &ack),
                         Some(CommandKind::Ping) => check_result::<PingResult>(ex, &ack),
                         Some(CommandKind::SetLive) => check_result::<SetLiveResult>(ex, &ack),
+                        Some(CommandKind::Upload) => check_result::<UploadResult>(ex, &ack),
+                        Some(CommandKind::CancelUpload) => {
+                            check_result::<CancelUploadResult>(ex, &ack)
+                        }
+                        Some(CommandKind::SetUpload) => check_result::<SetUploadResult>(ex, &ack),
                         None => panic!("line {}: unknown command kind {kind}", ex.line),
                     }
                     results.insert(kind.clone());

@@ -45,6 +45,9 @@ pub struct Health {
     /// policy until a person fixes it. Absent when the file is fine.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub holds_file_error: Option<String>,
+    /// Uploads to the archive (absent from agents without an `[upload]` section).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload: Option<super::upload::UploadHealth>,
 }
 
 fn default_interval() -> u32 {
@@ -66,6 +69,7 @@ impl Health {
             system: SystemHealth::default(),
             uplink: None,
             holds_file_error: None,
+            upload: None,
         }
     }
 

@@ -66,7 +66,20 @@ fn check_valid(payload: &[u8], env: &CommandEnvelope) {
             assert!(camera.iter().all(|c| cams.contains(c)));
             assert!(!reason.trim().is_empty());
         }
-        Command::ClearHold { .. } | Command::Ping => {}
+        Command::Upload {
+            cameras: cams_asked,
+            from,
+            to,
+            reason,
+            ..
+        } => {
+            assert!(from < to);
+            assert!(to.unix_ms() - from.unix_ms() <= super::MAX_UPLOAD_WINDOW_MS);
+            assert!(cams_asked.iter().all(|c| cams.contains(c)));
+            assert!(!reason.trim().is_empty());
+        }
+        Command::SetUpload { camera, .. } => assert!(camera.iter().all(|c| cams.contains(c))),
+        Command::ClearHold { .. } | Command::Ping | Command::CancelUpload { .. } => {}
     }
     // The payload says what the envelope says.
     let value: Value = serde_json::from_slice(payload).expect("accepted payload is JSON");
