@@ -28,6 +28,9 @@ use crate::retention::{DiskStatus, Retention, RetentionCamera};
 use crate::state::CameraState;
 use crate::station::keys;
 use crate::station::service;
+use crate::upload::jobs::JobStore;
+use crate::upload::{self, UploadContext, UploadControl, UploadHandle};
+use stationwatch_protocol::mqtt::UploadHealth;
 
 /// READY is sent once every camera has either started recording or failed its first attempt,
 /// or after this long, whichever comes first: a dead camera is reported, not a reason to make
@@ -83,6 +86,12 @@ pub async fn run(
         &config.storage.path,
         config.retention.holds.clone(),
     ));
+    // Pending upload jobs hold their windows: known before anything may be deleted (an
+    // unreadable jobs file stops deletion by policy).
+    let jobs = Arc::new(parking_lot::Mutex::new(JobStore::open(
+        &config.storage.path,
+    )));
+    holds.load_requested(jobs.lock().holds());
 
     let mut cams = spawn_cameras(&config, &ctx, &shutdown)?;
     // Holds in force are entered in each camera's manifest (and a broken holds file reported)
@@ -95,6 +104,7 @@ pub async fn run(
     );
     let lives = spawn_live(&config, &ctx, &cams, &overrides, &shutdown);
     let (retention, disk) = spawn_retention(&config, &ctx, &cams, &holds, &shutdown);
+    let upload = spawn_upload(&config, &ctx, &lives, &holds, &jobs, &shutdown);
     let link_stop = CancellationToken::new();
     let link = spawn_link(
         &config,
@@ -106,6 +116,9 @@ pub async fn run(
             holds,
             disk: disk.clone(),
             events: events_rx,
+            upload: upload
+                .as_ref()
+                .map(|u| (u.control.clone(), u.status.clone())),
         },
         link_stop.clone(),
     );
@@ -116,6 +129,9 @@ pub async fn run(
     info!("agent stopping: closing open segments");
     service::stopping();
     let _ = retention.await;
+    if let Some(u) = upload {
+        let _ = u.task.await;
+    }
     stop_cameras(cams).await;
     while let Some(seg) = finished.recv().await {
         forward(&segments, seg);
@@ -170,8 +186,8 @@ fn spawn_cameras(
 /// Live branches: one supervisor thread per camera with a live target, fed by the camera's
 /// leaky tap; nothing it does reaches the recording (`live/`).
 ///
-/// Backfill seam: a future uploader of recorded segments takes each `LiveHandle::uplink`
-/// (what the link carries and what the live streams leave spare) and sends no faster.
+/// Uploads (`upload/`) read each `LiveHandle::uplink` (what the link carries and what the live
+/// streams leave spare) and send no faster.
 fn spawn_live(
     config: &AgentConfig,
     ctx: &CameraContext,
@@ -208,6 +224,43 @@ fn spawn_live(
     lives
 }
 
+/// The uploader (`upload/`), when the config has an `[upload]` section: requested windows and
+/// backfill to the archive, within what the live streams leave of the uplink.
+fn spawn_upload(
+    config: &AgentConfig,
+    ctx: &CameraContext,
+    lives: &[LiveHandle],
+    holds: &Arc<HoldStore>,
+    jobs: &Arc<parking_lot::Mutex<JobStore>>,
+    shutdown: &CancellationToken,
+) -> Option<UploadHandle> {
+    let Some(cfg) = &config.upload else {
+        info!("no [upload] section: footage stays on the station");
+        return None;
+    };
+    let spawned = upload::spawn(
+        UploadContext {
+            config: cfg.clone(),
+            station: config.station.clone(),
+            key: ctx.key.clone(),
+            storage: config.storage.path.clone(),
+            cameras: config.cameras.iter().map(|c| c.id.clone()).collect(),
+            uplinks: lives.iter().map(|l| l.uplink.clone()).collect(),
+            holds: holds.clone(),
+            store: jobs.clone(),
+            segment: config.storage.segment,
+        },
+        shutdown.child_token(),
+    );
+    match spawned {
+        Ok(h) => Some(h),
+        Err(e) => {
+            error!(error = %e, "cannot start uploads; recording goes on");
+            None
+        }
+    }
+}
+
 /// The retention task (`retention/`): deletes through each camera's ledger, runs at once on
 /// storage pressure, and publishes the disk status health and systemd read.
 fn spawn_retention(
@@ -239,6 +292,8 @@ struct LinkParts {
     holds: Arc<HoldStore>,
     disk: watch::Receiver<DiskStatus>,
     events: UnboundedReceiver<EventKind>,
+    /// Upload commands and status, when uploads are configured.
+    upload: Option<(UploadControl, watch::Receiver<UploadHealth>)>,
 }
 
 /// The MQTT link to the controller (`link/`): status, health reports, events, commands. It has
@@ -257,7 +312,7 @@ fn spawn_link(
     };
     let live_of = |id: &CameraId| lives.iter().find(|l| l.camera == *id);
     let config_bytes = std::fs::read(&config.file).unwrap_or_default();
-    let health = HealthCollector::new(
+    let mut health = HealthCollector::new(
         cams.iter()
             .map(|c| CameraView {
                 id: c.id.clone(),
@@ -277,6 +332,9 @@ fn spawn_link(
             region: config.region.clone(),
         },
     );
+    if let Some((_, status)) = &parts.upload {
+        health.set_upload(status.clone());
+    }
     let link = MqttContext {
         config: m.clone(),
         station: config.station.clone(),
@@ -297,6 +355,7 @@ fn spawn_link(
         health,
         holds: parts.holds,
         events: parts.events,
+        upload: parts.upload.map(|(control, _)| control),
     };
     Some(tokio::spawn(async move {
         if let Err(e) = mqtt::run(link, stop).await {

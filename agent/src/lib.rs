@@ -8,6 +8,7 @@
 //! * `recording/`: segments, the writer, the ledger (manifest, gaps, orphans, deletions).
 //! * `retention/`: what policy may delete (age, space) and legal holds.
 //! * `live/`: the live branch: feed, taps, sender, supervisor, uplink policy, overrides.
+//! * `upload/`: uploads to the archive: durable jobs, plan, pacing, signed HTTP.
 //! * `link/`: the link to the controller: MQTT, outbox, health reports, commands.
 //! * `station/`: the station's key, system facts, systemd notifications.
 //! * `config/`: the config file, validated.
@@ -26,6 +27,7 @@ pub(crate) mod recording;
 pub(crate) mod retention;
 pub(crate) mod state;
 pub(crate) mod station;
+pub(crate) mod upload;
 
 // What the binary (`bin/station-agent.rs`) uses; everything else is internal.
 pub use agent::run;

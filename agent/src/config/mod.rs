@@ -20,7 +20,9 @@ use crate::config::source::CameraSource;
 
 mod live;
 pub mod source;
+mod upload;
 pub use live::{CameraLiveConfig, LiveConfig, LiveSetting, LiveTarget, PolicyConfig};
+pub use upload::{paused_at, UploadConfig};
 
 /// Segment length bounds, seconds. Short segments are for tests; long ones make a lost file cost
 /// too much footage.
@@ -46,6 +48,9 @@ pub struct AgentConfig {
     pub supervision: SupervisionConfig,
     /// The `[live]` section: the live rung policy (used by cameras with a `live_target`).
     pub live: LiveConfig,
+    /// The `[upload]` section: uploads to the archive; `None` when absent (nothing leaves the
+    /// station).
+    pub upload: Option<UploadConfig>,
     pub cameras: Vec<CameraConfig>,
 }
 
@@ -200,6 +205,7 @@ impl Reader {
                 "mqtt",
                 "supervision",
                 "live",
+                "upload",
                 "camera",
             ],
         );
@@ -210,6 +216,7 @@ impl Reader {
         let retention = self.retention(root, cameras.as_deref().unwrap_or_default());
         let mqtt = self.mqtt(root, check_machine);
         let live = self.live_section(root);
+        let upload = self.upload(root, cameras.as_deref().unwrap_or_default(), check_machine);
         let (station, station_key, station_name, region) = station?;
         let storage = storage?;
         let mqtt = match mqtt? {
@@ -247,6 +254,7 @@ impl Reader {
             mqtt,
             supervision: supervision?,
             live: live?,
+            upload: upload?,
             cameras: cameras?,
         })
     }

@@ -39,6 +39,8 @@ pub struct HealthCollector {
     /// Previous observations, for events.
     last_clock_synced: Option<bool>,
     last_disk_low: bool,
+    /// The uploader's status, when uploads are configured.
+    upload: Option<watch::Receiver<stationwatch_protocol::mqtt::UploadHealth>>,
 }
 
 /// What every report says about the agent itself, fixed for its run.
@@ -71,7 +73,16 @@ impl HealthCollector {
             started: Instant::now(),
             last_clock_synced: None,
             last_disk_low: false,
+            upload: None,
         }
+    }
+
+    /// Reports the uploader's status in the `upload` section.
+    pub fn set_upload(
+        &mut self,
+        status: watch::Receiver<stationwatch_protocol::mqtt::UploadHealth>,
+    ) {
+        self.upload = Some(status);
     }
 
     pub fn camera_ids(&self) -> Vec<CameraId> {
@@ -127,6 +138,7 @@ impl HealthCollector {
             );
         }
         h.uplink = uplink(&self.cameras);
+        h.upload = self.upload.as_ref().map(|u| u.borrow().clone());
         let status = self.disk.borrow().clone();
         h.holds_file_error = status.holds_file_error.clone();
         if let Some(space) = sysinfo::disk_space(&self.storage) {

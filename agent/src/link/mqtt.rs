@@ -19,9 +19,10 @@ use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, Outgoing};
 use stationwatch_protocol::broker_config::TlsReadError;
 use stationwatch_protocol::manifest::{Hash256, Timestamp};
 use stationwatch_protocol::mqtt::{
-    Ack, ClearHoldResult, Command, CommandEnvelope, CommandLog, EventKind, Handling, MessageId,
-    PingResult, QoS, RestartCameraResult, SetHoldResult, SetLiveResult, SetLiveSetting,
-    SnapshotResult, Status, TopicKind, Topics, MAX_SNAPSHOT_BYTES,
+    Ack, CancelUploadResult, ClearHoldResult, Command, CommandEnvelope, CommandLog, EventKind,
+    Handling, MessageId, PingResult, QoS, RestartCameraResult, SetHoldResult, SetLiveResult,
+    SetLiveSetting, SetUploadResult, SnapshotResult, Status, TopicKind, Topics, UploadResult,
+    MAX_SNAPSHOT_BYTES,
 };
 use stationwatch_protocol::{CameraId, StationId};
 use stationwatch_runtime::mqtt::qos;
@@ -38,6 +39,7 @@ use crate::live::overrides::LiveOverrides;
 use crate::live::LiveStatus;
 use crate::retention::holds::HoldStore;
 use crate::state::CameraCounters;
+use crate::upload::UploadControl;
 
 /// Outbox messages in flight at once on a connection.
 const WINDOW: usize = 32;
@@ -85,6 +87,8 @@ pub struct MqttContext {
     pub live_overrides: Arc<LiveOverrides>,
     /// Events from elsewhere in the agent (gap entries).
     pub events: UnboundedReceiver<EventKind>,
+    /// Upload jobs and modes (`upload`, `cancel_upload`, `set_upload`), when configured.
+    pub upload: Option<UploadControl>,
 }
 
 /// The result of a command that runs in the background (snapshots).
@@ -148,6 +152,7 @@ struct Link {
     health: HealthCollector,
     holds: Arc<HoldStore>,
     live_overrides: Arc<LiveOverrides>,
+    upload: Option<UploadControl>,
     outbox: Outbox,
     log: CommandLog,
     event_prefix: String,
@@ -175,6 +180,7 @@ pub async fn run(ctx: MqttContext, shutdown: CancellationToken) -> Result<(), Mq
         health: ctx.health,
         holds: ctx.holds,
         live_overrides: ctx.live_overrides,
+        upload: ctx.upload,
         outbox,
         log: CommandLog::default(),
         event_prefix: format!("{:x}", Timestamp::now().unix_ms()),
@@ -494,12 +500,65 @@ impl Link {
                 )),
             },
             Command::SetLive { camera, mode } => self.set_live(id, camera, mode),
-            Command::Upload { .. } | Command::CancelUpload { .. } | Command::SetUpload { .. } => {
-                self.finish(Ack::failed(
-                    id,
-                    self.now(),
-                    "this agent has no [upload] section: uploads are not configured",
-                ))
+            Command::Upload {
+                job,
+                cameras,
+                from,
+                to,
+                priority,
+                reason,
+            } => {
+                let Some(up) = self.upload.clone() else {
+                    return self.no_uploads(id);
+                };
+                match up.add(job.clone(), cameras, from, to, priority, reason, self.now()) {
+                    Ok((cameras, replaced)) => self.done(
+                        id,
+                        &UploadResult {
+                            job,
+                            cameras,
+                            replaced,
+                        },
+                    ),
+                    Err(e) => self.finish(Ack::failed(
+                        id,
+                        self.now(),
+                        format!("queueing the upload: {e}"),
+                    )),
+                }
+            }
+            Command::CancelUpload { job } => {
+                let Some(up) = self.upload.clone() else {
+                    return self.no_uploads(id);
+                };
+                match up.cancel(&job) {
+                    Ok(existed) => self.done(id, &CancelUploadResult { job, existed }),
+                    Err(e) => self.finish(Ack::failed(
+                        id,
+                        self.now(),
+                        format!("cancelling the upload: {e}"),
+                    )),
+                }
+            }
+            Command::SetUpload { camera, mode } => {
+                let Some(up) = self.upload.clone() else {
+                    return self.no_uploads(id);
+                };
+                match up.set_mode(camera.as_ref(), mode) {
+                    Ok((mode, overridden)) => self.done(
+                        id,
+                        &SetUploadResult {
+                            camera,
+                            mode,
+                            overridden,
+                        },
+                    ),
+                    Err(e) => self.finish(Ack::failed(
+                        id,
+                        self.now(),
+                        format!("storing the upload mode: {e}"),
+                    )),
+                }
             }
             Command::Snapshot { camera } => {
                 let keyframe = self
@@ -520,6 +579,14 @@ impl Link {
                 });
             }
         }
+    }
+
+    fn no_uploads(&mut self, id: MessageId) {
+        self.finish(Ack::failed(
+            id,
+            self.now(),
+            "this agent has no [upload] section: uploads are not configured",
+        ))
     }
 
     /// `set_live`: store the override (durable before the ack), then hand it to the camera's

@@ -62,9 +62,8 @@ pub struct LiveHandle {
     pub status: watch::Receiver<LiveStatus>,
     /// `Some(mode)`: override; `None`: back to the configured mode.
     pub control: mpsc::Sender<Option<LiveSetting>>,
-    #[expect(dead_code, reason = "the backfill seam: read by the future uploader")]
-    /// What the uplink carries and what is spare: the **backfill seam** (a future uploader of
-    /// recorded segments reads `spare_bps` here; see `docs/live.md`).
+    /// What the uplink carries and what is spare: uploads (`upload/pace.rs`) send no faster
+    /// than `spare_bps` while the camera streams live (`docs/archive.md`).
     pub uplink: watch::Receiver<UplinkEstimate>,
     thread: Option<std::thread::JoinHandle<()>>,
 }

@@ -33,6 +33,10 @@ pub struct HoldStore {
     commanded: Mutex<BTreeMap<String, LegalHold>>,
     /// Why the holds file cannot be used, while it cannot.
     error: Mutex<Option<String>>,
+    /// Implicit holds of pending upload jobs (source `request`), kept by `upload/jobs.rs`.
+    requested: Mutex<BTreeMap<String, LegalHold>>,
+    /// Why the upload jobs file cannot be used, while it cannot (fails closed like `error`).
+    requested_error: Mutex<Option<String>>,
     /// Each camera's ledger (hold entries go through it) and where events go.
     ledgers: Mutex<Vec<(CameraId, mpsc::Sender<LedgerJob>)>>,
     events: Mutex<Option<UnboundedSender<EventKind>>>,
@@ -81,14 +85,47 @@ impl HoldStore {
             configured,
             commanded: Mutex::new(commanded),
             error: Mutex::new(err),
+            requested: Mutex::new(BTreeMap::new()),
+            requested_error: Mutex::new(None),
             ledgers: Mutex::new(Vec::new()),
             events: Mutex::new(None),
         }
     }
 
-    /// Why the holds file cannot be used (deletion by policy is stopped), if it cannot.
+    /// Why the holds file or the upload jobs file cannot be used (deletion by policy is
+    /// stopped), if one cannot.
     pub fn error(&self) -> Option<String> {
-        self.error.lock().clone()
+        self.error
+            .lock()
+            .clone()
+            .or_else(|| self.requested_error.lock().clone())
+    }
+
+    /// The implicit holds of pending upload jobs as read at start (before [`HoldStore::attach`]
+    /// enters them in the manifests), or why the jobs file cannot be read: then nothing is
+    /// deleted by policy until it can.
+    pub fn load_requested(&self, holds: Result<BTreeMap<String, LegalHold>, String>) {
+        match holds {
+            Ok(map) => {
+                *self.requested.lock() = map;
+                *self.requested_error.lock() = None;
+            }
+            Err(e) => {
+                error!(error = %e, "upload jobs unreadable: NO footage will be deleted by policy until they can be read");
+                *self.requested_error.lock() = Some(e);
+            }
+        }
+    }
+
+    /// Replaces the implicit holds of upload jobs; the `hold` / `release` entries are durable
+    /// in every affected manifest before it returns.
+    pub fn set_requested(&self, holds: BTreeMap<String, LegalHold>) -> io::Result<()> {
+        if *self.requested.lock() == holds && self.requested_error.lock().is_none() {
+            return Ok(());
+        }
+        *self.requested.lock() = holds;
+        *self.requested_error.lock() = None;
+        self.sync_manifests().map(|_| ()).map_err(io::Error::other)
     }
 
     /// Connects the store to the cameras' ledgers and the event channel, reports a broken file,
@@ -135,11 +172,16 @@ impl HoldStore {
     /// commanded ones only when the file could be read (otherwise nothing is released).
     fn sync_manifests(&self) -> Result<usize, String> {
         let file_ok = self.error.lock().is_none();
+        let requested_ok = self.requested_error.lock().is_none();
         let commanded = self.lock().clone();
+        let requested = self.requested.lock().clone();
         let ledgers = self.ledgers.lock().clone();
         let mut managed = vec![HoldSource::Config];
         if file_ok {
             managed.push(HoldSource::Command);
+        }
+        if requested_ok {
+            managed.push(HoldSource::Request);
         }
         let mut written = 0;
         for (camera, ledger) in &ledgers {
@@ -158,6 +200,14 @@ impl HoldStore {
                         .map(|(id, h)| entry(id.clone(), h, HoldSource::Command)),
                 );
             }
+            if requested_ok {
+                wanted.extend(
+                    requested
+                        .iter()
+                        .filter(|(_, h)| applies(h))
+                        .map(|(id, h)| entry(id.clone(), h, HoldSource::Request)),
+                );
+            }
             let (done, answer) = mpsc::sync_channel(1);
             ledger
                 .send(LedgerJob::Holds {
@@ -174,13 +224,15 @@ impl HoldStore {
         Ok(written)
     }
 
-    /// Every hold in force: configured and commanded.
+    /// Every hold in force: configured, commanded and those of pending upload jobs.
     pub fn all(&self) -> Vec<LegalHold> {
+        let requested = self.requested.lock().clone();
         let commanded = self.lock();
         self.configured
             .iter()
             .cloned()
             .chain(commanded.values().cloned())
+            .chain(requested.into_values())
             .collect()
     }
 
@@ -223,7 +275,8 @@ impl HoldStore {
     }
 
     fn refuse_if_broken(&self) -> io::Result<()> {
-        match self.error() {
+        let file_error = self.error.lock().clone();
+        match file_error {
             Some(e) => {
                 warn!(error = %e, "hold change refused: the legal holds file must be fixed first");
                 Err(io::Error::other(format!(
