@@ -31,6 +31,7 @@ pub mod netns;
 pub mod notify;
 pub mod postgres;
 pub mod process;
+pub mod s3;
 pub mod srt;
 pub mod tmpfs;
 

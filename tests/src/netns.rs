@@ -168,6 +168,100 @@ impl Link {
     }
 }
 
+/// A TCP relay from the far side (`FAR_ADDR:port`, inside the far namespace) to a port on the
+/// host's loopback: puts a service the test runs on the host (broker, controller) on the far
+/// end of the shaped link. Stops accepting when dropped.
+pub struct Relay {
+    pub port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Link {
+    /// Relays `FAR_ADDR:<returned port>` (far namespace) to `127.0.0.1:local_port` (host).
+    ///
+    /// The listener is created on a thread that entered the far namespace (`setns`); upstream
+    /// connections are made by a thread that stayed on the host. A socket keeps the namespace it
+    /// was created in, so the copying threads need none.
+    pub fn relay(&self, local_port: u16) -> Result<Relay> {
+        use std::net::{TcpListener, TcpStream};
+        use std::os::fd::AsRawFd;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::{mpsc, Arc};
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let (port_tx, port_rx) = mpsc::channel::<Result<u16, String>>();
+        let (conn_tx, conn_rx) = mpsc::channel::<TcpStream>();
+        let ns_path = format!("/var/run/netns/{}", self.far_ns);
+        let stop_accept = stop.clone();
+        std::thread::spawn(move || {
+            let entered = std::fs::File::open(&ns_path)
+                .map_err(|e| e.to_string())
+                .and_then(|f| {
+                    // SAFETY: setns on a valid namespace fd; it affects only this thread.
+                    let r = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+                    if r == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error().to_string())
+                    }
+                });
+            let listener =
+                entered.and_then(|()| TcpListener::bind((FAR_ADDR, 0)).map_err(|e| e.to_string()));
+            let listener = match listener {
+                Ok(l) => l,
+                Err(e) => {
+                    let _ = port_tx.send(Err(e));
+                    return;
+                }
+            };
+            let _ = listener.set_nonblocking(true);
+            let _ = port_tx.send(Ok(listener.local_addr().map(|a| a.port()).unwrap_or(0)));
+            while !stop_accept.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((s, _)) => {
+                        let _ = s.set_nonblocking(false);
+                        if conn_tx.send(s).is_err() {
+                            return;
+                        }
+                    }
+                    Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+                }
+            }
+        });
+        std::thread::spawn(move || {
+            for down in conn_rx {
+                let Ok(up) = TcpStream::connect(("127.0.0.1", local_port)) else {
+                    continue;
+                };
+                for (mut from, mut to) in [
+                    (down.try_clone(), up.try_clone()),
+                    (up.try_clone(), down.try_clone()),
+                ]
+                .into_iter()
+                .filter_map(|(a, b)| Some((a.ok()?, b.ok()?)))
+                {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Write);
+                    });
+                }
+            }
+        });
+        let port = port_rx
+            .recv_timeout(std::time::Duration::from_secs(5))
+            .context("relay thread did not start")?
+            .map_err(anyhow::Error::msg)
+            .context("relay listener in the far namespace")?;
+        Ok(Relay { port, stop })
+    }
+}
+
 impl Drop for Link {
     fn drop(&mut self) {
         // Deleting a namespace deletes its end of the veth, and with it the pair.

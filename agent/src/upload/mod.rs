@@ -622,6 +622,7 @@ impl Uploader {
             match outcome {
                 PutOutcome::Stored(s) => {
                     self.sent.push_back((Instant::now(), len));
+                    info!(camera = %item.camera, seq = item.seq, offset, bytes = len, "chunk stored");
                     if s.phase == SegmentPhase::Archived {
                         return self.archived(item);
                     }
