@@ -301,7 +301,7 @@ impl Supervisor {
         if let Some(p) = self.policy.as_mut() {
             let decision = p.on_sample(&sample, &rates);
             let estimate = p.estimate(&rates);
-            self.uplink.send_replace(estimate);
+            self.uplink.send_replace(with_signals(estimate, &sample));
             if let Some(d) = decision {
                 self.change_rung(d.to, d.reason);
             } else {
@@ -313,11 +313,11 @@ impl Supervisor {
             } else {
                 sample.sent_bps.unwrap_or(0)
             };
-            self.uplink.send_replace(UplinkEstimate {
-                capacity_bps: None,
+            let estimate = UplinkEstimate {
                 live_bps,
-                spare_bps: None,
-            });
+                ..UplinkEstimate::default()
+            };
+            self.uplink.send_replace(with_signals(estimate, &sample));
         }
         self.publish();
     }
@@ -442,4 +442,14 @@ impl Supervisor {
             }
         });
     }
+}
+
+/// Adds the sample's round trip, loss and backlog to an estimate (what uploads pace by).
+fn with_signals(mut e: UplinkEstimate, s: &Sample) -> UplinkEstimate {
+    static SAMPLES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    e.sample = SAMPLES.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+    e.rtt_ms = s.rtt_ms;
+    e.loss = s.loss;
+    e.backlog_ms = u64::try_from(s.backlog.as_millis()).unwrap_or(u64::MAX);
+    e
 }

@@ -88,12 +88,13 @@ pub struct Decision {
     pub reason: String,
 }
 
-/// What the uplink carries, for health and for a future backfill uploader.
+/// What the uplink carries and how the live stream fares on it, for health and for uploads.
 ///
-/// **Backfill seam:** the live supervisor publishes this on a `tokio::sync::watch` channel
-/// (`LiveHandle::uplink`); an uploader of recorded segments would read `spare_bps` and send no
-/// faster than that, so that it never starves the live stream. Nothing reads it yet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// The live supervisor publishes this after every sample on a `tokio::sync::watch` channel
+/// (`LiveHandle::uplink`); the uploader (`upload/pace.rs`) sends only what the live stream
+/// leaves: it grows its rate while the live sender's round trip, loss and backlog stay calm and
+/// halves it as soon as they do not, so uploads never push the live rung down.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct UplinkEstimate {
     /// What the link is estimated to carry; `None` while unknown.
     pub capacity_bps: Option<u64>,
@@ -101,6 +102,13 @@ pub struct UplinkEstimate {
     pub live_bps: u64,
     /// `capacity_bps - live_bps` with the margin kept free; `None` while unknown.
     pub spare_bps: Option<u64>,
+    /// Counts the live sender's samples (a new value means a new sample).
+    pub sample: u64,
+    /// The live sender's round trip (SRT), loss fraction and our queue in front of it, in the
+    /// last sample.
+    pub rtt_ms: Option<f64>,
+    pub loss: Option<f64>,
+    pub backlog_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -191,6 +199,7 @@ impl RungPolicy {
             capacity_bps: self.estimate,
             live_bps,
             spare_bps,
+            ..UplinkEstimate::default()
         }
     }
 

@@ -43,7 +43,7 @@ use crate::retention::holds::HoldStore;
 use self::client::{ArchiveClient, ClientError, PutOutcome};
 use self::index::ManifestIndex;
 use self::jobs::{Job, JobStore};
-use self::pace::Pacer;
+use self::pace::{LiveShare, Pacer};
 use self::plan::{Class, Item};
 
 /// A refused segment (or one whose file is gone) is tried again after this long.
@@ -213,6 +213,7 @@ pub fn spawn(ctx: UploadContext, shutdown: CancellationToken) -> Result<UploadHa
         refused_segments: 0,
         last_error: None,
         pacer: Pacer::new(PIECE as u64 * 2),
+        share: Arc::new(Mutex::new(LiveShare::default())),
         ctx,
     };
     let task = tokio::spawn(uploader.run(shutdown));
@@ -239,6 +240,8 @@ struct Uploader {
     refused_segments: u64,
     last_error: Option<String>,
     pacer: Pacer,
+    /// What uploads may use beside live streams (shared with the paced request bodies).
+    share: Arc<Mutex<LiveShare>>,
 }
 
 /// Why one item stopped.
@@ -369,10 +372,11 @@ impl Uploader {
         };
         let local = chrono::Local::now().time();
         let live: Vec<UplinkEstimate> = self.ctx.uplinks.iter().map(|u| *u.borrow()).collect();
+        let share = self.share.lock().update(&live);
         let item = plan
             .items
             .iter()
-            .find(|i| pace::allowed_bps(i.class, &live, &self.ctx.config, local).is_some())
+            .find(|i| pace::allowed_bps(i.class, share, &self.ctx.config, local).is_some())
             .cloned();
         self.publish(Some(&plan));
         item
@@ -670,7 +674,9 @@ impl Uploader {
         let cfg = self.ctx.config.clone();
         let live_now: Vec<UplinkEstimate> = uplinks.iter().map(|u| *u.borrow()).collect();
         let local = chrono::Local::now().time();
-        if pace::allowed_bps(class, &live_now, &cfg, local) == Some(None) {
+        let share = self.share.clone();
+        let now_share = share.lock().update(&live_now);
+        if pace::allowed_bps(class, now_share, &cfg, local) == Some(None) {
             self.pacer.reset();
             return reqwest::Body::from(chunk);
         }
@@ -683,8 +689,9 @@ impl Uploader {
             let delay = {
                 let live: Vec<UplinkEstimate> = uplinks.iter().map(|u| *u.borrow()).collect();
                 let local = chrono::Local::now().time();
-                let piece = PIECE.min(chunk.len() - at);
-                match pace::allowed_bps(class, &live, &cfg, local) {
+                let piece = PIECE.min(chunk.len().saturating_sub(at));
+                let live_share = share.lock().update(&live);
+                match pace::allowed_bps(class, live_share, &cfg, local) {
                     Some(Some(bps)) => Some(pacer.delay(piece, bps)),
                     Some(None) => Some(Duration::ZERO),
                     // Not now: wait a little and ask again (the request's read timeout on the
