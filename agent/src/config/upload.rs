@@ -198,6 +198,46 @@ mod tests {
         NaiveTime::parse_from_str(s, "%H:%M").unwrap()
     }
 
+    fn parse(upload: &str) -> Result<crate::config::AgentConfig, crate::config::ConfigError> {
+        let text = format!(
+            "[station]\nid = \"s1\"\n[storage]\npath = \"/var/lib/sw\"\n{upload}\n\
+             [[camera]]\nid = \"desk\"\nsource = \"test\"\n"
+        );
+        crate::config::AgentConfig::parse(std::path::Path::new("/etc/sw/agent.toml"), &text, false)
+    }
+
+    #[test]
+    fn the_upload_section_is_read_and_every_mistake_named() {
+        assert_eq!(parse("").unwrap().upload, None);
+        let c = parse(
+            "[upload]\nurl = \"https://ctl.example\"\nmode = \"all\"\nchunk_kib = 256\n\
+             backfill_kbps = 800\nbackfill_pause = [\"07:00-20:00\"]\n[upload.camera]\ndesk = \"off\"\n",
+        )
+        .unwrap()
+        .upload
+        .unwrap();
+        assert_eq!(c.mode, UploadMode::All);
+        assert_eq!(c.mode_of(&CameraId::new("desk").unwrap()), UploadMode::Off);
+        assert_eq!(c.chunk_bytes, 256 * 1024);
+        assert_eq!(c.backfill_bps, Some(800_000));
+        let err = parse(
+            "[upload]\nurl = \"ftp://x\"\nmode = \"sometimes\"\nchunk_kib = 9000\n\
+             backfill_pause = [\"7-8\"]\n[upload.camera]\nhall = \"all\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        for key in [
+            "upload.url",
+            "upload.mode",
+            "upload.chunk_kib",
+            "upload.backfill_pause[0]",
+            "upload.camera.hall",
+        ] {
+            assert!(err.contains(key), "{key} not named in:\n{err}");
+        }
+        assert!(err.contains("/etc/sw/agent.toml"), "{err}");
+    }
+
     #[test]
     fn pause_windows_may_cross_midnight() {
         let day = [(t("07:00"), t("20:00"))];
