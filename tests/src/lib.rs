@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 
 pub mod agent_process;
+pub mod archive;
 pub mod controller_process;
 pub mod mosquitto;
 pub mod netns;

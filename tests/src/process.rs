@@ -23,9 +23,9 @@ pub fn target_dir() -> PathBuf {
         .unwrap_or_else(|| workspace_root().join("target"))
 }
 
-/// Path of binary `bin` of workspace package `package`, built (debug) once per test process:
-/// Cargo does not build another package's binaries for a test, and the tests must run the
-/// current code.
+/// Path of binary `bin` of workspace package `package`, built once per test process: Cargo
+/// does not build another package's binaries for a test, and the tests must run the current
+/// code. Debug builds, or release builds with `STATIONWATCH_RELEASE=1` (benchmarks).
 pub fn cargo_bin(package: &str, bin: &str) -> Result<PathBuf> {
     type Built = Mutex<HashMap<String, std::result::Result<PathBuf, String>>>;
     static BUILT: OnceLock<Built> = OnceLock::new();
@@ -33,8 +33,13 @@ pub fn cargo_bin(package: &str, bin: &str) -> Result<PathBuf> {
     let mut g = built.lock().unwrap_or_else(|e| e.into_inner());
     let entry = g.entry(format!("{package}/{bin}")).or_insert_with(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let release = std::env::var("STATIONWATCH_RELEASE").is_ok_and(|v| v == "1");
+        let mut args = vec!["build", "--quiet", "-p", package, "--bin", bin];
+        if release {
+            args.push("--release");
+        }
         let status = Command::new(cargo)
-            .args(["build", "--quiet", "-p", package, "--bin", bin])
+            .args(&args)
             .current_dir(workspace_root())
             .status()
             .map_err(|e| format!("running cargo: {e}"))?;
@@ -43,7 +48,9 @@ pub fn cargo_bin(package: &str, bin: &str) -> Result<PathBuf> {
                 "cargo build -p {package} --bin {bin} failed: {status}"
             ));
         }
-        let path = target_dir().join("debug").join(bin);
+        let path = target_dir()
+            .join(if release { "release" } else { "debug" })
+            .join(bin);
         if path.is_file() {
             Ok(path)
         } else {
