@@ -255,7 +255,10 @@ impl Uploader {
         info!(url = %self.ctx.config.url, mode = self.ctx.config.mode.as_str(), "uploader started");
         let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
         while !shutdown.is_cancelled() {
-            let next = self.next_item().await;
+            let next = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                n = self.next_item() => n,
+            };
             let Some(item) = next else {
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
@@ -264,7 +267,11 @@ impl Uploader {
                 }
                 continue;
             };
-            match self.upload(&item, &shutdown).await {
+            let result = tokio::select! {
+                _ = shutdown.cancelled() => Err(Stop::Shutdown),
+                r = self.upload(&item, &shutdown) => r,
+            };
+            match result {
                 Ok(()) => {
                     backoff.reset();
                     self.last_error = None;

@@ -153,6 +153,8 @@ pub fn plan(cameras: &[CameraInput<'_>], jobs: &[&Job], now: Timestamp, grace_ms
             UploadJobState::Done
         } else if paused {
             UploadJobState::Paused
+        } else if h.segments_done > 0 {
+            UploadJobState::Uploading
         } else {
             UploadJobState::Queued
         };
