@@ -48,6 +48,10 @@ use self::plan::{Class, Item};
 
 /// A refused segment (or one whose file is gone) is tried again after this long.
 const RETRY_REFUSED: Duration = Duration::from_secs(3600);
+/// A paced chunk is cut to what the allowed rate sends in this many seconds ...
+const CHUNK_SECONDS: u64 = 10;
+/// ... but never smaller than this.
+const MIN_CHUNK: u64 = 16 * 1024;
 /// Pieces a chunk's body is paced in.
 const PIECE: usize = 32 * 1024;
 /// Done jobs stay in health this long.
@@ -618,7 +622,16 @@ impl Uploader {
             if shutdown.is_cancelled() {
                 return Err(Stop::Shutdown);
             }
-            let len = chunk_len.min(size.saturating_sub(offset));
+            // A paced chunk takes at most about CHUNK_SECONDS: a slow link sends smaller chunks
+            // (less to send again after a cut, no request the controller would time out).
+            let live: Vec<UplinkEstimate> = self.ctx.uplinks.iter().map(|u| *u.borrow()).collect();
+            let share = self.share.lock().update(&live);
+            let local = chrono::Local::now().time();
+            let paced_len = match pace::allowed_bps(item.class, share, &self.ctx.config, local) {
+                Some(Some(bps)) => (bps * CHUNK_SECONDS / 8).max(MIN_CHUNK),
+                _ => chunk_len,
+            };
+            let len = chunk_len.min(paced_len).min(size.saturating_sub(offset));
             let mut buf = vec![0u8; len as usize];
             f.read_exact_at(&mut buf, offset)
                 .map_err(|e| Stop::Failed(format!("reading {}: {e}", path.display())))?;
