@@ -489,3 +489,16 @@ async fn large_files_go_up_in_parts() {
         std::fs::read(f.dir.path().join("store/segments/pu-0042/desk/2026/big.ts")).unwrap();
     assert!(stored == bytes);
 }
+
+#[tokio::test]
+async fn permits_are_limited_to_max_uploads() {
+    let f = fixture().await;
+    let mut cfg = ArchiveConfig::local(f.dir.path());
+    cfg.max_uploads = 2;
+    let a = Archive::open(&cfg, f.store.clone(), f.fleet.clone()).unwrap();
+    let one = a.try_permit().unwrap();
+    let _two = a.try_permit().unwrap();
+    assert!(a.try_permit().is_none());
+    drop(one);
+    assert!(a.try_permit().is_some());
+}
