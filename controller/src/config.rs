@@ -21,7 +21,72 @@ pub struct ControllerConfig {
     pub rules: RulesConfig,
     pub auth: AuthConfig,
     pub trust: TrustConfig,
+    pub archive: ArchiveConfig,
 }
+
+/// Where archived footage goes (`archive/`, `docs/archive.md`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchiveConfig {
+    pub store: ArchiveStoreConfig,
+    /// Partly received segments (one file per segment being uploaded), synced per chunk.
+    pub staging: PathBuf,
+    /// Station requests (`/archive/v1/...`) handled at once; more are answered 503.
+    pub max_uploads: usize,
+}
+
+/// The object store of the archive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ArchiveStoreConfig {
+    /// `file:///abs/path`: a local folder.
+    Local(PathBuf),
+    /// `s3://bucket/prefix`: any S3-compatible store.
+    S3(S3Config),
+}
+
+#[derive(Clone, PartialEq, Eq)]
+pub struct S3Config {
+    pub bucket: String,
+    /// Key prefix inside the bucket (no leading or trailing `/`; empty: none).
+    pub prefix: String,
+    /// e.g. `https://s3.example.org` or `http://127.0.0.1:9000`; `None`: AWS.
+    pub endpoint: Option<String>,
+    pub region: String,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+    /// Plain-HTTP endpoints (tests, a store on the same host).
+    pub allow_http: bool,
+}
+
+impl std::fmt::Debug for S3Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Config")
+            .field("bucket", &self.bucket)
+            .field("prefix", &self.prefix)
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("access_key_id", &self.access_key_id)
+            .field(
+                "secret_access_key",
+                &self.secret_access_key.as_ref().map(|_| "(set)"),
+            )
+            .field("allow_http", &self.allow_http)
+            .finish()
+    }
+}
+
+impl ArchiveConfig {
+    /// A local-folder archive in `dir` (`dir/store`, `dir/staging`): for tests and demos.
+    pub fn local(dir: &Path) -> Self {
+        ArchiveConfig {
+            store: ArchiveStoreConfig::Local(dir.join("store")),
+            staging: dir.join("staging"),
+            max_uploads: DEFAULT_MAX_UPLOADS,
+        }
+    }
+}
+
+/// Default of `[archive] max_uploads`.
+pub const DEFAULT_MAX_UPLOADS: usize = 32;
 
 /// The controller's own key and third-party time (`keys/`).
 #[derive(Debug, Clone)]
@@ -132,7 +197,9 @@ fn read(
     r.unknown_keys(
         root,
         "",
-        &["http", "database", "mqtt", "rules", "auth", "trust"],
+        &[
+            "http", "database", "mqtt", "rules", "auth", "trust", "archive",
+        ],
     );
     let http = http(r, root);
     let database = database(r, root, file);
@@ -140,6 +207,7 @@ fn read(
     let rules = rules(r, root);
     let auth = auth(r, root, check_machine);
     let trust = trust(r, root, file);
+    let archive = archive(r, root, file, database.as_ref());
     Some(ControllerConfig {
         file: file.to_owned(),
         http: http?,
@@ -148,6 +216,132 @@ fn read(
         rules: rules?,
         auth: auth?,
         trust: trust?,
+        archive: archive?,
+    })
+}
+
+/// The folder defaults are relative to: the SQLite database's folder, else the config file's.
+fn data_dir(file: &Path, database: Option<&DatabaseConfig>) -> PathBuf {
+    let conf_dir = file.parent().unwrap_or(Path::new(".")).to_owned();
+    database
+        .and_then(|d| d.url.strip_prefix("sqlite://"))
+        .and_then(|p| Path::new(p).parent().map(Path::to_owned))
+        .filter(|p| p.is_absolute())
+        .unwrap_or(conf_dir)
+}
+
+fn archive(
+    r: &mut TomlReader,
+    root: &toml::Table,
+    file: &Path,
+    database: Option<&DatabaseConfig>,
+) -> Option<ArchiveConfig> {
+    let p = "archive";
+    let t = r.optional_section(
+        root,
+        p,
+        &[
+            "store",
+            "endpoint",
+            "region",
+            "access_key_id",
+            "secret_access_key",
+            "allow_http",
+            "staging",
+            "max_uploads",
+        ],
+    );
+    let dir = data_dir(file, database);
+    let endpoint = r.string(t, p, "endpoint", false).filter(|s| !s.is_empty());
+    let region = r.string(t, p, "region", false);
+    let access_key_id = r.string(t, p, "access_key_id", false);
+    let secret_access_key = r.string(t, p, "secret_access_key", false);
+    let allow_http = r.bool(t, p, "allow_http", false);
+    let store = match r.string(t, p, "store", false) {
+        None => Some(ArchiveStoreConfig::Local(dir.join("archive"))),
+        Some(s) => {
+            if let Some(path) = s.strip_prefix("file://") {
+                if Path::new(path).is_absolute() {
+                    Some(ArchiveStoreConfig::Local(PathBuf::from(path)))
+                } else {
+                    r.problem(
+                        join(p, "store"),
+                        format!("{s:?}: file:// needs an absolute path (file:///var/lib/...)"),
+                    );
+                    None
+                }
+            } else if let Some(rest) = s.strip_prefix("s3://") {
+                let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+                if bucket.is_empty() {
+                    r.problem(join(p, "store"), format!("{s:?}: s3:// needs a bucket"));
+                    None
+                } else {
+                    Some(ArchiveStoreConfig::S3(S3Config {
+                        bucket: bucket.to_owned(),
+                        prefix: prefix.trim_matches('/').to_owned(),
+                        endpoint: endpoint.clone(),
+                        region: region.clone().unwrap_or_else(|| "us-east-1".into()),
+                        access_key_id: access_key_id.clone(),
+                        secret_access_key: secret_access_key.clone(),
+                        allow_http: allow_http.unwrap_or(false),
+                    }))
+                }
+            } else {
+                r.problem(
+                    join(p, "store"),
+                    format!("{s:?}: expected file:///PATH or s3://BUCKET/PREFIX"),
+                );
+                None
+            }
+        }
+    };
+    if matches!(store, Some(ArchiveStoreConfig::Local(_))) {
+        for (k, set) in [
+            ("endpoint", endpoint.is_some()),
+            ("region", region.is_some()),
+            ("access_key_id", access_key_id.is_some()),
+            ("secret_access_key", secret_access_key.is_some()),
+        ] {
+            if set {
+                r.problem(join(p, k), "only for an s3:// store");
+            }
+        }
+    }
+    if access_key_id.is_some() != secret_access_key.is_some() {
+        r.problem(
+            join(p, "secret_access_key"),
+            "access_key_id and secret_access_key go together",
+        );
+    }
+    if let Some(e) = &endpoint {
+        if !(e.starts_with("https://") || e.starts_with("http://")) {
+            r.problem(
+                join(p, "endpoint"),
+                format!("{e:?}: expected an http:// or https:// URL"),
+            );
+        } else if e.starts_with("http://") && allow_http == Some(false) {
+            r.problem(
+                join(p, "endpoint"),
+                format!("{e:?} is plain HTTP: set allow_http = true to allow it"),
+            );
+        }
+    }
+    let staging = match r.string(t, p, "staging", false) {
+        None => Some(dir.join("archive-staging")),
+        Some(s) => {
+            let s = PathBuf::from(s);
+            if s.is_absolute() {
+                Some(s)
+            } else {
+                Some(file.parent().unwrap_or(Path::new(".")).join(s))
+            }
+        }
+    };
+    let max = r.int(t, p, "max_uploads", 1..=10_000, DEFAULT_MAX_UPLOADS as i64);
+    Some(ArchiveConfig {
+        store: store?,
+        staging: staging?,
+        max_uploads: max? as usize,
     })
 }
 
@@ -377,6 +571,57 @@ mod tests {
         assert_eq!(c.trust.key_file, Path::new("/etc/sw/controller-key.pem"));
         assert!(c.trust.tsa_url.is_none());
         assert_eq!(c.trust.tsa_interval, Duration::from_secs(600));
+    }
+
+    #[test]
+    fn archive_defaults_to_a_folder_next_to_the_database() {
+        let c = parse("").unwrap();
+        assert_eq!(
+            c.archive.store,
+            ArchiveStoreConfig::Local("/etc/sw/archive".into())
+        );
+        assert_eq!(c.archive.staging, Path::new("/etc/sw/archive-staging"));
+        assert_eq!(c.archive.max_uploads, 32);
+        let c = parse("[database]\nurl = \"sqlite:///var/lib/sw/c.db\"").unwrap();
+        assert_eq!(
+            c.archive.store,
+            ArchiveStoreConfig::Local("/var/lib/sw/archive".into())
+        );
+    }
+
+    #[test]
+    fn archive_section_is_read_and_checked() {
+        let c = parse(
+            "[archive]\nstore = \"s3://footage/pu/\"\nendpoint = \"http://127.0.0.1:9000\"\nallow_http = true\naccess_key_id = \"a\"\nsecret_access_key = \"b\"\nstaging = \"/srv/staging\"\nmax_uploads = 4",
+        )
+        .unwrap();
+        let ArchiveStoreConfig::S3(s3) = &c.archive.store else {
+            panic!("{:?}", c.archive.store)
+        };
+        assert_eq!((s3.bucket.as_str(), s3.prefix.as_str()), ("footage", "pu"));
+        assert_eq!(s3.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
+        assert_eq!(s3.region, "us-east-1");
+        assert!(s3.allow_http);
+        assert!(!format!("{s3:?}").contains("\"b\""));
+        assert_eq!(c.archive.staging, Path::new("/srv/staging"));
+        assert_eq!(c.archive.max_uploads, 4);
+        let e = parse(
+            "[archive]\nstore = \"file://relative\"\nmax_uploads = 0\naccess_key_id = \"a\"\nbucket = 1",
+        )
+        .unwrap_err();
+        let keys: Vec<_> = e.problems().iter().map(|p| p.key.as_str()).collect();
+        for k in [
+            "archive.store",
+            "archive.max_uploads",
+            "archive.secret_access_key",
+            "archive.bucket",
+        ] {
+            assert!(keys.contains(&k), "{k} missing from {keys:?}");
+        }
+        let e = parse("[archive]\nstore = \"s3://b\"\nendpoint = \"http://x:1\"").unwrap_err();
+        assert!(e.to_string().contains("archive.endpoint"), "{e}");
+        let e = parse("[archive]\nstore = \"ftp://x\"").unwrap_err();
+        assert!(e.to_string().contains("archive.store"), "{e}");
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! Nothing here assumes it is the only replica: see `fleet/sync.rs` and `fleet/alerts.rs`.
 
 // What the binary and the tests use.
+pub mod archive;
 pub mod auth;
 pub mod config;
 pub mod fleet;
@@ -53,6 +54,8 @@ pub enum StartError {
     Keys(#[from] keys::KeysError),
     #[error("cannot create the bootstrap admin: {0}")]
     Bootstrap(#[from] auth::CreateUserError),
+    #[error(transparent)]
+    Archive(#[from] archive::OpenError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -89,6 +92,9 @@ impl Controller {
         keys::load(&store, &fleet, started).await?;
         sync::apply(&fleet, store.stations(None).await?, started);
         info!(stations = fleet.len(), "fleet loaded from the database");
+
+        let archive = archive::Archive::open(&cfg.archive, store.clone(), fleet.clone())?;
+        info!(store = %archive.describe(), staging = %cfg.archive.staging.display(), "archive ready");
 
         let shutdown = CancellationToken::new();
         let metrics = Arc::new(Metrics::default());
@@ -151,6 +157,7 @@ impl Controller {
             changes,
             limiter: auth::LoginLimiter::default(),
             controller_key,
+            archive,
         };
         let listener = tokio::net::TcpListener::bind(cfg.http.listen)
             .await

@@ -15,7 +15,7 @@ use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use serde::Serialize;
 use stationwatch_protocol::manifest::{Hash256, Timestamp};
-use stationwatch_protocol::mqtt::{Health, Status};
+use stationwatch_protocol::mqtt::{Health, Status, UploadHealth};
 use stationwatch_protocol::{CameraId, StationId};
 
 use self::rules::{evaluate, Observed, Reason, StationState};
@@ -43,6 +43,12 @@ pub struct Station {
     pub registered_key: Option<String>,
     /// The last refused report under another key: (its fingerprint, controller receive time).
     pub key_mismatch: Option<(Option<String>, i64)>,
+    /// Cameras whose footage the archive refused: (detail, when). Open for
+    /// [`rules::ARCHIVE_HOLD_MS`] or until a later segment of the camera is archived.
+    pub archive_refused: BTreeMap<CameraId, (String, i64)>,
+    /// The archive's object store failed for this station: (detail, when). Open until a later
+    /// write of the station's footage succeeds (or [`rules::ARCHIVE_HOLD_MS`] without failure).
+    pub archive_unavailable: Option<(String, i64)>,
     /// Id and name in lower case, for searches (kept so a search does not lower-case every
     /// station's names on every request).
     search_key: String,
@@ -62,6 +68,8 @@ impl Station {
             rewritten: BTreeMap::new(),
             registered_key: None,
             key_mismatch: None,
+            archive_refused: BTreeMap::new(),
+            archive_unavailable: None,
             search_key: id.as_str().to_lowercase(),
             id,
         }
@@ -113,8 +121,36 @@ impl Station {
             last_report_at: self.health_received_at,
             key_status: self.key_status(),
             key_fingerprint: self.registered_key.clone(),
+            upload_backlog_bytes: self.upload().map(|u| u.backlog_bytes),
+            upload_rate_bps: self.upload().map(|u| u.rate_bps),
+            upload_eta_s: self.upload().and_then(upload_eta_s),
+            unarchived_bytes: self.upload().map(|u| u.unarchived_bytes),
         }
     }
+
+    /// The upload section of the last health report.
+    pub fn upload(&self) -> Option<&UploadHealth> {
+        self.health.as_ref()?.upload.as_ref()
+    }
+}
+
+/// Seconds until the backlog is uploaded at the current rate (`None`: no rate, nothing left).
+pub fn upload_eta_s(u: &UploadHealth) -> Option<u64> {
+    if u.backlog_bytes == 0 {
+        return Some(0);
+    }
+    (u.rate_bps > 0).then(|| u.backlog_bytes.saturating_mul(8).div_ceil(u.rate_bps))
+}
+
+/// Upload figures summed over stations.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct UploadTotals {
+    /// Footage on stations' disks not known to be archived ("only on stations").
+    pub unarchived_bytes: u64,
+    /// Bytes stations still have to upload.
+    pub upload_backlog_bytes: u64,
+    /// Sum of the stations' current upload rates.
+    pub upload_rate_bps: u64,
 }
 
 /// The highest witnessed head of a camera.
@@ -155,6 +191,12 @@ pub struct StationSummary {
     pub key_status: &'static str,
     /// Fingerprint of the registered key in force.
     pub key_fingerprint: Option<String>,
+    /// From the last health report's `upload` section (absent: the station does not upload).
+    pub upload_backlog_bytes: Option<u64>,
+    pub upload_rate_bps: Option<u64>,
+    /// backlog × 8 / rate, seconds (absent with no rate).
+    pub upload_eta_s: Option<u64>,
+    pub unarchived_bytes: Option<u64>,
 }
 
 /// Reasons that appeared and disappeared at one station: alerts to open and close.
@@ -313,6 +355,55 @@ impl Fleet {
             }
             Some(None)
         });
+    }
+
+    /// The archive refused footage of a camera (`archive_refused`, opened at the next tick).
+    pub fn archive_refused(&self, id: &StationId, camera: &CameraId, detail: String, now: i64) {
+        self.update(id, now, |s| {
+            s.archive_refused.insert(camera.clone(), (detail, now));
+            Some(None)
+        });
+    }
+
+    /// The archive's object store failed for the station (`archive_unavailable`).
+    pub fn archive_unavailable(&self, id: &StationId, detail: String, now: i64) {
+        self.update(id, now, |s| {
+            s.archive_unavailable = Some((detail, now));
+            Some(None)
+        });
+    }
+
+    /// A segment of the camera was archived: closes `archive_refused` of the camera and
+    /// `archive_unavailable` of the station (at the next tick).
+    pub fn archive_stored(&self, id: &StationId, camera: &CameraId, now: i64) {
+        self.update(id, now, |s| {
+            let a = s.archive_refused.remove(camera).is_some();
+            let b = s.archive_unavailable.take().is_some();
+            (a || b).then_some(None)
+        });
+    }
+
+    /// A write of the station's footage to the object store succeeded (a manifest batch):
+    /// closes `archive_unavailable`.
+    pub fn archive_available(&self, id: &StationId, now: i64) {
+        self.update(id, now, |s| s.archive_unavailable.take().map(|_| None));
+    }
+
+    /// Upload figures summed over the stations `visible` lets through.
+    pub fn upload_totals(&self, visible: &dyn Fn(&StationId) -> bool) -> UploadTotals {
+        let g = self.read();
+        let mut t = UploadTotals::default();
+        for u in g
+            .stations
+            .values()
+            .filter(|s| visible(&s.id))
+            .filter_map(Station::upload)
+        {
+            t.unarchived_bytes = t.unarchived_bytes.saturating_add(u.unarchived_bytes);
+            t.upload_backlog_bytes = t.upload_backlog_bytes.saturating_add(u.backlog_bytes);
+            t.upload_rate_bps = t.upload_rate_bps.saturating_add(u.rate_bps);
+        }
+        t
     }
 
     /// Runs `change` on the station (created when new). `change` answers `None` when it
@@ -541,6 +632,8 @@ fn reevaluate(s: &mut Station, now: i64, rules: &RulesConfig) -> Option<Transiti
             health_received_at: s.health_received_at,
             rewritten: &s.rewritten,
             key_mismatch: s.key_mismatch.as_ref(),
+            archive_refused: &s.archive_refused,
+            archive_unavailable: s.archive_unavailable.as_ref(),
         },
         now,
         rules,

@@ -87,7 +87,15 @@ pub struct Observed<'a> {
     /// The last report under a key other than the registered one: (its fingerprint, when it
     /// arrived). Such a report is never taken as the station's.
     pub key_mismatch: Option<&'a (Option<String>, i64)>,
+    /// Cameras whose footage the archive refused: (detail, when).
+    pub archive_refused: &'a BTreeMap<CameraId, (String, i64)>,
+    /// The archive's object store failed for the station: (detail, when).
+    pub archive_unavailable: Option<&'a (String, i64)>,
 }
+
+/// `archive_refused` and `archive_unavailable` hold this long after their last occurrence,
+/// unless a later archived segment (of the camera; of the station) closes them earlier.
+pub const ARCHIVE_HOLD_MS: i64 = 24 * 3_600_000;
 
 /// A `key_mismatch` reason holds this long after the last report under a foreign key (a forger
 /// interleaving reports with the real station must not make the alert flap).
@@ -111,6 +119,16 @@ pub fn evaluate(o: &Observed<'_>, now: i64, rules: &RulesConfig) -> (StationStat
     }
     for (cam, detail) in o.rewritten {
         reasons.push(Reason::new("manifest_rewritten", Some(cam), detail.clone()));
+    }
+    for (cam, (detail, at)) in o.archive_refused {
+        if now - at < ARCHIVE_HOLD_MS {
+            reasons.push(Reason::new("archive_refused", Some(cam), detail.clone()));
+        }
+    }
+    if let Some((detail, at)) = o.archive_unavailable {
+        if now - at < ARCHIVE_HOLD_MS {
+            reasons.push(Reason::new("archive_unavailable", None, detail.clone()));
+        }
     }
     if reasons.len() > before && state == StationState::Online {
         state = StationState::Degraded;
@@ -306,6 +324,8 @@ mod tests {
             health_received_at: h_at,
             rewritten: &none,
             key_mismatch: None,
+            archive_refused: &BTreeMap::new(),
+            archive_unavailable: None,
         };
         let (state, reasons) = evaluate(&o, NOW, &RulesConfig::default());
         (state, reasons.iter().map(Reason::key).collect())
@@ -414,6 +434,8 @@ mod tests {
                 health_received_at: Some(now),
                 rewritten: rw,
                 key_mismatch: km,
+                archive_refused: &BTreeMap::new(),
+                archive_unavailable: None,
             };
             let (state, reasons) = evaluate(&o, now, &RulesConfig::default());
             (state, reasons.iter().map(Reason::key).collect::<Vec<_>>())
@@ -435,5 +457,39 @@ mod tests {
     #[test]
     fn never_heard_from_is_unknown() {
         assert_eq!(eval(None, None, None, None).0, StationState::Unknown);
+    }
+
+    #[test]
+    fn archive_reasons_degrade_and_expire_after_a_day() {
+        let h = healthy();
+        let desk = CameraId::new("desk").unwrap();
+        let refused = BTreeMap::from([(desk, ("segment 5: sha256 differs".to_owned(), NOW))]);
+        let unavailable = ("disk full".to_owned(), NOW);
+        let none = BTreeMap::new();
+        let check = |now| {
+            let o = Observed {
+                status: None,
+                status_received_at: None,
+                health: Some(&h),
+                health_received_at: Some(now),
+                rewritten: &none,
+                key_mismatch: None,
+                archive_refused: &refused,
+                archive_unavailable: Some(&unavailable),
+            };
+            let (state, reasons) = evaluate(&o, now, &RulesConfig::default());
+            (state, reasons.iter().map(Reason::key).collect::<Vec<_>>())
+        };
+        assert_eq!(
+            check(NOW),
+            (
+                StationState::Degraded,
+                vec![
+                    "archive_refused:desk".to_owned(),
+                    "archive_unavailable".to_owned()
+                ]
+            )
+        );
+        assert_eq!(check(NOW + ARCHIVE_HOLD_MS), (StationState::Online, vec![]));
     }
 }

@@ -7,6 +7,7 @@
 //! resource group.
 
 mod admin;
+mod archive;
 mod commands;
 mod dashboard;
 mod error;
@@ -30,6 +31,7 @@ use tokio::sync::{broadcast, mpsc};
 
 use stationwatch_protocol::manifest::StationKey;
 
+use crate::archive::Archive;
 use crate::auth::{LoginLimiter, User};
 use crate::commands::Publisher;
 use crate::config::HttpConfig;
@@ -51,6 +53,8 @@ pub struct AppState {
     pub limiter: LoginLimiter,
     /// Signs key registry and witness exports.
     pub controller_key: Arc<StationKey>,
+    /// Where stations upload footage.
+    pub archive: Archive,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -89,6 +93,16 @@ pub fn router(state: AppState) -> Router {
         .route("/api/users/{username}/grants", put(users::set_grants))
         .route("/api/tokens", post(users::create_token))
         .route("/api/openapi.yaml", get(openapi))
+        .route("/api/stations/{id}/archive", get(archive::station_archive))
+        .route("/api/archive/summary", get(archive::summary))
+        .route(
+            "/archive/v1/{station}/{camera}/manifest",
+            get(archive::station_request).post(archive::station_request),
+        )
+        .route(
+            "/archive/v1/{station}/{camera}/segments/{seq}",
+            get(archive::station_request).put(archive::station_request),
+        )
         .with_state(state)
 }
 

@@ -444,6 +444,7 @@ fn typed_responses_match_docs_openapi_yaml() {
             regions: fleet.regions(&all),
             broker_connected: true,
             now: 1,
+            uploads: fleet.upload_totals(&all),
         },
     );
     c(
@@ -657,6 +658,88 @@ fn typed_responses_match_docs_openapi_yaml() {
             "/api/stations/{id}/witness",
             "200",
             &Signed::sign(w, &key).unwrap(),
+        );
+    }
+    {
+        use stationwatch_protocol::archive::{
+            ArchiveErrorBody, ManifestRange, SegmentPhase, SegmentState,
+        };
+        use stationwatch_protocol::manifest::Hash256;
+
+        use super::archive::{ArchiveSummary, CameraArchive, StationArchive};
+        use crate::store::archive::{EntryRow, RefusalRow, StateTotals};
+        let range = ManifestRange {
+            first_seq: 0,
+            first_prev: Hash256::ZERO,
+            last_seq: 9,
+            last_hash: Hash256::of(b"x"),
+        };
+        let seg = SegmentState {
+            seq: 3,
+            phase: SegmentPhase::Refused,
+            received: 0,
+            size: 10,
+            reason: Some("sha".into()),
+        };
+        let path = "/archive/v1/{station}/{camera}";
+        c("get", &format!("{path}/manifest"), "200", &range);
+        c("post", &format!("{path}/manifest"), "200", &range);
+        c("get", &format!("{path}/segments/{{seq}}"), "200", &seg);
+        c(
+            "put",
+            &format!("{path}/segments/{{seq}}"),
+            "422",
+            &ArchiveErrorBody {
+                error: "refused".into(),
+                state: Some(seg.clone()),
+            },
+        );
+        c(
+            "get",
+            "/api/stations/{id}/archive",
+            "200",
+            &StationArchive {
+                station: station_id(),
+                cameras: vec![CameraArchive {
+                    camera: CameraId::new("desk").unwrap(),
+                    manifest: Some(range),
+                    totals: StateTotals::default(),
+                }],
+                entries: vec![EntryRow {
+                    camera: CameraId::new("desk").unwrap(),
+                    seq: 3,
+                    line: String::new(),
+                    hash: "h".into(),
+                    kind: "segment".into(),
+                    start_ms: Some(1),
+                    end_ms: Some(2),
+                    file: Some("a.ts".into()),
+                    size: Some(10),
+                    sha256: Some("s".into()),
+                    state: Some("archived".into()),
+                    reason: None,
+                    archived_at: Some(3),
+                    received_at: 2,
+                }],
+                refusals: vec![RefusalRow {
+                    camera: CameraId::new("desk").unwrap(),
+                    seq: Some(3),
+                    what: "segment".into(),
+                    reason: "sha".into(),
+                    object_key: Some("quarantine/x".into()),
+                    at: 1,
+                }],
+            },
+        );
+        c(
+            "get",
+            "/api/archive/summary",
+            "200",
+            &ArchiveSummary {
+                stations: 1,
+                totals: StateTotals::default(),
+                uploads: fleet.upload_totals(&all),
+            },
         );
     }
     // The `stations` event of /api/stream is documented as the StreamBatch schema.

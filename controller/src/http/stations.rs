@@ -15,7 +15,7 @@ use super::extract::{StationAccess, WindowQuery};
 use super::AppState;
 use crate::auth::User;
 use crate::fleet::rules::StationState;
-use crate::fleet::{Counts, ListPage, ListQuery, StationSummary};
+use crate::fleet::{Counts, ListPage, ListQuery, StationSummary, UploadTotals};
 use crate::now_ms;
 use crate::store::{AlertRow, EventRow, HealthPoint};
 
@@ -26,6 +26,9 @@ pub(crate) struct Summary {
     pub regions: BTreeMap<String, usize>,
     pub broker_connected: bool,
     pub now: i64,
+    /// Fleet-wide upload figures: footage only on stations, backlog, rate.
+    #[serde(flatten)]
+    pub uploads: UploadTotals,
 }
 
 /// One station: its row, what it last said and when, and its cameras' latest snapshots.
@@ -74,6 +77,7 @@ pub(crate) async fn summary(State(state): State<AppState>, user: User) -> Json<S
         regions: state.fleet.regions(&visible),
         broker_connected: state.publisher.connected(),
         now: now_ms(),
+        uploads: state.fleet.upload_totals(&visible),
     })
 }
 

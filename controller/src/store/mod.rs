@@ -17,6 +17,7 @@ use stationwatch_protocol::{CameraId, StationId};
 
 use crate::config::DatabaseConfig;
 
+pub mod archive;
 mod trust;
 pub use trust::{HeadRow, KeyRow, Registered};
 

@@ -1,0 +1,504 @@
+//! The archive against a local-folder object store and a temporary SQLite index.
+
+use stationwatch_protocol::archive::SegmentPhase;
+use stationwatch_protocol::manifest::{
+    sign_entry, Chain, ClockSync, EntryBody, Gap, GapReason, Hash256, Segment, SegmentFile,
+    SignedEntry, StationKey, Timestamp,
+};
+use stationwatch_protocol::{CameraId, StationId};
+
+use super::{Archive, ArchiveError};
+use crate::config::{ArchiveConfig, DatabaseConfig, RulesConfig};
+use crate::fleet::Fleet;
+use crate::store::archive::{ARCHIVED, REFUSED};
+use crate::store::Store;
+
+const T0: i64 = 1_780_000_000_000;
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    store: Store,
+    fleet: Fleet,
+    archive: Archive,
+    key: StationKey,
+    station: StationId,
+    camera: CameraId,
+}
+
+async fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::connect(&DatabaseConfig {
+        url: format!("sqlite://{}", dir.path().join("c.db").display()),
+        max_connections: 2,
+        history_days: 30,
+        write_queue: 100,
+    })
+    .await
+    .unwrap();
+    let fleet = Fleet::new(RulesConfig::default());
+    let archive = Archive::open(
+        &ArchiveConfig::local(dir.path()),
+        store.clone(),
+        fleet.clone(),
+    )
+    .unwrap();
+    let key = StationKey::from_seed(&[7; 32]);
+    let station = StationId::new("pu-0042").unwrap();
+    store
+        .register_key(&station, &key.public(), "admin", false, T0)
+        .await
+        .unwrap();
+    Fixture {
+        dir,
+        store,
+        fleet,
+        archive,
+        key,
+        station,
+        camera: CameraId::new("desk").unwrap(),
+    }
+}
+
+/// Footage of segment `i`.
+fn footage(i: u64) -> Vec<u8> {
+    (0..(1000 + i * 7)).map(|b| (b * (i + 3)) as u8).collect()
+}
+
+/// A manifest of `n` lines: segments with a gap every fifth line.
+fn manifest(key: &StationKey, station: &StationId, camera: &CameraId, n: u64) -> Vec<SignedEntry> {
+    let mut chain = Chain::genesis(station.clone(), camera.clone());
+    let mut out = Vec::new();
+    for i in 0..n {
+        let start = Timestamp::from_unix_ms(T0 + i as i64 * 10_000).unwrap();
+        let end = Timestamp::from_unix_ms(T0 + (i as i64 + 1) * 10_000).unwrap();
+        let body = if i % 5 == 4 {
+            EntryBody::Gap(Gap {
+                start,
+                end,
+                reason: GapReason::AgentRestart,
+                detail: String::new(),
+            })
+        } else {
+            let bytes = footage(i);
+            EntryBody::Segment(Segment {
+                start,
+                end,
+                file: SegmentFile::new(format!("seg-{i:04}.ts")).unwrap(),
+                size: bytes.len() as u64,
+                sha256: Hash256::of(&bytes),
+                clock: Some(ClockSync::Synced),
+            })
+        };
+        let e = sign_entry(key, &chain, body).unwrap();
+        chain = Chain::after(&e);
+        out.push(e);
+    }
+    out
+}
+
+fn body(lines: &[SignedEntry]) -> Vec<u8> {
+    let mut s = String::new();
+    for e in lines {
+        s.push_str(e.line());
+        s.push('\n');
+    }
+    s.into_bytes()
+}
+
+fn is_refused<T: std::fmt::Debug>(r: Result<T, ArchiveError>) -> String {
+    match r {
+        Err(ArchiveError::Refused(why, _)) => why,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn manifest_extends_forwards_backwards_and_replays() {
+    let f = fixture().await;
+    let (s, c) = (&f.station, &f.camera);
+    let lines = manifest(&f.key, s, c, 20);
+    assert!(matches!(
+        f.archive.manifest_range(s, c).await,
+        Err(ArchiveError::NotFound(_))
+    ));
+    // An empty archive takes any contiguous run.
+    let r = f
+        .archive
+        .append_manifest(s, c, &body(&lines[8..12]), T0)
+        .await
+        .unwrap();
+    assert_eq!((r.first_seq, r.last_seq), (8, 11));
+    assert_eq!(r.first_prev, *lines[8].prev());
+    assert_eq!(r.last_hash, lines[11].hash());
+    // Forwards, overlapping what is held (a replay of 10..=11 and new 12..=15).
+    let r = f
+        .archive
+        .append_manifest(s, c, &body(&lines[10..16]), T0)
+        .await
+        .unwrap();
+    assert_eq!((r.first_seq, r.last_seq), (8, 15));
+    // Backwards to seq 0.
+    let r = f
+        .archive
+        .append_manifest(s, c, &body(&lines[0..8]), T0)
+        .await
+        .unwrap();
+    assert_eq!((r.first_seq, r.last_seq), (0, 15));
+    // A replay changes nothing.
+    let again = f
+        .archive
+        .append_manifest(s, c, &body(&lines[3..9]), T0)
+        .await
+        .unwrap();
+    assert_eq!(again, r);
+    assert_eq!(f.archive.manifest_range(s, c).await.unwrap(), r);
+    // Not next to the range: a conflict, not a refusal.
+    assert!(matches!(
+        f.archive
+            .append_manifest(s, c, &body(&lines[17..20]), T0)
+            .await,
+        Err(ArchiveError::Conflict(..))
+    ));
+    // Stored as objects and indexed line by line.
+    let obj = f.dir.path().join("store/manifests/pu-0042/desk");
+    let mut names: Vec<String> = std::fs::read_dir(&obj)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "00000000000000000000-00000000000000000007.jsonl",
+            "00000000000000000008-00000000000000000011.jsonl",
+            "00000000000000000012-00000000000000000015.jsonl",
+        ]
+    );
+    let text = std::fs::read(obj.join(&names[0])).unwrap();
+    assert_eq!(text, body(&lines[0..8]));
+    let seg = f.store.archive_entry(s, c, 3).await.unwrap().unwrap();
+    assert_eq!(seg.kind, "segment");
+    assert_eq!(seg.state.as_deref(), Some("pending"));
+    let gap = f.store.archive_entry(s, c, 4).await.unwrap().unwrap();
+    assert_eq!((gap.kind.as_str(), gap.state.as_deref()), ("gap", None));
+    assert!(f
+        .fleet
+        .get(s)
+        .is_none_or(|st| st.archive_refused.is_empty()));
+}
+
+#[tokio::test]
+async fn bad_lines_refuse_the_whole_batch_and_alert() {
+    let f = fixture().await;
+    let (s, c) = (&f.station, &f.camera);
+    let lines = manifest(&f.key, s, c, 10);
+    f.archive
+        .append_manifest(s, c, &body(&lines[0..4]), T0)
+        .await
+        .unwrap();
+    // Signed by another key.
+    let forger = StationKey::from_seed(&[9; 32]);
+    let forged = manifest(&forger, s, c, 10);
+    let why = is_refused(
+        f.archive
+            .append_manifest(s, c, &body(&forged[4..6]), T0)
+            .await,
+    );
+    assert!(why.contains("signature"), "{why}");
+    // Another station's lines, signed by the right key.
+    let other = StationId::new("pu-0043").unwrap();
+    let elsewhere = manifest(&f.key, &other, c, 10);
+    let why = is_refused(
+        f.archive
+            .append_manifest(s, c, &body(&elsewhere[4..6]), T0)
+            .await,
+    );
+    assert!(why.contains("pu-0043"), "{why}");
+    // A fork: seq 4 signed by the station but chained to another seq 3.
+    let mut fork_lines = manifest(&f.key, s, c, 3);
+    let mut chain = Chain::after(&fork_lines[2]);
+    chain.prev = Hash256::of(b"another line 3");
+    let e = sign_entry(
+        &f.key,
+        &Chain {
+            next_seq: 4,
+            ..chain.clone()
+        },
+        lines[4].body().clone(),
+    )
+    .unwrap();
+    fork_lines.clear();
+    fork_lines.push(e);
+    let why = is_refused(
+        f.archive
+            .append_manifest(s, c, &body(&fork_lines), T0)
+            .await,
+    );
+    assert!(why.contains("forked"), "{why}");
+    // A rewrite: seq 2 held, another seq 2 offered.
+    let mut rewritten = Chain::after(&lines[1]);
+    rewritten.next_seq = 2;
+    let e2 = sign_entry(
+        &f.key,
+        &rewritten,
+        EntryBody::Gap(Gap {
+            start: Timestamp::from_unix_ms(T0).unwrap(),
+            end: Timestamp::from_unix_ms(T0 + 1).unwrap(),
+            reason: GapReason::AgentRestart,
+            detail: String::new(),
+        }),
+    )
+    .unwrap();
+    let why = is_refused(f.archive.append_manifest(s, c, &body(&[e2]), T0).await);
+    assert!(why.contains("rewritten"), "{why}");
+    // One bad line among good ones: nothing of the batch is stored.
+    let mut mixed = body(&lines[4..7]);
+    mixed.extend_from_slice(b"{\"not\":\"a line\"}\n");
+    is_refused(f.archive.append_manifest(s, c, &mixed, T0).await);
+    assert_eq!(f.archive.manifest_range(s, c).await.unwrap().last_seq, 3);
+    // Malformed requests are not refusals.
+    assert!(matches!(
+        f.archive.append_manifest(s, c, b"", T0).await,
+        Err(ArchiveError::BadRequest(_))
+    ));
+    let no_newline = &body(&lines[4..5])[..lines[4].line().len()];
+    assert!(matches!(
+        f.archive.append_manifest(s, c, no_newline, T0).await,
+        Err(ArchiveError::BadRequest(_))
+    ));
+    // Alerted (at the next rules tick) and recorded.
+    let st = f.fleet.get(s).unwrap();
+    assert!(st.archive_refused.contains_key(c));
+    let t = f.fleet.tick(T0 + 1);
+    assert!(t
+        .iter()
+        .flat_map(|t| &t.opened)
+        .any(|r| r.key() == "archive_refused:desk"));
+    assert_eq!(f.store.archive_refusals(s, 100).await.unwrap().len(), 5);
+    // Still good lines go on.
+    f.archive
+        .append_manifest(s, c, &body(&lines[4..10]), T0)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_retired_key_still_vouches_for_its_lines() {
+    let f = fixture().await;
+    let (s, c) = (&f.station, &f.camera);
+    let lines = manifest(&f.key, s, c, 4);
+    let new = StationKey::from_seed(&[8; 32]);
+    f.store
+        .register_key(s, &new.public(), "admin", true, T0 + 1)
+        .await
+        .unwrap();
+    f.archive
+        .append_manifest(s, c, &body(&lines), T0)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn chunks_go_at_the_held_offset_and_a_complete_file_is_archived() {
+    let f = fixture().await;
+    let (s, c) = (&f.station, &f.camera);
+    let lines = manifest(&f.key, s, c, 6);
+    f.archive
+        .append_manifest(s, c, &body(&lines), T0)
+        .await
+        .unwrap();
+    let bytes = footage(1);
+    let st = f.archive.segment_state(s, c, 1).await.unwrap();
+    assert_eq!(
+        (st.phase, st.received, st.size),
+        (SegmentPhase::Pending, 0, bytes.len() as u64)
+    );
+    // Gaps and unknown seqs are not segments.
+    assert!(matches!(
+        f.archive.segment_state(s, c, 4).await,
+        Err(ArchiveError::NotFound(_))
+    ));
+    assert!(matches!(
+        f.archive.put_chunk(s, c, 99, 0, b"x", T0).await,
+        Err(ArchiveError::NotFound(_))
+    ));
+    let st = f
+        .archive
+        .put_chunk(s, c, 1, 0, &bytes[..300], T0)
+        .await
+        .unwrap();
+    assert_eq!((st.phase, st.received), (SegmentPhase::Pending, 300));
+    // The same chunk again (a replay after a lost answer), or a skipped one: 409 with the state.
+    for off in [0, 301] {
+        match f.archive.put_chunk(s, c, 1, off, &bytes[..300], T0).await {
+            Err(ArchiveError::Conflict(_, Some(st))) => assert_eq!(st.received, 300),
+            other => panic!("{other:?}"),
+        }
+    }
+    // A restart asks, and goes on from there.
+    assert_eq!(
+        f.archive.segment_state(s, c, 1).await.unwrap().received,
+        300
+    );
+    let st = f
+        .archive
+        .put_chunk(s, c, 1, 300, &bytes[300..], T0 + 5)
+        .await
+        .unwrap();
+    assert_eq!(
+        (st.phase, st.received),
+        (SegmentPhase::Archived, bytes.len() as u64)
+    );
+    let stored =
+        std::fs::read(f.dir.path().join("store/segments/pu-0042/desk/seg-0001.ts")).unwrap();
+    assert_eq!(stored, bytes);
+    let row = f.store.archive_entry(s, c, 1).await.unwrap().unwrap();
+    assert_eq!(
+        (row.state.as_deref(), row.archived_at),
+        (Some(ARCHIVED), Some(T0 + 5))
+    );
+    // Staging is cleaned up; a replayed last chunk answers the archived state.
+    assert!(!f.dir.path().join("staging/pu-0042/desk/1.part").exists());
+    let st = f
+        .archive
+        .put_chunk(s, c, 1, 300, &bytes[300..], T0 + 6)
+        .await
+        .unwrap();
+    assert_eq!(st.phase, SegmentPhase::Archived);
+}
+
+#[tokio::test]
+async fn a_file_not_matching_its_entry_is_refused_kept_aside_and_can_be_sent_again() {
+    let f = fixture().await;
+    let (s, c) = (&f.station, &f.camera);
+    let lines = manifest(&f.key, s, c, 6);
+    f.archive
+        .append_manifest(s, c, &body(&lines), T0)
+        .await
+        .unwrap();
+    let good = footage(2);
+    let mut bad = good.clone();
+    bad[17] ^= 1;
+    let r = f.archive.put_chunk(s, c, 2, 0, &bad, T0 + 9).await;
+    match r {
+        Err(ArchiveError::Refused(why, Some(st))) => {
+            assert!(why.contains("SHA-256"), "{why}");
+            assert_eq!((st.phase, st.received), (SegmentPhase::Refused, 0));
+        }
+        other => panic!("{other:?}"),
+    }
+    let kept = std::fs::read(
+        f.dir
+            .path()
+            .join(format!("store/quarantine/pu-0042/desk/2-{}.ts", T0 + 9)),
+    )
+    .unwrap();
+    assert_eq!(kept, bad);
+    assert!(!f
+        .dir
+        .path()
+        .join("store/segments/pu-0042/desk/seg-0002.ts")
+        .exists());
+    let row = f.store.archive_entry(s, c, 2).await.unwrap().unwrap();
+    assert_eq!(row.state.as_deref(), Some(REFUSED));
+    let st = f.archive.segment_state(s, c, 2).await.unwrap();
+    assert_eq!((st.phase, st.received), (SegmentPhase::Refused, 0));
+    assert!(f.fleet.get(s).unwrap().archive_refused.contains_key(c));
+    // More bytes than signed: refused too.
+    let mut long = footage(3);
+    long.push(0);
+    is_refused(f.archive.put_chunk(s, c, 3, 0, &long, T0 + 10).await);
+    // The right bytes later: archived, and the camera's alert closes.
+    let st = f
+        .archive
+        .put_chunk(s, c, 2, 0, &good, T0 + 20)
+        .await
+        .unwrap();
+    assert_eq!(st.phase, SegmentPhase::Archived);
+    assert!(f.fleet.get(s).unwrap().archive_refused.is_empty());
+    let refusals = f.store.archive_refusals(s, 10).await.unwrap();
+    assert_eq!(refusals.len(), 2);
+    assert_eq!(refusals[1].what, "segment");
+    assert!(refusals[1].object_key.is_some());
+}
+
+#[tokio::test]
+async fn a_failing_object_store_is_507_and_alerted_and_the_staged_bytes_stay() {
+    let f = fixture().await;
+    let (s, c) = (&f.station, &f.camera);
+    let lines = manifest(&f.key, s, c, 3);
+    f.archive
+        .append_manifest(s, c, &body(&lines), T0)
+        .await
+        .unwrap();
+    let bytes = footage(0);
+    // The store's segment folder cannot be created: a file is in its way.
+    let segs = f.dir.path().join("store/segments");
+    std::fs::write(&segs, b"in the way").unwrap();
+    let r = f.archive.put_chunk(s, c, 0, 0, &bytes, T0).await;
+    assert!(matches!(r, Err(ArchiveError::Unavailable(_))), "{r:?}");
+    assert!(f.fleet.get(s).unwrap().archive_unavailable.is_some());
+    let st = f.archive.segment_state(s, c, 0).await.unwrap();
+    assert_eq!(
+        (st.phase, st.received),
+        (SegmentPhase::Pending, bytes.len() as u64)
+    );
+    // Repaired: an empty chunk at the end retries, and the alert closes.
+    std::fs::remove_file(&segs).unwrap();
+    let st = f
+        .archive
+        .put_chunk(s, c, 0, bytes.len() as u64, b"", T0 + 1)
+        .await
+        .unwrap();
+    assert_eq!(st.phase, SegmentPhase::Archived);
+    assert!(f.fleet.get(s).unwrap().archive_unavailable.is_none());
+}
+
+#[tokio::test]
+async fn large_files_go_up_in_parts() {
+    let f = fixture().await;
+    let (s, c) = (&f.station, &f.camera);
+    let bytes: Vec<u8> = (0..(9 * 1024 * 1024 + 123))
+        .map(|i| (i % 251) as u8)
+        .collect();
+    let e = sign_entry(
+        &f.key,
+        &Chain::genesis(s.clone(), c.clone()),
+        EntryBody::Segment(Segment {
+            start: Timestamp::from_unix_ms(T0).unwrap(),
+            end: Timestamp::from_unix_ms(T0 + 60_000).unwrap(),
+            file: SegmentFile::new("2026/big.ts").unwrap(),
+            size: bytes.len() as u64,
+            sha256: Hash256::of(&bytes),
+            clock: Some(ClockSync::Synced),
+        }),
+    )
+    .unwrap();
+    f.archive
+        .append_manifest(s, c, &body(&[e]), T0)
+        .await
+        .unwrap();
+    let mut off = 0;
+    let mut last = None;
+    for chunk in bytes.chunks(4 * 1024 * 1024) {
+        last = Some(f.archive.put_chunk(s, c, 0, off, chunk, T0).await.unwrap());
+        off += chunk.len() as u64;
+    }
+    assert_eq!(last.unwrap().phase, SegmentPhase::Archived);
+    let stored =
+        std::fs::read(f.dir.path().join("store/segments/pu-0042/desk/2026/big.ts")).unwrap();
+    assert!(stored == bytes);
+}
+
+#[tokio::test]
+async fn permits_are_limited_to_max_uploads() {
+    let f = fixture().await;
+    let mut cfg = ArchiveConfig::local(f.dir.path());
+    cfg.max_uploads = 2;
+    let a = Archive::open(&cfg, f.store.clone(), f.fleet.clone()).unwrap();
+    let one = a.try_permit().unwrap();
+    let _two = a.try_permit().unwrap();
+    assert!(a.try_permit().is_none());
+    drop(one);
+    assert!(a.try_permit().is_some());
+}
