@@ -854,6 +854,8 @@
     { key: 'bitrate_bps', label: 'Recording bitrate', fmt: bits, color: '#6a1b9a', zero: true },
     { key: 'load_1m', label: 'Load (1 min)', fmt: (v) => v.toFixed(2), color: '#ef6c00', zero: true },
     { key: 'temperature_c', label: 'Temperature', fmt: (v) => `${v.toFixed(1)} °C`, color: '#c62828' },
+    { key: 'upload_backlog_bytes', label: 'Upload backlog', fmt: bytes, color: '#00838f', zero: true },
+    { key: 'upload_rate_bps', label: 'Upload rate', fmt: bits, color: '#558b2f', zero: true },
   ];
 
   async function loadChart() {
