@@ -209,6 +209,11 @@
       const b = $('broker');
       b.dataset.broker = s.broker_connected ? 'up' : 'down';
       b.textContent = s.broker_connected ? 'broker connected' : 'broker DISCONNECTED';
+      const u = $('unarchived');
+      u.hidden = !s.unarchived_bytes && !s.upload_backlog_bytes;
+      u.textContent = `footage only on stations: ${bytes(s.unarchived_bytes)}` +
+        (s.upload_backlog_bytes ? ` · uploading ${bytes(s.upload_backlog_bytes)}` +
+          (s.upload_rate_bps ? ` at ${bits(s.upload_rate_bps)}` : '') : '');
       const sel = $('filter-region');
       const want = S.filters.region;
       const regions = Object.entries(s.regions || {});
@@ -620,12 +625,34 @@
       fact(dl, 'Uplink', `${u.live}`, u.estimated_bps !== undefined ? ` · ${bits(u.estimated_bps)}` : '',
         u.upload_backlog_s !== undefined ? ` · backlog ${duration(u.upload_backlog_s)}` : '');
     }
+    if (hl.upload) uploadFacts(dl, hl.upload, d.summary);
     const a = hl.agent || {};
     fact(dl, 'Agent', `${a.version || '?'} · up ${duration(a.uptime_s)}`,
       a.system_uptime_s !== undefined ? ` · machine up ${duration(a.system_uptime_s)}` : '');
     if (hl.segment_s) fact(dl, 'Segments', `${hl.segment_s} s`);
     if (a.config_hash) fact(dl, 'Config', h('code', { title: a.config_hash }, `${a.config_hash.slice(0, 16)}…`));
     fact(dl, 'Report taken', when(hl.at));
+  }
+
+  /** Uploads to the archive: backlog, rate, ETA, and each requested window's progress. */
+  function uploadFacts(dl, u, s) {
+    const eta = s.upload_eta_s === null || s.upload_eta_s === undefined
+      ? (u.backlog_bytes ? 'no upload rate' : '—')
+      : (s.upload_eta_s ? `about ${duration(s.upload_eta_s)} left` : 'nothing to upload');
+    fact(dl, 'Upload', `mode ${u.mode} · backlog ${bytes(u.backlog_bytes)} · ${bits(u.rate_bps)} · ${eta}`,
+      h('div', { class: 'muted' }, `only on the station: ${bytes(u.unarchived_bytes)}`,
+        u.oldest_pending ? ` · oldest pending ${u.oldest_pending}` : '',
+        u.refused_segments ? ` · ${u.refused_segments} refused by the archive` : ''),
+      u.last_error ? h('div', { class: 'bad' }, u.last_error) : null);
+    for (const j of u.jobs || []) {
+      const pct = j.bytes_total ? Math.min(100, Math.round((100 * j.bytes_done) / j.bytes_total)) : (j.state === 'done' ? 100 : 0);
+      fact(dl, `Upload job`,
+        h('progress', { max: '100', value: String(pct), title: `${pct} %` }),
+        ` ${pct} % · ${j.state} · ${bytes(j.bytes_done)} of ${bytes(j.bytes_total)}`,
+        h('div', { class: 'muted' }, `${(j.cameras || []).join(', ') || 'all cameras'} · ${j.from} → ${j.to}`,
+          j.priority ? ` · priority ${j.priority}` : '',
+          ` · ${j.segments_done}/${j.segments_total} segments`));
+    }
   }
 
   function renderCameras(d) {
@@ -827,6 +854,8 @@
     { key: 'bitrate_bps', label: 'Recording bitrate', fmt: bits, color: '#6a1b9a', zero: true },
     { key: 'load_1m', label: 'Load (1 min)', fmt: (v) => v.toFixed(2), color: '#ef6c00', zero: true },
     { key: 'temperature_c', label: 'Temperature', fmt: (v) => `${v.toFixed(1)} °C`, color: '#c62828' },
+    { key: 'upload_backlog_bytes', label: 'Upload backlog', fmt: bytes, color: '#00838f', zero: true },
+    { key: 'upload_rate_bps', label: 'Upload rate', fmt: bits, color: '#558b2f', zero: true },
   ];
 
   async function loadChart() {

@@ -312,7 +312,138 @@ async fn scenario(url: String) {
     let log = store.audit_log(10).await.unwrap();
     assert_eq!((log[0].username.as_str(), log[0].ok), ("mallory", false));
     assert_eq!(log.len(), 2);
+
+    archive(&store).await;
     store.close().await;
+}
+
+/// The archive index: ranges moved optimistically, lines, states, refusals, totals.
+async fn archive(store: &Store) {
+    use station_controller::protocol::archive::ManifestRange;
+    use station_controller::protocol::manifest::Hash256;
+    use station_controller::store::archive::{Appended, EntryRow, RefusalRow, ARCHIVED};
+
+    let (s, c) = (sid("pu-1"), cam("desk"));
+    let row = |seq: u64, kind: &str| EntryRow {
+        camera: c.clone(),
+        seq,
+        line: format!("line {seq}"),
+        hash: Hash256::of(format!("line {seq}").as_bytes()).to_hex(),
+        kind: kind.into(),
+        start_ms: Some(seq as i64 * 10),
+        end_ms: Some(seq as i64 * 10 + 10),
+        file: (kind == "segment").then(|| format!("{seq}.ts")),
+        size: (kind == "segment").then_some(1000 + seq),
+        sha256: (kind == "segment").then(|| "ab".repeat(32)),
+        state: (kind == "segment").then(|| "pending".into()),
+        reason: None,
+        archived_at: None,
+        received_at: 5,
+    };
+    let range = |first: u64, last: u64| ManifestRange {
+        first_seq: first,
+        first_prev: Hash256::of(&[first as u8]),
+        last_seq: last,
+        last_hash: Hash256::of(&[last as u8, 1]),
+    };
+    assert_eq!(store.archive_range(&s, &c).await.unwrap(), None);
+    let r1 = range(2, 3);
+    let rows = [row(2, "segment"), row(3, "gap")];
+    assert_eq!(
+        store
+            .archive_append(&s, &c, None, &r1, &rows, 5)
+            .await
+            .unwrap(),
+        Appended::Done
+    );
+    // Another writer that also saw no range loses.
+    assert_eq!(
+        store
+            .archive_append(&s, &c, None, &r1, &rows, 5)
+            .await
+            .unwrap(),
+        Appended::Raced
+    );
+    let r2 = range(0, 4);
+    let more = [row(0, "segment"), row(1, "segment"), row(4, "segment")];
+    assert_eq!(
+        store
+            .archive_append(&s, &c, Some(&r1), &r2, &more, 6)
+            .await
+            .unwrap(),
+        Appended::Done
+    );
+    assert_eq!(
+        store
+            .archive_append(&s, &c, Some(&r1), &r2, &more, 6)
+            .await
+            .unwrap(),
+        Appended::Raced
+    );
+    assert_eq!(store.archive_range(&s, &c).await.unwrap(), Some(r2.clone()));
+    assert_eq!(
+        store.archive_ranges(&s).await.unwrap(),
+        vec![(c.clone(), r2)]
+    );
+    let hashes = store.archive_hashes(&s, &c, 1, 3).await.unwrap();
+    assert_eq!(
+        hashes.iter().map(|(q, _)| *q).collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
+    assert_eq!(
+        store.archive_entry(&s, &c, 3).await.unwrap(),
+        Some(rows[1].clone())
+    );
+    assert_eq!(store.archive_entry(&s, &c, u64::MAX).await.unwrap(), None);
+    store
+        .archive_set_state(&s, &c, 2, ARCHIVED, None, Some(9))
+        .await
+        .unwrap();
+    store
+        .archive_set_state(&s, &c, 4, "refused", Some("sha"), None)
+        .await
+        .unwrap();
+    store
+        .archive_refusal(
+            &s,
+            &RefusalRow {
+                camera: c.clone(),
+                seq: Some(4),
+                what: "segment".into(),
+                reason: "sha".into(),
+                object_key: Some("quarantine/pu-1/desk/4-9.ts".into()),
+                at: 9,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.archive_refusals(&s, 10).await.unwrap().len(), 1);
+    let t = store
+        .archive_timeline(&s, Some(&c), 15, 30, 100)
+        .await
+        .unwrap();
+    assert_eq!(t.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2, 3]);
+    assert_eq!(
+        store
+            .archive_timeline(&s, None, 0, i64::MAX, 2)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    let totals = store.archive_totals(None).await.unwrap();
+    assert_eq!(totals.len(), 1);
+    let t = &totals[0].2;
+    assert_eq!(
+        (
+            t.archived_segments,
+            t.archived_bytes,
+            t.pending_segments,
+            t.pending_bytes
+        ),
+        (1, 1002, 2, 2001)
+    );
+    assert_eq!((t.refused_segments, t.refused_bytes), (1, 1004));
 }
 
 #[tokio::test]

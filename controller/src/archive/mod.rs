@@ -125,8 +125,8 @@ impl Archive {
                     .with_region(&s3.region)
                     .with_allow_http(s3.allow_http)
                     .with_retry(RetryConfig {
-                        max_retries: 3,
-                        retry_timeout: Duration::from_secs(60),
+                        max_retries: 2,
+                        retry_timeout: Duration::from_secs(30),
                         ..Default::default()
                     });
                 if let Some(e) = &s3.endpoint {

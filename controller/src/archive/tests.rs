@@ -26,6 +26,10 @@ struct Fixture {
 }
 
 async fn fixture() -> Fixture {
+    fixture_with(ArchiveConfig::local).await
+}
+
+async fn fixture_with(cfg: impl FnOnce(&std::path::Path) -> ArchiveConfig) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::connect(&DatabaseConfig {
         url: format!("sqlite://{}", dir.path().join("c.db").display()),
@@ -36,12 +40,7 @@ async fn fixture() -> Fixture {
     .await
     .unwrap();
     let fleet = Fleet::new(RulesConfig::default());
-    let archive = Archive::open(
-        &ArchiveConfig::local(dir.path()),
-        store.clone(),
-        fleet.clone(),
-    )
-    .unwrap();
+    let archive = Archive::open(&cfg(dir.path()), store.clone(), fleet.clone()).unwrap();
     let key = StationKey::from_seed(&[7; 32]);
     let station = StationId::new("pu-0042").unwrap();
     store
@@ -501,4 +500,129 @@ async fn permits_are_limited_to_max_uploads() {
     assert!(a.try_permit().is_none());
     drop(one);
     assert!(a.try_permit().is_some());
+}
+
+/// The same flow against an S3-compatible server when `STATIONWATCH_TEST_S3` names one, as
+/// `http://127.0.0.1:PORT/BUCKET` (an existing bucket; credentials from
+/// `STATIONWATCH_TEST_S3_KEY` and `_SECRET`, default `test`/`test`). Skipped otherwise: the
+/// end-to-end suite starts a real server (`tests/`).
+#[tokio::test]
+async fn s3_store_when_configured() {
+    use crate::config::{ArchiveStoreConfig, S3Config};
+    use object_store::path::Path as ObjectPath;
+    let Ok(url) = std::env::var("STATIONWATCH_TEST_S3") else {
+        eprintln!("STATIONWATCH_TEST_S3 not set: S3 archive test skipped");
+        return;
+    };
+    let (endpoint, bucket) = url.trim_end_matches('/').rsplit_once('/').unwrap();
+    let prefix = format!("t{}", std::process::id());
+    let s3 = S3Config {
+        bucket: bucket.to_owned(),
+        prefix: prefix.clone(),
+        endpoint: Some(endpoint.to_owned()),
+        region: "us-east-1".into(),
+        access_key_id: Some(std::env::var("STATIONWATCH_TEST_S3_KEY").unwrap_or("test".into())),
+        secret_access_key: Some(
+            std::env::var("STATIONWATCH_TEST_S3_SECRET").unwrap_or("test".into()),
+        ),
+        allow_http: true,
+    };
+    let f = fixture_with(|dir| ArchiveConfig {
+        store: ArchiveStoreConfig::S3(s3),
+        staging: dir.join("staging"),
+        max_uploads: 4,
+    })
+    .await;
+    let (s, c) = (&f.station, &f.camera);
+    let big: Vec<u8> = (0..(9 * 1024 * 1024 + 5))
+        .map(|i| (i % 249) as u8)
+        .collect();
+    let small = footage(1);
+    let mut chain = Chain::genesis(s.clone(), c.clone());
+    let mut lines = Vec::new();
+    for (i, bytes) in [&big, &small].into_iter().enumerate() {
+        let e = sign_entry(
+            &f.key,
+            &chain,
+            EntryBody::Segment(Segment {
+                start: Timestamp::from_unix_ms(T0 + i as i64).unwrap(),
+                end: Timestamp::from_unix_ms(T0 + i as i64 + 1).unwrap(),
+                file: SegmentFile::new(format!("d/{i}.ts")).unwrap(),
+                size: bytes.len() as u64,
+                sha256: Hash256::of(bytes),
+                clock: Some(ClockSync::Synced),
+            }),
+        )
+        .unwrap();
+        chain = Chain::after(&e);
+        lines.push(e);
+    }
+    f.archive
+        .append_manifest(s, c, &body(&lines), T0)
+        .await
+        .unwrap();
+    let mut off = 0;
+    for chunk in big.chunks(4 * 1024 * 1024) {
+        f.archive.put_chunk(s, c, 0, off, chunk, T0).await.unwrap();
+        off += chunk.len() as u64;
+    }
+    assert_eq!(
+        f.archive.segment_state(s, c, 0).await.unwrap().phase,
+        SegmentPhase::Archived
+    );
+    let mut bad = small.clone();
+    bad[0] ^= 1;
+    is_refused(f.archive.put_chunk(s, c, 1, 0, &bad, T0 + 7).await);
+    let get = |key: String| {
+        let objects = f.archive.objects().clone();
+        async move {
+            objects
+                .get(&ObjectPath::parse(key).unwrap())
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap()
+                .to_vec()
+        }
+    };
+    assert!(get("segments/pu-0042/desk/d/0.ts".into()).await == big);
+    assert_eq!(
+        get(format!("quarantine/pu-0042/desk/1-{}.ts", T0 + 7)).await,
+        bad
+    );
+    assert_eq!(
+        get("manifests/pu-0042/desk/00000000000000000000-00000000000000000001.jsonl".into()).await,
+        body(&lines)
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_s3_store_is_unavailable_not_a_crash() {
+    use crate::config::{ArchiveStoreConfig, S3Config};
+    let f = fixture_with(|dir| ArchiveConfig {
+        store: ArchiveStoreConfig::S3(S3Config {
+            bucket: "footage".into(),
+            prefix: String::new(),
+            // Nothing listens on port 1 of the loopback: connections are refused at once.
+            endpoint: Some("http://127.0.0.1:1".into()),
+            region: "us-east-1".into(),
+            access_key_id: Some("k".into()),
+            secret_access_key: Some("s".into()),
+            allow_http: true,
+        }),
+        staging: dir.join("staging"),
+        max_uploads: 4,
+    })
+    .await;
+    let (s, c) = (&f.station, &f.camera);
+    let lines = manifest(&f.key, s, c, 2);
+    let r = f.archive.append_manifest(s, c, &body(&lines), T0).await;
+    assert!(matches!(r, Err(ArchiveError::Unavailable(_))), "{r:?}");
+    assert!(f.archive.manifest_range(s, c).await.is_err());
+    let t = f.fleet.tick(T0 + 1);
+    assert!(t
+        .iter()
+        .flat_map(|t| &t.opened)
+        .any(|r| r.key() == "archive_unavailable"));
 }

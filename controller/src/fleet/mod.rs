@@ -900,4 +900,70 @@ mod tests {
         assert_eq!(t.closed[0].kind, "offline");
         assert_eq!(f.get(&sid("a")).unwrap().state, StationState::Online);
     }
+
+    #[test]
+    fn upload_figures_come_from_health_and_sum_over_visible_stations() {
+        use stationwatch_protocol::mqtt::UploadHealth;
+        let f = Fleet::new(RulesConfig::default());
+        let now = 1_780_000_000_000;
+        for (i, (backlog, rate, only)) in [(1_000_000u64, 8_000u64, 5u64), (0, 0, 7), (10, 0, 1)]
+            .into_iter()
+            .enumerate()
+        {
+            let mut h = Health::new(Timestamp::from_unix_ms(now).unwrap());
+            h.upload = Some(UploadHealth {
+                backlog_bytes: backlog,
+                rate_bps: rate,
+                unarchived_bytes: only,
+                ..Default::default()
+            });
+            f.apply_health(&sid(&format!("up-{i}")), Arc::new(h), now, now);
+        }
+        f.apply_health(&sid("none"), health(now, "North"), now, now);
+        let eta = |id: &str| f.get(&sid(id)).unwrap().summary().upload_eta_s;
+        // 1 MB at 8 kbit/s: 1,000 s.
+        assert_eq!(eta("up-0"), Some(1000));
+        assert_eq!(eta("up-1"), Some(0));
+        assert_eq!(eta("up-2"), None);
+        assert_eq!(eta("none"), None);
+        assert_eq!(
+            f.get(&sid("none")).unwrap().summary().upload_backlog_bytes,
+            None
+        );
+        let t = f.upload_totals(&|_: &StationId| true);
+        assert_eq!(
+            (
+                t.unarchived_bytes,
+                t.upload_backlog_bytes,
+                t.upload_rate_bps
+            ),
+            (13, 1_000_010, 8_000)
+        );
+        let t = f.upload_totals(&|id: &StationId| id.as_str() == "up-1");
+        assert_eq!(t.unarchived_bytes, 7);
+    }
+
+    #[test]
+    fn archive_alerts_open_at_the_next_tick_and_close_on_success() {
+        let f = Fleet::new(RulesConfig::default());
+        let now = 1_780_000_000_000;
+        let s = sid("st-1");
+        let desk = CameraId::new("desk").unwrap();
+        f.apply_health(&s, health(now, "North"), now, now);
+        f.archive_refused(&s, &desk, "segment 3: sha".into(), now);
+        f.archive_unavailable(&s, "disk full".into(), now);
+        let opened: Vec<String> = f
+            .tick(now + 1)
+            .iter()
+            .flat_map(|t| t.opened.iter().map(Reason::key))
+            .collect();
+        assert_eq!(opened, ["archive_refused:desk", "archive_unavailable"]);
+        f.archive_stored(&s, &desk, now + 2);
+        let closed: Vec<String> = f
+            .tick(now + 3)
+            .iter()
+            .flat_map(|t| t.closed.iter().map(Reason::key))
+            .collect();
+        assert_eq!(closed, ["archive_refused:desk", "archive_unavailable"]);
+    }
 }

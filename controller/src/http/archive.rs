@@ -31,6 +31,9 @@ use crate::store::archive::{EntryRow, RefusalRow, StateTotals};
 /// Largest request body: one chunk (or manifest batch) and a little.
 pub(crate) const BODY_LIMIT: usize = MAX_CHUNK_BYTES as usize + 64 * 1024;
 
+/// Longest time a request body may take to arrive (4 MiB at ~300 kbit/s).
+const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// An error answer of the station endpoints.
 struct Failure(StatusCode, ArchiveErrorBody, bool);
 
@@ -188,14 +191,27 @@ async fn handle(
         .path_and_query()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| parts.uri.path().to_owned());
-    let body = axum::body::to_bytes(Body::new(body), BODY_LIMIT)
-        .await
-        .map_err(|_| {
-            Failure::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("body larger than {MAX_CHUNK_BYTES} bytes, or cut"),
-            )
-        })?;
+    // A slow body must not hold a permit for long.
+    let body = tokio::time::timeout(
+        BODY_TIMEOUT,
+        axum::body::to_bytes(Body::new(body), BODY_LIMIT),
+    )
+    .await
+    .map_err(|_| {
+        Failure::new(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "the body did not arrive within {} s",
+                BODY_TIMEOUT.as_secs()
+            ),
+        )
+    })?
+    .map_err(|_| {
+        Failure::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("body larger than {MAX_CHUNK_BYTES} bytes, or cut"),
+        )
+    })?;
     authenticate(
         state,
         &station,

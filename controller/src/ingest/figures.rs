@@ -3,7 +3,8 @@
 use serde_json::{json, Value};
 use stationwatch_protocol::mqtt::{CameraState, Health};
 
-/// Cameras recording, total bitrate, disk hours left and free bytes, load, temperature, clock.
+/// Cameras recording, total bitrate, disk hours left and free bytes, load, temperature, clock,
+/// upload backlog and rate.
 pub fn figures(h: &Health) -> Value {
     let recording = h
         .cameras
@@ -20,5 +21,7 @@ pub fn figures(h: &Health) -> Value {
         "load_1m": h.system.load_1m,
         "temperature_c": h.system.temperature_c,
         "clock_synced": h.clock.as_ref().map(|c| c.synced),
+        "upload_backlog_bytes": h.upload.as_ref().map(|u| u.backlog_bytes),
+        "upload_rate_bps": h.upload.as_ref().map(|u| u.rate_bps),
     })
 }
