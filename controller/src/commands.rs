@@ -26,7 +26,8 @@ pub const COMMAND_TTL_MS: i64 = 5 * 60 * 1000;
 /// Publishes commands through the current connection, if any.
 #[derive(Clone, Default)]
 pub struct Publisher {
-    client: Arc<Mutex<Option<AsyncClient>>>,
+    /// The connection and the station listener's mount point (`MqttConfig::mount_point`).
+    client: Arc<Mutex<Option<(AsyncClient, String)>>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -41,7 +42,7 @@ pub enum PublishError {
 
 impl Publisher {
     /// Called by `ingest` when a connection comes up (`Some`) or goes down (`None`).
-    pub(crate) fn set(&self, client: Option<AsyncClient>) {
+    pub(crate) fn set(&self, client: Option<(AsyncClient, String)>) {
         *self.client.lock() = client;
     }
 
@@ -53,9 +54,10 @@ impl Publisher {
     pub fn command(&self, topics: &Topics, cmd: &CommandEnvelope) -> Result<(), PublishError> {
         let payload = cmd.to_json()?;
         let guard = self.client.lock();
-        let client = guard.as_ref().ok_or(PublishError::NotConnected)?;
+        let (client, mount_point) = guard.as_ref().ok_or(PublishError::NotConnected)?;
+        let topic = format!("{mount_point}{}", topics.command());
         client
-            .try_publish(topics.command(), rumqttc::QoS::AtLeastOnce, false, payload)
+            .try_publish(topic, rumqttc::QoS::AtLeastOnce, false, payload)
             .map_err(|e| PublishError::Client(e.to_string()))
     }
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 use stationwatch_protocol::broker_config::{BrokerConfig, BROKER_KEYS};
 pub use stationwatch_protocol::config_reader::ConfigError;
 use stationwatch_protocol::config_reader::{join, parse_config, read_file, TomlReader};
+use stationwatch_protocol::mqtt::validate_mount_point;
 
 /// A validated controller configuration.
 #[derive(Debug, Clone)]
@@ -74,6 +75,9 @@ pub struct MqttConfig {
     /// Shared-subscription group of the controller replicas; `None` subscribes directly (one
     /// replica only, or a broker without shared subscriptions).
     pub shared_group: Option<String>,
+    /// The `mount_point` of the broker's station listener (`stations/` in the reference
+    /// config, `""` for a broker without one): every station topic is filed under it.
+    pub mount_point: String,
 }
 
 /// When a station needs attention.
@@ -263,7 +267,12 @@ fn mqtt(r: &mut TomlReader, root: &toml::Table, check_machine: bool) -> Option<M
     let allowed: Vec<&str> = BROKER_KEYS
         .iter()
         .copied()
-        .chain(["client_id", "keepalive_seconds", "shared_group"])
+        .chain([
+            "client_id",
+            "keepalive_seconds",
+            "shared_group",
+            "mount_point",
+        ])
         .collect();
     let t = r.optional_section(root, p, &allowed);
     let broker = r.broker(t, p, Some("mqtt://127.0.0.1:1883"), check_machine);
@@ -278,11 +287,16 @@ fn mqtt(r: &mut TomlReader, root: &toml::Table, check_machine: bool) -> Option<M
     if group.contains(['/', '+', '#']) {
         r.problem(join(p, "shared_group"), "must not contain '/', '+' or '#'");
     }
+    let mount_point = r.string(t, p, "mount_point", false).unwrap_or_default();
+    if let Err(e) = validate_mount_point(&mount_point) {
+        r.problem(join(p, "mount_point"), e.to_string());
+    }
     Some(MqttConfig {
         broker: broker?,
         client_id,
         keepalive: Duration::from_secs(keepalive? as u64),
         shared_group: Some(group).filter(|g| !g.is_empty()),
+        mount_point,
     })
 }
 

@@ -47,8 +47,9 @@ pub use health::{
 pub use id::{HoldId, MessageId, MessageIdError, MAX_MESSAGE_ID_LEN};
 pub use status::{OfflineReason, Status, StatusState, LAST_WILL_PAYLOAD};
 pub use topic::{
-    controller_subscriptions, filters, parse_topic, shared, Direction, LastWill, QoS, Subscription,
-    TopicKind, TopicSpec, Topics, SHARED_GROUP, TOPIC_ROOT,
+    controller_subscriptions, filters, parse_topic, shared, unmount, validate_mount_point,
+    Direction, LastWill, MountPointError, QoS, Subscription, TopicKind, TopicSpec, Topics,
+    SHARED_GROUP, TOPIC_ROOT,
 };
 
 /// The schema version written in every payload's `v` field, and the `v1` of [`TOPIC_ROOT`].

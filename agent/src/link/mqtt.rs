@@ -206,7 +206,7 @@ pub async fn run(ctx: MqttContext, shutdown: CancellationToken) -> Result<(), Mq
                         link.on_connect(&client, &mut conn);
                     }
                     Ok(Event::Incoming(Incoming::Publish(p))) => {
-                        if p.topic == link.topics.command() {
+                        if link.topics.is_command(&p.topic) {
                             link.on_command(&p.payload);
                             link.pump(&client, &mut conn);
                         }

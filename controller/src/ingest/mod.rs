@@ -17,7 +17,7 @@ use rumqttc::{AsyncClient, Event, Incoming, MqttOptions};
 use stationwatch_protocol::broker_config::TlsReadError;
 use stationwatch_protocol::mqtt::{
     controller_subscriptions, decode_ack, decode_event, decode_health, decode_status, parse_topic,
-    DecodeError, EventKind, TopicKind, MAX_SNAPSHOT_BYTES,
+    unmount, DecodeError, EventKind, TopicKind, MAX_SNAPSHOT_BYTES,
 };
 use stationwatch_runtime::mqtt::qos;
 use tokio::sync::mpsc;
@@ -76,16 +76,20 @@ pub async fn run(
                         info!(host = %cfg.broker.host, port = cfg.broker.port, client_id = %cfg.client_id, "connected to the broker");
                         connected = true;
                         delay = Duration::from_millis(250);
-                        for s in controller_subscriptions(cfg.shared_group.as_deref()) {
+                        for s in controller_subscriptions(cfg.shared_group.as_deref(), &cfg.mount_point) {
                             if let Err(e) = client.try_subscribe(s.filter.clone(), qos(s.qos)) {
                                 warn!(filter = %s.filter, error = %e, "cannot subscribe");
                             }
                         }
-                        ctx.publisher.set(Some(client.clone()));
+                        ctx.publisher.set(Some((client.clone(), cfg.mount_point.clone())));
                     }
-                    Ok(Event::Incoming(Incoming::Publish(p))) => {
-                        handle(&ctx, &p.topic, &p.payload).await;
-                    }
+                    Ok(Event::Incoming(Incoming::Publish(p))) => match unmount(&p.topic, &cfg.mount_point) {
+                        Some(topic) => handle(&ctx, topic, &p.payload).await,
+                        None => {
+                            ctx.metrics.rejected();
+                            debug!(topic = %p.topic, "message outside the station mount point ignored");
+                        }
+                    },
                     Ok(_) => {}
                     Err(e) => {
                         if connected {
