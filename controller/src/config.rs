@@ -69,7 +69,8 @@ impl DatabaseConfig {
 pub struct MqttConfig {
     /// Where the broker is and how to log in (keys shared with the agent).
     pub broker: BrokerConfig,
-    /// Unique per replica (defaults to `station-controller-<host>-<pid>`).
+    /// Unique per replica and stable across its restarts (defaults to
+    /// [`default_client_id`]: `station-controller-<host>-<HTTP port>`).
     pub client_id: String,
     pub keepalive: Duration,
     /// Shared-subscription group of the controller replicas; `None` subscribes directly (one
@@ -140,7 +141,8 @@ fn read(
     );
     let http = http(r, root);
     let database = database(r, root, file);
-    let mqtt = mqtt(r, root, check_machine);
+    let listen_port = http.as_ref().map_or(8080, |h| h.listen.port());
+    let mqtt = mqtt(r, root, check_machine, listen_port);
     let rules = rules(r, root);
     let auth = auth(r, root, check_machine);
     let trust = trust(r, root, file);
@@ -262,7 +264,27 @@ fn database(r: &mut TomlReader, root: &toml::Table, file: &Path) -> Option<Datab
     })
 }
 
-fn mqtt(r: &mut TomlReader, root: &toml::Table, check_machine: bool) -> Option<MqttConfig> {
+/// The default MQTT client id of a replica: `station-controller-<host>-<HTTP port>`. Stable
+/// across restarts (so a restarted replica resumes its persistent session and the messages the
+/// broker queued for it, instead of leaving a dead session in the shared group that keeps
+/// taking its share), and distinct for replicas on one host (they cannot share a port).
+pub fn default_client_id(listen_port: u16) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let host: String = host
+        .trim()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        .collect();
+    let host = if host.is_empty() { "localhost" } else { &host };
+    format!("station-controller-{host}-{listen_port}")
+}
+
+fn mqtt(
+    r: &mut TomlReader,
+    root: &toml::Table,
+    check_machine: bool,
+    listen_port: u16,
+) -> Option<MqttConfig> {
     let p = "mqtt";
     let allowed: Vec<&str> = BROKER_KEYS
         .iter()
@@ -276,10 +298,15 @@ fn mqtt(r: &mut TomlReader, root: &toml::Table, check_machine: bool) -> Option<M
         .collect();
     let t = r.optional_section(root, p, &allowed);
     let broker = r.broker(t, p, Some("mqtt://127.0.0.1:1883"), check_machine);
-    let client_id = r.string(t, p, "client_id", false).unwrap_or_else(|| {
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-        format!("station-controller-{}-{}", host.trim(), std::process::id())
-    });
+    let client_id = r
+        .string(t, p, "client_id", false)
+        .unwrap_or_else(|| default_client_id(listen_port));
+    if client_id.is_empty() || client_id.len() > 128 || client_id.contains(['+', '#', '/']) {
+        r.problem(
+            join(p, "client_id"),
+            "must be 1 to 128 characters without '+', '#' or '/'",
+        );
+    }
     let keepalive = r.int(t, p, "keepalive_seconds", 5..=600, 30);
     let group = r
         .string(t, p, "shared_group", false)
@@ -386,6 +413,13 @@ mod tests {
             ("127.0.0.1", 1883)
         );
         assert_eq!(c.mqtt.shared_group.as_deref(), Some("controllers"));
+        assert_eq!(c.mqtt.mount_point, "");
+        // Stable: the same on every start (no pid), distinct per HTTP port.
+        assert!(c.mqtt.client_id.starts_with("station-controller-"));
+        assert!(c.mqtt.client_id.ends_with("-8080"), "{}", c.mqtt.client_id);
+        assert_eq!(parse("").unwrap().mqtt.client_id, c.mqtt.client_id);
+        let other = parse("[http]\nlisten = \"127.0.0.1:8081\"").unwrap();
+        assert_ne!(other.mqtt.client_id, c.mqtt.client_id);
         assert_eq!(c.rules, RulesConfig::default());
         assert_eq!(c.database.write_queue, 100_000);
         assert_eq!(c.trust.key_file, Path::new("/etc/sw/controller-key.pem"));

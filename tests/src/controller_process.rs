@@ -69,7 +69,7 @@ impl ControllerProcess {
             format!(
                 "[http]\nlisten = \"127.0.0.1:{port}\"\ncookie_secure = false\n\
                  [database]\nurl = \"{db}\"\n\
-                 [mqtt]\nurl = \"{}\"\nclient_id = \"controller-test-{port}\"\n{}\n\
+                 [mqtt]\nurl = \"{}\"\n{}\n\
                  [auth]\nbootstrap_admin = \"{ADMIN_USER}\"\nbootstrap_password_file = \"{}\"\n{}",
                 opts.mqtt_url
                     .clone()

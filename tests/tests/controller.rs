@@ -404,6 +404,174 @@ fn two_replicas_share_one_database_and_the_broker() {
     assert_eq!(same_session.ok("/api/me").unwrap()["username"], "op");
 }
 
+/// A station that publishes a steady stream of events (QoS 1, ids `ev-00000`, ...) with the
+/// MQTT client the daemons use, until `stop`; returns the ids the broker acknowledged.
+fn event_stream(
+    broker_port: u16,
+    station: &'static str,
+    per_second: u32,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<Vec<String>> {
+    use rumqttc::{AsyncClient, Event as MqttEvent, Incoming, MqttOptions, QoS};
+    use stationwatch_protocol::manifest::Timestamp;
+    use stationwatch_protocol::mqtt::{Event, EventKind, MessageId};
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let mut o = MqttOptions::new(format!("stream-{station}"), "127.0.0.1", broker_port);
+            o.set_clean_session(false);
+            let (client, mut eventloop) = AsyncClient::new(o, 1024);
+            let mut tick =
+                tokio::time::interval(Duration::from_secs(1) / per_second);
+            let (mut sent, mut pending, mut acked) = (0usize, std::collections::VecDeque::new(), Vec::new());
+            let topic = format!("stationwatch/v1/{station}/events");
+            loop {
+                tokio::select! {
+                    _ = tick.tick(), if !stop.load(std::sync::atomic::Ordering::SeqCst) => {
+                        let id = format!("ev-{sent:05}");
+                        let ev = Event::new(
+                            MessageId::new(id.clone()).unwrap(),
+                            Timestamp::now(),
+                            EventKind::AgentStopping { reason: "stream".into() },
+                        );
+                        client.publish(&topic, QoS::AtLeastOnce, false, ev.to_json().unwrap()).await.unwrap();
+                        pending.push_back(id);
+                        sent += 1;
+                    }
+                    ev = eventloop.poll() => match ev {
+                        // rumqttc acknowledges in order of sending for QoS 1 on one connection.
+                        Ok(MqttEvent::Incoming(Incoming::PubAck(_))) => {
+                            acked.extend(pending.pop_front());
+                        }
+                        Ok(_) => {}
+                        Err(e) => panic!("event stream lost the broker: {e}"),
+                    },
+                }
+                if stop.load(std::sync::atomic::Ordering::SeqCst) && pending.is_empty() {
+                    return acked;
+                }
+            }
+        })
+    })
+}
+
+/// Issue 13, finding 2: a controller replica restarted three times while a station streams
+/// events and commands are acknowledged, another replica always up. Every event the broker
+/// accepted is stored exactly once and every command ends `done`: the restarted replica comes
+/// back under the same MQTT client id (the default: host and HTTP port, not the pid) and
+/// resumes its persistent session, receiving its share of the group that the broker queued
+/// while it was down. (With the pid in the id, the old session stayed in the shared group and
+/// kept taking its share: those events and acks were lost.)
+#[test]
+fn a_replica_restarted_three_times_loses_no_event_and_no_ack() {
+    if !ready() {
+        return;
+    }
+    if !stationwatch_tests::require(
+        postgres_bin_dir().is_some(),
+        "PostgreSQL server not installed (run scripts/install-deps)",
+    ) {
+        return;
+    }
+    const STREAM: &str = "EV-0001";
+    let pg = Postgres::start().unwrap();
+    let broker = Broker::new(BrokerOpts::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = ControllerOpts::new(broker.port());
+    opts.database_url = Some(pg.url());
+    let (da, db) = (dir.path().join("a"), dir.path().join("b"));
+    std::fs::create_dir(&da).unwrap();
+    std::fs::create_dir(&db).unwrap();
+    let mut a = ControllerProcess::start(&da, &opts).unwrap();
+    let b = ControllerProcess::start(&db, &opts).unwrap();
+    let api_b = b.admin().unwrap();
+    let agent_dir = dir.path().join("agent");
+    std::fs::create_dir(&agent_dir).unwrap();
+    let _agent = AgentProcess::start(
+        &agent_dir,
+        &agent_config(&agent_dir.join("rec"), broker.port()),
+    )
+    .unwrap();
+    wait_state(&api_b, "online", 30);
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stream = event_stream(broker.port(), STREAM, 25, stop.clone());
+    let ping = |api: &Api| -> String {
+        let r = api
+            .post(
+                &format!("/api/stations/{STATION}/commands"),
+                &json!({"kind": "ping"}),
+            )
+            .unwrap();
+        assert_eq!(r.status, 202, "{r:?}");
+        r.body["id"].as_str().unwrap().to_owned()
+    };
+    let mut pings = Vec::new();
+    for round in 0..3 {
+        std::thread::sleep(Duration::from_secs(2));
+        pings.push(ping(&api_b));
+        // A graceful restart (systemctl restart): A disconnects, the broker queues A's share.
+        a.child.terminate(Duration::from_secs(15)).unwrap();
+        std::thread::sleep(Duration::from_millis(1500));
+        pings.push(ping(&api_b));
+        std::thread::sleep(Duration::from_millis(1500));
+        let port = a.addr.port();
+        a = ControllerProcess::start_with_config(&a.config, port).unwrap();
+        eprintln!("replica A restarted ({} of 3)", round + 1);
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    pings.push(ping(&api_b));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let sent = stream.join().unwrap();
+    assert!(sent.len() > 100, "only {} events streamed", sent.len());
+
+    // Every acknowledged event stored exactly once (the table's key is (station, event id):
+    // redeliveries are de-duplicated, a lost message is missing).
+    let stored = || -> Vec<String> {
+        let out = pg
+            .psql(
+                "stationwatch",
+                &format!(
+                    "SELECT event_id FROM events WHERE station_id = '{STREAM}' ORDER BY event_id"
+                ),
+            )
+            .unwrap();
+        out.lines().map(str::to_owned).collect()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while stored().len() < sent.len() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let got = stored();
+    let missing: Vec<&String> = sent.iter().filter(|e| !got.contains(e)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} events were lost across 3 restarts of a replica: {:?}...",
+        missing.len(),
+        sent.len(),
+        &missing[..missing.len().min(10)]
+    );
+    assert_eq!(got, sent, "events stored other than as sent");
+
+    // Every command acknowledged as done, whichever replica the acks reached.
+    let api_a = api_b.with_base(&a.base_url());
+    for id in &pings {
+        eventually(&format!("ping {id} done"), 20, || {
+            let cmds = api_a.ok(&format!("/api/stations/{STATION}/commands"))?;
+            Ok(cmds["commands"]
+                .as_array()
+                .and_then(|c| c.iter().find(|c| c["id"] == id.as_str()).cloned())
+                .filter(|c| c["status"] == "done"))
+        });
+    }
+    // The restarted replica came back under one stable client id.
+    let log = a.child.log();
+    assert!(log.contains("connected to the broker"), "{log}");
+}
+
 #[test]
 fn bad_config_is_refused_naming_file_and_key() -> Result<()> {
     let dir = tempfile::tempdir()?;
