@@ -79,6 +79,9 @@ pub struct MqttConfig {
     /// The `mount_point` of the broker's station listener (`stations/` in the reference
     /// config, `""` for a broker without one): every station topic is filed under it.
     pub mount_point: String,
+    /// How long a command stays valid at the agent (`command_ttl_seconds`, default 300): a
+    /// command not acknowledged by then is shown as `expired`.
+    pub command_ttl: Duration,
 }
 
 /// When a station needs attention.
@@ -294,6 +297,7 @@ fn mqtt(
             "keepalive_seconds",
             "shared_group",
             "mount_point",
+            "command_ttl_seconds",
         ])
         .collect();
     let t = r.optional_section(root, p, &allowed);
@@ -318,7 +322,9 @@ fn mqtt(
     if let Err(e) = validate_mount_point(&mount_point) {
         r.problem(join(p, "mount_point"), e.to_string());
     }
+    let ttl = r.int(t, p, "command_ttl_seconds", 5..=3600, 300);
     Some(MqttConfig {
+        command_ttl: Duration::from_secs(ttl? as u64),
         broker: broker?,
         client_id,
         keepalive: Duration::from_secs(keepalive? as u64),

@@ -92,7 +92,7 @@ impl Controller {
 
         let shutdown = CancellationToken::new();
         let metrics = Arc::new(Metrics::default());
-        let publisher = Publisher::default();
+        let publisher = Publisher::new(cfg.mqtt.command_ttl.as_millis() as i64);
         let (writes_tx, writes_rx) = mpsc::channel(cfg.database.write_queue);
         let (trans_tx, trans_rx) = mpsc::unbounded_channel();
         let (changes, _) = broadcast::channel(64);
@@ -120,6 +120,7 @@ impl Controller {
                 cfg.database.history_days,
                 shutdown.child_token(),
             )),
+            tokio::spawn(commands::expire(store.clone(), shutdown.child_token())),
             tokio::spawn(keys::tsa::run(
                 store.clone(),
                 cfg.trust.clone(),

@@ -572,6 +572,79 @@ fn a_replica_restarted_three_times_loses_no_event_and_no_ack() {
     assert!(log.contains("connected to the broker"), "{log}");
 }
 
+/// Issue 13, finding 3: a command sent while the agent is disconnected reaches it when it comes
+/// back (the agent's persistent session keeps it at the broker), and one the agent does not
+/// come back for in time is shown as `expired`, not `sent` forever; the agent refuses it
+/// when it finally gets it, and it stays `expired`.
+#[test]
+fn commands_reach_an_agent_that_was_away_and_expire_when_it_stays_away() {
+    if !ready() {
+        return;
+    }
+    let broker = Broker::new(BrokerOpts::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ctl_dir = dir.path().join("controller");
+    std::fs::create_dir(&ctl_dir).unwrap();
+    let mut opts = ControllerOpts::new(broker.port());
+    opts.mqtt_extra = "command_ttl_seconds = 8".into();
+    let ctl = ControllerProcess::start(&ctl_dir, &opts).unwrap();
+    let api = ctl.admin().unwrap();
+    let agent_dir = dir.path().join("agent");
+    std::fs::create_dir(&agent_dir).unwrap();
+    let config = agent_config(&agent_dir.join("rec"), broker.port());
+    let mut agent = AgentProcess::start(&agent_dir, &config).unwrap();
+    wait_state(&api, "online", 30);
+
+    let ping = || -> String {
+        let r = api
+            .post(
+                &format!("/api/stations/{STATION}/commands"),
+                &json!({"kind": "ping"}),
+            )
+            .unwrap();
+        assert_eq!(r.status, 202, "{r:?}");
+        r.body["id"].as_str().unwrap().to_owned()
+    };
+    let row = |id: &str| -> Result<Option<Value>> {
+        let cmds = api.ok(&format!("/api/stations/{STATION}/commands"))?;
+        Ok(cmds["commands"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["id"] == id).cloned()))
+    };
+    let wait_status = |id: &str, status: &str, secs: u64| -> Value {
+        eventually(&format!("command {id} {status}"), secs, || {
+            Ok(row(id)?.filter(|c| c["status"] == status))
+        })
+    };
+
+    // 1. Away, then back within the command's lifetime: the command arrives and runs.
+    agent.terminate(Duration::from_secs(20)).unwrap();
+    wait_state(&api, "offline", 15);
+    let while_away = ping();
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(row(&while_away).unwrap().unwrap()["status"], "sent");
+    let mut agent = AgentProcess::start(&agent_dir, &config).unwrap();
+    let done = wait_status(&while_away, "done", 20);
+    assert!(
+        done["expires_at"].as_i64() > done["issued_at"].as_i64(),
+        "{done}"
+    );
+
+    // 2. Away for longer than the command's lifetime: `expired`, and it stays so when the
+    // agent finally receives it (the agent refuses it as expired).
+    agent.terminate(Duration::from_secs(20)).unwrap();
+    wait_state(&api, "offline", 15);
+    let too_late = ping();
+    wait_status(&too_late, "expired", 25);
+    let _agent = AgentProcess::start(&agent_dir, &config).unwrap();
+    wait_state(&api, "online", 30);
+    // A fresh ping is acknowledged after the agent has dealt with the queued one.
+    let fresh = ping();
+    wait_status(&fresh, "done", 20);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(row(&too_late).unwrap().unwrap()["status"], "expired");
+}
+
 #[test]
 fn bad_config_is_refused_naming_file_and_key() -> Result<()> {
     let dir = tempfile::tempdir()?;

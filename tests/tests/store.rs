@@ -214,6 +214,7 @@ async fn scenario(url: String) {
         issued_by: "alice".into(),
         issued_at: 3_000,
         status: "sent".into(),
+        expires_at: Some(303_000),
         ack_at: None,
         ack: None,
     };
@@ -249,6 +250,48 @@ async fn scenario(url: String) {
         store.commands(&sid("st-1"), 10).await.unwrap()[0].status,
         "done"
     );
+
+    // A command never acknowledged before its expiry becomes `expired` (final states stay);
+    // only a late `done` replaces it, not a late `accepted` or `rejected`.
+    let c2 = CommandRow {
+        id: "c2".into(),
+        issued_at: 3_500,
+        expires_at: Some(5_000),
+        ..cmd.clone()
+    };
+    store.insert_command(&c2).await.unwrap();
+    assert_eq!(store.expire_commands(4_999).await.unwrap(), 0);
+    assert_eq!(store.expire_commands(5_001).await.unwrap(), 1);
+    assert_eq!(store.expire_commands(5_002).await.unwrap(), 0);
+    let status = |id: &'static str| {
+        let store = store.clone();
+        async move {
+            store
+                .commands(&sid("st-1"), 10)
+                .await
+                .unwrap()
+                .into_iter()
+                .find(|c| c.id == id)
+                .unwrap()
+                .status
+        }
+    };
+    assert_eq!(status("c2").await, "expired");
+    assert_eq!(status("c1").await, "done");
+    let ack2 = |status: &str| Write::Ack {
+        station: sid("st-1"),
+        command_id: "c2".into(),
+        status: status.into(),
+        at: 6_000,
+        json: "{}".into(),
+    };
+    store
+        .write_batch(&[ack2("accepted"), ack2("rejected")])
+        .await
+        .unwrap();
+    assert_eq!(status("c2").await, "expired");
+    store.write_batch(&[ack2("done")]).await.unwrap();
+    assert_eq!(status("c2").await, "done");
 
     // Alerts: one open per station and kind, whoever opens it.
     assert!(store

@@ -531,6 +531,7 @@ fn typed_responses_match_docs_openapi_yaml() {
                 issued_by: "op".into(),
                 issued_at: 1,
                 status: "acked".into(),
+                expires_at: Some(300_001),
                 ack_at: Some(2),
                 ack: Some(json!({})),
             }],

@@ -90,6 +90,9 @@ pub struct CommandRow {
     pub issued_by: String,
     pub issued_at: i64,
     pub status: String,
+    /// When the command stops being valid at the agent (Unix ms); `None` for rows from before
+    /// expiry was stored. A command still `sent` after it becomes `expired`.
+    pub expires_at: Option<i64>,
     pub ack_at: Option<i64>,
     pub ack: Option<serde_json::Value>,
 }
@@ -453,11 +456,13 @@ impl Store {
                     at,
                     json,
                 } => {
-                    // A final status is never replaced by a late `accepted`.
+                    // A final status is never replaced by a late `accepted`; an `expired`
+                    // command only by `done` (the agent did run it after all).
                     sqlx::query(
                         "UPDATE commands SET status = $1, ack_at = $2, ack_body = $3
                          WHERE id = $4 AND station_id = $5
-                           AND status NOT IN ('done', 'rejected')",
+                           AND status NOT IN ('done', 'rejected')
+                           AND (status <> 'expired' OR $1 = 'done')",
                     )
                     .bind(status)
                     .bind(at)
@@ -716,8 +721,8 @@ impl Store {
 
     pub async fn insert_command(&self, c: &CommandRow) -> Result<()> {
         sqlx::query(
-            "INSERT INTO commands (id, station_id, kind, body, issued_by, issued_at, status)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO commands (id, station_id, kind, body, issued_by, issued_at, status, expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(&c.id)
         .bind(c.station_id.as_str())
@@ -726,9 +731,23 @@ impl Store {
         .bind(&c.issued_by)
         .bind(c.issued_at)
         .bind(&c.status)
+        .bind(c.expires_at)
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    /// Marks every command still `sent` whose expiry has passed as `expired` (the agent never
+    /// acknowledged it and will refuse it now); returns how many.
+    pub async fn expire_commands(&self, now: i64) -> Result<u64> {
+        let r = sqlx::query(
+            "UPDATE commands SET status = 'expired', ack_at = $1
+             WHERE status = 'sent' AND expires_at IS NOT NULL AND expires_at < $1",
+        )
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected())
     }
 
     /// Marks a command whose publication failed (it never reached the broker).
@@ -746,7 +765,8 @@ impl Store {
 
     pub async fn commands(&self, station: &StationId, limit: i64) -> Result<Vec<CommandRow>> {
         let rows = sqlx::query(
-            "SELECT id, station_id, kind, body, issued_by, issued_at, status, ack_at, ack_body
+            "SELECT id, station_id, kind, body, issued_by, issued_at, status, ack_at, ack_body,
+                    expires_at
              FROM commands WHERE station_id = $1 ORDER BY issued_at DESC, id DESC LIMIT $2",
         )
         .bind(station.as_str())
@@ -763,6 +783,7 @@ impl Store {
                     issued_by: r.try_get(4)?,
                     issued_at: r.try_get(5)?,
                     status: r.try_get(6)?,
+                    expires_at: r.try_get(9)?,
                     ack_at: r.try_get(7)?,
                     ack: r.try_get::<Option<String>, _>(8)?.as_deref().map(json),
                 })
