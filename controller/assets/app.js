@@ -18,7 +18,7 @@
   const STATES = ['offline', 'degraded', 'unknown', 'online'];
   const RANK = { offline: 0, degraded: 1, unknown: 2, online: 3 };
   const FINAL = new Set(['done', 'rejected', 'failed', 'expired']);
-  const ALERT_WEIGHT = { offline: 0, camera_not_recording: 1, no_segment: 2, disk_low: 3, clock_unsynced: 4 };
+  const ALERT_WEIGHT = { offline: 0, camera_not_recording: 1, no_segment: 2, disk_low: 3, clock_unsynced: 4, clock_skew: 4 };
 
   const S = {
     me: null,

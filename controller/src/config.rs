@@ -93,6 +93,13 @@ pub struct RulesConfig {
     pub segment_factor: f64,
     /// Disk with fewer hours of recording left than this is flagged.
     pub min_disk_hours: f64,
+    /// The longest report interval believed (`interval_s` is the agent's word): a report
+    /// claiming a longer one counts as this, so one report cannot keep a station "online"
+    /// for days.
+    pub max_interval_s: u32,
+    /// A report whose `at` is further than this from when it arrived is flagged
+    /// (`clock_skew`), and its `at` is not used where the controller's clock is (history).
+    pub max_clock_skew_s: u32,
 }
 
 impl Default for RulesConfig {
@@ -101,6 +108,8 @@ impl Default for RulesConfig {
             missed_reports: 3,
             segment_factor: 2.0,
             min_disk_hours: 24.0,
+            max_interval_s: 600,
+            max_clock_skew_s: 300,
         }
     }
 }
@@ -338,16 +347,38 @@ fn rules(r: &mut TomlReader, root: &toml::Table) -> Option<RulesConfig> {
     let t = r.optional_section(
         root,
         p,
-        &["missed_reports", "segment_factor", "min_disk_hours"],
+        &[
+            "missed_reports",
+            "segment_factor",
+            "min_disk_hours",
+            "max_interval_seconds",
+            "max_clock_skew_seconds",
+        ],
     );
     let d = RulesConfig::default();
     let missed = r.int(t, p, "missed_reports", 2..=100, i64::from(d.missed_reports));
     let factor = r.number(t, p, "segment_factor", 1.0..=100.0, d.segment_factor);
     let hours = r.number(t, p, "min_disk_hours", 0.0..=10_000.0, d.min_disk_hours);
+    let max_interval = r.int(
+        t,
+        p,
+        "max_interval_seconds",
+        1..=3600,
+        i64::from(d.max_interval_s),
+    );
+    let skew = r.int(
+        t,
+        p,
+        "max_clock_skew_seconds",
+        1..=86_400,
+        i64::from(d.max_clock_skew_s),
+    );
     Some(RulesConfig {
         missed_reports: missed? as u32,
         segment_factor: factor?,
         min_disk_hours: hours?,
+        max_interval_s: max_interval? as u32,
+        max_clock_skew_s: skew? as u32,
     })
 }
 

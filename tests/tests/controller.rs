@@ -13,7 +13,7 @@ use stationwatch_tests::controller_process::{
 };
 use stationwatch_tests::eventually;
 use stationwatch_tests::have_gst_element;
-use stationwatch_tests::mosquitto::{have_mosquitto, publish, Broker, BrokerOpts};
+use stationwatch_tests::mosquitto::{have_mosquitto, publish, Broker, BrokerOpts, Subscriber};
 use stationwatch_tests::postgres::{postgres_bin_dir, Postgres};
 
 const STATION: &str = "TEST-0001";
@@ -643,6 +643,85 @@ fn commands_reach_an_agent_that_was_away_and_expire_when_it_stays_away() {
     wait_status(&fresh, "done", 20);
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(row(&too_late).unwrap().unwrap()["status"], "expired");
+}
+
+/// Issue 13, finding 4: one report dated 9999 claiming an interval of 136 years, published
+/// with the station's own credentials (retained, like the agent's), pins nothing: the real
+/// agent's next reports replace it (ordering by receive time, not the agent's `at`); sent
+/// after the agent died it shows `clock_skew` and the station still goes offline after the
+/// bounded silence; and a controller restart (which receives the retained forgery afresh)
+/// does not bring "online" back for longer than that.
+#[test]
+fn a_forged_report_dated_9999_pins_nothing_even_across_a_restart() {
+    if !ready() {
+        return;
+    }
+    let broker = Broker::new(BrokerOpts::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ctl_dir = dir.path().join("controller");
+    std::fs::create_dir(&ctl_dir).unwrap();
+    let mut opts = ControllerOpts::new(broker.port());
+    opts.extra_toml = "[rules]\nmax_interval_seconds = 5\n".into();
+    let mut ctl = ControllerProcess::start(&ctl_dir, &opts).unwrap();
+    let api = ctl.admin().unwrap();
+    let agent_dir = dir.path().join("agent");
+    std::fs::create_dir(&agent_dir).unwrap();
+    let mut agent = AgentProcess::start(
+        &agent_dir,
+        &agent_config(&agent_dir.join("rec"), broker.port()),
+    )
+    .unwrap();
+    wait_state(&api, "online", 30);
+
+    // The forgery: the agent's own latest report, dated 9999, interval u32::MAX.
+    let topic = format!("stationwatch/v1/{STATION}/health");
+    let sub = Subscriber::start(&broker.client(), &[&topic], 1).unwrap();
+    let real = sub
+        .wait_for(Duration::from_secs(10), |m| m.topic == topic)
+        .expect("the agent's health report");
+    let mut forged: Value = serde_json::from_slice(&real.payload).unwrap();
+    forged["at"] = json!("9999-12-31T23:59:59.000Z");
+    forged["interval_s"] = json!(u32::MAX);
+    let forged = serde_json::to_vec(&forged).unwrap();
+    let forge = || publish(&broker.client(), &topic, &forged, 1, true).unwrap();
+    let health_at = |api: &Api| -> Result<String> {
+        let d = api.ok(&format!("/api/stations/{STATION}"))?;
+        Ok(d["health"]["at"].as_str().unwrap_or_default().to_owned())
+    };
+
+    // 1. While the agent reports: its next reports replace the forgery.
+    forge();
+    std::thread::sleep(Duration::from_millis(500));
+    eventually("a real report replacing the forged one", 10, || {
+        let at = health_at(&api)?;
+        Ok((!at.is_empty() && !at.starts_with("9999")).then_some(at))
+    });
+
+    // 2. The agent dies; the forgery comes after its last will: flagged, then offline after
+    // missed_reports x max_interval_seconds (15 s) of silence.
+    agent.kill().unwrap();
+    wait_state(&api, "offline", 15);
+    forge();
+    eventually("clock_skew on the forged report", 10, || {
+        Ok(station_row(&api)?.filter(|r| {
+            r["reasons"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|x| x["kind"] == "clock_skew"))
+        }))
+    });
+    let row = station_row(&api).unwrap().unwrap();
+    assert_ne!(row["state"], "online", "{row}");
+    wait_state(&api, "offline", 25);
+
+    // 3. Across a restart: the retained forgery is received again, and ages out again.
+    ctl.child.terminate(Duration::from_secs(15)).unwrap();
+    let port = ctl.addr.port();
+    ctl = ControllerProcess::start_with_config(&ctl.config, port).unwrap();
+    let api = ctl.admin().unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let row = station_row(&api).unwrap().unwrap();
+    assert_ne!(row["state"], "online", "after the restart: {row}");
+    wait_state(&api, "offline", 25);
 }
 
 #[test]

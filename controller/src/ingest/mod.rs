@@ -26,7 +26,7 @@ use tracing::{debug, info, warn};
 
 use crate::commands::{self, Publisher};
 use crate::config::MqttConfig;
-use crate::fleet::{Fleet, Transition};
+use crate::fleet::{rules, Fleet, Transition};
 use crate::metrics::Metrics;
 use crate::now_ms;
 use crate::store::{EventRow, Write};
@@ -152,9 +152,10 @@ pub async fn handle(ctx: &IngestContext, topic: &str, payload: &[u8]) {
         },
         TopicKind::Health => match decode_health(payload) {
             Ok(h) => {
-                ctx.metrics.health(now - h.at.unix_ms());
+                // The agent's `at` only where it is within the allowed skew of our clock.
+                let at = rules::bounded_at(&h, now, ctx.fleet.rules());
+                ctx.metrics.health(now - at);
                 let figures = figures::figures(&h).to_string();
-                let at = h.at.unix_ms();
                 let out = ctx.fleet.apply_health(&station, Arc::new(h), now, now);
                 if let Some(t) = out.transition {
                     let _ = ctx.transitions.send(t);

@@ -517,7 +517,8 @@ impl Store {
                 let e = latest
                     .entry(station.as_str())
                     .or_insert((json, *at, *received_at));
-                if *at > e.1 {
+                // The latest received report wins (not the agent's `at`).
+                if *received_at > e.2 {
                     *e = (json, *at, *received_at);
                 }
                 history
@@ -535,7 +536,8 @@ impl Store {
                    health_received_at = excluded.health_received_at,
                    updated_at = CASE WHEN stations.updated_at > excluded.updated_at
                      THEN stations.updated_at ELSE excluded.updated_at END
-                 WHERE stations.health_at IS NULL OR stations.health_at < excluded.health_at",
+                 WHERE stations.health_received_at IS NULL
+                    OR stations.health_received_at < excluded.health_received_at",
                 values(chunk.len(), 4, &[0, 1, 2, 3, 3])
             );
             let mut q = sqlx::query(&sql).persistent(false);
