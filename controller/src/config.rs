@@ -46,6 +46,8 @@ pub struct HttpConfig {
     pub cookie_secure: bool,
     /// Sessions expire this long after login.
     pub session_ttl: Duration,
+    /// Peers whose `X-Forwarded-For` names the client (the reverse proxy); default loopback.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 #[derive(Debug, Clone)]
@@ -209,7 +211,16 @@ fn trust(r: &mut TomlReader, root: &toml::Table, file: &Path) -> Option<TrustCon
 
 fn http(r: &mut TomlReader, root: &toml::Table) -> Option<HttpConfig> {
     let p = "http";
-    let t = r.optional_section(root, p, &["listen", "cookie_secure", "session_hours"]);
+    let t = r.optional_section(
+        root,
+        p,
+        &[
+            "listen",
+            "cookie_secure",
+            "session_hours",
+            "trusted_proxies",
+        ],
+    );
     let listen = r
         .string(t, p, "listen", false)
         .unwrap_or_else(|| "127.0.0.1:8080".into());
@@ -225,10 +236,26 @@ fn http(r: &mut TomlReader, root: &toml::Table) -> Option<HttpConfig> {
     };
     let cookie_secure = r.bool(t, p, "cookie_secure", true);
     let hours = r.int(t, p, "session_hours", 1..=24 * 30, 12);
+    let trusted_proxies = match t.get("trusted_proxies") {
+        None => Some(vec!["127.0.0.1".parse().unwrap(), "::1".parse().unwrap()]),
+        Some(v) => {
+            let list: Option<Vec<std::net::IpAddr>> = v
+                .as_array()
+                .and_then(|a| a.iter().map(|x| x.as_str()?.parse().ok()).collect());
+            if list.is_none() {
+                r.problem(
+                    join(p, "trusted_proxies"),
+                    "expected a list of IP addresses, like [\"127.0.0.1\"]",
+                );
+            }
+            list
+        }
+    };
     Some(HttpConfig {
         listen: listen?,
         cookie_secure: cookie_secure?,
         session_ttl: Duration::from_secs(hours? as u64 * 3600),
+        trusted_proxies: trusted_proxies?,
     })
 }
 

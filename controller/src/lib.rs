@@ -92,6 +92,7 @@ impl Controller {
 
         let shutdown = CancellationToken::new();
         let metrics = Arc::new(Metrics::default());
+        let limiter = auth::LoginLimiter::default();
         let publisher = Publisher::new(cfg.mqtt.command_ttl.as_millis() as i64);
         let (writes_tx, writes_rx) = mpsc::channel(cfg.database.write_queue);
         let (trans_tx, trans_rx) = mpsc::unbounded_channel();
@@ -121,6 +122,11 @@ impl Controller {
                 shutdown.child_token(),
             )),
             tokio::spawn(commands::expire(store.clone(), shutdown.child_token())),
+            tokio::spawn(audit_login_failures(
+                store.clone(),
+                limiter.clone(),
+                shutdown.child_token(),
+            )),
             tokio::spawn(keys::tsa::run(
                 store.clone(),
                 cfg.trust.clone(),
@@ -150,7 +156,7 @@ impl Controller {
             writes: writes_tx,
             http: cfg.http.clone(),
             changes,
-            limiter: auth::LoginLimiter::default(),
+            limiter,
             controller_key,
         };
         let listener = tokio::net::TcpListener::bind(cfg.http.listen)
@@ -166,8 +172,12 @@ impl Controller {
         let http_stop = shutdown.child_token();
         let app = http::router(state);
         tasks.push(tokio::spawn(async move {
-            let serve = axum::serve(listener, app)
-                .with_graceful_shutdown(async move { http_stop.cancelled().await });
+            // The peer address is what login throttling counts (or the proxy's word for it).
+            let serve = axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move { http_stop.cancelled().await });
             if let Err(e) = serve.await {
                 warn!(error = %e, "HTTP server stopped");
             }
@@ -218,6 +228,28 @@ async fn notify(
         if !dirty.is_empty() || idle >= 5 {
             idle = 0;
             let _ = changes.send(Arc::new(dirty));
+        }
+    }
+}
+
+/// Every few seconds, writes the failed logins counted since the last time as one audit row
+/// per (user name, address); also at stop.
+async fn audit_login_failures(
+    store: Store,
+    limiter: auth::LoginLimiter,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        let stop = tokio::select! {
+            _ = shutdown.cancelled() => true,
+            _ = tick.tick() => false,
+        };
+        if let Err(e) = auth::sessions::audit_failure_summaries(&store, &limiter).await {
+            warn!(error = %e, "cannot write failed logins to the audit log");
+        }
+        if stop {
+            return;
         }
     }
 }

@@ -9,7 +9,7 @@ use anyhow::{bail, Result};
 use serde_json::{json, Value};
 use stationwatch_tests::agent_process::AgentProcess;
 use stationwatch_tests::controller_process::{
-    controller_bin, Api, ControllerOpts, ControllerProcess,
+    controller_bin, Api, ControllerOpts, ControllerProcess, ADMIN_PASSWORD, ADMIN_USER,
 };
 use stationwatch_tests::eventually;
 use stationwatch_tests::have_gst_element;
@@ -722,6 +722,151 @@ fn a_forged_report_dated_9999_pins_nothing_even_across_a_restart() {
     let row = station_row(&api).unwrap().unwrap();
     assert_ne!(row["state"], "online", "after the restart: {row}");
     wait_state(&api, "offline", 25);
+}
+
+/// POST /api/login as `user` for a client at `from` (the reverse proxy's `X-Forwarded-For`;
+/// the test talks from loopback, a trusted proxy by default). Returns the status.
+fn login_from(base: &str, user: &str, password: &str, from: &str) -> u16 {
+    let agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .new_agent();
+    agent
+        .post(&format!("{base}/api/login"))
+        .header("x-forwarded-for", from)
+        .send_json(json!({ "username": user, "password": password }))
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// Peak resident memory of a process (VmHWM), in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Issue 13, finding 5: an attacker hammering `admin` (from one address, from many, with
+/// endless and huge user names, and all at once) is slowed and refused, while the real admin
+/// logs in from another address at once; failures are aggregated in the audit log; password
+/// hashing is bounded (the controller's memory does not grow with concurrent logins).
+#[test]
+fn an_attacker_hammering_admin_cannot_lock_the_real_admin_out() {
+    if !have_mosquitto() {
+        return;
+    }
+    let broker = Broker::new(BrokerOpts::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ctl = ControllerProcess::start(dir.path(), &ControllerOpts::new(broker.port())).unwrap();
+    let base = ctl.base_url();
+    let admin = |from: &str| login_from(&base, ADMIN_USER, ADMIN_PASSWORD, from);
+    const ATTACKER: &str = "198.51.100.7";
+    const REAL: &str = "203.0.113.5";
+
+    // 1. One address, one name: five tries, then refused (429) without a password check.
+    let codes: Vec<u16> = (0..30)
+        .map(|i| login_from(&base, ADMIN_USER, &format!("guess-{i}-xxxx"), ATTACKER))
+        .collect();
+    assert_eq!(&codes[..5], &[401; 5], "{codes:?}");
+    assert!(codes[5..].iter().all(|&c| c == 429), "{codes:?}");
+    // The real admin, from elsewhere, at once (the old per-name lock refused them for 5 min).
+    assert_eq!(admin(REAL), 200, "the real admin was locked out");
+    assert_eq!(
+        Api::login(&base, ADMIN_USER, ADMIN_PASSWORD)
+            .map(|_| ())
+            .ok(),
+        Some(())
+    );
+    // Even the attacker's address gets the right password refused for this window.
+    assert_eq!(admin(ATTACKER), 429);
+
+    // 2. One address, ever new and huge names: the address is closed after 20 failures.
+    let huge = "x".repeat(100_000);
+    let codes: Vec<u16> = (0..30)
+        .map(|i| {
+            let name = if i % 2 == 0 {
+                format!("nobody-{i}")
+            } else {
+                format!("{i}{huge}")
+            };
+            login_from(&base, &name, "whatever-password", "198.51.100.8")
+        })
+        .collect();
+    assert!(codes[..20].iter().all(|&c| c == 401), "{codes:?}");
+    assert!(codes[20..].iter().all(|&c| c == 429), "{codes:?}");
+    assert_eq!(admin(REAL), 200);
+
+    // 3. Many addresses, one try each (a botnet): past 50 failures for the name, an address
+    // that failed for it is refused; a clean one (the real admin) is not.
+    for i in 0..60 {
+        let code = login_from(&base, ADMIN_USER, "botnet-guess-1", &format!("10.0.0.{i}"));
+        assert_eq!(code, 401, "address {i}");
+    }
+    assert_eq!(
+        login_from(&base, ADMIN_USER, "botnet-guess-2", "10.0.0.1"),
+        429
+    );
+    assert_eq!(admin(REAL), 200);
+
+    // 4. All at once: 40 concurrent logins cost a few hashes' worth of memory, not 40 x 19 MiB.
+    let pid = ctl.child.pid().unwrap();
+    let before = peak_rss_kib(pid);
+    let threads: Vec<_> = (0..40)
+        .map(|i| {
+            let base = base.clone();
+            std::thread::spawn(move || {
+                login_from(
+                    &base,
+                    &format!("flood-{i}"),
+                    "flood-password",
+                    &format!("192.0.2.{i}"),
+                )
+            })
+        })
+        .collect();
+    for t in threads {
+        let code = t.join().unwrap();
+        assert!(code == 401 || code == 503, "{code}");
+    }
+    let grown_mib = peak_rss_kib(pid).saturating_sub(before) / 1024;
+    eprintln!("peak memory grew by {grown_mib} MiB for 40 concurrent logins");
+    assert!(
+        grown_mib < 200,
+        "peak memory grew by {grown_mib} MiB: password hashing is not bounded"
+    );
+    assert_eq!(admin(REAL), 200);
+
+    // 5. The audit log: the attacker's 30 attempts from one address are two rows (the first
+    // failure, then a summary), not 30.
+    std::thread::sleep(Duration::from_secs(7));
+    let api = ctl.admin().unwrap();
+    let audit = api.ok("/api/audit?limit=5000").unwrap();
+    let rows: Vec<&Value> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "login" && e["ok"] == false)
+        .filter(|e| e["detail"].as_str().unwrap_or_default().contains(ATTACKER))
+        .collect();
+    assert_eq!(rows.len(), 2, "{rows:#?}");
+    assert!(
+        rows.iter().any(|r| r["detail"]
+            .as_str()
+            .unwrap()
+            .contains("4 more wrong passwords and 26 throttled attempts")),
+        "{rows:#?}"
+    );
+    // No audit row carries a 100,000-character name.
+    assert!(audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|e| e["username"].as_str().unwrap_or_default().len() < 200));
 }
 
 #[test]
