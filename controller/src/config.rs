@@ -48,6 +48,16 @@ pub struct HttpConfig {
     pub session_ttl: Duration,
     /// Peers whose `X-Forwarded-For` names the client (the reverse proxy); default loopback.
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Open connections at most (further ones wait in the kernel's backlog); never more than
+    /// the file descriptors allow.
+    pub max_connections: usize,
+    /// A connection whose request headers do not arrive within this is closed (also idle
+    /// keep-alive connections).
+    pub header_timeout: Duration,
+    /// Every request but the event stream is answered within this (408 otherwise).
+    pub request_timeout: Duration,
+    /// Event streams (`/api/stream`) one user may have open at once.
+    pub max_streams_per_user: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -219,6 +229,10 @@ fn http(r: &mut TomlReader, root: &toml::Table) -> Option<HttpConfig> {
             "cookie_secure",
             "session_hours",
             "trusted_proxies",
+            "max_connections",
+            "header_timeout_seconds",
+            "request_timeout_seconds",
+            "max_streams_per_user",
         ],
     );
     let listen = r
@@ -251,11 +265,19 @@ fn http(r: &mut TomlReader, root: &toml::Table) -> Option<HttpConfig> {
             list
         }
     };
+    let max_connections = r.int(t, p, "max_connections", 16..=1_000_000, 4096);
+    let header_timeout = r.int(t, p, "header_timeout_seconds", 1..=300, 10);
+    let request_timeout = r.int(t, p, "request_timeout_seconds", 1..=3600, 30);
+    let streams = r.int(t, p, "max_streams_per_user", 1..=1000, 8);
     Some(HttpConfig {
         listen: listen?,
         cookie_secure: cookie_secure?,
         session_ttl: Duration::from_secs(hours? as u64 * 3600),
         trusted_proxies: trusted_proxies?,
+        max_connections: max_connections? as usize,
+        header_timeout: Duration::from_secs(header_timeout? as u64),
+        request_timeout: Duration::from_secs(request_timeout? as u64),
+        max_streams_per_user: streams? as usize,
     })
 }
 

@@ -148,7 +148,19 @@ impl Controller {
             }
         }));
 
+        let fd_limit = http::serve::raise_fd_limit();
+        let connections = http::serve::Connections::new(http::serve::connection_cap(
+            cfg.http.max_connections,
+            fd_limit,
+        ));
+        info!(
+            fd_limit,
+            max_connections = connections.cap(),
+            "HTTP connection cap"
+        );
         let state = AppState {
+            connections: connections.clone(),
+            streams: http::StreamSlots::default(),
             store: store.clone(),
             fleet: fleet.clone(),
             publisher,
@@ -171,16 +183,10 @@ impl Controller {
         })?;
         let http_stop = shutdown.child_token();
         let app = http::router(state);
+        let header_timeout = cfg.http.header_timeout;
         tasks.push(tokio::spawn(async move {
-            // The peer address is what login throttling counts (or the proxy's word for it).
-            let serve = axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(async move { http_stop.cancelled().await });
-            if let Err(e) = serve.await {
-                warn!(error = %e, "HTTP server stopped");
-            }
+            // The peer address (ConnectInfo) is what login throttling counts.
+            http::serve::serve(listener, app, connections, header_timeout, http_stop).await;
         }));
         info!(%addr, "controller listening");
         Ok(Controller {

@@ -869,6 +869,255 @@ fn an_attacker_hammering_admin_cannot_lock_the_real_admin_out() {
         .all(|e| e["username"].as_str().unwrap_or_default().len() < 200));
 }
 
+/// Issue 13, finding 6 (connections): on a default process limit of 1,024 open files,
+/// 1,100 idle sockets and a slowloris do not stop the controller serving the real operator;
+/// a half-sent header is cut after the header timeout and a trickled body after the request
+/// timeout. (Before, idle sockets were never closed and used up every descriptor: nothing was
+/// accepted any more.)
+#[test]
+fn idle_sockets_and_slow_clients_do_not_starve_the_real_operator() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    if !have_mosquitto() {
+        return;
+    }
+    let broker = Broker::new(BrokerOpts::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = ControllerOpts::new(broker.port());
+    opts.http_extra = "header_timeout_seconds = 3\nrequest_timeout_seconds = 3".into();
+    opts.nofile = Some(1024);
+    let ctl = ControllerProcess::start(dir.path(), &opts).unwrap();
+    let addr = ctl.addr;
+
+    // A header that never ends, and a body that never ends.
+    let mut slow_header = TcpStream::connect(addr).unwrap();
+    slow_header
+        .write_all(b"GET /api/summary HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let mut slow_body = TcpStream::connect(addr).unwrap();
+    slow_body
+        .write_all(
+            b"POST /api/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+              Content-Length: 100\r\n\r\n{\"username\":",
+        )
+        .unwrap();
+    let started = std::time::Instant::now();
+    // 1,100 idle sockets (more than the process may open).
+    let idle: Vec<TcpStream> = (0..1100)
+        .filter_map(|_| TcpStream::connect(addr).ok())
+        .collect();
+    eprintln!("{} idle sockets open", idle.len());
+
+    // The real operator is served, after at most about the header timeout.
+    let t = std::time::Instant::now();
+    let api = ctl.admin().expect("the real operator could not log in");
+    api.ok("/api/summary").unwrap();
+    let waited = t.elapsed();
+    eprintln!("the operator was served after {waited:?}");
+    assert!(waited < Duration::from_secs(12), "{waited:?}");
+
+    // The slow header was cut (EOF or reset), the trickled body answered 408.
+    slow_header
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut buf = Vec::new();
+    let _ = slow_header.read_to_end(&mut buf);
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "a half-sent header kept its connection"
+    );
+    slow_body
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut answer = vec![0u8; 512];
+    let n = slow_body.read(&mut answer).unwrap_or(0);
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+    drop(idle);
+}
+
+/// Reads a server-sent event stream on a raw connection in a thread; the receiver gets `()`
+/// when the server ends it. Returns the status code too.
+fn open_stream(
+    addr: std::net::SocketAddr,
+    auth_header: &str,
+) -> (u16, std::sync::mpsc::Receiver<()>) {
+    use std::io::{BufRead, BufReader, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET /api/stream HTTP/1.1\r\nHost: x\r\n{auth_header}\r\nAccept: text/event-stream\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut r = BufReader::new(s);
+    let mut status = String::new();
+    r.read_line(&mut status).unwrap();
+    let code: u16 = status
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        while r.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
+            line.clear();
+        }
+        let _ = tx.send(());
+    });
+    (code, rx)
+}
+
+fn ends_within(rx: &std::sync::mpsc::Receiver<()>, secs: u64) -> bool {
+    rx.recv_timeout(Duration::from_secs(secs)).is_ok()
+}
+
+/// Issue 13, finding 6 (event streams and tokens): at most 8 streams per user; a stream ends
+/// when its user's grants change, when the session logs out, when the user is deleted and
+/// when its token is revoked; tokens expire, are listed with their last use and revoked; an
+/// observer's token sees what the observer sees and no more.
+#[test]
+fn event_streams_and_tokens_follow_the_users_rights() {
+    if !have_mosquitto() {
+        return;
+    }
+    let broker = Broker::new(BrokerOpts::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ctl = ControllerProcess::start(dir.path(), &ControllerOpts::new(broker.port())).unwrap();
+    let admin = ctl.admin().unwrap();
+    // Two stations the controller knows of.
+    for st in ["OBS-0001", "OBS-0002"] {
+        publish(
+            &broker.client(),
+            &format!("stationwatch/v1/{st}/status"),
+            br#"{"v":1,"state":"online","at":"2026-01-01T00:00:00.000Z"}"#,
+            1,
+            true,
+        )
+        .unwrap();
+    }
+    eventually("stations known", 20, || {
+        let l = admin.ok("/api/stations")?;
+        Ok((l["stations"].as_array().map_or(0, Vec::len) >= 2).then_some(()))
+    });
+    let new_observer = |name: &str| {
+        let r = admin
+            .post(
+                "/api/users",
+                &json!({"username": name, "password": "observer-pass", "role": "observer"}),
+            )
+            .unwrap();
+        assert_eq!(r.status, 201, "{r:?}");
+        let r = admin
+            .put(
+                &format!("/api/users/{name}/grants"),
+                &json!({"stations": ["OBS-0001"]}),
+            )
+            .unwrap();
+        assert!(r.status < 300, "{r:?}");
+        Api::login(&ctl.base_url(), name, "observer-pass").unwrap()
+    };
+    let cookie = |api: &Api| format!("Cookie: {}", api.cookie().unwrap());
+
+    // 1. At most 8 streams per user; grants changed: all of them end.
+    let obs = new_observer("obs1");
+    let streams: Vec<_> = (0..8)
+        .map(|_| open_stream(ctl.addr, &cookie(&obs)))
+        .collect();
+    assert!(streams.iter().all(|(c, _)| *c == 200));
+    assert_eq!(open_stream(ctl.addr, &cookie(&obs)).0, 429);
+    admin
+        .put(
+            "/api/users/obs1/grants",
+            &json!({"stations": ["OBS-0001", "OBS-0002"]}),
+        )
+        .unwrap();
+    for (_, rx) in &streams {
+        assert!(ends_within(rx, 10), "a stream outlived a grant change");
+    }
+    // The slots are free again.
+    let (code, again) = open_stream(ctl.addr, &cookie(&obs));
+    assert_eq!(code, 200);
+
+    // 2. Logout ends the session's stream.
+    obs.post("/api/logout", &json!({})).unwrap();
+    assert!(ends_within(&again, 10), "a stream outlived its logout");
+
+    // 3. Deleting the user ends its streams.
+    let obs2 = new_observer("obs2");
+    let (code, s2) = open_stream(ctl.addr, &cookie(&obs2));
+    assert_eq!(code, 200);
+    let r = admin.delete("/api/users/obs2").unwrap();
+    assert!(r.status < 300, "{r:?}");
+    assert!(ends_within(&s2, 10), "a stream outlived its user");
+
+    // 4. Tokens: expiry, list with last use, the observer's view only, revocation.
+    let obs3 = new_observer("obs3");
+    let r = obs3
+        .post("/api/tokens", &json!({"name": "script", "days": 1}))
+        .unwrap();
+    assert_eq!(r.status, 201, "{r:?}");
+    let token = r.body["token"].as_str().unwrap().to_owned();
+    let id = r.body["id"].as_str().unwrap().to_owned();
+    let expires = r.body["expires_at"].as_i64().unwrap();
+    let made = r.body["expires_at"].as_i64().unwrap() - 86_400_000;
+    assert!(expires > made);
+    assert_eq!(
+        obs3.post("/api/tokens", &json!({"name": "x", "days": 9999}))
+            .unwrap()
+            .status,
+        400
+    );
+    let bearer = format!("Authorization: Bearer {token}");
+    let with_token = |path: &str| -> u16 {
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .new_agent()
+            .get(&format!("{}{path}", ctl.base_url()))
+            .header("authorization", &format!("Bearer {token}"))
+            .call()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(with_token("/api/stations/OBS-0001"), 200);
+    assert_eq!(
+        with_token("/api/stations/OBS-0002"),
+        404,
+        "the token saw more than its observer"
+    );
+    let listed = obs3.ok("/api/tokens").unwrap();
+    let row = listed["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == id.as_str())
+        .cloned()
+        .expect("token listed");
+    assert!(row["last_used_at"].as_i64().is_some(), "{row}");
+    assert_eq!(row["expires_at"].as_i64(), Some(expires));
+    assert!(row.get("token").is_none());
+    // Another observer cannot see or revoke it.
+    let obs4 = new_observer("obs4");
+    assert!(obs4.ok("/api/tokens").unwrap()["tokens"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        obs4.delete(&format!("/api/tokens/{id}")).unwrap().status,
+        404
+    );
+    let (code, ts) = open_stream(ctl.addr, &bearer);
+    assert_eq!(code, 200);
+    assert_eq!(
+        obs3.delete(&format!("/api/tokens/{id}")).unwrap().status,
+        204
+    );
+    assert_eq!(with_token("/api/me"), 401);
+    assert!(ends_within(&ts, 10), "a stream outlived its revoked token");
+}
+
 #[test]
 fn bad_config_is_refused_naming_file_and_key() -> Result<()> {
     let dir = tempfile::tempdir()?;

@@ -104,14 +104,48 @@ async fn scenario(url: String) {
         "expired session"
     );
     assert!(store.session_user("nope", 10).await.unwrap().is_none());
-    store.insert_token("tok", obs, "script", 5).await.unwrap();
+    let id = store
+        .insert_token("tok0123456789abcdef", obs, "script", 5, 100_000)
+        .await
+        .unwrap();
+    assert_eq!(id, "tok0123456789abc");
     assert_eq!(
-        store.token_user("tok").await.unwrap().unwrap().role,
+        store
+            .token_user("tok0123456789abcdef", 50_000)
+            .await
+            .unwrap()
+            .unwrap()
+            .role,
         "observer"
     );
+    let listed = store.tokens(Some(obs)).await.unwrap();
+    assert_eq!(
+        (listed[0].last_used_at, listed[0].expires_at),
+        (Some(50_000), Some(100_000))
+    );
+    assert!(store.tokens(Some(obs + 1000)).await.unwrap().is_empty());
+    assert!(
+        store
+            .token_user("tok0123456789abcdef", 100_001)
+            .await
+            .unwrap()
+            .is_none(),
+        "an expired token"
+    );
+    assert!(!store.revoke_token(&id, Some(obs + 1000)).await.unwrap());
+    assert!(store.revoke_token(&id, Some(obs)).await.unwrap());
+    assert!(store
+        .token_user("tok0123456789abcdef", 50_000)
+        .await
+        .unwrap()
+        .is_none());
+    store
+        .insert_token("tok2", obs, "script", 5, 100_000)
+        .await
+        .unwrap();
     assert!(store.delete_user(obs).await.unwrap());
     assert!(
-        store.token_user("tok").await.unwrap().is_none(),
+        store.token_user("tok2", 50_000).await.unwrap().is_none(),
         "tokens go with their user"
     );
 

@@ -169,7 +169,9 @@ pub async fn resolve(
     session: Option<&str>,
 ) -> Result<Option<User>, StoreError> {
     let row = if let Some(token) = api_token {
-        store.token_user(&token_hash(token.trim())).await?
+        store
+            .token_user(&token_hash(token.trim()), crate::now_ms())
+            .await?
     } else if let Some(token) = session {
         store
             .session_user(&token_hash(token), crate::now_ms())
@@ -207,19 +209,51 @@ pub async fn create_api_token(
     store: &Store,
     user: &User,
     name: &str,
-) -> Result<String, StoreError> {
+    valid_days: u32,
+) -> Result<NewApiToken, StoreError> {
     let now = crate::now_ms();
     let (token, hash) = new_token("swt_");
-    store.insert_token(&hash, user.id, name, now).await?;
+    let expires_at = now + i64::from(valid_days) * 86_400_000;
+    let id = store
+        .insert_token(&hash, user.id, name, now, expires_at)
+        .await?;
     audit::record(
         store,
         now,
         &user.username,
         Action::TokenCreate,
         name,
-        "",
+        &format!("id {id}, valid {valid_days} days"),
         true,
     )
     .await?;
-    Ok(token)
+    Ok(NewApiToken {
+        token,
+        id,
+        expires_at,
+    })
+}
+
+/// A token just made: the secret (shown once), its public id and its expiry.
+pub struct NewApiToken {
+    pub token: String,
+    pub id: String,
+    pub expires_at: i64,
+}
+
+/// Revokes token `id`: the user's own, or anyone's for an admin; audited.
+pub async fn revoke_api_token(store: &Store, user: &User, id: &str) -> Result<bool, StoreError> {
+    let owner = (user.role != Role::Admin).then_some(user.id);
+    let done = store.revoke_token(id, owner).await?;
+    audit::record(
+        store,
+        crate::now_ms(),
+        &user.username,
+        Action::TokenRevoke,
+        id,
+        "",
+        done,
+    )
+    .await?;
+    Ok(done)
 }

@@ -12,6 +12,7 @@ mod dashboard;
 mod error;
 mod extract;
 mod keys;
+pub mod serve;
 mod session;
 mod stations;
 mod stream;
@@ -51,6 +52,54 @@ pub struct AppState {
     pub limiter: LoginLimiter,
     /// Signs key registry and witness exports.
     pub controller_key: Arc<StationKey>,
+    /// Open HTTP connections and their cap.
+    pub connections: serve::Connections,
+    /// Open event streams per user.
+    pub streams: StreamSlots,
+}
+
+/// Event streams open per user id, each held by a [`StreamSlot`] that frees itself on drop.
+#[derive(Clone, Default)]
+pub struct StreamSlots {
+    open: Arc<parking_lot::Mutex<std::collections::HashMap<i64, usize>>>,
+}
+
+impl StreamSlots {
+    /// A slot for `user`, unless they already have `max` streams open.
+    pub fn take(&self, user: i64, max: usize) -> Option<StreamSlot> {
+        let mut g = self.open.lock();
+        let n = g.entry(user).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(StreamSlot {
+            slots: self.clone(),
+            user,
+        })
+    }
+
+    /// Event streams open now, all users.
+    pub fn total(&self) -> usize {
+        self.open.lock().values().sum()
+    }
+}
+
+pub struct StreamSlot {
+    slots: StreamSlots,
+    user: i64,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut g = self.slots.open.lock();
+        if let Some(n) = g.get_mut(&self.user) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                g.remove(&self.user);
+            }
+        }
+    }
 }
 
 pub fn router(state: AppState) -> Router {
@@ -87,9 +136,38 @@ pub fn router(state: AppState) -> Router {
         .route("/api/users", get(users::list).post(users::create))
         .route("/api/users/{username}", delete(users::delete))
         .route("/api/users/{username}/grants", put(users::set_grants))
-        .route("/api/tokens", post(users::create_token))
+        .route(
+            "/api/tokens",
+            get(users::list_tokens).post(users::create_token),
+        )
+        .route("/api/tokens/{id}", delete(users::revoke_token))
         .route("/api/openapi.yaml", get(openapi))
+        .layer(axum::middleware::from_fn_with_state(
+            state.http.request_timeout,
+            request_timeout,
+        ))
         .with_state(state)
+}
+
+/// Every request but the event stream must be answered within `[http]
+/// request_timeout_seconds`, body upload included (a client trickling its body holds nothing
+/// for long): `408` otherwise.
+async fn request_timeout(
+    axum::extract::State(limit): axum::extract::State<std::time::Duration>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if req.uri().path() == "/api/stream" {
+        return next.run(req).await;
+    }
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => (
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            axum::Json(serde_json::json!({ "error": "request timed out" })),
+        )
+            .into_response(),
+    }
 }
 
 /// The API's own description.

@@ -23,7 +23,7 @@ use super::stations::{
     Events, HealthHistory, OpenAlerts, SnapshotTime, StationAlerts, StationDetail, Summary,
 };
 use super::stream::StreamBatch;
-use super::users::{Created, NewTokenOut, Users};
+use super::users::{Created, NewTokenOut, Tokens, Users};
 use super::OPENAPI_YAML;
 use crate::auth::users::UserInfo;
 use crate::auth::Role;
@@ -596,6 +596,23 @@ fn typed_responses_match_docs_openapi_yaml() {
         &NewTokenOut {
             token: "swt_x".into(),
             name: "script".into(),
+            id: "0123456789abcdef".into(),
+            expires_at: 1,
+        },
+    );
+    c(
+        "get",
+        "/api/tokens",
+        "200",
+        &Tokens {
+            tokens: vec![crate::store::TokenRow {
+                id: "0123456789abcdef".into(),
+                name: "script".into(),
+                username: "op".into(),
+                created_at: 1,
+                expires_at: Some(2),
+                last_used_at: None,
+            }],
         },
     );
     {

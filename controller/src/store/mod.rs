@@ -81,6 +81,18 @@ pub struct AlertRow {
     pub closed_at: Option<i64>,
 }
 
+/// An API token as its owner (or an admin) sees it: never the token itself.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TokenRow {
+    pub id: String,
+    pub name: String,
+    pub username: String,
+    pub created_at: i64,
+    /// `None` only for tokens made before tokens expired.
+    pub expires_at: Option<i64>,
+    pub last_used_at: Option<i64>,
+}
+
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct CommandRow {
     pub id: String,
@@ -364,31 +376,89 @@ impl Store {
         Ok(())
     }
 
+    /// Stores a token (by hash) valid until `expires_at`; its public id is the hash's first
+    /// 16 hex digits.
     pub async fn insert_token(
         &self,
         token_hash: &str,
         user_id: i64,
         name: &str,
         now: i64,
-    ) -> Result<()> {
-        sqlx::query("INSERT INTO api_tokens (token_hash, user_id, name, created_at) VALUES ($1, $2, $3, $4)")
-            .bind(token_hash)
-            .bind(user_id)
-            .bind(name)
-            .bind(now)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    pub async fn token_user(&self, token_hash: &str) -> Result<Option<UserRow>> {
-        Ok(sqlx::query_as(
-            "SELECT u.id, u.username, u.password_hash, u.role FROM api_tokens t
-             JOIN users u ON u.id = t.user_id WHERE t.token_hash = $1",
+        expires_at: i64,
+    ) -> Result<String> {
+        let id = token_hash.get(..16).unwrap_or(token_hash).to_owned();
+        sqlx::query(
+            "INSERT INTO api_tokens (token_hash, user_id, name, created_at, expires_at, id)
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(token_hash)
+        .bind(user_id)
+        .bind(name)
+        .bind(now)
+        .bind(expires_at)
+        .bind(&id)
+        .execute(&self.pool)
+        .await?;
+        Ok(id)
+    }
+
+    /// The user of a token that has not expired, noting its use (at most once a minute).
+    pub async fn token_user(&self, token_hash: &str, now: i64) -> Result<Option<UserRow>> {
+        let row: Option<UserRow> = sqlx::query_as(
+            "SELECT u.id, u.username, u.password_hash, u.role FROM api_tokens t
+             JOIN users u ON u.id = t.user_id
+             WHERE t.token_hash = $1 AND (t.expires_at IS NULL OR t.expires_at > $2)",
+        )
+        .bind(token_hash)
+        .bind(now)
         .fetch_optional(&self.pool)
-        .await?)
+        .await?;
+        if row.is_some() {
+            sqlx::query(
+                "UPDATE api_tokens SET last_used_at = $1
+                 WHERE token_hash = $2 AND (last_used_at IS NULL OR last_used_at < $3)",
+            )
+            .bind(now)
+            .bind(token_hash)
+            .bind(now - 60_000)
+            .execute(&self.pool)
+            .await?;
+        }
+        Ok(row)
+    }
+
+    /// Tokens of `user` (every user's with `None`), newest first.
+    pub async fn tokens(&self, user: Option<i64>) -> Result<Vec<TokenRow>> {
+        let rows = sqlx::query(
+            "SELECT t.id, t.name, u.username, t.created_at, t.expires_at, t.last_used_at
+             FROM api_tokens t JOIN users u ON u.id = t.user_id
+             WHERE $1 < 0 OR t.user_id = $1 ORDER BY t.created_at DESC",
+        )
+        .bind(user.unwrap_or(-1))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(TokenRow {
+                    id: r.try_get(0)?,
+                    name: r.try_get(1)?,
+                    username: r.try_get(2)?,
+                    created_at: r.try_get(3)?,
+                    expires_at: r.try_get(4)?,
+                    last_used_at: r.try_get(5)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Deletes token `id` (of `user` only, unless `None`); whether there was one.
+    pub async fn revoke_token(&self, id: &str, user: Option<i64>) -> Result<bool> {
+        let r = sqlx::query("DELETE FROM api_tokens WHERE id = $1 AND ($2 < 0 OR user_id = $2)")
+            .bind(id)
+            .bind(user.unwrap_or(-1))
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() > 0)
     }
 
     // ---- station state and ingest
