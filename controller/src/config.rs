@@ -67,6 +67,10 @@ pub struct DatabaseConfig {
     pub max_connections: u32,
     /// Health history older than this is deleted.
     pub history_days: u32,
+    /// Retention of events, closed alerts and finished commands (`events_days`, default 400).
+    pub events_days: u32,
+    /// Retention of the audit log (`audit_days`, default 3650: election law asks for years).
+    pub audit_days: u32,
     /// Writes waiting for the database; when full, health history points are dropped.
     pub write_queue: usize,
 }
@@ -286,7 +290,14 @@ fn database(r: &mut TomlReader, root: &toml::Table, file: &Path) -> Option<Datab
     let t = r.optional_section(
         root,
         p,
-        &["url", "max_connections", "history_days", "write_queue"],
+        &[
+            "url",
+            "max_connections",
+            "history_days",
+            "write_queue",
+            "events_days",
+            "audit_days",
+        ],
     );
     let url = r
         .string(t, p, "url", false)
@@ -317,10 +328,14 @@ fn database(r: &mut TomlReader, root: &toml::Table, file: &Path) -> Option<Datab
     let max = r.int(t, p, "max_connections", 1..=256, 8);
     let days = r.int(t, p, "history_days", 1..=3650, 30);
     let queue = r.int(t, p, "write_queue", 10..=10_000_000, 100_000);
+    let events = r.int(t, p, "events_days", 1..=36_500, 400);
+    let audit = r.int(t, p, "audit_days", 1..=36_500, 3650);
     Some(DatabaseConfig {
         url: url?,
         max_connections: max? as u32,
         history_days: days? as u32,
+        events_days: events? as u32,
+        audit_days: audit? as u32,
         write_queue: queue? as usize,
     })
 }

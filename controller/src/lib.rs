@@ -118,7 +118,7 @@ impl Controller {
             )),
             tokio::spawn(prune(
                 store.clone(),
-                cfg.database.history_days,
+                cfg.database.clone(),
                 shutdown.child_token(),
             )),
             tokio::spawn(commands::expire(store.clone(), shutdown.child_token())),
@@ -260,19 +260,30 @@ async fn audit_login_failures(
     }
 }
 
-/// Deletes old health history once an hour.
-async fn prune(store: Store, days: u32, shutdown: CancellationToken) {
+/// Once an hour, deletes what is past its retention: health history (`history_days`),
+/// events, closed alerts and commands (`events_days`), the audit log (`audit_days`).
+async fn prune(store: Store, db: config::DatabaseConfig, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_secs(3600));
+    let days = |d: u32| now_ms() - i64::from(d) * 86_400_000;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let before = now_ms() - i64::from(days) * 86_400_000;
-        match store.prune_history(before).await {
+        match store.prune_history(days(db.history_days)).await {
             Ok(n) if n > 0 => info!(rows = n, "old health history deleted"),
             Ok(_) => {}
             Err(e) => warn!(error = %e, "cannot delete old health history"),
+        }
+        match store.prune_events(days(db.events_days)).await {
+            Ok(n) if n > 0 => info!(rows = n, "old events, alerts and commands deleted"),
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "cannot delete old events"),
+        }
+        match store.prune_audit(days(db.audit_days)).await {
+            Ok(n) if n > 0 => info!(rows = n, "old audit entries deleted"),
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "cannot delete old audit entries"),
         }
     }
 }

@@ -1118,6 +1118,135 @@ fn event_streams_and_tokens_follow_the_users_rights() {
     assert!(ends_within(&ts, 10), "a stream outlived its revoked token");
 }
 
+/// Issue 13, finding 7 (in part): a station cannot store snapshots for cameras it does not
+/// report; `/metrics` serves the Prometheus text format (fleet by state, alerts, ingest,
+/// write backlog, drops, event streams, login failures) to staff and API tokens only.
+#[test]
+fn snapshots_only_for_reported_cameras_and_prometheus_metrics() {
+    use stationwatch_protocol::manifest::Timestamp;
+    use stationwatch_protocol::mqtt::{CameraHealth, CameraState, Health};
+    use stationwatch_protocol::CameraId;
+    if !have_mosquitto() {
+        return;
+    }
+    let broker = Broker::new(BrokerOpts::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ctl = ControllerProcess::start(dir.path(), &ControllerOpts::new(broker.port())).unwrap();
+    let api = ctl.admin().unwrap();
+    const ST: &str = "SNAP-0001";
+    let mut h = Health::new(Timestamp::now());
+    h.cameras.insert(
+        CameraId::new("desk").unwrap(),
+        CameraHealth {
+            state: CameraState::Recording,
+            ..Default::default()
+        },
+    );
+    let topic = |sub: &str| format!("stationwatch/v1/{ST}/{sub}");
+    publish(
+        &broker.client(),
+        &topic("health"),
+        &serde_json::to_vec(&h).unwrap(),
+        1,
+        false,
+    )
+    .unwrap();
+    eventually("the station's health", 20, || {
+        let d = api.get(&format!("/api/stations/{ST}"))?;
+        Ok((d.status == 200 && !d.body["health"].is_null()).then_some(()))
+    });
+    let jpeg = |tag: u8| [&[0xFF, 0xD8, 0xFF, 0xE0][..], &[tag; 64][..]].concat();
+    for cam in ["ghost-1", "ghost-2", "desk"] {
+        publish(
+            &broker.client(),
+            &topic(&format!("snapshot/{cam}")),
+            &jpeg(1),
+            1,
+            false,
+        )
+        .unwrap();
+    }
+    let snaps = eventually("the desk snapshot", 20, || {
+        let d = api.ok(&format!("/api/stations/{ST}"))?;
+        let cams: Vec<String> = d["snapshots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["camera"].as_str().unwrap().to_owned())
+            .collect();
+        Ok(cams.contains(&"desk".to_owned()).then_some(cams))
+    });
+    assert_eq!(
+        snaps,
+        ["desk"],
+        "snapshots of unreported cameras were stored"
+    );
+
+    // Prometheus: not for anonymous clients; for staff sessions and tokens.
+    let anon = Api::anonymous(&ctl.base_url());
+    assert_eq!(anon.get("/metrics").unwrap().status, 401);
+    let token = api
+        .post("/api/tokens", &json!({"name": "prometheus", "days": 30}))
+        .unwrap()
+        .body["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let resp = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .new_agent()
+        .get(&format!("{}/metrics", ctl.base_url()))
+        .header("authorization", &format!("Bearer {token}"))
+        .call()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert!(resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/plain; version=0.0.4")));
+    let text = resp.into_body().read_to_string().unwrap();
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(name) && l.as_bytes().get(name.len()) == Some(&b' '))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing in:\n{text}"))
+    };
+    assert_eq!(
+        value("stationwatch_messages_received_total{kind=\"rejected\"}"),
+        2.0
+    );
+    assert_eq!(
+        value("stationwatch_messages_received_total{kind=\"snapshots\"}"),
+        1.0
+    );
+    assert!(value("stationwatch_messages_received_total{kind=\"health\"}") >= 1.0);
+    let states: f64 = ["online", "degraded", "offline", "unknown"]
+        .iter()
+        .map(|s| value(&format!("stationwatch_stations{{state=\"{s}\"}}")))
+        .sum();
+    assert_eq!(states, 1.0);
+    for name in [
+        "stationwatch_alerts_open",
+        "stationwatch_write_backlog",
+        "stationwatch_sse_clients",
+        "stationwatch_login_failures_total",
+        "stationwatch_db_writes_total",
+        "stationwatch_dropped_total{kind=\"snapshot\"}",
+    ] {
+        value(name);
+    }
+    // Every sample line is `name{labels} value` and every metric has HELP and TYPE.
+    for l in text.lines().filter(|l| !l.starts_with('#')) {
+        assert!(l.rsplit(' ').next().unwrap().parse::<f64>().is_ok(), "{l}");
+    }
+    assert_eq!(
+        text.matches("# HELP ").count(),
+        text.matches("# TYPE ").count()
+    );
+}
+
 #[test]
 fn bad_config_is_refused_naming_file_and_key() -> Result<()> {
     let dir = tempfile::tempdir()?;

@@ -14,6 +14,8 @@ fn db(url: String) -> DatabaseConfig {
         url,
         max_connections: 4,
         history_days: 30,
+        events_days: 400,
+        audit_days: 3650,
         write_queue: 100_000,
     }
 }
@@ -327,6 +329,18 @@ async fn scenario(url: String) {
     store.write_batch(&[ack2("done")]).await.unwrap();
     assert_eq!(status("c2").await, "done");
 
+    // Retention: commands, events and closed alerts by events_days; the audit log by
+    // audit_days (open alerts stay whatever their age).
+    assert!(store.prune_events(3_200).await.unwrap() >= 1);
+    let left: Vec<String> = store
+        .commands(&sid("st-1"), 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    assert_eq!(left, ["c2"]);
+
     // Alerts: one open per station and kind, whoever opens it.
     assert!(store
         .open_alert(&sid("st-1"), "offline", "lost", 4_000)
@@ -389,6 +403,18 @@ async fn scenario(url: String) {
     let log = store.audit_log(10).await.unwrap();
     assert_eq!((log[0].username.as_str(), log[0].ok), ("mallory", false));
     assert_eq!(log.len(), 2);
+    store
+        .audit(100, "u", "login", "", "old", false)
+        .await
+        .unwrap();
+    store
+        .audit(i64::MAX / 2, "u", "login", "", "new", false)
+        .await
+        .unwrap();
+    assert!(store.prune_audit(1_000).await.unwrap() >= 1);
+    let audit = store.audit_log(10_000).await.unwrap();
+    assert!(audit.iter().all(|e| e.at >= 1_000));
+    assert!(audit.iter().any(|e| e.detail == "new"));
     store.close().await;
 }
 

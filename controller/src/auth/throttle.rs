@@ -103,6 +103,8 @@ struct Inner {
 #[derive(Default, Clone)]
 pub struct LoginLimiter {
     inner: Arc<Mutex<Inner>>,
+    /// Failed and refused logins since start (for `/metrics`).
+    total: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl LoginLimiter {
@@ -127,6 +129,8 @@ impl LoginLimiter {
     /// A wrong password. Returns true when this is the first failure of the (name, address) in
     /// the window, which the caller audits at once; later ones go into [`Self::summaries`].
     pub fn failed(&self, username: &str, address: IpAddr, now: i64) -> bool {
+        self.total
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut g = self.inner.lock();
         bump(&mut g.by_address, address, now);
         bump(&mut g.by_user, username.to_owned(), now);
@@ -139,6 +143,8 @@ impl LoginLimiter {
 
     /// A refused (throttled) attempt: counted for the audit summary only.
     pub fn refused(&self, username: &str, address: IpAddr, now: i64) {
+        self.total
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut g = self.inner.lock();
         Self::pend(&mut g, username, address, now).throttled += 1;
     }
@@ -162,6 +168,11 @@ impl LoginLimiter {
                 throttled: 0,
                 since: now,
             })
+    }
+
+    /// Failed and refused logins since start.
+    pub fn failures_total(&self) -> u64 {
+        self.total.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// A successful login clears the name's failures from that address (not the others').

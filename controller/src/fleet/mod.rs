@@ -398,6 +398,21 @@ impl Fleet {
             .collect()
     }
 
+    /// Whether the station's latest health report lists `camera` (snapshots are stored only
+    /// for cameras the station itself reports).
+    pub fn reports_camera(&self, id: &StationId, camera: &stationwatch_protocol::CameraId) -> bool {
+        self.read()
+            .stations
+            .get(id)
+            .and_then(|s| s.health.as_ref())
+            .is_some_and(|h| h.cameras.contains_key(camera))
+    }
+
+    /// Stations by state (for `/metrics`).
+    pub fn by_state(&self) -> Counts {
+        self.counts(&|_| true)
+    }
+
     pub fn get(&self, id: &StationId) -> Option<Station> {
         self.read().stations.get(id).cloned()
     }

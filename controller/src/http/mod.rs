@@ -132,6 +132,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/alerts", get(stations::alerts))
         .route("/api/stream", get(stream::stream))
         .route("/api/metrics", get(admin::metrics))
+        .route("/metrics", get(admin::prometheus))
         .route("/api/audit", get(admin::audit))
         .route("/api/users", get(users::list).post(users::create))
         .route("/api/users/{username}", delete(users::delete))

@@ -222,6 +222,11 @@ pub async fn handle(ctx: &IngestContext, topic: &str, payload: &[u8]) {
             if payload.len() > MAX_SNAPSHOT_BYTES || !payload.starts_with(&[0xFF, 0xD8]) {
                 ctx.metrics.rejected();
                 warn!(station = id, camera = %camera, bytes = payload.len(), "snapshot is not a JPEG within the size limit; ignored");
+            } else if !ctx.fleet.reports_camera(&station, &camera) {
+                ctx.metrics.rejected();
+                warn!(station = id, camera = %camera, "snapshot of a camera the station does not report; ignored");
+            } else if !ctx.metrics.reserve_snapshot(payload.len() as u64) {
+                warn!(station = id, camera = %camera, "write queue full of snapshots; snapshot dropped");
             } else {
                 ctx.metrics.snapshot();
                 write = Some(Write::Snapshot {

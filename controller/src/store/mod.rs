@@ -700,6 +700,33 @@ impl Store {
             .rows_affected())
     }
 
+    /// Deletes events received, alerts closed and commands issued before `before`; returns
+    /// the rows deleted. Open alerts are kept whatever their age.
+    pub async fn prune_events(&self, before: i64) -> Result<u64> {
+        let mut n = 0;
+        for sql in [
+            "DELETE FROM events WHERE received_at < $1",
+            "DELETE FROM alerts WHERE closed_at IS NOT NULL AND closed_at < $1",
+            "DELETE FROM commands WHERE issued_at < $1",
+        ] {
+            n += sqlx::query(sql)
+                .bind(before)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+        }
+        Ok(n)
+    }
+
+    /// Deletes audit entries older than `before`.
+    pub async fn prune_audit(&self, before: i64) -> Result<u64> {
+        Ok(sqlx::query("DELETE FROM audit WHERE at < $1")
+            .bind(before)
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
+    }
+
     pub async fn events(&self, station: Option<&StationId>, limit: i64) -> Result<Vec<EventRow>> {
         let q = match station {
             Some(_) => {
