@@ -209,6 +209,11 @@
       const b = $('broker');
       b.dataset.broker = s.broker_connected ? 'up' : 'down';
       b.textContent = s.broker_connected ? 'broker connected' : 'broker DISCONNECTED';
+      const db = $('database');
+      db.hidden = !s.database_failing_since;
+      if (s.database_failing_since) {
+        db.textContent = `DATABASE FAILING since ${new Date(s.database_failing_since).toLocaleTimeString()}: history is not being stored`;
+      }
       const sel = $('filter-region');
       const want = S.filters.region;
       const regions = Object.entries(s.regions || {});

@@ -161,6 +161,7 @@ impl Controller {
         let state = AppState {
             connections: connections.clone(),
             streams: http::StreamSlots::default(),
+            resolved: http::Resolved::default(),
             store: store.clone(),
             fleet: fleet.clone(),
             publisher,

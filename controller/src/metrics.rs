@@ -28,6 +28,8 @@ pub struct Metrics {
     /// Snapshot bytes in the write queue, bounded by [`SNAPSHOT_QUEUE_BYTES`].
     snapshot_bytes_queued: AtomicU64,
     snapshots_dropped: AtomicU64,
+    /// Since when database writes fail (Unix ms), 0 while they succeed.
+    db_failing_since: std::sync::atomic::AtomicI64,
     /// Report time (agent clock) to visible in the fleet, ms.
     health_delay: Mutex<VecDeque<i64>>,
     /// Duration of database write batches, ms.
@@ -126,6 +128,7 @@ impl Metrics {
         self.rejected.fetch_add(1, Relaxed);
     }
     pub fn batch(&self, writes: usize, ms: i64) {
+        self.db_failing_since.store(0, Relaxed);
         self.written.fetch_add(writes as u64, Relaxed);
         push(&self.batch_ms, ms);
     }
@@ -134,6 +137,13 @@ impl Metrics {
     }
     pub fn write_error(&self) {
         self.write_errors.fetch_add(1, Relaxed);
+        let _ = self
+            .db_failing_since
+            .compare_exchange(0, crate::now_ms().max(1), Relaxed, Relaxed);
+    }
+    /// Since when database writes fail (the controller-level alarm), if they do.
+    pub fn db_failing_since(&self) -> Option<i64> {
+        Some(self.db_failing_since.load(Relaxed)).filter(|t| *t != 0)
     }
     /// Reserves room for a snapshot of `bytes` in the write queue; false (and counted as
     /// dropped) when the queue already holds [`SNAPSHOT_QUEUE_BYTES`].
@@ -182,6 +192,12 @@ impl Metrics {
                 ("state=\"offline\"", g.offline as f64),
                 ("state=\"unknown\"", g.unknown as f64),
             ],
+        );
+        metric(
+            "stationwatch_db_failing",
+            "gauge",
+            "1 while database writes fail (the controller-level alarm), else 0.",
+            &[("", f64::from(u8::from(self.db_failing_since().is_some())))],
         );
         metric(
             "stationwatch_alerts_open",

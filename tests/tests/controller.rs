@@ -1247,6 +1247,96 @@ fn snapshots_only_for_reported_cameras_and_prometheus_metrics() {
     );
 }
 
+/// Issue 13, finding 7 (failing database): when the database goes away, the controller raises
+/// an alarm (`database_failing_since` in the summary, for the dashboard banner, and
+/// `stationwatch_db_failing 1` in `/metrics`) while ingest keeps the fleet current in memory
+/// and an operator's existing session keeps working.
+#[test]
+fn a_failing_database_raises_the_alarm_and_the_fleet_stays_current() {
+    use stationwatch_protocol::manifest::Timestamp;
+    use stationwatch_protocol::mqtt::{CameraHealth, CameraState, Health};
+    use stationwatch_protocol::CameraId;
+    if !have_mosquitto()
+        || !stationwatch_tests::require(
+            postgres_bin_dir().is_some(),
+            "PostgreSQL server not installed (run scripts/install-deps)",
+        )
+    {
+        return;
+    }
+    let pg = Postgres::start().unwrap();
+    let broker = Broker::new(BrokerOpts::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = ControllerOpts::new(broker.port());
+    opts.database_url = Some(pg.url());
+    let ctl = ControllerProcess::start(dir.path(), &opts).unwrap();
+    let api = ctl.admin().unwrap();
+    const ST: &str = "DBF-0001";
+    let report = |cameras: &[&str]| {
+        let mut h = Health::new(Timestamp::now());
+        for c in cameras {
+            h.cameras.insert(
+                CameraId::new(*c).unwrap(),
+                CameraHealth {
+                    state: CameraState::Recording,
+                    ..Default::default()
+                },
+            );
+        }
+        publish(
+            &broker.client(),
+            &format!("stationwatch/v1/{ST}/health"),
+            &serde_json::to_vec(&h).unwrap(),
+            1,
+            false,
+        )
+        .unwrap();
+    };
+    let cameras = |api: &Api| -> Result<Option<u64>> {
+        let l = api.ok(&format!("/api/stations?q={ST}"))?;
+        Ok(l["stations"]
+            .as_array()
+            .and_then(|a| a.first())
+            .and_then(|r| r["cameras"].as_u64()))
+    };
+    report(&["desk"]);
+    eventually("the first report", 20, || {
+        Ok(cameras(&api)?.filter(|&n| n == 1))
+    });
+    assert!(api.ok("/api/summary").unwrap()["database_failing_since"].is_null());
+
+    // The database goes away; writes fail.
+    drop(pg);
+    for i in 0..5 {
+        publish(
+            &broker.client(),
+            &format!("stationwatch/v1/{ST}/events"),
+            format!(
+                r#"{{"v":1,"id":"ev-{i}","at":"{}","kind":"agent_stopping","reason":"x"}}"#,
+                Timestamp::now()
+            )
+            .as_bytes(),
+            1,
+            false,
+        )
+        .unwrap();
+    }
+    let since = eventually("the database alarm", 30, || {
+        let s = api.ok("/api/summary")?;
+        Ok(s["database_failing_since"].as_i64())
+    });
+    assert!(since > 0);
+    let metrics = api.get("/metrics").unwrap();
+    assert_eq!(metrics.status, 200);
+    let text = metrics.body.as_str().unwrap_or_default().to_owned();
+    assert!(text.contains("\nstationwatch_db_failing 1\n"), "{text}");
+    // Ingest keeps the fleet current, and the operator's session still works.
+    report(&["desk", "box"]);
+    eventually("a report during the outage", 20, || {
+        Ok(cameras(&api)?.filter(|&n| n == 2))
+    });
+}
+
 #[test]
 fn bad_config_is_refused_naming_file_and_key() -> Result<()> {
     let dir = tempfile::tempdir()?;

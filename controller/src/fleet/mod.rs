@@ -408,6 +408,12 @@ impl Fleet {
             .is_some_and(|h| h.cameras.contains_key(camera))
     }
 
+    /// Reasons in force over all stations: the alerts that should be open (for `/metrics`
+    /// while the database is away).
+    pub fn reasons_total(&self) -> usize {
+        self.read().stations.values().map(|s| s.reasons.len()).sum()
+    }
+
     /// Stations by state (for `/metrics`).
     pub fn by_state(&self) -> Counts {
         self.counts(&|_| true)

@@ -33,7 +33,11 @@ pub(crate) async fn prometheus(
         degraded: by_state.degraded,
         offline: by_state.offline,
         unknown: by_state.unknown,
-        alerts_open: state.store.open_alerts().await?.len(),
+        // From the database; from the fleet's reasons while the database is away.
+        alerts_open: match state.store.open_alerts().await {
+            Ok(a) => a.len(),
+            Err(_) => state.fleet.reasons_total(),
+        },
         write_backlog: state.writes.max_capacity() - state.writes.capacity(),
         sse_clients: state.streams.total(),
         http_connections: state.connections.open(),

@@ -35,7 +35,28 @@ pub(crate) async fn authenticate(state: &AppState, headers: &HeaderMap) -> ApiRe
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     let session = session_cookie(headers);
-    Ok(sessions::resolve(&state.store, bearer, session.as_deref()).await?)
+    let key = bearer
+        .map(|b| crate::auth::token_hash(b.trim()))
+        .or_else(|| session.as_deref().map(crate::auth::token_hash));
+    let now = crate::now_ms();
+    match sessions::resolve(&state.store, bearer, session.as_deref()).await {
+        Ok(user) => {
+            if let Some(k) = key {
+                state.resolved.note(k, user.clone(), now);
+            }
+            Ok(user)
+        }
+        // The database is failing: a credential this replica resolved recently (within a
+        // session's lifetime) still works, so operators keep their dashboard during the
+        // outage. Nothing can be revoked meanwhile: revoking needs the database too.
+        Err(e) => {
+            let ttl = state.http.session_ttl.as_millis() as i64;
+            match key.and_then(|k| state.resolved.get(&k, now - ttl)) {
+                Some(user) => Ok(Some(user)),
+                None => Err(e.into()),
+            }
+        }
+    }
 }
 
 impl FromRequestParts<AppState> for User {

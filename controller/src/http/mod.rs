@@ -56,6 +56,42 @@ pub struct AppState {
     pub connections: serve::Connections,
     /// Open event streams per user.
     pub streams: StreamSlots,
+    /// Credentials resolved recently, used only while the database fails.
+    pub resolved: Resolved,
+}
+
+/// Token hash → the user it resolved to and when (bounded; cleared when full).
+#[derive(Clone, Default)]
+pub struct Resolved {
+    map: Arc<parking_lot::Mutex<std::collections::HashMap<String, (User, i64)>>>,
+}
+
+impl Resolved {
+    const MAX: usize = 50_000;
+
+    pub fn note(&self, key: String, user: Option<User>, now: i64) {
+        let mut g = self.map.lock();
+        match user {
+            Some(u) => {
+                if g.len() >= Self::MAX {
+                    g.clear();
+                }
+                g.insert(key, (u, now));
+            }
+            None => {
+                g.remove(&key);
+            }
+        }
+    }
+
+    /// The user `key` resolved to at or after `since`.
+    pub fn get(&self, key: &str, since: i64) -> Option<User> {
+        self.map
+            .lock()
+            .get(key)
+            .filter(|(_, at)| *at >= since)
+            .map(|(u, _)| u.clone())
+    }
 }
 
 /// Event streams open per user id, each held by a [`StreamSlot`] that frees itself on drop.

@@ -443,6 +443,7 @@ fn typed_responses_match_docs_openapi_yaml() {
             counts: fleet.counts(&all),
             regions: fleet.regions(&all),
             broker_connected: true,
+            database_failing_since: Some(1),
             now: 1,
         },
     );
