@@ -17,8 +17,8 @@
   const COMMAND_POLL_MS = 2000;
   const STATES = ['offline', 'degraded', 'unknown', 'online'];
   const RANK = { offline: 0, degraded: 1, unknown: 2, online: 3 };
-  const FINAL = new Set(['done', 'rejected', 'failed']);
-  const ALERT_WEIGHT = { offline: 0, camera_not_recording: 1, no_segment: 2, disk_low: 3, clock_unsynced: 4 };
+  const FINAL = new Set(['done', 'rejected', 'failed', 'expired']);
+  const ALERT_WEIGHT = { offline: 0, camera_not_recording: 1, no_segment: 2, disk_low: 3, clock_unsynced: 4, clock_skew: 4 };
 
   const S = {
     me: null,
@@ -214,6 +214,11 @@
       u.textContent = `footage only on stations: ${bytes(s.unarchived_bytes)}` +
         (s.upload_backlog_bytes ? ` · uploading ${bytes(s.upload_backlog_bytes)}` +
           (s.upload_rate_bps ? ` at ${bits(s.upload_rate_bps)}` : '') : '');
+      const db = $('database');
+      db.hidden = !s.database_failing_since;
+      if (s.database_failing_since) {
+        db.textContent = `DATABASE FAILING since ${new Date(s.database_failing_since).toLocaleTimeString()}: history is not being stored`;
+      }
       const sel = $('filter-region');
       const want = S.filters.region;
       const regions = Object.entries(s.regions || {});

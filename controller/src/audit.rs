@@ -13,6 +13,7 @@ pub enum Action {
     UserDelete,
     Grants,
     TokenCreate,
+    TokenRevoke,
     /// A station's first key (or the same key again).
     KeyRegister,
     /// A station's key replaced (the old one retired), or a replacement refused.
@@ -30,6 +31,7 @@ impl Action {
             Action::UserDelete => "user_delete",
             Action::Grants => "grants",
             Action::TokenCreate => "token_create",
+            Action::TokenRevoke => "token_revoke",
             Action::KeyRegister => "key_register",
             Action::KeyRotate => "key_rotate",
         }

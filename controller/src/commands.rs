@@ -20,13 +20,22 @@ use crate::auth::User;
 use crate::fleet::Station;
 use crate::store::{CommandRow, Store, StoreError, Write};
 
-/// How long a command stays valid at the agent.
+/// How long a command stays valid at the agent by default (`[mqtt] command_ttl_seconds`).
 pub const COMMAND_TTL_MS: i64 = 5 * 60 * 1000;
 
 /// Publishes commands through the current connection, if any.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Publisher {
-    client: Arc<Mutex<Option<AsyncClient>>>,
+    /// The connection and the station listener's mount point (`MqttConfig::mount_point`).
+    client: Arc<Mutex<Option<(AsyncClient, String)>>>,
+    /// How long a command stays valid (its envelope's `expires_at`).
+    ttl_ms: i64,
+}
+
+impl Default for Publisher {
+    fn default() -> Self {
+        Publisher::new(COMMAND_TTL_MS)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -40,8 +49,20 @@ pub enum PublishError {
 }
 
 impl Publisher {
+    pub fn new(ttl_ms: i64) -> Self {
+        Publisher {
+            client: Arc::default(),
+            ttl_ms,
+        }
+    }
+
+    /// How long a command stays valid at the agent, in ms.
+    pub fn ttl_ms(&self) -> i64 {
+        self.ttl_ms
+    }
+
     /// Called by `ingest` when a connection comes up (`Some`) or goes down (`None`).
-    pub(crate) fn set(&self, client: Option<AsyncClient>) {
+    pub(crate) fn set(&self, client: Option<(AsyncClient, String)>) {
         *self.client.lock() = client;
     }
 
@@ -53,9 +74,10 @@ impl Publisher {
     pub fn command(&self, topics: &Topics, cmd: &CommandEnvelope) -> Result<(), PublishError> {
         let payload = cmd.to_json()?;
         let guard = self.client.lock();
-        let client = guard.as_ref().ok_or(PublishError::NotConnected)?;
+        let (client, mount_point) = guard.as_ref().ok_or(PublishError::NotConnected)?;
+        let topic = format!("{mount_point}{}", topics.command());
         client
-            .try_publish(topics.command(), rumqttc::QoS::AtLeastOnce, false, payload)
+            .try_publish(topic, rumqttc::QoS::AtLeastOnce, false, payload)
             .map_err(|e| PublishError::Client(e.to_string()))
     }
 }
@@ -112,7 +134,8 @@ pub async fn send(
     let msg_id = MessageId::new(format!("c{}", hex::encode(rand::random::<[u8; 8]>())))
         .map_err(|e| invalid(&e))?;
     let mut envelope = CommandEnvelope::new(msg_id.clone(), issued, command);
-    envelope.expires_at = Some(issued.saturating_add_ms(COMMAND_TTL_MS));
+    let ttl = publisher.ttl_ms();
+    envelope.expires_at = Some(issued.saturating_add_ms(ttl));
     // The agent checks again; checking here gives the operator the answer at once.
     let cameras: Vec<CameraId> = station
         .health
@@ -120,7 +143,7 @@ pub async fn send(
         .map(|h| h.cameras.keys().cloned().collect())
         .unwrap_or_default();
     if !cameras.is_empty() {
-        if let Err(reason) = envelope.check(issued, COMMAND_TTL_MS, &cameras) {
+        if let Err(reason) = envelope.check(issued, ttl, &cameras) {
             audit(format!("{kind}: invalid: {reason}"), false).await?;
             return Err(invalid(&reason));
         }
@@ -133,6 +156,7 @@ pub async fn send(
         issued_by: user.username.clone(),
         issued_at: now,
         status: "sent".into(),
+        expires_at: Some(now.saturating_add(ttl)),
         ack_at: None,
         ack: None,
     };
@@ -170,4 +194,21 @@ pub fn ack(station: &StationId, ack: &Ack, payload: &[u8], now: i64) -> Option<W
         at: now,
         json: String::from_utf8_lossy(payload).into_owned(),
     })
+}
+
+/// Every few seconds, marks commands that were never acknowledged before their expiry as
+/// `expired` (idempotent: any replica may run it).
+pub async fn expire(store: Store, shutdown: tokio_util::sync::CancellationToken) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        match store.expire_commands(crate::now_ms()).await {
+            Ok(n) if n > 0 => info!(commands = n, "unacknowledged commands expired"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot expire commands"),
+        }
+    }
 }

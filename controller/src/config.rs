@@ -9,6 +9,7 @@ use std::time::Duration;
 use stationwatch_protocol::broker_config::{BrokerConfig, BROKER_KEYS};
 pub use stationwatch_protocol::config_reader::ConfigError;
 use stationwatch_protocol::config_reader::{join, parse_config, read_file, TomlReader};
+use stationwatch_protocol::mqtt::validate_mount_point;
 
 /// A validated controller configuration.
 #[derive(Debug, Clone)]
@@ -110,6 +111,18 @@ pub struct HttpConfig {
     pub cookie_secure: bool,
     /// Sessions expire this long after login.
     pub session_ttl: Duration,
+    /// Peers whose `X-Forwarded-For` names the client (the reverse proxy); default loopback.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Open connections at most (further ones wait in the kernel's backlog); never more than
+    /// the file descriptors allow.
+    pub max_connections: usize,
+    /// A connection whose request headers do not arrive within this is closed (also idle
+    /// keep-alive connections).
+    pub header_timeout: Duration,
+    /// Every request but the event stream is answered within this (408 otherwise).
+    pub request_timeout: Duration,
+    /// Event streams (`/api/stream`) one user may have open at once.
+    pub max_streams_per_user: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -119,6 +132,10 @@ pub struct DatabaseConfig {
     pub max_connections: u32,
     /// Health history older than this is deleted.
     pub history_days: u32,
+    /// Retention of events, closed alerts and finished commands (`events_days`, default 400).
+    pub events_days: u32,
+    /// Retention of the audit log (`audit_days`, default 3650: election law asks for years).
+    pub audit_days: u32,
     /// Writes waiting for the database; when full, health history points are dropped.
     pub write_queue: usize,
 }
@@ -133,12 +150,19 @@ impl DatabaseConfig {
 pub struct MqttConfig {
     /// Where the broker is and how to log in (keys shared with the agent).
     pub broker: BrokerConfig,
-    /// Unique per replica (defaults to `station-controller-<host>-<pid>`).
+    /// Unique per replica and stable across its restarts (defaults to
+    /// [`default_client_id`]: `station-controller-<host>-<HTTP port>`).
     pub client_id: String,
     pub keepalive: Duration,
     /// Shared-subscription group of the controller replicas; `None` subscribes directly (one
     /// replica only, or a broker without shared subscriptions).
     pub shared_group: Option<String>,
+    /// The `mount_point` of the broker's station listener (`stations/` in the reference
+    /// config, `""` for a broker without one): every station topic is filed under it.
+    pub mount_point: String,
+    /// How long a command stays valid at the agent (`command_ttl_seconds`, default 300): a
+    /// command not acknowledged by then is shown as `expired`.
+    pub command_ttl: Duration,
 }
 
 /// When a station needs attention.
@@ -150,6 +174,13 @@ pub struct RulesConfig {
     pub segment_factor: f64,
     /// Disk with fewer hours of recording left than this is flagged.
     pub min_disk_hours: f64,
+    /// The longest report interval believed (`interval_s` is the agent's word): a report
+    /// claiming a longer one counts as this, so one report cannot keep a station "online"
+    /// for days.
+    pub max_interval_s: u32,
+    /// A report whose `at` is further than this from when it arrived is flagged
+    /// (`clock_skew`), and its `at` is not used where the controller's clock is (history).
+    pub max_clock_skew_s: u32,
 }
 
 impl Default for RulesConfig {
@@ -158,6 +189,8 @@ impl Default for RulesConfig {
             missed_reports: 3,
             segment_factor: 2.0,
             min_disk_hours: 24.0,
+            max_interval_s: 600,
+            max_clock_skew_s: 300,
         }
     }
 }
@@ -203,7 +236,8 @@ fn read(
     );
     let http = http(r, root);
     let database = database(r, root, file);
-    let mqtt = mqtt(r, root, check_machine);
+    let listen_port = http.as_ref().map_or(8080, |h| h.listen.port());
+    let mqtt = mqtt(r, root, check_machine, listen_port);
     let rules = rules(r, root);
     let auth = auth(r, root, check_machine);
     let trust = trust(r, root, file);
@@ -385,7 +419,20 @@ fn trust(r: &mut TomlReader, root: &toml::Table, file: &Path) -> Option<TrustCon
 
 fn http(r: &mut TomlReader, root: &toml::Table) -> Option<HttpConfig> {
     let p = "http";
-    let t = r.optional_section(root, p, &["listen", "cookie_secure", "session_hours"]);
+    let t = r.optional_section(
+        root,
+        p,
+        &[
+            "listen",
+            "cookie_secure",
+            "session_hours",
+            "trusted_proxies",
+            "max_connections",
+            "header_timeout_seconds",
+            "request_timeout_seconds",
+            "max_streams_per_user",
+        ],
+    );
     let listen = r
         .string(t, p, "listen", false)
         .unwrap_or_else(|| "127.0.0.1:8080".into());
@@ -401,10 +448,34 @@ fn http(r: &mut TomlReader, root: &toml::Table) -> Option<HttpConfig> {
     };
     let cookie_secure = r.bool(t, p, "cookie_secure", true);
     let hours = r.int(t, p, "session_hours", 1..=24 * 30, 12);
+    let trusted_proxies = match t.get("trusted_proxies") {
+        None => Some(vec!["127.0.0.1".parse().unwrap(), "::1".parse().unwrap()]),
+        Some(v) => {
+            let list: Option<Vec<std::net::IpAddr>> = v
+                .as_array()
+                .and_then(|a| a.iter().map(|x| x.as_str()?.parse().ok()).collect());
+            if list.is_none() {
+                r.problem(
+                    join(p, "trusted_proxies"),
+                    "expected a list of IP addresses, like [\"127.0.0.1\"]",
+                );
+            }
+            list
+        }
+    };
+    let max_connections = r.int(t, p, "max_connections", 16..=1_000_000, 4096);
+    let header_timeout = r.int(t, p, "header_timeout_seconds", 1..=300, 10);
+    let request_timeout = r.int(t, p, "request_timeout_seconds", 1..=3600, 30);
+    let streams = r.int(t, p, "max_streams_per_user", 1..=1000, 8);
     Some(HttpConfig {
         listen: listen?,
         cookie_secure: cookie_secure?,
         session_ttl: Duration::from_secs(hours? as u64 * 3600),
+        trusted_proxies: trusted_proxies?,
+        max_connections: max_connections? as usize,
+        header_timeout: Duration::from_secs(header_timeout? as u64),
+        request_timeout: Duration::from_secs(request_timeout? as u64),
+        max_streams_per_user: streams? as usize,
     })
 }
 
@@ -413,7 +484,14 @@ fn database(r: &mut TomlReader, root: &toml::Table, file: &Path) -> Option<Datab
     let t = r.optional_section(
         root,
         p,
-        &["url", "max_connections", "history_days", "write_queue"],
+        &[
+            "url",
+            "max_connections",
+            "history_days",
+            "write_queue",
+            "events_days",
+            "audit_days",
+        ],
     );
     let url = r
         .string(t, p, "url", false)
@@ -444,27 +522,62 @@ fn database(r: &mut TomlReader, root: &toml::Table, file: &Path) -> Option<Datab
     let max = r.int(t, p, "max_connections", 1..=256, 8);
     let days = r.int(t, p, "history_days", 1..=3650, 30);
     let queue = r.int(t, p, "write_queue", 10..=10_000_000, 100_000);
+    let events = r.int(t, p, "events_days", 1..=36_500, 400);
+    let audit = r.int(t, p, "audit_days", 1..=36_500, 3650);
     Some(DatabaseConfig {
         url: url?,
         max_connections: max? as u32,
         history_days: days? as u32,
+        events_days: events? as u32,
+        audit_days: audit? as u32,
         write_queue: queue? as usize,
     })
 }
 
-fn mqtt(r: &mut TomlReader, root: &toml::Table, check_machine: bool) -> Option<MqttConfig> {
+/// The default MQTT client id of a replica: `station-controller-<host>-<HTTP port>`. Stable
+/// across restarts (so a restarted replica resumes its persistent session and the messages the
+/// broker queued for it, instead of leaving a dead session in the shared group that keeps
+/// taking its share), and distinct for replicas on one host (they cannot share a port).
+pub fn default_client_id(listen_port: u16) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let host: String = host
+        .trim()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        .collect();
+    let host = if host.is_empty() { "localhost" } else { &host };
+    format!("station-controller-{host}-{listen_port}")
+}
+
+fn mqtt(
+    r: &mut TomlReader,
+    root: &toml::Table,
+    check_machine: bool,
+    listen_port: u16,
+) -> Option<MqttConfig> {
     let p = "mqtt";
     let allowed: Vec<&str> = BROKER_KEYS
         .iter()
         .copied()
-        .chain(["client_id", "keepalive_seconds", "shared_group"])
+        .chain([
+            "client_id",
+            "keepalive_seconds",
+            "shared_group",
+            "mount_point",
+            "command_ttl_seconds",
+        ])
         .collect();
     let t = r.optional_section(root, p, &allowed);
     let broker = r.broker(t, p, Some("mqtt://127.0.0.1:1883"), check_machine);
-    let client_id = r.string(t, p, "client_id", false).unwrap_or_else(|| {
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-        format!("station-controller-{}-{}", host.trim(), std::process::id())
-    });
+    let client_id = r
+        .string(t, p, "client_id", false)
+        .unwrap_or_else(|| default_client_id(listen_port));
+    if client_id.is_empty() || client_id.len() > 128 || client_id.contains(['+', '#', '/']) {
+        r.problem(
+            join(p, "client_id"),
+            "must be 1 to 128 characters without '+', '#' or '/'",
+        );
+    }
     let keepalive = r.int(t, p, "keepalive_seconds", 5..=600, 30);
     let group = r
         .string(t, p, "shared_group", false)
@@ -472,11 +585,18 @@ fn mqtt(r: &mut TomlReader, root: &toml::Table, check_machine: bool) -> Option<M
     if group.contains(['/', '+', '#']) {
         r.problem(join(p, "shared_group"), "must not contain '/', '+' or '#'");
     }
+    let mount_point = r.string(t, p, "mount_point", false).unwrap_or_default();
+    if let Err(e) = validate_mount_point(&mount_point) {
+        r.problem(join(p, "mount_point"), e.to_string());
+    }
+    let ttl = r.int(t, p, "command_ttl_seconds", 5..=3600, 300);
     Some(MqttConfig {
+        command_ttl: Duration::from_secs(ttl? as u64),
         broker: broker?,
         client_id,
         keepalive: Duration::from_secs(keepalive? as u64),
         shared_group: Some(group).filter(|g| !g.is_empty()),
+        mount_point,
     })
 }
 
@@ -485,16 +605,38 @@ fn rules(r: &mut TomlReader, root: &toml::Table) -> Option<RulesConfig> {
     let t = r.optional_section(
         root,
         p,
-        &["missed_reports", "segment_factor", "min_disk_hours"],
+        &[
+            "missed_reports",
+            "segment_factor",
+            "min_disk_hours",
+            "max_interval_seconds",
+            "max_clock_skew_seconds",
+        ],
     );
     let d = RulesConfig::default();
     let missed = r.int(t, p, "missed_reports", 2..=100, i64::from(d.missed_reports));
     let factor = r.number(t, p, "segment_factor", 1.0..=100.0, d.segment_factor);
     let hours = r.number(t, p, "min_disk_hours", 0.0..=10_000.0, d.min_disk_hours);
+    let max_interval = r.int(
+        t,
+        p,
+        "max_interval_seconds",
+        1..=3600,
+        i64::from(d.max_interval_s),
+    );
+    let skew = r.int(
+        t,
+        p,
+        "max_clock_skew_seconds",
+        1..=86_400,
+        i64::from(d.max_clock_skew_s),
+    );
     Some(RulesConfig {
         missed_reports: missed? as u32,
         segment_factor: factor?,
         min_disk_hours: hours?,
+        max_interval_s: max_interval? as u32,
+        max_clock_skew_s: skew? as u32,
     })
 }
 
@@ -566,6 +708,13 @@ mod tests {
             ("127.0.0.1", 1883)
         );
         assert_eq!(c.mqtt.shared_group.as_deref(), Some("controllers"));
+        assert_eq!(c.mqtt.mount_point, "");
+        // Stable: the same on every start (no pid), distinct per HTTP port.
+        assert!(c.mqtt.client_id.starts_with("station-controller-"));
+        assert!(c.mqtt.client_id.ends_with("-8080"), "{}", c.mqtt.client_id);
+        assert_eq!(parse("").unwrap().mqtt.client_id, c.mqtt.client_id);
+        let other = parse("[http]\nlisten = \"127.0.0.1:8081\"").unwrap();
+        assert_ne!(other.mqtt.client_id, c.mqtt.client_id);
         assert_eq!(c.rules, RulesConfig::default());
         assert_eq!(c.database.write_queue, 100_000);
         assert_eq!(c.trust.key_file, Path::new("/etc/sw/controller-key.pem"));

@@ -98,7 +98,8 @@ impl Controller {
 
         let shutdown = CancellationToken::new();
         let metrics = Arc::new(Metrics::default());
-        let publisher = Publisher::default();
+        let limiter = auth::LoginLimiter::default();
+        let publisher = Publisher::new(cfg.mqtt.command_ttl.as_millis() as i64);
         let (writes_tx, writes_rx) = mpsc::channel(cfg.database.write_queue);
         let (trans_tx, trans_rx) = mpsc::unbounded_channel();
         let (changes, _) = broadcast::channel(64);
@@ -123,7 +124,13 @@ impl Controller {
             )),
             tokio::spawn(prune(
                 store.clone(),
-                cfg.database.history_days,
+                cfg.database.clone(),
+                shutdown.child_token(),
+            )),
+            tokio::spawn(commands::expire(store.clone(), shutdown.child_token())),
+            tokio::spawn(audit_login_failures(
+                store.clone(),
+                limiter.clone(),
                 shutdown.child_token(),
             )),
             tokio::spawn(keys::tsa::run(
@@ -147,7 +154,20 @@ impl Controller {
             }
         }));
 
+        let fd_limit = http::serve::raise_fd_limit();
+        let connections = http::serve::Connections::new(http::serve::connection_cap(
+            cfg.http.max_connections,
+            fd_limit,
+        ));
+        info!(
+            fd_limit,
+            max_connections = connections.cap(),
+            "HTTP connection cap"
+        );
         let state = AppState {
+            connections: connections.clone(),
+            streams: http::StreamSlots::default(),
+            resolved: http::Resolved::default(),
             store: store.clone(),
             fleet: fleet.clone(),
             publisher,
@@ -155,7 +175,7 @@ impl Controller {
             writes: writes_tx,
             http: cfg.http.clone(),
             changes,
-            limiter: auth::LoginLimiter::default(),
+            limiter,
             controller_key,
             archive,
         };
@@ -171,12 +191,10 @@ impl Controller {
         })?;
         let http_stop = shutdown.child_token();
         let app = http::router(state);
+        let header_timeout = cfg.http.header_timeout;
         tasks.push(tokio::spawn(async move {
-            let serve = axum::serve(listener, app)
-                .with_graceful_shutdown(async move { http_stop.cancelled().await });
-            if let Err(e) = serve.await {
-                warn!(error = %e, "HTTP server stopped");
-            }
+            // The peer address (ConnectInfo) is what login throttling counts.
+            http::serve::serve(listener, app, connections, header_timeout, http_stop).await;
         }));
         info!(%addr, "controller listening");
         Ok(Controller {
@@ -228,19 +246,52 @@ async fn notify(
     }
 }
 
-/// Deletes old health history once an hour.
-async fn prune(store: Store, days: u32, shutdown: CancellationToken) {
+/// Every few seconds, writes the failed logins counted since the last time as one audit row
+/// per (user name, address); also at stop.
+async fn audit_login_failures(
+    store: Store,
+    limiter: auth::LoginLimiter,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        let stop = tokio::select! {
+            _ = shutdown.cancelled() => true,
+            _ = tick.tick() => false,
+        };
+        if let Err(e) = auth::sessions::audit_failure_summaries(&store, &limiter).await {
+            warn!(error = %e, "cannot write failed logins to the audit log");
+        }
+        if stop {
+            return;
+        }
+    }
+}
+
+/// Once an hour, deletes what is past its retention: health history (`history_days`),
+/// events, closed alerts and commands (`events_days`), the audit log (`audit_days`).
+async fn prune(store: Store, db: config::DatabaseConfig, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_secs(3600));
+    let days = |d: u32| now_ms() - i64::from(d) * 86_400_000;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let before = now_ms() - i64::from(days) * 86_400_000;
-        match store.prune_history(before).await {
+        match store.prune_history(days(db.history_days)).await {
             Ok(n) if n > 0 => info!(rows = n, "old health history deleted"),
             Ok(_) => {}
             Err(e) => warn!(error = %e, "cannot delete old health history"),
+        }
+        match store.prune_events(days(db.events_days)).await {
+            Ok(n) if n > 0 => info!(rows = n, "old events, alerts and commands deleted"),
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "cannot delete old events"),
+        }
+        match store.prune_audit(days(db.audit_days)).await {
+            Ok(n) if n > 0 => info!(rows = n, "old audit entries deleted"),
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "cannot delete old audit entries"),
         }
     }
 }

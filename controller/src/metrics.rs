@@ -7,6 +7,10 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use parking_lot::Mutex;
 use serde::Serialize;
 
+/// Snapshot bytes the write queue may hold at once (the queue is bounded in messages too; a
+/// snapshot is up to 1 MiB, so without this 100,000 of them could be held in memory).
+pub const SNAPSHOT_QUEUE_BYTES: u64 = 64 * 1024 * 1024;
+
 /// How many recent delay samples percentiles are computed over.
 const SAMPLES: usize = 1 << 16;
 
@@ -21,6 +25,11 @@ pub struct Metrics {
     written: AtomicU64,
     write_errors: AtomicU64,
     health_write_dropped: AtomicU64,
+    /// Snapshot bytes in the write queue, bounded by [`SNAPSHOT_QUEUE_BYTES`].
+    snapshot_bytes_queued: AtomicU64,
+    snapshots_dropped: AtomicU64,
+    /// Since when database writes fail (Unix ms), 0 while they succeed.
+    db_failing_since: std::sync::atomic::AtomicI64,
     /// Report time (agent clock) to visible in the fleet, ms.
     health_delay: Mutex<VecDeque<i64>>,
     /// Duration of database write batches, ms.
@@ -49,6 +58,21 @@ pub struct MetricsReport {
     /// Health reports whose history point was not stored because the write queue was full.
     pub health_writes_dropped: u64,
     pub stations: usize,
+}
+
+/// What `/metrics` reports besides the ingest counters.
+#[derive(Debug, Default)]
+pub struct Gauges {
+    pub online: usize,
+    pub degraded: usize,
+    pub offline: usize,
+    pub unknown: usize,
+    pub alerts_open: usize,
+    pub write_backlog: usize,
+    pub sse_clients: usize,
+    pub http_connections: usize,
+    pub login_failures: u64,
+    pub hashing: usize,
 }
 
 #[derive(Debug, Serialize)]
@@ -104,6 +128,7 @@ impl Metrics {
         self.rejected.fetch_add(1, Relaxed);
     }
     pub fn batch(&self, writes: usize, ms: i64) {
+        self.db_failing_since.store(0, Relaxed);
         self.written.fetch_add(writes as u64, Relaxed);
         push(&self.batch_ms, ms);
     }
@@ -112,6 +137,155 @@ impl Metrics {
     }
     pub fn write_error(&self) {
         self.write_errors.fetch_add(1, Relaxed);
+        let _ = self
+            .db_failing_since
+            .compare_exchange(0, crate::now_ms().max(1), Relaxed, Relaxed);
+    }
+    /// Since when database writes fail (the controller-level alarm), if they do.
+    pub fn db_failing_since(&self) -> Option<i64> {
+        Some(self.db_failing_since.load(Relaxed)).filter(|t| *t != 0)
+    }
+    /// Reserves room for a snapshot of `bytes` in the write queue; false (and counted as
+    /// dropped) when the queue already holds [`SNAPSHOT_QUEUE_BYTES`].
+    pub fn reserve_snapshot(&self, bytes: u64) -> bool {
+        let r = self
+            .snapshot_bytes_queued
+            .fetch_update(Relaxed, Relaxed, |q| {
+                (q + bytes <= SNAPSHOT_QUEUE_BYTES).then_some(q + bytes)
+            });
+        if r.is_err() {
+            self.snapshots_dropped.fetch_add(1, Relaxed);
+        }
+        r.is_ok()
+    }
+    /// A queued snapshot of `bytes` was written (or given up).
+    pub fn release_snapshot(&self, bytes: u64) {
+        let _ = self
+            .snapshot_bytes_queued
+            .fetch_update(Relaxed, Relaxed, |q| Some(q.saturating_sub(bytes)));
+    }
+
+    /// The Prometheus text exposition format (version 0.0.4) of these figures and the gauges
+    /// given. Counters end in `_total`.
+    pub fn prometheus(&self, g: &Gauges) -> String {
+        use std::fmt::Write as _;
+        let mut o = String::new();
+        let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, f64)]| {
+            let _ = writeln!(o, "# HELP {name} {help}");
+            let _ = writeln!(o, "# TYPE {name} {kind}");
+            for (labels, v) in samples {
+                if labels.is_empty() {
+                    let _ = writeln!(o, "{name} {v}");
+                } else {
+                    let _ = writeln!(o, "{name}{{{labels}}} {v}");
+                }
+            }
+        };
+        let c = |a: &AtomicU64| a.load(Relaxed) as f64;
+        metric(
+            "stationwatch_stations",
+            "gauge",
+            "Stations by state.",
+            &[
+                ("state=\"online\"", g.online as f64),
+                ("state=\"degraded\"", g.degraded as f64),
+                ("state=\"offline\"", g.offline as f64),
+                ("state=\"unknown\"", g.unknown as f64),
+            ],
+        );
+        metric(
+            "stationwatch_db_failing",
+            "gauge",
+            "1 while database writes fail (the controller-level alarm), else 0.",
+            &[("", f64::from(u8::from(self.db_failing_since().is_some())))],
+        );
+        metric(
+            "stationwatch_alerts_open",
+            "gauge",
+            "Alerts open now.",
+            &[("", g.alerts_open as f64)],
+        );
+        metric(
+            "stationwatch_messages_received_total",
+            "counter",
+            "MQTT messages ingested, by kind.",
+            &[
+                ("kind=\"status\"", c(&self.status)),
+                ("kind=\"health\"", c(&self.health)),
+                ("kind=\"events\"", c(&self.events)),
+                ("kind=\"acks\"", c(&self.acks)),
+                ("kind=\"snapshots\"", c(&self.snapshots)),
+                ("kind=\"rejected\"", c(&self.rejected)),
+            ],
+        );
+        metric(
+            "stationwatch_db_writes_total",
+            "counter",
+            "Rows written by the database writer.",
+            &[("", c(&self.written))],
+        );
+        metric(
+            "stationwatch_db_write_errors_total",
+            "counter",
+            "Failed database write batches (each is retried).",
+            &[("", c(&self.write_errors))],
+        );
+        metric(
+            "stationwatch_write_backlog",
+            "gauge",
+            "Writes waiting for the database.",
+            &[("", g.write_backlog as f64)],
+        );
+        metric(
+            "stationwatch_write_queue_snapshot_bytes",
+            "gauge",
+            "Snapshot bytes waiting for the database.",
+            &[("", c(&self.snapshot_bytes_queued))],
+        );
+        metric(
+            "stationwatch_dropped_total",
+            "counter",
+            "What ingest dropped because the write queue was full, by kind.",
+            &[
+                ("kind=\"health_history\"", c(&self.health_write_dropped)),
+                ("kind=\"snapshot\"", c(&self.snapshots_dropped)),
+            ],
+        );
+        metric(
+            "stationwatch_sse_clients",
+            "gauge",
+            "Open event streams (/api/stream).",
+            &[("", g.sse_clients as f64)],
+        );
+        metric(
+            "stationwatch_http_connections",
+            "gauge",
+            "Open HTTP connections.",
+            &[("", g.http_connections as f64)],
+        );
+        metric(
+            "stationwatch_login_failures_total",
+            "counter",
+            "Failed logins (wrong password or name) and throttled attempts.",
+            &[("", g.login_failures as f64)],
+        );
+        metric(
+            "stationwatch_password_hashes_running",
+            "gauge",
+            "Password hashes being computed now.",
+            &[("", g.hashing as f64)],
+        );
+        let p = percentiles(&self.health_delay);
+        metric(
+            "stationwatch_health_delay_ms",
+            "gauge",
+            "Report time to visible in the fleet, over recent reports (ms).",
+            &[
+                ("quantile=\"0.5\"", p.p50.unwrap_or(0) as f64),
+                ("quantile=\"0.99\"", p.p99.unwrap_or(0) as f64),
+            ],
+        );
+        o
     }
 
     pub fn report(&self, write_backlog: usize, stations: usize) -> MetricsReport {

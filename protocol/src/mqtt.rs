@@ -49,8 +49,9 @@ pub use health::{
 pub use id::{HoldId, MessageId, MessageIdError, MAX_MESSAGE_ID_LEN};
 pub use status::{OfflineReason, Status, StatusState, LAST_WILL_PAYLOAD};
 pub use topic::{
-    controller_subscriptions, filters, parse_topic, shared, Direction, LastWill, QoS, Subscription,
-    TopicKind, TopicSpec, Topics, SHARED_GROUP, TOPIC_ROOT,
+    controller_subscriptions, filters, parse_topic, shared, unmount, validate_mount_point,
+    Direction, LastWill, MountPointError, QoS, Subscription, TopicKind, TopicSpec, Topics,
+    SHARED_GROUP, TOPIC_ROOT,
 };
 pub use upload::{SetUploadSetting, UploadHealth, UploadJobHealth, UploadJobState, UploadMode};
 

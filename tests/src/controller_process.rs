@@ -27,6 +27,10 @@ pub struct ControllerOpts {
     pub mqtt_url: Option<String>,
     /// More keys of the `[mqtt]` section (`username`, `password_file`, `ca_file`, ...).
     pub mqtt_extra: String,
+    /// More keys of the `[http]` section (`max_connections`, timeouts, ...).
+    pub http_extra: String,
+    /// Soft and hard limit of open files for the process (`None`: inherited).
+    pub nofile: Option<u64>,
 }
 
 impl ControllerOpts {
@@ -37,6 +41,8 @@ impl ControllerOpts {
             extra_toml: String::new(),
             mqtt_url: None,
             mqtt_extra: String::new(),
+            http_extra: String::new(),
+            nofile: None,
         }
     }
 }
@@ -67,10 +73,11 @@ impl ControllerProcess {
         std::fs::write(
             &config,
             format!(
-                "[http]\nlisten = \"127.0.0.1:{port}\"\ncookie_secure = false\n\
+                "[http]\nlisten = \"127.0.0.1:{port}\"\ncookie_secure = false\n{}\n\
                  [database]\nurl = \"{db}\"\n\
-                 [mqtt]\nurl = \"{}\"\nclient_id = \"controller-test-{port}\"\n{}\n\
+                 [mqtt]\nurl = \"{}\"\n{}\n\
                  [auth]\nbootstrap_admin = \"{ADMIN_USER}\"\nbootstrap_password_file = \"{}\"\n{}",
+                opts.http_extra,
                 opts.mqtt_url
                     .clone()
                     .unwrap_or_else(|| format!("mqtt://127.0.0.1:{}", opts.broker_port)),
@@ -79,12 +86,38 @@ impl ControllerProcess {
                 opts.extra_toml
             ),
         )?;
-        Self::start_with_config(&config, port)
+        Self::start_with_fd_limit(&config, port, opts.nofile)
     }
 
     /// Starts `run` on an existing config whose `http.listen` port is `port`.
     pub fn start_with_config(config: &Path, port: u16) -> Result<ControllerProcess> {
+        Self::start_with_fd_limit(config, port, None)
+    }
+
+    /// Like [`ControllerProcess::start_with_config`], with the soft and hard limit of open
+    /// files set to `nofile` (as on a default system: 1024) when given.
+    pub fn start_with_fd_limit(
+        config: &Path,
+        port: u16,
+        nofile: Option<u64>,
+    ) -> Result<ControllerProcess> {
         let mut cmd = Command::new(controller_bin()?);
+        if let Some(n) = nofile {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit is async-signal-safe; nothing else runs in the child here.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let lim = libc::rlimit {
+                        rlim_cur: n as libc::rlim_t,
+                        rlim_max: n as libc::rlim_t,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
         cmd.args(["run", "--config"])
             .arg(config)
             .stdin(Stdio::null())
@@ -213,6 +246,14 @@ impl Api {
             req = req.header("cookie", c);
         }
         Self::finish(req.send_json(body)?)
+    }
+
+    pub fn delete(&self, path: &str) -> Result<Reply> {
+        let mut req = self.agent.delete(&format!("{}{path}", self.base));
+        if let Some(c) = &self.cookie {
+            req = req.header("cookie", c);
+        }
+        Self::finish(req.call()?)
     }
 
     /// GET that must answer 200.

@@ -106,6 +106,10 @@ pub struct BrokerOpts {
     /// `persistence true`: retained messages and persistent sessions (with their queued QoS 1
     /// messages) survive [`Broker::stop`] + [`Broker::start`] (not [`Broker::kill`]).
     pub persistence: bool,
+    /// Adds a plain listener for stations with this `mount_point` (see
+    /// [`Broker::station_client`]), like the station listener of the reference config:
+    /// every topic its clients name is filed under the mount point. Same users and ACL.
+    pub station_mount_point: Option<String>,
 }
 
 impl Default for BrokerOpts {
@@ -117,6 +121,7 @@ impl Default for BrokerOpts {
             tls: false,
             require_client_cert: false,
             persistence: false,
+            station_mount_point: None,
         }
     }
 }
@@ -328,6 +333,7 @@ pub struct Broker {
     opts: BrokerOpts,
     ports: Vec<u16>,
     tls_port: Option<u16>,
+    station_port: Option<u16>,
     certs: Option<TestCerts>,
     conf: PathBuf,
     log_file: PathBuf,
@@ -381,6 +387,7 @@ impl Broker {
             opts,
             ports: Vec::new(),
             tls_port: None,
+            station_port: None,
             certs,
             child: None,
         };
@@ -394,6 +401,12 @@ impl Broker {
                 let p = pick_port()?;
                 broker.ports.push(p);
                 broker.tls_port = Some(p);
+            }
+            broker.station_port = None;
+            if broker.opts.station_mount_point.is_some() {
+                let p = pick_port()?;
+                broker.ports.push(p);
+                broker.station_port = Some(p);
             }
             let text =
                 broker.generated_config(password_file.as_deref(), acl_file.as_deref(), &data)?;
@@ -444,6 +457,7 @@ impl Broker {
             opts: BrokerOpts::default(),
             ports: ports.to_vec(),
             tls_port: None,
+            station_port: None,
             certs: None,
             child: None,
         };
@@ -492,6 +506,10 @@ impl Broker {
             let _ = writeln!(c, "require_certificate {}", o.require_client_cert);
         } else if o.tls {
             bail!("internal: TLS broker without TLS port or certificates");
+        }
+        if let (Some(port), Some(mount)) = (self.station_port, &o.station_mount_point) {
+            let _ = writeln!(c, "\nlistener {port} 127.0.0.1");
+            let _ = writeln!(c, "mount_point {mount}");
         }
         Ok(c)
     }
@@ -726,6 +744,15 @@ impl Broker {
     /// `mosquitto_pub`/`mosquitto_sub` arguments for the plain listener.
     pub fn client(&self) -> ClientArgs {
         ClientArgs::new("127.0.0.1", self.port())
+    }
+
+    /// `mosquitto_pub`/`mosquitto_sub` arguments for the station listener
+    /// ([`BrokerOpts::station_mount_point`]).
+    pub fn station_client(&self) -> Result<ClientArgs> {
+        let port = self
+            .station_port
+            .context("this broker has no station listener")?;
+        Ok(ClientArgs::new("127.0.0.1", port))
     }
 
     /// `mosquitto_pub`/`mosquitto_sub` arguments for the TLS listener, trusting the test CA.

@@ -53,7 +53,11 @@ fn requested_window_is_archived_verified_and_a_killed_agent_resumes(store: Store
         "kind": "upload", "job": "case-1", "from": ts(t0), "to": ts(t1),
         "priority": 5, "reason": "complaint 2026-0147"
     }));
-    assert_eq!(row["ack"]["result"]["cameras"], json!(["desk", "box"]), "{row}");
+    assert_eq!(
+        row["ack"]["result"]["cameras"],
+        json!(["desk", "box"]),
+        "{row}"
+    );
     let job = rig.wait_job_done("case-1", 90);
     eprintln!("job case-1: {job}");
     let n: usize = ["desk", "box"]

@@ -34,8 +34,35 @@ const WILL: &str = r#"{"v": 1, "state": "offline", "reason": "lost"}"#;
 /// Every topic a station publishes to.
 const STATION_TOPICS: [&str; 5] = ["status", "health", "events", "ack", "snapshot/desk"];
 
+/// The station listener's `mount_point` in the reference config (`config/mosquitto/`).
+const MOUNT: &str = "stations/";
+
+/// A topic as a station names it.
 fn topic(station: &str, sub: &str) -> String {
     format!("stationwatch/v1/{station}/{sub}")
+}
+
+/// The same topic as a controller sees it: under the station listener's mount point.
+fn ctl_topic(station: &str, sub: &str) -> String {
+    format!("{MOUNT}{}", topic(station, sub))
+}
+
+/// Waits for `payload` on the station's own command topic. Mosquitto up to 2.0.11 delivers it
+/// with the mount point still in front (fixed in 2.0.12); the agent accepts both.
+fn must_get_cmd(sub: &Subscriber, station: &str, payload: &str, broker: &Broker) -> Result<()> {
+    let (plain, mounted) = (topic(station, "cmd"), ctl_topic(station, "cmd"));
+    sub.wait_for(WAIT, |m| {
+        m.payload == payload.as_bytes() && (m.topic == plain || m.topic == mounted)
+    })
+    .map(|_| ())
+    .with_context(|| {
+        format!(
+            "{payload:?} on {plain} did not arrive; got {:?}\nsubscriber:\n{}\nbroker log:\n{}",
+            payloads(sub),
+            sub.log(),
+            broker.log()
+        )
+    })
 }
 
 fn skip_without_mosquitto() -> bool {
@@ -87,17 +114,20 @@ fn acl_keeps_stations_apart() -> Result<()> {
         return Ok(());
     }
     let acl = repo_file("config/mosquitto/acl")?;
+    // Stations on a listener with the reference config's mount point, the controller on one
+    // without (as in config/mosquitto/stationwatch.conf).
     let broker = Broker::new(BrokerOpts {
         anonymous: false,
         users: users(),
         acl: Some(acl),
+        station_mount_point: Some(MOUNT.into()),
         ..BrokerOpts::default()
     })?;
-    let as_a = broker.client().user(A, PASS_A);
-    let as_b = broker.client().user(B, PASS_B);
+    let as_a = broker.station_client()?.user(A, PASS_A);
+    let as_b = broker.station_client()?.user(B, PASS_B);
     let as_ctl = broker.client().user("controller", PASS_CTL);
 
-    let ctl = Subscriber::start(&as_ctl, &["stationwatch/v1/#"], 1)?;
+    let ctl = Subscriber::start(&as_ctl, &["stations/stationwatch/v1/#"], 1)?;
     // A tries to read B's commands directly and through wildcards. Mosquitto 2.0 grants such
     // subscriptions and filters each message at delivery.
     let a_cmds = Subscriber::start(&as_a, &[&topic(A, "cmd"), &topic(B, "cmd")], 1)?;
@@ -106,9 +136,16 @@ fn acl_keeps_stations_apart() -> Result<()> {
     let b_cmds = Subscriber::start(&as_b, &[&topic(B, "cmd")], 1)?;
 
     // Anonymous clients and wrong passwords are refused.
-    assert!(publish(&broker.client(), &topic(A, "health"), b"anon", 1, false).is_err());
     assert!(publish(
-        &broker.client().user(A, "wrong"),
+        &broker.station_client()?,
+        &topic(A, "health"),
+        b"anon",
+        1,
+        false
+    )
+    .is_err());
+    assert!(publish(
+        &broker.station_client()?.user(A, "wrong"),
         &topic(A, "health"),
         b"bad-password",
         1,
@@ -129,12 +166,14 @@ fn acl_keeps_stations_apart() -> Result<()> {
         topic(A, "other"),
         "stationwatch/v1/A-0001".to_string(),
         "elsewhere".to_string(),
+        // Outside the mount point is out of reach: this becomes stations/stations/...
+        ctl_topic(A, "health"),
     ] {
         publish(&as_a, &t, b"forged-by-A", 1, false)?;
     }
     // B's own report, routed after all of A's attempts.
     publish(&as_b, &topic(B, "health"), b"legit-B", 1, false)?;
-    must_get(&ctl, &topic(B, "health"), "legit-B", &broker)?;
+    must_get(&ctl, &ctl_topic(B, "health"), "legit-B", &broker)?;
     assert!(
         never_got(&ctl, "forged-by-A"),
         "the controller received a forged message: {:?}",
@@ -146,7 +185,7 @@ fn acl_keeps_stations_apart() -> Result<()> {
     );
     let log = broker.log();
     assert!(
-        log.contains("Denied PUBLISH from") && log.contains(&topic(B, "health")),
+        log.contains("Denied PUBLISH from") && log.contains(&ctl_topic(B, "health")),
         "the broker did not log the denied publish:\n{log}"
     );
 
@@ -161,16 +200,16 @@ fn acl_keeps_stations_apart() -> Result<()> {
         )?;
     }
     for sub in STATION_TOPICS {
-        must_get(&ctl, &topic(A, sub), &format!("A-{sub}"), &broker)?;
+        must_get(&ctl, &ctl_topic(A, sub), &format!("A-{sub}"), &broker)?;
     }
 
     // 3. The controller commands both; each station gets its own command only.
-    publish(&as_ctl, &topic(B, "cmd"), b"cmd-for-B", 1, false)?;
-    publish(&as_ctl, &topic(A, "cmd"), b"cmd-for-A", 1, false)?;
-    must_get(&b_cmds, &topic(B, "cmd"), "cmd-for-B", &broker)?;
-    must_get(&a_cmds, &topic(A, "cmd"), "cmd-for-A", &broker)?;
-    must_get(&a_all, &topic(A, "cmd"), "cmd-for-A", &broker)?;
-    must_get(&a_wild, &topic(A, "cmd"), "cmd-for-A", &broker)?;
+    publish(&as_ctl, &ctl_topic(B, "cmd"), b"cmd-for-B", 1, false)?;
+    publish(&as_ctl, &ctl_topic(A, "cmd"), b"cmd-for-A", 1, false)?;
+    must_get_cmd(&b_cmds, B, "cmd-for-B", &broker)?;
+    must_get_cmd(&a_cmds, A, "cmd-for-A", &broker)?;
+    must_get_cmd(&a_all, A, "cmd-for-A", &broker)?;
+    must_get_cmd(&a_wild, A, "cmd-for-A", &broker)?;
     // Everything published so far was routed before cmd-for-A: A saw only that.
     assert_eq!(
         payloads(&a_cmds),
@@ -186,10 +225,16 @@ fn acl_keeps_stations_apart() -> Result<()> {
 
     // 4. The controller cannot write station topics.
     for sub in STATION_TOPICS {
-        publish(&as_ctl, &topic(A, sub), b"forged-by-controller", 1, true)?;
+        publish(
+            &as_ctl,
+            &ctl_topic(A, sub),
+            b"forged-by-controller",
+            1,
+            true,
+        )?;
     }
-    publish(&as_ctl, &topic(B, "cmd"), b"cmd-2-for-B", 1, false)?;
-    must_get(&ctl, &topic(B, "cmd"), "cmd-2-for-B", &broker)?;
+    publish(&as_ctl, &ctl_topic(B, "cmd"), b"cmd-2-for-B", 1, false)?;
+    must_get(&ctl, &ctl_topic(B, "cmd"), "cmd-2-for-B", &broker)?;
     assert!(
         never_got(&ctl, "forged-by-controller"),
         "the controller could write a station topic"
@@ -216,15 +261,19 @@ fn acl_keeps_stations_apart() -> Result<()> {
         1,
     )?;
     agent_a.kill()?;
-    must_get(&ctl, &topic(A, "status"), WILL, &broker)?;
+    must_get(&ctl, &ctl_topic(A, "status"), WILL, &broker)?;
     assert!(
         never_got(&ctl, "will-forged-by-A"),
         "A's forged will arrived"
     );
     // The will is retained: a controller that starts now still sees it.
     // Retained messages come in the order of the filters: B's (if any) before A's.
-    let late = Subscriber::start(&as_ctl, &[&topic(B, "status"), &topic(A, "status")], 1)?;
-    let will = must_get(&late, &topic(A, "status"), WILL, &broker)?;
+    let late = Subscriber::start(
+        &as_ctl,
+        &[&ctl_topic(B, "status"), &ctl_topic(A, "status")],
+        1,
+    )?;
+    let will = must_get(&late, &ctl_topic(A, "status"), WILL, &broker)?;
     assert!(will.retained);
     assert_eq!(
         payloads(&late),
@@ -403,7 +452,7 @@ fn adapt_production_config(
             _ if line.trim_start().starts_with('#') => line.to_string(),
             _ => {
                 assert!(
-                    !line.contains('/') || key == "log_timestamp_format",
+                    !line.contains('/') || ["log_timestamp_format", "mount_point"].contains(&key),
                     "stationwatch.conf has a path the test does not know: {line}"
                 );
                 line.to_string()
@@ -434,47 +483,94 @@ fn adapt_production_config(
     out
 }
 
+/// A Mosquitto running the reference config (`config/mosquitto/stationwatch.conf` and `acl`)
+/// on free ports, with station accounts `stations` and the `controller` account.
+struct Reference {
+    broker: Broker,
+    station_port: u16,
+    controller_port: u16,
+    /// The test CA the station listener's certificate is signed by (inside the broker's dir).
+    ca: std::path::PathBuf,
+}
+
+impl Reference {
+    fn start(stations: &[(&str, &str)]) -> Result<Reference> {
+        let dir = tempfile::tempdir()?;
+        let root = dir.path().to_path_buf();
+        std::fs::create_dir_all(root.join("data"))?;
+        let certs = TestCerts::generate(&root.join("certs"))?;
+        let stations: Vec<(String, String)> = stations
+            .iter()
+            .map(|(u, p)| (u.to_string(), p.to_string()))
+            .collect();
+        write_password_file(&root.join("stations.passwd"), &stations)?;
+        write_password_file(
+            &root.join("controllers.passwd"),
+            &[("controller".into(), PASS_CTL.into())],
+        )?;
+        std::fs::write(root.join("acl"), repo_file("config/mosquitto/acl")?)?;
+        let (station_port, controller_port) = (free_port(), free_port());
+        let conf = adapt_production_config(
+            &repo_file("config/mosquitto/stationwatch.conf")?,
+            &root,
+            &certs,
+            station_port,
+            controller_port,
+        );
+        let broker = Broker::from_config(dir, &conf, &[station_port, controller_port])?;
+        Ok(Reference {
+            broker,
+            station_port,
+            controller_port,
+            ca: certs.ca_cert,
+        })
+    }
+
+    /// `mosquitto_pub`/`mosquitto_sub` arguments for a station on the TLS station listener.
+    fn station(&self, user: &str, pass: &str) -> ClientArgs {
+        ClientArgs::new("127.0.0.1", self.station_port)
+            .cafile(&self.ca)
+            .user(user, pass)
+    }
+
+    /// ... and for the controller account on the local controller listener.
+    fn controller(&self) -> ClientArgs {
+        ClientArgs::new("127.0.0.1", self.controller_port).user("controller", PASS_CTL)
+    }
+}
+
+/// The reference config's station listener `mount_point` (`""` without one): what the
+/// controller's filters start with. Read from the file so that this test shows what the
+/// config does, whatever it says.
+fn reference_mount_point() -> Result<String> {
+    Ok(repo_file("config/mosquitto/stationwatch.conf")?
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("mount_point "))
+        .map(|v| v.trim().to_string())
+        .next()
+        .unwrap_or_default())
+}
+
 #[test]
 fn reference_config_runs_and_protects_stations() -> Result<()> {
     if skip_without_mosquitto() || skip_without_openssl() {
         return Ok(());
     }
-    let dir = tempfile::tempdir()?;
-    let root = dir.path().to_path_buf();
-    std::fs::create_dir_all(root.join("data"))?;
-    let certs = TestCerts::generate(&root.join("certs"))?;
-    let stations: Vec<(String, String)> =
-        vec![(A.into(), PASS_A.into()), (B.into(), PASS_B.into())];
-    write_password_file(&root.join("stations.passwd"), &stations)?;
-    write_password_file(
-        &root.join("controllers.passwd"),
-        &[("controller".into(), PASS_CTL.into())],
-    )?;
-    std::fs::write(root.join("acl"), repo_file("config/mosquitto/acl")?)?;
-    let (station_port, controller_port) = (free_port(), free_port());
-    let conf = adapt_production_config(
-        &repo_file("config/mosquitto/stationwatch.conf")?,
-        &root,
-        &certs,
-        station_port,
-        controller_port,
-    );
-    let broker = Broker::from_config(dir, &conf, &[station_port, controller_port])?;
+    let r = Reference::start(&[(A, PASS_A), (B, PASS_B)])?;
+    let (broker, station_port, controller_port) = (&r.broker, r.station_port, r.controller_port);
+    let certs_ca = r.ca.clone();
 
-    let station = |user: &str, pass: &str| {
-        ClientArgs::new("127.0.0.1", station_port)
-            .cafile(&certs.ca_cert)
-            .user(user, pass)
-    };
-    let controller = ClientArgs::new("127.0.0.1", controller_port).user("controller", PASS_CTL);
+    let station = |user: &str, pass: &str| r.station(user, pass);
+    let controller = r.controller();
+    let _ = &certs_ca;
 
     // A controller replica with a shared subscription, on the local listener.
     let ctl = Subscriber::start(
         &controller.clone().client_id("stationwatch-controller-test"),
         &[
-            "$share/controllers/stationwatch/v1/+/health",
-            "stationwatch/v1/+/snapshot/+",
-            "stationwatch/v1/+/events",
+            "$share/controllers/stations/stationwatch/v1/+/health",
+            "stations/stationwatch/v1/+/snapshot/+",
+            "stations/stationwatch/v1/+/events",
         ],
         1,
     )?;
@@ -485,7 +581,7 @@ fn reference_config_runs_and_protects_stations() -> Result<()> {
         1,
         false,
     )?;
-    must_get(&ctl, &topic(A, "health"), "health-A", &broker)?;
+    must_get(&ctl, &ctl_topic(A, "health"), "health-A", broker)?;
 
     // Accounts only work on their own listener; plain MQTT does not reach the station port.
     let station_on_ctl = ClientArgs::new("127.0.0.1", controller_port).user(A, PASS_A);
@@ -514,15 +610,15 @@ fn reference_config_runs_and_protects_stations() -> Result<()> {
         1,
         false,
     )?;
-    must_get(&ctl, &topic(A, "events"), "event-A", &broker)?;
+    must_get(&ctl, &ctl_topic(A, "events"), "event-A", broker)?;
     let log = broker.log();
     assert!(
         !log.contains("already connected"),
         "a client was kicked off by a client id takeover:\n{log}"
     );
     assert!(log.contains(&format!("as {A} ")) && log.contains(&format!("as {B} ")));
-    publish(&controller, &topic(B, "cmd"), b"cmd-B", 1, false)?;
-    must_get(&b_agent, &topic(B, "cmd"), "cmd-B", &broker)?;
+    publish(&controller, &ctl_topic(B, "cmd"), b"cmd-B", 1, false)?;
+    must_get_cmd(&b_agent, B, "cmd-B", broker)?;
     assert_eq!(
         b_agent.log().matches("received CONNACK").count(),
         1,
@@ -532,6 +628,7 @@ fn reference_config_runs_and_protects_stations() -> Result<()> {
 
     // Snapshots up to 1 MiB pass; larger ones are dropped without disconnecting the agent.
     let snap = topic(A, "snapshot/desk");
+    let ctl_snap = ctl_topic(A, "snapshot/desk");
     publish(
         &station(A, PASS_A),
         &snap,
@@ -547,11 +644,11 @@ fn reference_config_runs_and_protects_stations() -> Result<()> {
         false,
     )?;
     publish(&station(A, PASS_A), &snap, b"small", 1, false)?;
-    must_get(&ctl, &snap, "small", &broker)?;
+    must_get(&ctl, &ctl_snap, "small", broker)?;
     let sizes: Vec<usize> = ctl
         .messages()
         .iter()
-        .filter(|m| m.topic == snap)
+        .filter(|m| m.topic == ctl_snap)
         .map(|m| m.payload.len())
         .collect();
     assert_eq!(sizes, [1024 * 1024, 5]);
@@ -630,29 +727,9 @@ fn agent_and_controller_work_through_the_reference_broker_config() -> Result<()>
     {
         return Ok(());
     }
-    let dir = tempfile::tempdir()?;
-    let root = dir.path().to_path_buf();
-    std::fs::create_dir_all(root.join("data"))?;
-    let certs = TestCerts::generate(&root.join("certs"))?;
-    write_password_file(
-        &root.join("stations.passwd"),
-        &[(A.into(), PASS_A.into()), (B.into(), PASS_B.into())],
-    )?;
-    write_password_file(
-        &root.join("controllers.passwd"),
-        &[("controller".into(), PASS_CTL.into())],
-    )?;
-    std::fs::write(root.join("acl"), repo_file("config/mosquitto/acl")?)?;
-    let (station_port, controller_port) = (free_port(), free_port());
-    let conf = adapt_production_config(
-        &repo_file("config/mosquitto/stationwatch.conf")?,
-        &root,
-        &certs,
-        station_port,
-        controller_port,
-    );
+    let r = Reference::start(&[(A, PASS_A), (B, PASS_B)])?;
+    let (station_port, controller_port) = (r.station_port, r.controller_port);
     let work = tempfile::tempdir()?;
-    let _broker = Broker::from_config(dir, &conf, &[station_port, controller_port])?;
 
     let ctl_pw = work.path().join("controller-mqtt.pass");
     std::fs::write(&ctl_pw, PASS_CTL)?;
@@ -660,8 +737,9 @@ fn agent_and_controller_work_through_the_reference_broker_config() -> Result<()>
     std::fs::create_dir(&ctl_dir)?;
     let mut opts = ControllerOpts::new(controller_port);
     opts.mqtt_extra = format!(
-        "username = \"controller\"\npassword_file = \"{}\"",
-        ctl_pw.display()
+        "username = \"controller\"\npassword_file = \"{}\"\nmount_point = \"{}\"",
+        ctl_pw.display(),
+        reference_mount_point()?
     );
     let ctl = ControllerProcess::start(&ctl_dir, &opts)?;
     let api = ctl.admin()?;
@@ -672,7 +750,7 @@ fn agent_and_controller_work_through_the_reference_broker_config() -> Result<()>
     std::fs::write(&pw, PASS_A)?;
     let mqtt = format!(
         "url = \"mqtts://127.0.0.1:{station_port}\"\nca_file = \"{}\"\npassword_file = \"{}\"",
-        certs.ca_cert.display(),
+        r.ca.display(),
         pw.display()
     );
     let agent = AgentProcess::start(&agent_dir, &agent_toml(&agent_dir.join("rec"), A, &mqtt))?;
@@ -716,5 +794,294 @@ fn controller_works_over_mqtt_tls() -> Result<()> {
     let _agent = AgentProcess::start(&agent_dir, &agent_toml(&agent_dir.join("rec"), A, &mqtt))?;
     controller_sees_station_and_pings_it(&api, A);
     // The controller's only broker URL is the TLS listener: the reports above came that way.
+    Ok(())
+}
+
+/// What an attacking station's MQTT client saw.
+#[derive(Default, Debug)]
+struct Seen {
+    connected: bool,
+    subacks: Vec<String>,
+    /// Reason codes of the PUBACKs of its publishes (MQTT 5 names them; 3.1.1 has none).
+    pubacks: Vec<String>,
+    messages: Vec<(String, Vec<u8>)>,
+}
+
+type Shared = std::sync::Arc<std::sync::Mutex<Seen>>;
+
+/// A station's MQTT 3.1.1 client (rumqttc) on the TLS station listener: subscribes to every
+/// filter, publishes `forged` on every topic of `publish_to`, and records what comes back.
+async fn attacker_v311(
+    r_host_port: (String, u16),
+    ca: std::path::PathBuf,
+    (user, pass): (String, String),
+    filters: Vec<String>,
+    publish_to: Vec<String>,
+    seen: Shared,
+) {
+    use rumqttc::{AsyncClient, Event, Incoming, QoS};
+    use stationwatch_protocol::broker_config::{BrokerConfig, TlsFiles};
+    let cfg = BrokerConfig {
+        host: r_host_port.0,
+        port: r_host_port.1,
+        tls: Some(TlsFiles {
+            ca_file: ca,
+            client_cert: None,
+        }),
+        username: Some(user.clone()),
+        password: Some(pass),
+    };
+    let opts = stationwatch_runtime::mqtt::options(&cfg, &format!("attacker-311-{user}"))
+        .expect("mqtt options");
+    let (client, mut eventloop) = AsyncClient::new(opts, 64);
+    loop {
+        match eventloop.poll().await {
+            Ok(Event::Incoming(Incoming::ConnAck(_))) => {
+                seen.lock().unwrap().connected = true;
+                for f in &filters {
+                    client.subscribe(f, QoS::AtLeastOnce).await.unwrap();
+                }
+                for t in &publish_to {
+                    client
+                        .publish(t, QoS::AtLeastOnce, false, "forged")
+                        .await
+                        .unwrap();
+                }
+            }
+            Ok(Event::Incoming(Incoming::SubAck(s))) => seen
+                .lock()
+                .unwrap()
+                .subacks
+                .extend(s.return_codes.iter().map(|c| format!("{c:?}"))),
+            Ok(Event::Incoming(Incoming::PubAck(_))) => {
+                seen.lock().unwrap().pubacks.push("acked".into())
+            }
+            Ok(Event::Incoming(Incoming::Publish(p))) => seen
+                .lock()
+                .unwrap()
+                .messages
+                .push((p.topic.clone(), p.payload.to_vec())),
+            Ok(_) => {}
+            Err(e) => {
+                eprintln!("attacker 3.1.1: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
+/// The same with an MQTT 5 client (rumqttc::v5).
+async fn attacker_v5(
+    r_host_port: (String, u16),
+    ca: std::path::PathBuf,
+    (user, pass): (String, String),
+    filters: Vec<String>,
+    publish_to: Vec<String>,
+    seen: Shared,
+) {
+    use rumqttc::v5::mqttbytes::QoS;
+    use rumqttc::v5::{AsyncClient, Event, Incoming, MqttOptions};
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut opts = MqttOptions::new(format!("attacker-5-{user}"), r_host_port.0, r_host_port.1);
+    opts.set_credentials(user, pass);
+    opts.set_transport(rumqttc::Transport::tls_with_config(
+        rumqttc::TlsConfiguration::Simple {
+            ca: std::fs::read(&ca).expect("ca"),
+            alpn: None,
+            client_auth: None,
+        },
+    ));
+    let (client, mut eventloop) = AsyncClient::new(opts, 64);
+    loop {
+        match eventloop.poll().await {
+            Ok(Event::Incoming(Incoming::ConnAck(_))) => {
+                seen.lock().unwrap().connected = true;
+                for f in &filters {
+                    client.subscribe(f, QoS::AtLeastOnce).await.unwrap();
+                }
+                for t in &publish_to {
+                    client
+                        .publish(t, QoS::AtLeastOnce, false, "forged")
+                        .await
+                        .unwrap();
+                }
+            }
+            Ok(Event::Incoming(Incoming::SubAck(s))) => seen
+                .lock()
+                .unwrap()
+                .subacks
+                .extend(s.return_codes.iter().map(|c| format!("{c:?}"))),
+            Ok(Event::Incoming(Incoming::PubAck(a))) => {
+                seen.lock().unwrap().pubacks.push(format!("{:?}", a.reason))
+            }
+            Ok(Event::Incoming(Incoming::Publish(p))) => seen.lock().unwrap().messages.push((
+                String::from_utf8_lossy(&p.topic).into_owned(),
+                p.payload.to_vec(),
+            )),
+            Ok(_) => {}
+            Err(e) => {
+                eprintln!("attacker 5: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
+fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    while !ok() {
+        anyhow::ensure!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+/// Issue 13, finding 1: a station joins the controllers' shared group (`$share/controllers/...`)
+/// and Mosquitto hands it every other station's events, which its ACL then drops. With the
+/// reference config (station listener `mount_point`), stations on MQTT 3.1.1 and on MQTT 5 try
+/// every shared and wildcard subscription and every foreign publish they can think of: two
+/// controller replicas in the shared group still get every one of B's events exactly once, the
+/// attackers get nothing but their own commands, and no forged message reaches a controller.
+#[test]
+fn stations_cannot_join_the_controllers_group_or_publish_outside_their_tree() -> Result<()> {
+    if skip_without_mosquitto() || skip_without_openssl() {
+        return Ok(());
+    }
+    const C: &str = "C-0003";
+    const PASS_C: &str = "secret-c";
+    const EVENTS: usize = 40;
+    let mount = reference_mount_point()?;
+    let r = Reference::start(&[(A, PASS_A), (B, PASS_B), (C, PASS_C)])?;
+    let events_filter = format!("{mount}stationwatch/v1/+/events");
+
+    // Two controller replicas sharing the events, as controllers do (controller_subscriptions).
+    let group = format!("$share/controllers/{events_filter}");
+    let ctl1 = Subscriber::start(&r.controller().client_id("ctl-1"), &[&group], 1)?;
+    let ctl2 = Subscriber::start(&r.controller().client_id("ctl-2"), &[&group], 1)?;
+
+    // Every filter an attacker might try to reach other stations' messages with.
+    let filters: Vec<String> = [
+        "$share/controllers/stationwatch/v1/+/events".to_string(),
+        "$share/controllers/stations/stationwatch/v1/+/events".to_string(),
+        format!("$share/controllers/{events_filter}"),
+        "$share/controllers/#".to_string(),
+        "$share/x/#".to_string(),
+        "#".to_string(),
+        "+/#".to_string(),
+        "stationwatch/v1/+/events".to_string(),
+        "stationwatch/v1/B-0002/#".to_string(),
+        "stations/stationwatch/v1/+/events".to_string(),
+        "$SYS/#".to_string(),
+    ]
+    .into();
+    // ... and every topic outside its own tree it might publish on.
+    let forged_topics = |me: &str| -> Vec<String> {
+        vec![
+            topic(B, "events"),
+            topic(B, "health"),
+            topic(B, "status"),
+            topic(B, "ack"),
+            topic(me, "cmd"),
+            topic(B, "cmd"),
+            ctl_topic(B, "events"),
+            format!("{mount}{}", topic(B, "events")),
+            topic(me, "snapshot/desk/deeper"),
+            "elsewhere".into(),
+        ]
+    };
+    let rt = tokio::runtime::Runtime::new()?;
+    let host = ("127.0.0.1".to_string(), r.station_port);
+    let seen_a = Shared::default();
+    let seen_c = Shared::default();
+    let attacks = [
+        rt.spawn(attacker_v311(
+            host.clone(),
+            r.ca.clone(),
+            (A.into(), PASS_A.into()),
+            filters.clone(),
+            forged_topics(A),
+            seen_a.clone(),
+        )),
+        rt.spawn(attacker_v5(
+            host,
+            r.ca.clone(),
+            (C.into(), PASS_C.into()),
+            filters.clone(),
+            forged_topics(C),
+            seen_c.clone(),
+        )),
+    ];
+    let n_forged = forged_topics(A).len();
+    for (name, seen) in [("3.1.1", &seen_a), ("5", &seen_c)] {
+        wait_until(&format!("MQTT {name} attacker's acks"), WAIT * 2, || {
+            let s = seen.lock().unwrap();
+            s.subacks.len() == filters.len() && s.pubacks.len() == n_forged
+        })?;
+    }
+    // MQTT 5 says why a publish was refused.
+    let c = seen_c.lock().unwrap().pubacks.clone();
+    assert!(
+        c.iter().all(|p| p == "NotAuthorized"),
+        "MQTT 5 forged publishes were not refused as NotAuthorized: {c:?}"
+    );
+
+    // B reports events; the attackers are subscribed with everything they could think of.
+    let b = r.station(B, PASS_B);
+    let sent: Vec<String> = (0..EVENTS).map(|i| format!("event-{i:02}")).collect();
+    for e in &sent {
+        publish(&b, &topic(B, "events"), e.as_bytes(), 1, false)?;
+    }
+    // Sentinels: each attacker's own command, routed after all of B's events.
+    for who in [A, C] {
+        let cmd = format!("{mount}{}", topic(who, "cmd"));
+        publish(&r.controller(), &cmd, b"own-cmd", 1, false)?;
+    }
+    // The controllers: every event exactly once across both replicas, nothing forged.
+    let received = || -> Vec<String> {
+        let mut all: Vec<String> = payloads(&ctl1).into_iter().chain(payloads(&ctl2)).collect();
+        all.sort();
+        all
+    };
+    let done = wait_until("every event at the controllers", WAIT, || {
+        received().len() >= EVENTS
+    });
+    let got = received();
+    let lost: Vec<&String> = sent.iter().filter(|e| !got.contains(e)).collect();
+    assert!(
+        done.is_ok() && lost.is_empty(),
+        "{} of {EVENTS} events never reached a controller replica (taken by a station in the \
+         shared group?): {lost:?}",
+        lost.len()
+    );
+    assert_eq!(got, sent, "duplicated or forged events at the controllers");
+    assert!(
+        !payloads(&ctl1).is_empty() && !payloads(&ctl2).is_empty(),
+        "the shared group did not share: {} / {}",
+        payloads(&ctl1).len(),
+        payloads(&ctl2).len()
+    );
+    for (name, seen, me) in [("3.1.1", &seen_a, A), ("5", &seen_c, C)] {
+        wait_until(&format!("MQTT {name} attacker's own command"), WAIT, || {
+            seen.lock()
+                .unwrap()
+                .messages
+                .iter()
+                .any(|(_, p)| p == b"own-cmd")
+        })?;
+        // (An MQTT 5 client may get its command once per matching subscription.)
+        let got = seen.lock().unwrap().messages.clone();
+        assert!(
+            got.iter()
+                .all(|(t, p)| p == b"own-cmd" && t.ends_with(&topic(me, "cmd"))),
+            "the MQTT {name} attacker read more than its own command: {:?}",
+            got.iter()
+                .map(|(t, p)| format!("{t}: {}", String::from_utf8_lossy(p)))
+                .collect::<Vec<_>>()
+        );
+    }
+
+    for a in attacks {
+        a.abort();
+    }
     Ok(())
 }

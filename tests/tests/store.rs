@@ -14,6 +14,8 @@ fn db(url: String) -> DatabaseConfig {
         url,
         max_connections: 4,
         history_days: 30,
+        events_days: 400,
+        audit_days: 3650,
         write_queue: 100_000,
     }
 }
@@ -104,14 +106,48 @@ async fn scenario(url: String) {
         "expired session"
     );
     assert!(store.session_user("nope", 10).await.unwrap().is_none());
-    store.insert_token("tok", obs, "script", 5).await.unwrap();
+    let id = store
+        .insert_token("tok0123456789abcdef", obs, "script", 5, 100_000)
+        .await
+        .unwrap();
+    assert_eq!(id, "tok0123456789abc");
     assert_eq!(
-        store.token_user("tok").await.unwrap().unwrap().role,
+        store
+            .token_user("tok0123456789abcdef", 50_000)
+            .await
+            .unwrap()
+            .unwrap()
+            .role,
         "observer"
     );
+    let listed = store.tokens(Some(obs)).await.unwrap();
+    assert_eq!(
+        (listed[0].last_used_at, listed[0].expires_at),
+        (Some(50_000), Some(100_000))
+    );
+    assert!(store.tokens(Some(obs + 1000)).await.unwrap().is_empty());
+    assert!(
+        store
+            .token_user("tok0123456789abcdef", 100_001)
+            .await
+            .unwrap()
+            .is_none(),
+        "an expired token"
+    );
+    assert!(!store.revoke_token(&id, Some(obs + 1000)).await.unwrap());
+    assert!(store.revoke_token(&id, Some(obs)).await.unwrap());
+    assert!(store
+        .token_user("tok0123456789abcdef", 50_000)
+        .await
+        .unwrap()
+        .is_none());
+    store
+        .insert_token("tok2", obs, "script", 5, 100_000)
+        .await
+        .unwrap();
     assert!(store.delete_user(obs).await.unwrap());
     assert!(
-        store.token_user("tok").await.unwrap().is_none(),
+        store.token_user("tok2", 50_000).await.unwrap().is_none(),
         "tokens go with their user"
     );
 
@@ -214,6 +250,7 @@ async fn scenario(url: String) {
         issued_by: "alice".into(),
         issued_at: 3_000,
         status: "sent".into(),
+        expires_at: Some(303_000),
         ack_at: None,
         ack: None,
     };
@@ -249,6 +286,60 @@ async fn scenario(url: String) {
         store.commands(&sid("st-1"), 10).await.unwrap()[0].status,
         "done"
     );
+
+    // A command never acknowledged before its expiry becomes `expired` (final states stay);
+    // only a late `done` replaces it, not a late `accepted` or `rejected`.
+    let c2 = CommandRow {
+        id: "c2".into(),
+        issued_at: 3_500,
+        expires_at: Some(5_000),
+        ..cmd.clone()
+    };
+    store.insert_command(&c2).await.unwrap();
+    assert_eq!(store.expire_commands(4_999).await.unwrap(), 0);
+    assert_eq!(store.expire_commands(5_001).await.unwrap(), 1);
+    assert_eq!(store.expire_commands(5_002).await.unwrap(), 0);
+    let status = |id: &'static str| {
+        let store = store.clone();
+        async move {
+            store
+                .commands(&sid("st-1"), 10)
+                .await
+                .unwrap()
+                .into_iter()
+                .find(|c| c.id == id)
+                .unwrap()
+                .status
+        }
+    };
+    assert_eq!(status("c2").await, "expired");
+    assert_eq!(status("c1").await, "done");
+    let ack2 = |status: &str| Write::Ack {
+        station: sid("st-1"),
+        command_id: "c2".into(),
+        status: status.into(),
+        at: 6_000,
+        json: "{}".into(),
+    };
+    store
+        .write_batch(&[ack2("accepted"), ack2("rejected")])
+        .await
+        .unwrap();
+    assert_eq!(status("c2").await, "expired");
+    store.write_batch(&[ack2("done")]).await.unwrap();
+    assert_eq!(status("c2").await, "done");
+
+    // Retention: commands, events and closed alerts by events_days; the audit log by
+    // audit_days (open alerts stay whatever their age).
+    assert!(store.prune_events(3_200).await.unwrap() >= 1);
+    let left: Vec<String> = store
+        .commands(&sid("st-1"), 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    assert_eq!(left, ["c2"]);
 
     // Alerts: one open per station and kind, whoever opens it.
     assert!(store
@@ -312,6 +403,18 @@ async fn scenario(url: String) {
     let log = store.audit_log(10).await.unwrap();
     assert_eq!((log[0].username.as_str(), log[0].ok), ("mallory", false));
     assert_eq!(log.len(), 2);
+    store
+        .audit(100, "u", "login", "", "old", false)
+        .await
+        .unwrap();
+    store
+        .audit(i64::MAX / 2, "u", "login", "", "new", false)
+        .await
+        .unwrap();
+    assert!(store.prune_audit(1_000).await.unwrap() >= 1);
+    let audit = store.audit_log(10_000).await.unwrap();
+    assert!(audit.iter().all(|e| e.at >= 1_000));
+    assert!(audit.iter().any(|e| e.detail == "new"));
 
     archive(&store).await;
     store.close().await;

@@ -725,6 +725,8 @@ async fn trust_tables(url: String) {
         url,
         max_connections: 4,
         history_days: 30,
+        events_days: 400,
+        audit_days: 3650,
         write_queue: 100_000,
     })
     .await

@@ -107,7 +107,11 @@ fn options(
 ) -> Result<MqttOptions, MqttError> {
     let mut o = stationwatch_runtime::mqtt::options(&cfg.broker, station.as_str())?;
     o.set_keep_alive(cfg.keepalive);
-    o.set_clean_session(true);
+    // A persistent session (client id = station id): commands the controller publishes while
+    // this agent is disconnected wait at the broker and arrive when it reconnects; each is
+    // judged by its age and expiry then (`CommandEnvelope::check`) and run at most once
+    // (`CommandLog`).
+    o.set_clean_session(false);
     o.set_max_packet_size(256 * 1024, MAX_SNAPSHOT_BYTES + 64 * 1024);
     let will = topics.last_will();
     o.set_last_will(rumqttc::LastWill::new(
@@ -212,7 +216,7 @@ pub async fn run(ctx: MqttContext, shutdown: CancellationToken) -> Result<(), Mq
                         link.on_connect(&client, &mut conn);
                     }
                     Ok(Event::Incoming(Incoming::Publish(p))) => {
-                        if p.topic == link.topics.command() {
+                        if link.topics.is_command(&p.topic) {
                             link.on_command(&p.payload);
                             link.pump(&client, &mut conn);
                         }

@@ -35,6 +35,8 @@ async fn fixture_with(cfg: impl FnOnce(&std::path::Path) -> ArchiveConfig) -> Fi
         url: format!("sqlite://{}", dir.path().join("c.db").display()),
         max_connections: 2,
         history_days: 30,
+        events_days: 400,
+        audit_days: 3650,
         write_queue: 100,
     })
     .await

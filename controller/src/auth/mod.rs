@@ -13,8 +13,14 @@ use std::sync::Arc;
 use serde::Serialize;
 use stationwatch_protocol::StationId;
 
-pub use passwords::{hash_password, verify_password, AuthError, MIN_PASSWORD_CHARS};
-pub use throttle::LoginLimiter;
+pub use passwords::{
+    hash_bounded, hash_password, hashing_now, hashing_permits, verify_bounded, verify_password,
+    AuthError, MIN_PASSWORD_CHARS,
+};
+pub use throttle::{FailureSummary, LoginLimiter, Throttled};
+
+/// Longest user name (also the limit of names users are created with).
+pub const MAX_USERNAME_CHARS: usize = 64;
 pub use tokens::{new_token, token_hash};
 pub use users::{create_user, CreateUserError};
 

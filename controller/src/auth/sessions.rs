@@ -1,12 +1,16 @@
 //! Logging in and out, and resolving a session or API token to a [`User`].
 
 use std::collections::HashSet;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use stationwatch_protocol::StationId;
 use tracing::info;
 
-use super::{hash_password, new_token, token_hash, verify_password, LoginLimiter, Role, User};
+use super::{
+    hash_bounded, new_token, token_hash, verify_bounded, AuthError, LoginLimiter, Role, User,
+    MAX_USERNAME_CHARS,
+};
 use crate::audit::{self, Action};
 use crate::store::{Store, StoreError, UserRow};
 
@@ -16,6 +20,8 @@ pub enum LoginError {
     Locked,
     #[error("wrong user name or password")]
     Wrong,
+    #[error("the server is busy checking passwords; try again in a moment")]
+    Busy,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -26,66 +32,117 @@ pub struct Session {
     pub user: UserRow,
 }
 
-/// Checks a password (throttled per user name, audited) and opens a session of `ttl_ms`.
+/// Checks a password (throttled by address and user name, see [`LoginLimiter`]; the hashing
+/// bounded, see [`verify_bounded`]) and opens a session of `ttl_ms`. The first failure of a
+/// (name, address) in a window is audited at once, later ones in summaries
+/// ([`audit_failure_summaries`]); a refused name longer than [`MAX_USERNAME_CHARS`] is cut
+/// in the audit log.
 pub async fn login(
     store: &Store,
     limiter: &LoginLimiter,
     username: &str,
     password: &str,
+    address: IpAddr,
     ttl_ms: i64,
 ) -> Result<Session, LoginError> {
     let now = crate::now_ms();
-    let name = username.trim().to_owned();
-    if limiter.locked(&name, now) {
-        let _ = audit::record(
-            store,
-            now,
-            &name,
-            Action::Login,
-            "",
-            "refused: too many failures",
-            false,
-        )
-        .await;
+    let name = username.trim();
+    let name: String = if name.chars().count() > MAX_USERNAME_CHARS {
+        // No user has such a name: refused like a wrong password, without hashing, and
+        // counted against the address under a bounded name.
+        let cut: String = name.chars().take(MAX_USERNAME_CHARS).collect();
+        let cut = format!("{cut}…");
+        if let Err(t) = limiter.check(&cut, address, now) {
+            limiter.refused(&cut, address, now);
+            info!(%address, throttled = t.detail(), "login refused");
+            return Err(LoginError::Locked);
+        }
+        fail(store, limiter, &cut, address, now).await?;
+        return Err(LoginError::Wrong);
+    } else {
+        name.to_owned()
+    };
+    if let Err(t) = limiter.check(&name, address, now) {
+        limiter.refused(&name, address, now);
+        info!(username = %name, %address, throttled = t.detail(), "login refused");
         return Err(LoginError::Locked);
     }
     let user = store.user_by_name(&name).await?;
     let pw = password.to_owned();
     let ok = match &user {
-        Some(u) => {
-            let hash = u.password_hash.clone();
-            tokio::task::spawn_blocking(move || verify_password(&pw, &hash))
-                .await
-                .unwrap_or(false)
-        }
-        None => {
-            // Same cost as a real check, so timing does not reveal which names exist.
-            let _ =
-                tokio::task::spawn_blocking(move || hash_password(&format!("{pw}-padding"))).await;
-            false
-        }
+        Some(u) => verify_bounded(pw, u.password_hash.clone()).await,
+        // Same cost as a real check, so timing does not reveal which names exist.
+        None => hash_bounded(format!("{pw}-padding")).await.map(|_| false),
+    };
+    let ok = match ok {
+        Ok(ok) => ok,
+        Err(AuthError::Busy) => return Err(LoginError::Busy),
+        Err(_) => false,
     };
     let Some(u) = user.filter(|_| ok) else {
-        limiter.failed(&name, now);
+        fail(store, limiter, &name, address, now).await?;
+        return Err(LoginError::Wrong);
+    };
+    limiter.succeeded(&name, address);
+    let (token, hash) = new_token("sws_");
+    store.insert_session(&hash, u.id, now, now + ttl_ms).await?;
+    audit::record(
+        store,
+        now,
+        &u.username,
+        Action::Login,
+        "",
+        &format!("from {address}"),
+        true,
+    )
+    .await?;
+    info!(username = %u.username, %address, "login");
+    Ok(Session { token, user: u })
+}
+
+async fn fail(
+    store: &Store,
+    limiter: &LoginLimiter,
+    name: &str,
+    address: IpAddr,
+    now: i64,
+) -> Result<(), StoreError> {
+    if limiter.failed(name, address, now) {
         audit::record(
             store,
             now,
-            &name,
+            name,
             Action::Login,
             "",
-            "wrong user name or password",
+            &format!("wrong user name or password, from {address}"),
             false,
         )
         .await?;
-        info!(username = %name, "login refused");
-        return Err(LoginError::Wrong);
-    };
-    limiter.succeeded(&name);
-    let (token, hash) = new_token("sws_");
-    store.insert_session(&hash, u.id, now, now + ttl_ms).await?;
-    audit::record(store, now, &u.username, Action::Login, "", "", true).await?;
-    info!(username = %u.username, "login");
-    Ok(Session { token, user: u })
+    }
+    info!(username = %name, %address, "login refused");
+    Ok(())
+}
+
+/// Writes one audit row per (name, address) for the failed and refused logins counted since
+/// the last call (the first failure of each was written when it happened).
+pub async fn audit_failure_summaries(
+    store: &Store,
+    limiter: &LoginLimiter,
+) -> Result<(), StoreError> {
+    let now = crate::now_ms();
+    for s in limiter.summaries() {
+        let detail = format!(
+            "{} more wrong passwords and {} throttled attempts from {} since {}",
+            s.wrong,
+            s.throttled,
+            s.address,
+            stationwatch_protocol::manifest::Timestamp::from_unix_ms(s.since)
+                .map(|t| t.to_string())
+                .unwrap_or_default()
+        );
+        audit::record(store, now, &s.username, Action::Login, "", &detail, false).await?;
+    }
+    Ok(())
 }
 
 /// Ends a session (when the request came with one) and audits the logout.
@@ -112,7 +169,9 @@ pub async fn resolve(
     session: Option<&str>,
 ) -> Result<Option<User>, StoreError> {
     let row = if let Some(token) = api_token {
-        store.token_user(&token_hash(token.trim())).await?
+        store
+            .token_user(&token_hash(token.trim()), crate::now_ms())
+            .await?
     } else if let Some(token) = session {
         store
             .session_user(&token_hash(token), crate::now_ms())
@@ -150,19 +209,51 @@ pub async fn create_api_token(
     store: &Store,
     user: &User,
     name: &str,
-) -> Result<String, StoreError> {
+    valid_days: u32,
+) -> Result<NewApiToken, StoreError> {
     let now = crate::now_ms();
     let (token, hash) = new_token("swt_");
-    store.insert_token(&hash, user.id, name, now).await?;
+    let expires_at = now + i64::from(valid_days) * 86_400_000;
+    let id = store
+        .insert_token(&hash, user.id, name, now, expires_at)
+        .await?;
     audit::record(
         store,
         now,
         &user.username,
         Action::TokenCreate,
         name,
-        "",
+        &format!("id {id}, valid {valid_days} days"),
         true,
     )
     .await?;
-    Ok(token)
+    Ok(NewApiToken {
+        token,
+        id,
+        expires_at,
+    })
+}
+
+/// A token just made: the secret (shown once), its public id and its expiry.
+pub struct NewApiToken {
+    pub token: String,
+    pub id: String,
+    pub expires_at: i64,
+}
+
+/// Revokes token `id`: the user's own, or anyone's for an admin; audited.
+pub async fn revoke_api_token(store: &Store, user: &User, id: &str) -> Result<bool, StoreError> {
+    let owner = (user.role != Role::Admin).then_some(user.id);
+    let done = store.revoke_token(id, owner).await?;
+    audit::record(
+        store,
+        crate::now_ms(),
+        &user.username,
+        Action::TokenRevoke,
+        id,
+        "",
+        done,
+    )
+    .await?;
+    Ok(done)
 }

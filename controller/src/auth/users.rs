@@ -4,7 +4,7 @@
 use serde::Serialize;
 use stationwatch_protocol::{IdError, StationId};
 
-use super::{hash_password, AuthError, Role, User};
+use super::{hash_bounded, AuthError, Role, User};
 use crate::audit::{self, Action};
 use crate::store::{Store, StoreError};
 
@@ -45,17 +45,14 @@ pub async fn create_user(
     role: Role,
 ) -> Result<i64, CreateUserError> {
     let ok_name = !username.is_empty()
-        && username.len() <= 64
+        && username.len() <= super::MAX_USERNAME_CHARS
         && username
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '@'));
     if !ok_name {
         return Err(CreateUserError::BadName);
     }
-    let pw = password.to_owned();
-    let hash = tokio::task::spawn_blocking(move || hash_password(&pw))
-        .await
-        .map_err(|e| AuthError::Hash(e.to_string()))??;
+    let hash = hash_bounded(password.to_owned()).await?;
     store
         .create_user(username, &hash, role.name(), crate::now_ms())
         .await?

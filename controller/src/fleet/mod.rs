@@ -251,6 +251,11 @@ pub struct Fleet {
 }
 
 impl Fleet {
+    /// The thresholds the rules apply.
+    pub fn rules(&self) -> &RulesConfig {
+        &self.rules
+    }
+
     pub fn new(rules: RulesConfig) -> Self {
         Fleet {
             inner: Arc::default(),
@@ -307,7 +312,10 @@ impl Fleet {
                     return Some(reevaluate(s, now, &self.rules));
                 }
             }
-            if s.health.as_ref().is_some_and(|h| h.at >= health.at) {
+            // The latest *received* report is the station's word (per station, on the
+            // controllers' clocks): the agent's `at` is not trusted for ordering, so a report
+            // dated 9999 cannot hide every later one.
+            if s.health_received_at.is_some_and(|r| r >= received_at) {
                 return None;
             }
             out.heads = witness(s, &health, received_at, reported);
@@ -479,6 +487,27 @@ impl Fleet {
         ids.iter()
             .filter_map(|id| g.stations.get(id).map(Station::summary))
             .collect()
+    }
+
+    /// Whether the station's latest health report lists `camera` (snapshots are stored only
+    /// for cameras the station itself reports).
+    pub fn reports_camera(&self, id: &StationId, camera: &stationwatch_protocol::CameraId) -> bool {
+        self.read()
+            .stations
+            .get(id)
+            .and_then(|s| s.health.as_ref())
+            .is_some_and(|h| h.cameras.contains_key(camera))
+    }
+
+    /// Reasons in force over all stations: the alerts that should be open (for `/metrics`
+    /// while the database is away).
+    pub fn reasons_total(&self) -> usize {
+        self.read().stations.values().map(|s| s.reasons.len()).sum()
+    }
+
+    /// Stations by state (for `/metrics`).
+    pub fn by_state(&self) -> Counts {
+        self.counts(&|_| true)
     }
 
     pub fn get(&self, id: &StationId) -> Option<Station> {
@@ -764,14 +793,27 @@ mod tests {
     }
 
     #[test]
-    fn older_reports_never_replace_newer_ones() {
+    fn the_latest_received_report_wins_whatever_its_date() {
         let f = Fleet::new(RulesConfig::default());
         let now = 1_780_000_000_000;
         assert!(f
             .apply_health(&sid("a"), health(now, "N"), now, now)
             .transition
             .is_none());
+        // Received later, dated earlier (a clock set back): taken.
         f.apply_health(&sid("a"), health(now - 15_000, "S"), now + 5, now + 5);
+        assert_eq!(f.get(&sid("a")).unwrap().region(), Some("S"));
+        // Dated 9999 (forged): taken, but the next report received replaces it.
+        let forged = "9999-12-31T23:59:59.000Z"
+            .parse::<Timestamp>()
+            .unwrap()
+            .unix_ms();
+        f.apply_health(&sid("a"), health(forged, "F"), now + 10, now + 10);
+        assert_eq!(f.get(&sid("a")).unwrap().region(), Some("F"));
+        f.apply_health(&sid("a"), health(now + 20, "N"), now + 20, now + 20);
+        assert_eq!(f.get(&sid("a")).unwrap().region(), Some("N"));
+        // A row received earlier (another replica's, read back late) replaces nothing.
+        f.apply_health(&sid("a"), health(now + 30, "S"), now + 15, now + 30);
         assert_eq!(f.get(&sid("a")).unwrap().region(), Some("N"));
     }
 

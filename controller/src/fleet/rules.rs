@@ -49,7 +49,7 @@ impl StationState {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Reason {
     /// `offline`, `camera_not_recording`, `no_segment`, `disk_low`, `clock_unsynced`,
-    /// `holds_file_error`.
+    /// `clock_skew`, `holds_file_error`.
     pub kind: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub camera: Option<CameraId>,
@@ -100,6 +100,22 @@ pub const ARCHIVE_HOLD_MS: i64 = 24 * 3_600_000;
 /// A `key_mismatch` reason holds this long after the last report under a foreign key (a forger
 /// interleaving reports with the real station must not make the alert flap).
 pub const KEY_MISMATCH_HOLD_MS: i64 = 10 * 60_000;
+
+/// How far the report's `at` lies from when it was received (ms, positive: the station's clock
+/// is ahead), when that is more than `rules.max_clock_skew_s`.
+pub fn clock_skew_ms(h: &Health, received_at: i64, rules: &RulesConfig) -> Option<i64> {
+    let skew = h.at.unix_ms().saturating_sub(received_at);
+    (skew.unsigned_abs() > u64::from(rules.max_clock_skew_s) * 1000).then_some(skew)
+}
+
+/// The report's time where the controller's clock is meant (history points, latency): its
+/// `at` when within `rules.max_clock_skew_s` of `received_at`, otherwise `received_at`.
+pub fn bounded_at(h: &Health, received_at: i64, rules: &RulesConfig) -> i64 {
+    match clock_skew_ms(h, received_at, rules) {
+        Some(_) => received_at,
+        None => h.at.unix_ms(),
+    }
+}
 
 /// The state and every reason, at controller time `now` (ms).
 pub fn evaluate(o: &Observed<'_>, now: i64, rules: &RulesConfig) -> (StationState, Vec<Reason>) {
@@ -180,7 +196,10 @@ fn evaluate_reports(
         };
     };
     let received = o.health_received_at.unwrap_or(now);
-    let allowed = i64::from(rules.missed_reports) * i64::from(h.interval_s.max(1)) * 1000;
+    // Silence is measured on the controller's clock, from the interval the report claims,
+    // bounded: a forged `interval_s` of years cannot keep a silent station online.
+    let interval = h.interval_s.clamp(1, rules.max_interval_s.max(1));
+    let allowed = i64::from(rules.missed_reports) * i64::from(interval) * 1000;
     if now - received > allowed {
         let reason = Reason::new(
             "offline",
@@ -251,6 +270,18 @@ fn evaluate_reports(
                 "the station's clock is not synchronised".into(),
             ));
         }
+    }
+    if let Some(skew_ms) = clock_skew_ms(h, received, rules) {
+        let dir = if skew_ms > 0 { "ahead of" } else { "behind" };
+        reasons.push(Reason::new(
+            "clock_skew",
+            None,
+            format!(
+                "the station's clock is {} s {dir} the controller's (report dated {})",
+                skew_ms.unsigned_abs() / 1000,
+                h.at
+            ),
+        ));
     }
     // Holds fail closed on the station: nothing is deleted by policy until a person fixes the
     // holds file, so the disk fills up. An operator must send a technician.
@@ -437,7 +468,13 @@ mod tests {
                 archive_refused: &BTreeMap::new(),
                 archive_unavailable: None,
             };
-            let (state, reasons) = evaluate(&o, now, &RulesConfig::default());
+            // The report arrives at `now` (10 minutes after it was made, later on): not a
+            // clock question here.
+            let rules = RulesConfig {
+                max_clock_skew_s: 86_400,
+                ..RulesConfig::default()
+            };
+            let (state, reasons) = evaluate(&o, now, &rules);
             (state, reasons.iter().map(Reason::key).collect::<Vec<_>>())
         };
         assert_eq!(
@@ -452,6 +489,32 @@ mod tests {
             check(&none, Some(&mismatch), NOW + KEY_MISMATCH_HOLD_MS).0,
             StationState::Online
         );
+    }
+
+    #[test]
+    fn an_absurd_clock_is_flagged_and_a_forged_interval_is_bounded() {
+        // Dated 9999, claiming reports every 136 years: flagged, and offline after
+        // missed_reports x max_interval_s of silence like any other.
+        let mut h = healthy();
+        h.at = "9999-12-31T23:59:59.000Z".parse::<Timestamp>().unwrap();
+        h.interval_s = u32::MAX;
+        // (Its segments then look 8,000 years old too: both times are the agent's.)
+        let (state, keys) = eval(None, None, Some(&h), Some(NOW - 1000));
+        assert_eq!(state, StationState::Degraded);
+        assert!(keys.contains(&"clock_skew".to_owned()), "{keys:?}");
+        let rules = RulesConfig::default();
+        let limit = i64::from(rules.missed_reports * rules.max_interval_s) * 1000;
+        assert_eq!(
+            eval(None, None, Some(&h), Some(NOW - limit - 1)).0,
+            StationState::Offline
+        );
+        assert_eq!(bounded_at(&h, NOW, &rules), NOW);
+        // A clock behind by more than the skew, too; within it, nothing.
+        h.at = ts(NOW - 301_000);
+        assert_eq!(eval(None, None, Some(&h), Some(NOW)).1, ["clock_skew"]);
+        h.at = ts(NOW - 299_000);
+        assert!(eval(None, None, Some(&h), Some(NOW)).1.is_empty());
+        assert_eq!(bounded_at(&h, NOW, &rules), NOW - 299_000);
     }
 
     #[test]

@@ -20,6 +20,40 @@ pub(crate) async fn metrics(State(state): State<AppState>, _: Staff) -> Json<Met
     Json(state.metrics.report(backlog, state.fleet.len()))
 }
 
+/// `GET /metrics`: the Prometheus text format (for Prometheus and Grafana; scrape with an
+/// operator's or admin's API token as bearer).
+pub(crate) async fn prometheus(
+    State(state): State<AppState>,
+    _: Staff,
+) -> ApiResult<axum::response::Response> {
+    use axum::response::IntoResponse;
+    let by_state = state.fleet.by_state();
+    let g = crate::metrics::Gauges {
+        online: by_state.online,
+        degraded: by_state.degraded,
+        offline: by_state.offline,
+        unknown: by_state.unknown,
+        // From the database; from the fleet's reasons while the database is away.
+        alerts_open: match state.store.open_alerts().await {
+            Ok(a) => a.len(),
+            Err(_) => state.fleet.reasons_total(),
+        },
+        write_backlog: state.writes.max_capacity() - state.writes.capacity(),
+        sse_clients: state.streams.total(),
+        http_connections: state.connections.open(),
+        login_failures: state.limiter.failures_total(),
+        hashing: crate::auth::hashing_now(),
+    };
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.prometheus(&g),
+    )
+        .into_response())
+}
+
 pub(crate) async fn audit(
     State(state): State<AppState>,
     _: Admin,

@@ -59,6 +59,7 @@ impl From<LoginError> for ApiError {
         match e {
             LoginError::Locked => ApiError(StatusCode::TOO_MANY_REQUESTS, e.to_string()),
             LoginError::Wrong => ApiError(StatusCode::UNAUTHORIZED, e.to_string()),
+            LoginError::Busy => ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
             LoginError::Store(e) => e.into(),
         }
     }

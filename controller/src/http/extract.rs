@@ -35,7 +35,28 @@ pub(crate) async fn authenticate(state: &AppState, headers: &HeaderMap) -> ApiRe
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     let session = session_cookie(headers);
-    Ok(sessions::resolve(&state.store, bearer, session.as_deref()).await?)
+    let key = bearer
+        .map(|b| crate::auth::token_hash(b.trim()))
+        .or_else(|| session.as_deref().map(crate::auth::token_hash));
+    let now = crate::now_ms();
+    match sessions::resolve(&state.store, bearer, session.as_deref()).await {
+        Ok(user) => {
+            if let Some(k) = key {
+                state.resolved.note(k, user.clone(), now);
+            }
+            Ok(user)
+        }
+        // The database is failing: a credential this replica resolved recently (within a
+        // session's lifetime) still works, so operators keep their dashboard during the
+        // outage. Nothing can be revoked meanwhile: revoking needs the database too.
+        Err(e) => {
+            let ttl = state.http.session_ttl.as_millis() as i64;
+            match key.and_then(|k| state.resolved.get(&k, now - ttl)) {
+                Some(user) => Ok(Some(user)),
+                None => Err(e.into()),
+            }
+        }
+    }
 }
 
 impl FromRequestParts<AppState> for User {
@@ -133,5 +154,87 @@ impl WindowQuery {
     /// `limit`, or `default`, within 1..=`max`.
     pub fn limit(&self, default: i64, max: i64) -> i64 {
         self.limit.unwrap_or(default).clamp(1, max)
+    }
+}
+
+/// The address a request comes from: the TCP peer, or, when the peer is one of
+/// `[http] trusted_proxies` (the reverse proxy), the last address of `X-Forwarded-For` that is
+/// not itself a trusted proxy. A client cannot choose its address by sending the header
+/// directly: an untrusted peer's header is ignored.
+pub(crate) struct ClientAddr(pub std::net::IpAddr);
+
+impl FromRequestParts<AppState> for ClientAddr {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0.ip())
+            .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
+        Ok(ClientAddr(client_address(
+            peer,
+            &parts.headers,
+            &state.http.trusted_proxies,
+        )))
+    }
+}
+
+pub(crate) fn client_address(
+    peer: std::net::IpAddr,
+    headers: &HeaderMap,
+    trusted: &[std::net::IpAddr],
+) -> std::net::IpAddr {
+    let canon = |ip: std::net::IpAddr| ip.to_canonical();
+    let peer = canon(peer);
+    if !trusted.contains(&peer) {
+        return peer;
+    }
+    let forwarded: Vec<std::net::IpAddr> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|a| a.trim().parse().ok())
+        .map(canon)
+        .collect();
+    forwarded
+        .into_iter()
+        .rev()
+        .find(|a| !trusted.contains(a))
+        .unwrap_or(peer)
+}
+
+#[cfg(test)]
+mod client_address_tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_for_counts_only_behind_a_trusted_proxy() {
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        let trusted = [ip("127.0.0.1")];
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", "6.6.6.6, 203.0.113.5".parse().unwrap());
+        // Behind the proxy: the address the proxy saw (the last one), not what the client wrote.
+        assert_eq!(
+            client_address(ip("127.0.0.1"), &h, &trusted),
+            ip("203.0.113.5")
+        );
+        // A client talking directly cannot pick its address.
+        assert_eq!(
+            client_address(ip("198.51.100.7"), &h, &trusted),
+            ip("198.51.100.7")
+        );
+        assert_eq!(
+            client_address(ip("127.0.0.1"), &HeaderMap::new(), &trusted),
+            ip("127.0.0.1")
+        );
+        assert_eq!(
+            client_address(ip("::ffff:198.51.100.7"), &h, &trusted),
+            ip("198.51.100.7")
+        );
     }
 }

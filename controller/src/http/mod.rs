@@ -13,6 +13,7 @@ mod dashboard;
 mod error;
 mod extract;
 mod keys;
+pub mod serve;
 mod session;
 mod stations;
 mod stream;
@@ -55,6 +56,90 @@ pub struct AppState {
     pub controller_key: Arc<StationKey>,
     /// Where stations upload footage.
     pub archive: Archive,
+    /// Open HTTP connections and their cap.
+    pub connections: serve::Connections,
+    /// Open event streams per user.
+    pub streams: StreamSlots,
+    /// Credentials resolved recently, used only while the database fails.
+    pub resolved: Resolved,
+}
+
+/// Token hash → the user it resolved to and when (bounded; cleared when full).
+#[derive(Clone, Default)]
+pub struct Resolved {
+    map: Arc<parking_lot::Mutex<std::collections::HashMap<String, (User, i64)>>>,
+}
+
+impl Resolved {
+    const MAX: usize = 50_000;
+
+    pub fn note(&self, key: String, user: Option<User>, now: i64) {
+        let mut g = self.map.lock();
+        match user {
+            Some(u) => {
+                if g.len() >= Self::MAX {
+                    g.clear();
+                }
+                g.insert(key, (u, now));
+            }
+            None => {
+                g.remove(&key);
+            }
+        }
+    }
+
+    /// The user `key` resolved to at or after `since`.
+    pub fn get(&self, key: &str, since: i64) -> Option<User> {
+        self.map
+            .lock()
+            .get(key)
+            .filter(|(_, at)| *at >= since)
+            .map(|(u, _)| u.clone())
+    }
+}
+
+/// Event streams open per user id, each held by a [`StreamSlot`] that frees itself on drop.
+#[derive(Clone, Default)]
+pub struct StreamSlots {
+    open: Arc<parking_lot::Mutex<std::collections::HashMap<i64, usize>>>,
+}
+
+impl StreamSlots {
+    /// A slot for `user`, unless they already have `max` streams open.
+    pub fn take(&self, user: i64, max: usize) -> Option<StreamSlot> {
+        let mut g = self.open.lock();
+        let n = g.entry(user).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(StreamSlot {
+            slots: self.clone(),
+            user,
+        })
+    }
+
+    /// Event streams open now, all users.
+    pub fn total(&self) -> usize {
+        self.open.lock().values().sum()
+    }
+}
+
+pub struct StreamSlot {
+    slots: StreamSlots,
+    user: i64,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut g = self.slots.open.lock();
+        if let Some(n) = g.get_mut(&self.user) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                g.remove(&self.user);
+            }
+        }
+    }
 }
 
 pub fn router(state: AppState) -> Router {
@@ -87,11 +172,16 @@ pub fn router(state: AppState) -> Router {
         .route("/api/alerts", get(stations::alerts))
         .route("/api/stream", get(stream::stream))
         .route("/api/metrics", get(admin::metrics))
+        .route("/metrics", get(admin::prometheus))
         .route("/api/audit", get(admin::audit))
         .route("/api/users", get(users::list).post(users::create))
         .route("/api/users/{username}", delete(users::delete))
         .route("/api/users/{username}/grants", put(users::set_grants))
-        .route("/api/tokens", post(users::create_token))
+        .route(
+            "/api/tokens",
+            get(users::list_tokens).post(users::create_token),
+        )
+        .route("/api/tokens/{id}", delete(users::revoke_token))
         .route("/api/openapi.yaml", get(openapi))
         .route("/api/stations/{id}/archive", get(archive::station_archive))
         .route("/api/archive/summary", get(archive::summary))
@@ -103,7 +193,32 @@ pub fn router(state: AppState) -> Router {
             "/archive/v1/{station}/{camera}/segments/{seq}",
             get(archive::station_request).put(archive::station_request),
         )
+        .layer(axum::middleware::from_fn_with_state(
+            state.http.request_timeout,
+            request_timeout,
+        ))
         .with_state(state)
+}
+
+/// Every request but the event stream must be answered within `[http]
+/// request_timeout_seconds`, body upload included (a client trickling its body holds nothing
+/// for long): `408` otherwise.
+async fn request_timeout(
+    axum::extract::State(limit): axum::extract::State<std::time::Duration>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if req.uri().path() == "/api/stream" {
+        return next.run(req).await;
+    }
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => (
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            axum::Json(serde_json::json!({ "error": "request timed out" })),
+        )
+            .into_response(),
+    }
 }
 
 /// The API's own description.

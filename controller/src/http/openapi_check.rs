@@ -23,7 +23,7 @@ use super::stations::{
     Events, HealthHistory, OpenAlerts, SnapshotTime, StationAlerts, StationDetail, Summary,
 };
 use super::stream::StreamBatch;
-use super::users::{Created, NewTokenOut, Users};
+use super::users::{Created, NewTokenOut, Tokens, Users};
 use super::OPENAPI_YAML;
 use crate::auth::users::UserInfo;
 use crate::auth::Role;
@@ -443,6 +443,7 @@ fn typed_responses_match_docs_openapi_yaml() {
             counts: fleet.counts(&all),
             regions: fleet.regions(&all),
             broker_connected: true,
+            database_failing_since: Some(1),
             now: 1,
             uploads: fleet.upload_totals(&all),
         },
@@ -532,6 +533,7 @@ fn typed_responses_match_docs_openapi_yaml() {
                 issued_by: "op".into(),
                 issued_at: 1,
                 status: "acked".into(),
+                expires_at: Some(300_001),
                 ack_at: Some(2),
                 ack: Some(json!({})),
             }],
@@ -596,6 +598,23 @@ fn typed_responses_match_docs_openapi_yaml() {
         &NewTokenOut {
             token: "swt_x".into(),
             name: "script".into(),
+            id: "0123456789abcdef".into(),
+            expires_at: 1,
+        },
+    );
+    c(
+        "get",
+        "/api/tokens",
+        "200",
+        &Tokens {
+            tokens: vec![crate::store::TokenRow {
+                id: "0123456789abcdef".into(),
+                name: "script".into(),
+                username: "op".into(),
+                created_at: 1,
+                expires_at: Some(2),
+                last_used_at: None,
+            }],
         },
     );
     {

@@ -10,7 +10,7 @@ use cookie::{Cookie, SameSite};
 use serde::{Deserialize, Serialize};
 
 use super::error::ApiResult;
-use super::extract::session_cookie;
+use super::extract::{session_cookie, ClientAddr};
 use super::AppState;
 use crate::auth::{sessions, Role, User, SESSION_COOKIE};
 
@@ -51,6 +51,7 @@ fn session_cookie_header(value: String, max_age_secs: i64, secure: bool) -> Opti
 
 pub(crate) async fn login(
     State(state): State<AppState>,
+    ClientAddr(address): ClientAddr,
     Json(body): Json<LoginBody>,
 ) -> ApiResult<Response> {
     let ttl = state.http.session_ttl;
@@ -59,6 +60,7 @@ pub(crate) async fn login(
         &state.limiter,
         &body.username,
         &body.password,
+        address,
         ttl.as_millis() as i64,
     )
     .await?;

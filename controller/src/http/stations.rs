@@ -25,6 +25,8 @@ pub(crate) struct Summary {
     pub counts: Counts,
     pub regions: BTreeMap<String, usize>,
     pub broker_connected: bool,
+    /// Since when this controller's database writes fail (the dashboard shows a banner).
+    pub database_failing_since: Option<i64>,
     pub now: i64,
     /// Fleet-wide upload figures: footage only on stations, backlog, rate.
     #[serde(flatten)]
@@ -76,6 +78,7 @@ pub(crate) async fn summary(State(state): State<AppState>, user: User) -> Json<S
         counts: state.fleet.counts(&visible),
         regions: state.fleet.regions(&visible),
         broker_connected: state.publisher.connected(),
+        database_failing_since: state.metrics.db_failing_since(),
         now: now_ms(),
         uploads: state.fleet.upload_totals(&visible),
     })

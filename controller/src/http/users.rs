@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use super::error::ApiResult;
+use super::error::{ApiError, ApiResult};
 use super::extract::{Admin, Require};
 use super::AppState;
 use crate::auth::users::{self, UserInfo};
@@ -26,6 +26,13 @@ pub(crate) struct Created {
 pub(crate) struct NewTokenOut {
     pub token: String,
     pub name: String,
+    pub id: String,
+    pub expires_at: i64,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct Tokens {
+    pub tokens: Vec<crate::store::TokenRow>,
 }
 
 #[derive(Deserialize)]
@@ -45,6 +52,9 @@ pub(crate) struct Grants {
 #[derive(Deserialize)]
 pub(crate) struct NewToken {
     name: String,
+    /// Days the token is valid (1 to 365, default 90).
+    #[serde(default)]
+    days: Option<u32>,
 }
 
 pub(crate) async fn list(State(state): State<AppState>, _: Admin) -> ApiResult<Json<Users>> {
@@ -101,12 +111,43 @@ pub(crate) async fn create_token(
     user: User,
     Json(body): Json<NewToken>,
 ) -> ApiResult<(StatusCode, Json<NewTokenOut>)> {
-    let token = sessions::create_api_token(&state.store, &user, &body.name).await?;
+    let days = body.days.unwrap_or(90);
+    if !(1..=365).contains(&days) || body.name.is_empty() || body.name.chars().count() > 100 {
+        return Err(ApiError::bad("name: 1 to 100 characters; days: 1 to 365"));
+    }
+    let t = sessions::create_api_token(&state.store, &user, &body.name, days).await?;
     Ok((
         StatusCode::CREATED,
         Json(NewTokenOut {
-            token,
+            token: t.token,
             name: body.name,
+            id: t.id,
+            expires_at: t.expires_at,
         }),
     ))
+}
+
+/// The caller's API tokens (an admin's: everyone's), without the secrets.
+pub(crate) async fn list_tokens(
+    State(state): State<AppState>,
+    user: User,
+) -> ApiResult<Json<Tokens>> {
+    let owner = (user.role != Role::Admin).then_some(user.id);
+    Ok(Json(Tokens {
+        tokens: state.store.tokens(owner).await?,
+    }))
+}
+
+/// Revokes a token: the caller's own, or anyone's for an admin. Takes effect at once, also for
+/// event streams opened with it (within seconds).
+pub(crate) async fn revoke_token(
+    State(state): State<AppState>,
+    user: User,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    if sessions::revoke_api_token(&state.store, &user, &id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found("token"))
+    }
 }

@@ -17,7 +17,7 @@ use rumqttc::{AsyncClient, Event, Incoming, MqttOptions};
 use stationwatch_protocol::broker_config::TlsReadError;
 use stationwatch_protocol::mqtt::{
     controller_subscriptions, decode_ack, decode_event, decode_health, decode_status, parse_topic,
-    DecodeError, EventKind, TopicKind, MAX_SNAPSHOT_BYTES,
+    unmount, DecodeError, EventKind, TopicKind, MAX_SNAPSHOT_BYTES,
 };
 use stationwatch_runtime::mqtt::qos;
 use tokio::sync::mpsc;
@@ -26,7 +26,7 @@ use tracing::{debug, info, warn};
 
 use crate::commands::{self, Publisher};
 use crate::config::MqttConfig;
-use crate::fleet::{Fleet, Transition};
+use crate::fleet::{rules, Fleet, Transition};
 use crate::metrics::Metrics;
 use crate::now_ms;
 use crate::store::{EventRow, Write};
@@ -76,16 +76,20 @@ pub async fn run(
                         info!(host = %cfg.broker.host, port = cfg.broker.port, client_id = %cfg.client_id, "connected to the broker");
                         connected = true;
                         delay = Duration::from_millis(250);
-                        for s in controller_subscriptions(cfg.shared_group.as_deref()) {
+                        for s in controller_subscriptions(cfg.shared_group.as_deref(), &cfg.mount_point) {
                             if let Err(e) = client.try_subscribe(s.filter.clone(), qos(s.qos)) {
                                 warn!(filter = %s.filter, error = %e, "cannot subscribe");
                             }
                         }
-                        ctx.publisher.set(Some(client.clone()));
+                        ctx.publisher.set(Some((client.clone(), cfg.mount_point.clone())));
                     }
-                    Ok(Event::Incoming(Incoming::Publish(p))) => {
-                        handle(&ctx, &p.topic, &p.payload).await;
-                    }
+                    Ok(Event::Incoming(Incoming::Publish(p))) => match unmount(&p.topic, &cfg.mount_point) {
+                        Some(topic) => handle(&ctx, topic, &p.payload).await,
+                        None => {
+                            ctx.metrics.rejected();
+                            debug!(topic = %p.topic, "message outside the station mount point ignored");
+                        }
+                    },
                     Ok(_) => {}
                     Err(e) => {
                         if connected {
@@ -148,9 +152,10 @@ pub async fn handle(ctx: &IngestContext, topic: &str, payload: &[u8]) {
         },
         TopicKind::Health => match decode_health(payload) {
             Ok(h) => {
-                ctx.metrics.health(now - h.at.unix_ms());
+                // The agent's `at` only where it is within the allowed skew of our clock.
+                let at = rules::bounded_at(&h, now, ctx.fleet.rules());
+                ctx.metrics.health(now - at);
                 let figures = figures::figures(&h).to_string();
-                let at = h.at.unix_ms();
                 let out = ctx.fleet.apply_health(&station, Arc::new(h), now, now);
                 if let Some(t) = out.transition {
                     let _ = ctx.transitions.send(t);
@@ -217,6 +222,11 @@ pub async fn handle(ctx: &IngestContext, topic: &str, payload: &[u8]) {
             if payload.len() > MAX_SNAPSHOT_BYTES || !payload.starts_with(&[0xFF, 0xD8]) {
                 ctx.metrics.rejected();
                 warn!(station = id, camera = %camera, bytes = payload.len(), "snapshot is not a JPEG within the size limit; ignored");
+            } else if !ctx.fleet.reports_camera(&station, &camera) {
+                ctx.metrics.rejected();
+                warn!(station = id, camera = %camera, "snapshot of a camera the station does not report; ignored");
+            } else if !ctx.metrics.reserve_snapshot(payload.len() as u64) {
+                warn!(station = id, camera = %camera, "write queue full of snapshots; snapshot dropped");
             } else {
                 ctx.metrics.snapshot();
                 write = Some(Write::Snapshot {

@@ -35,6 +35,11 @@ pub async fn run(store: Store, mut rx: mpsc::Receiver<Write>, metrics: Arc<Metri
                 }
             }
         }
+        for w in &batch {
+            if let Write::Snapshot { jpeg, .. } = w {
+                metrics.release_snapshot(jpeg.len() as u64);
+            }
+        }
         batch.clear();
     }
 }

@@ -82,6 +82,18 @@ pub struct AlertRow {
     pub closed_at: Option<i64>,
 }
 
+/// An API token as its owner (or an admin) sees it: never the token itself.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TokenRow {
+    pub id: String,
+    pub name: String,
+    pub username: String,
+    pub created_at: i64,
+    /// `None` only for tokens made before tokens expired.
+    pub expires_at: Option<i64>,
+    pub last_used_at: Option<i64>,
+}
+
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct CommandRow {
     pub id: String,
@@ -91,6 +103,9 @@ pub struct CommandRow {
     pub issued_by: String,
     pub issued_at: i64,
     pub status: String,
+    /// When the command stops being valid at the agent (Unix ms); `None` for rows from before
+    /// expiry was stored. A command still `sent` after it becomes `expired`.
+    pub expires_at: Option<i64>,
     pub ack_at: Option<i64>,
     pub ack: Option<serde_json::Value>,
 }
@@ -362,31 +377,89 @@ impl Store {
         Ok(())
     }
 
+    /// Stores a token (by hash) valid until `expires_at`; its public id is the hash's first
+    /// 16 hex digits.
     pub async fn insert_token(
         &self,
         token_hash: &str,
         user_id: i64,
         name: &str,
         now: i64,
-    ) -> Result<()> {
-        sqlx::query("INSERT INTO api_tokens (token_hash, user_id, name, created_at) VALUES ($1, $2, $3, $4)")
-            .bind(token_hash)
-            .bind(user_id)
-            .bind(name)
-            .bind(now)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    pub async fn token_user(&self, token_hash: &str) -> Result<Option<UserRow>> {
-        Ok(sqlx::query_as(
-            "SELECT u.id, u.username, u.password_hash, u.role FROM api_tokens t
-             JOIN users u ON u.id = t.user_id WHERE t.token_hash = $1",
+        expires_at: i64,
+    ) -> Result<String> {
+        let id = token_hash.get(..16).unwrap_or(token_hash).to_owned();
+        sqlx::query(
+            "INSERT INTO api_tokens (token_hash, user_id, name, created_at, expires_at, id)
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(token_hash)
+        .bind(user_id)
+        .bind(name)
+        .bind(now)
+        .bind(expires_at)
+        .bind(&id)
+        .execute(&self.pool)
+        .await?;
+        Ok(id)
+    }
+
+    /// The user of a token that has not expired, noting its use (at most once a minute).
+    pub async fn token_user(&self, token_hash: &str, now: i64) -> Result<Option<UserRow>> {
+        let row: Option<UserRow> = sqlx::query_as(
+            "SELECT u.id, u.username, u.password_hash, u.role FROM api_tokens t
+             JOIN users u ON u.id = t.user_id
+             WHERE t.token_hash = $1 AND (t.expires_at IS NULL OR t.expires_at > $2)",
+        )
+        .bind(token_hash)
+        .bind(now)
         .fetch_optional(&self.pool)
-        .await?)
+        .await?;
+        if row.is_some() {
+            sqlx::query(
+                "UPDATE api_tokens SET last_used_at = $1
+                 WHERE token_hash = $2 AND (last_used_at IS NULL OR last_used_at < $3)",
+            )
+            .bind(now)
+            .bind(token_hash)
+            .bind(now - 60_000)
+            .execute(&self.pool)
+            .await?;
+        }
+        Ok(row)
+    }
+
+    /// Tokens of `user` (every user's with `None`), newest first.
+    pub async fn tokens(&self, user: Option<i64>) -> Result<Vec<TokenRow>> {
+        let rows = sqlx::query(
+            "SELECT t.id, t.name, u.username, t.created_at, t.expires_at, t.last_used_at
+             FROM api_tokens t JOIN users u ON u.id = t.user_id
+             WHERE $1 < 0 OR t.user_id = $1 ORDER BY t.created_at DESC",
+        )
+        .bind(user.unwrap_or(-1))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(TokenRow {
+                    id: r.try_get(0)?,
+                    name: r.try_get(1)?,
+                    username: r.try_get(2)?,
+                    created_at: r.try_get(3)?,
+                    expires_at: r.try_get(4)?,
+                    last_used_at: r.try_get(5)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Deletes token `id` (of `user` only, unless `None`); whether there was one.
+    pub async fn revoke_token(&self, id: &str, user: Option<i64>) -> Result<bool> {
+        let r = sqlx::query("DELETE FROM api_tokens WHERE id = $1 AND ($2 < 0 OR user_id = $2)")
+            .bind(id)
+            .bind(user.unwrap_or(-1))
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() > 0)
     }
 
     // ---- station state and ingest
@@ -454,11 +527,13 @@ impl Store {
                     at,
                     json,
                 } => {
-                    // A final status is never replaced by a late `accepted`.
+                    // A final status is never replaced by a late `accepted`; an `expired`
+                    // command only by `done` (the agent did run it after all).
                     sqlx::query(
                         "UPDATE commands SET status = $1, ack_at = $2, ack_body = $3
                          WHERE id = $4 AND station_id = $5
-                           AND status NOT IN ('done', 'rejected')",
+                           AND status NOT IN ('done', 'rejected')
+                           AND (status <> 'expired' OR $1 = 'done')",
                     )
                     .bind(status)
                     .bind(at)
@@ -513,7 +588,8 @@ impl Store {
                 let e = latest
                     .entry(station.as_str())
                     .or_insert((json, *at, *received_at));
-                if *at > e.1 {
+                // The latest received report wins (not the agent's `at`).
+                if *received_at > e.2 {
                     *e = (json, *at, *received_at);
                 }
                 history
@@ -531,7 +607,8 @@ impl Store {
                    health_received_at = excluded.health_received_at,
                    updated_at = CASE WHEN stations.updated_at > excluded.updated_at
                      THEN stations.updated_at ELSE excluded.updated_at END
-                 WHERE stations.health_at IS NULL OR stations.health_at < excluded.health_at",
+                 WHERE stations.health_received_at IS NULL
+                    OR stations.health_received_at < excluded.health_received_at",
                 values(chunk.len(), 4, &[0, 1, 2, 3, 3])
             );
             let mut q = sqlx::query(&sql).persistent(false);
@@ -618,6 +695,33 @@ impl Store {
     /// Deletes health figures older than `before`.
     pub async fn prune_history(&self, before: i64) -> Result<u64> {
         Ok(sqlx::query("DELETE FROM health_history WHERE at < $1")
+            .bind(before)
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
+    }
+
+    /// Deletes events received, alerts closed and commands issued before `before`; returns
+    /// the rows deleted. Open alerts are kept whatever their age.
+    pub async fn prune_events(&self, before: i64) -> Result<u64> {
+        let mut n = 0;
+        for sql in [
+            "DELETE FROM events WHERE received_at < $1",
+            "DELETE FROM alerts WHERE closed_at IS NOT NULL AND closed_at < $1",
+            "DELETE FROM commands WHERE issued_at < $1",
+        ] {
+            n += sqlx::query(sql)
+                .bind(before)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+        }
+        Ok(n)
+    }
+
+    /// Deletes audit entries older than `before`.
+    pub async fn prune_audit(&self, before: i64) -> Result<u64> {
+        Ok(sqlx::query("DELETE FROM audit WHERE at < $1")
             .bind(before)
             .execute(&self.pool)
             .await?
@@ -717,8 +821,8 @@ impl Store {
 
     pub async fn insert_command(&self, c: &CommandRow) -> Result<()> {
         sqlx::query(
-            "INSERT INTO commands (id, station_id, kind, body, issued_by, issued_at, status)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO commands (id, station_id, kind, body, issued_by, issued_at, status, expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(&c.id)
         .bind(c.station_id.as_str())
@@ -727,9 +831,23 @@ impl Store {
         .bind(&c.issued_by)
         .bind(c.issued_at)
         .bind(&c.status)
+        .bind(c.expires_at)
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    /// Marks every command still `sent` whose expiry has passed as `expired` (the agent never
+    /// acknowledged it and will refuse it now); returns how many.
+    pub async fn expire_commands(&self, now: i64) -> Result<u64> {
+        let r = sqlx::query(
+            "UPDATE commands SET status = 'expired', ack_at = $1
+             WHERE status = 'sent' AND expires_at IS NOT NULL AND expires_at < $1",
+        )
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected())
     }
 
     /// Marks a command whose publication failed (it never reached the broker).
@@ -747,7 +865,8 @@ impl Store {
 
     pub async fn commands(&self, station: &StationId, limit: i64) -> Result<Vec<CommandRow>> {
         let rows = sqlx::query(
-            "SELECT id, station_id, kind, body, issued_by, issued_at, status, ack_at, ack_body
+            "SELECT id, station_id, kind, body, issued_by, issued_at, status, ack_at, ack_body,
+                    expires_at
              FROM commands WHERE station_id = $1 ORDER BY issued_at DESC, id DESC LIMIT $2",
         )
         .bind(station.as_str())
@@ -764,6 +883,7 @@ impl Store {
                     issued_by: r.try_get(4)?,
                     issued_at: r.try_get(5)?,
                     status: r.try_get(6)?,
+                    expires_at: r.try_get(9)?,
                     ack_at: r.try_get(7)?,
                     ack: r.try_get::<Option<String>, _>(8)?.as_deref().map(json),
                 })

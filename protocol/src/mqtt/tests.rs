@@ -166,10 +166,10 @@ fn filters_match_the_tree() {
 
 #[test]
 fn controller_subscriptions_share_all_but_status() {
-    let direct = controller_subscriptions(None);
+    let direct = controller_subscriptions(None, "");
     assert_eq!(direct.len(), 5);
     assert!(direct.iter().all(|s| !s.filter.starts_with("$share/")));
-    let shared_subs = controller_subscriptions(Some(SHARED_GROUP));
+    let shared_subs = controller_subscriptions(Some(SHARED_GROUP), "");
     assert_eq!(shared_subs[0].filter, filters::STATUS);
     assert_eq!(
         shared_subs[1].filter,
@@ -183,6 +183,49 @@ fn controller_subscriptions_share_all_but_status() {
         shared("g", filters::EVENTS),
         "$share/g/stationwatch/v1/+/events"
     );
+}
+
+#[test]
+fn controller_subscriptions_put_the_mount_point_after_the_share_prefix() {
+    let subs = controller_subscriptions(Some(SHARED_GROUP), "stations/");
+    assert_eq!(subs[0].filter, "stations/stationwatch/v1/+/status");
+    assert_eq!(
+        subs[2].filter,
+        "$share/controllers/stations/stationwatch/v1/+/events"
+    );
+    let direct = controller_subscriptions(None, "stations/");
+    assert!(direct
+        .iter()
+        .all(|s| s.filter.starts_with("stations/stationwatch/v1/+/")));
+    assert_eq!(
+        unmount("stations/stationwatch/v1/A/health", "stations/"),
+        Some("stationwatch/v1/A/health")
+    );
+    assert_eq!(unmount("stationwatch/v1/A/health", "stations/"), None);
+    assert_eq!(
+        unmount("stationwatch/v1/A/health", ""),
+        Some("stationwatch/v1/A/health")
+    );
+    for ok in ["", "stations/", "a/b/"] {
+        assert_eq!(validate_mount_point(ok), Ok(()), "{ok}");
+    }
+    assert_eq!(
+        validate_mount_point("stations"),
+        Err(MountPointError::NoTrailingSlash)
+    );
+    let t = Topics::new(&station());
+    assert!(t.is_command("stationwatch/v1/KG-0042/cmd"));
+    assert!(t.is_command("stations/stationwatch/v1/KG-0042/cmd"));
+    assert!(!t.is_command("stationwatch/v1/KG-0043/cmd"));
+    assert!(!t.is_command("xstationwatch/v1/KG-0042/cmd"));
+    assert!(!t.is_command("stations/stationwatch/v1/KG-0042/ack"));
+    for bad in ["$SYS/", "/x/", "a/+/", "#/", "a//"] {
+        assert_eq!(
+            validate_mount_point(bad),
+            Err(MountPointError::Invalid),
+            "{bad}"
+        );
+    }
 }
 
 #[test]

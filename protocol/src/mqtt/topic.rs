@@ -151,6 +151,18 @@ impl Topics {
         self.topic(&TopicKind::Command)
     }
 
+    /// Whether a topic the agent received is its `cmd` topic: exactly, or with a broker mount
+    /// point still in front (`stations/stationwatch/v1/<station>/cmd`): Mosquitto 2.0.0 to
+    /// 2.0.11 deliver topics without removing the listener's `mount_point` (fixed in 2.0.12).
+    /// The broker only delivers what the station may read, so the prefix carries no meaning.
+    pub fn is_command(&self, topic: &str) -> bool {
+        let cmd = self.command();
+        topic == cmd
+            || topic
+                .strip_suffix(cmd.as_str())
+                .is_some_and(|mount| mount.ends_with('/') && validate_mount_point(mount).is_ok())
+    }
+
     pub fn ack(&self) -> String {
         self.topic(&TopicKind::Ack)
     }
@@ -248,14 +260,18 @@ pub struct Subscription {
 /// is always subscribed to directly, so that every replica sees every station's online state and
 /// receives the retained statuses when it subscribes (brokers do not send retained messages to
 /// shared subscriptions).
-pub fn controller_subscriptions(group: Option<&str>) -> Vec<Subscription> {
+///
+/// `mount_point` is the station listener's mount point in the broker (`""` when there is none):
+/// the broker files every station topic under it, so the controller's filters carry it after
+/// the `$share/<group>/` part (see [`validate_mount_point`] and `config/mosquitto/`).
+pub fn controller_subscriptions(group: Option<&str>, mount_point: &str) -> Vec<Subscription> {
     let share = |f: &str| match group {
-        Some(g) => shared(g, f),
-        None => f.to_string(),
+        Some(g) => shared(g, &format!("{mount_point}{f}")),
+        None => format!("{mount_point}{f}"),
     };
     vec![
         Subscription {
-            filter: filters::STATUS.to_string(),
+            filter: format!("{mount_point}{}", filters::STATUS),
             qos: QoS::AtLeastOnce,
         },
         Subscription {
@@ -275,4 +291,37 @@ pub fn controller_subscriptions(group: Option<&str>) -> Vec<Subscription> {
             qos: QoS::AtLeastOnce,
         },
     ]
+}
+
+/// Why a mount point cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MountPointError {
+    #[error("must end with '/'")]
+    NoTrailingSlash,
+    #[error("must not contain '+', '#' or NUL, nor start with '$' or '/'")]
+    Invalid,
+}
+
+/// Checks a mount point: empty, or topic levels without wildcards ending in `/`, not starting
+/// with `$` (a `$` topic is never matched by ordinary filters) or `/`.
+pub fn validate_mount_point(mount_point: &str) -> Result<(), MountPointError> {
+    if mount_point.is_empty() {
+        return Ok(());
+    }
+    if mount_point.contains(['+', '#', '\0'])
+        || mount_point.starts_with(['$', '/'])
+        || mount_point.contains("//")
+    {
+        return Err(MountPointError::Invalid);
+    }
+    if !mount_point.ends_with('/') {
+        return Err(MountPointError::NoTrailingSlash);
+    }
+    Ok(())
+}
+
+/// A topic as the broker delivers it, with the station listener's mount point removed; `None`
+/// when the topic lies outside the mount point.
+pub fn unmount<'a>(topic: &'a str, mount_point: &str) -> Option<&'a str> {
+    topic.strip_prefix(mount_point)
 }
