@@ -166,6 +166,9 @@ impl Api {
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(20)))
+            // The controller closes a keep-alive connection idle for its header timeout
+            // (10 s by default): never reuse one that old.
+            .max_idle_age(Duration::from_secs(3))
             .build()
             .new_agent();
         Api {

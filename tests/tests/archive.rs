@@ -28,14 +28,14 @@ fn requested_window_is_archived_verified_and_a_killed_agent_resumes(store: Store
     }
     let rig = Rig::start(store);
     let storage = rig.dir.path().join("rec");
-    let chunk_kib = 64u64;
+    let chunk_kib = 16u64;
     let cfg = AgentSpec {
         cameras: &["desk", "box"],
         kbps: 1500,
         segment_s: 4,
         mqtt: format!("mqtt://127.0.0.1:{}", rig.broker.port()),
         upload_url: rig.ctl.base_url(),
-        upload_extra: format!("chunk_kib = {chunk_kib}\nbackfill_kbps = 1000\n"),
+        upload_extra: format!("chunk_kib = {chunk_kib}\nbackfill_kbps = 200\n"),
         camera_extra: "".into(),
     }
     .toml(&storage);
