@@ -151,7 +151,10 @@ impl Rig {
         let a = self.api.ok(&format!("/api/stations/{STATION}/alerts"))?;
         Ok(a["alerts"].as_array().and_then(|a| {
             a.iter()
-                .find(|x| x["kind"] == kind && x["closed_at"].is_null())
+                .find(|x| {
+                    let k = x["kind"].as_str().unwrap_or("");
+                    (k == kind || k.starts_with(&format!("{kind}:"))) && x["closed_at"].is_null()
+                })
                 .cloned()
         }))
     }
