@@ -530,10 +530,16 @@ mod tests {
         let unavailable = ("disk full".to_owned(), NOW);
         let none = BTreeMap::new();
         let check = |now| {
+            // A report taken just before it arrived (no clock skew), at each moment checked.
+            let mut fresh = h.clone();
+            fresh.at = ts(now - 1000);
+            for c in fresh.cameras.values_mut() {
+                c.last_segment_end = Some(ts(now - 30_000));
+            }
             let o = Observed {
                 status: None,
                 status_received_at: None,
-                health: Some(&h),
+                health: Some(&fresh),
                 health_received_at: Some(now),
                 rewritten: &none,
                 key_mismatch: None,
