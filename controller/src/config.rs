@@ -10,6 +10,7 @@ use stationwatch_protocol::broker_config::{BrokerConfig, BROKER_KEYS};
 pub use stationwatch_protocol::config_reader::ConfigError;
 use stationwatch_protocol::config_reader::{join, parse_config, read_file, TomlReader};
 use stationwatch_protocol::mqtt::validate_mount_point;
+use stationwatch_protocol::{CameraId, StationId};
 
 /// A validated controller configuration.
 #[derive(Debug, Clone)]
@@ -33,6 +34,44 @@ pub struct ArchiveConfig {
     pub staging: PathBuf,
     /// Station requests (`/archive/v1/...`) handled at once; more are answered 503.
     pub max_uploads: usize,
+    /// What the archive deletes, and when (`archive/retention.rs`).
+    pub retention: ArchiveRetention,
+}
+
+/// Archive retention: the station's rules (`[retention]` of the agent) applied to the archive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchiveRetention {
+    /// Nothing younger is ever deleted (days).
+    pub keep_days: u32,
+    /// Archived segments older than this are deleted unless held; 0: never by age.
+    pub delete_after_days: u32,
+    pub check_interval: Duration,
+    /// `[[archive.hold]]`: windows the archive never deletes, beside the station's own holds.
+    pub holds: Vec<ArchiveHold>,
+}
+
+impl Default for ArchiveRetention {
+    fn default() -> Self {
+        ArchiveRetention {
+            keep_days: 30,
+            delete_after_days: 0,
+            check_interval: Duration::from_secs(3600),
+            holds: Vec::new(),
+        }
+    }
+}
+
+/// A legal hold of the archive's own (`[[archive.hold]]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchiveHold {
+    /// `None`: every station.
+    pub station: Option<StationId>,
+    /// `None`: every camera.
+    pub camera: Option<CameraId>,
+    /// The window, ms since the epoch, `[from, to)`.
+    pub from: i64,
+    pub to: i64,
+    pub reason: String,
 }
 
 /// The object store of the archive.
@@ -82,6 +121,7 @@ impl ArchiveConfig {
             store: ArchiveStoreConfig::Local(dir.join("store")),
             staging: dir.join("staging"),
             max_uploads: DEFAULT_MAX_UPLOADS,
+            retention: ArchiveRetention::default(),
         }
     }
 }
@@ -283,6 +323,10 @@ fn archive(
             "allow_http",
             "staging",
             "max_uploads",
+            "keep_days",
+            "delete_after_days",
+            "check_interval_seconds",
+            "hold",
         ],
     );
     let dir = data_dir(file, database);
@@ -372,10 +416,106 @@ fn archive(
         }
     };
     let max = r.int(t, p, "max_uploads", 1..=10_000, DEFAULT_MAX_UPLOADS as i64);
+    let retention = archive_retention(r, t);
     Some(ArchiveConfig {
         store: store?,
         staging: staging?,
         max_uploads: max? as usize,
+        retention: retention?,
+    })
+}
+
+/// `keep_days`, `delete_after_days`, `check_interval_seconds` and `[[archive.hold]]`, with the
+/// agent's `[retention]` meanings and bounds.
+fn archive_retention(r: &mut TomlReader, t: &toml::Table) -> Option<ArchiveRetention> {
+    let p = "archive";
+    let keep = r.int(t, p, "keep_days", 0..=36500, 30);
+    let after = r.int(t, p, "delete_after_days", 0..=36500, 0);
+    let interval = r.int(t, p, "check_interval_seconds", 1..=86_400, 3600);
+    let mut holds = Vec::new();
+    let mut ok = true;
+    match t.get("hold") {
+        None => {}
+        Some(toml::Value::Array(list)) => {
+            for (i, v) in list.iter().enumerate() {
+                let path = format!("archive.hold[{i}]");
+                let toml::Value::Table(h) = v else {
+                    r.problem(path, format!("must be a table, found {}", v.type_str()));
+                    ok = false;
+                    continue;
+                };
+                r.unknown_keys(h, &path, &["station", "camera", "from", "to", "reason"]);
+                let from = r.time(h, &path, "from");
+                let to = r.time(h, &path, "to");
+                let reason = r.string(h, &path, "reason", true).filter(|s| {
+                    !s.trim().is_empty() || {
+                        r.problem(join(&path, "reason"), "must not be empty");
+                        false
+                    }
+                });
+                let station = match r.string(h, &path, "station", false) {
+                    None => Some(None),
+                    Some(s) => match StationId::new(&s) {
+                        Ok(id) => Some(Some(id)),
+                        Err(e) => {
+                            r.problem(join(&path, "station"), format!("{s:?}: {e}"));
+                            None
+                        }
+                    },
+                };
+                let camera = match r.string(h, &path, "camera", false) {
+                    None => Some(None),
+                    Some(c) => match CameraId::new(&c) {
+                        Ok(id) => Some(Some(id)),
+                        Err(e) => {
+                            r.problem(join(&path, "camera"), format!("{c:?}: {e}"));
+                            None
+                        }
+                    },
+                };
+                match (from, to, reason, station, camera) {
+                    (Some(from), Some(to), Some(reason), Some(station), Some(camera)) => {
+                        if to < from {
+                            r.problem(join(&path, "to"), "is before `from`");
+                            ok = false;
+                        } else {
+                            holds.push(ArchiveHold {
+                                station,
+                                camera,
+                                from: from.timestamp_millis(),
+                                to: to.timestamp_millis(),
+                                reason,
+                            });
+                        }
+                    }
+                    _ => ok = false,
+                }
+            }
+        }
+        Some(v) => {
+            r.problem(
+                "archive.hold",
+                format!(
+                    "must be an array of tables ([[archive.hold]]), found {}",
+                    v.type_str()
+                ),
+            );
+            ok = false;
+        }
+    }
+    let (keep, after, interval) = (keep?, after?, interval?);
+    if after != 0 && after < keep {
+        r.problem(
+            "archive.delete_after_days",
+            format!("{after} is shorter than keep_days ({keep})"),
+        );
+        return None;
+    }
+    ok.then_some(ArchiveRetention {
+        keep_days: keep as u32,
+        delete_after_days: after as u32,
+        check_interval: Duration::from_secs(interval as u64),
+        holds,
     })
 }
 
@@ -736,6 +876,38 @@ mod tests {
             c.archive.store,
             ArchiveStoreConfig::Local("/var/lib/sw/archive".into())
         );
+    }
+
+    #[test]
+    fn archive_retention_and_holds_are_read_and_checked() {
+        let c = parse(
+            "[archive]\nkeep_days = 60\ndelete_after_days = 400\ncheck_interval_seconds = 600\n\
+             [[archive.hold]]\nstation = \"KG-0042\"\nfrom = \"2026-11-21T06:00:00Z\"\nto = \"2026-11-23T22:00:00Z\"\nreason = \"case 113\"",
+        )
+        .unwrap();
+        let r = &c.archive.retention;
+        assert_eq!((r.keep_days, r.delete_after_days), (60, 400));
+        assert_eq!(r.check_interval, Duration::from_secs(600));
+        assert_eq!(r.holds.len(), 1);
+        assert_eq!(r.holds[0].station.as_ref().unwrap().as_str(), "KG-0042");
+        assert_eq!(r.holds[0].camera, None);
+        assert_eq!(r.holds[0].from, 1_795_240_800_000);
+        // Defaults: nothing deleted by age.
+        assert_eq!(parse("").unwrap().archive.retention.delete_after_days, 0);
+        let e = parse("[archive]\nkeep_days = 60\ndelete_after_days = 30").unwrap_err();
+        assert!(e.to_string().contains("archive.delete_after_days"), "{e}");
+        let e = parse(
+            "[[archive.hold]]\nfrom = \"2026-11-21\"\nto = \"2026-11-20T00:00:00Z\"\nreason = \"\"\ncamera = \"a b\"",
+        )
+        .unwrap_err()
+        .to_string();
+        for key in [
+            "archive.hold[0].from",
+            "archive.hold[0].reason",
+            "archive.hold[0].camera",
+        ] {
+            assert!(e.contains(key), "{key} not in {e}");
+        }
     }
 
     #[test]

@@ -128,6 +128,11 @@ impl Controller {
                 shutdown.child_token(),
             )),
             tokio::spawn(commands::expire(store.clone(), shutdown.child_token())),
+            tokio::spawn(archive::retention::run(
+                archive.clone(),
+                cfg.archive.retention.clone(),
+                shutdown.child_token(),
+            )),
             tokio::spawn(audit_login_failures(
                 store.clone(),
                 limiter.clone(),

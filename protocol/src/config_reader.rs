@@ -160,6 +160,40 @@ impl TomlReader {
         }
     }
 
+    /// A required RFC 3339 time with offset (a TOML string or datetime).
+    pub fn time(
+        &mut self,
+        t: &toml::Table,
+        path: &str,
+        key: &str,
+    ) -> Option<chrono::DateTime<chrono::Utc>> {
+        let text = match t.get(key) {
+            Some(toml::Value::String(s)) => s.clone(),
+            Some(toml::Value::Datetime(d)) => d.to_string(),
+            Some(v) => {
+                self.problem(
+                    join(path, key),
+                    format!("must be an RFC 3339 time, found {}", v.type_str()),
+                );
+                return None;
+            }
+            None => {
+                self.problem(join(path, key), "missing required key");
+                return None;
+            }
+        };
+        match chrono::DateTime::parse_from_rfc3339(&text) {
+            Ok(d) => Some(d.with_timezone(&chrono::Utc)),
+            Err(e) => {
+                self.problem(
+                    join(path, key),
+                    format!("{text:?} is not an RFC 3339 time with offset (e.g. 2026-11-21T06:00:00Z): {e}"),
+                );
+                None
+            }
+        }
+    }
+
     /// A top-level section that may be absent (then every key takes its default).
     pub fn optional_section<'t>(
         &mut self,

@@ -291,34 +291,6 @@ impl Reader {
         }
     }
 
-    fn time(&mut self, t: &toml::Table, path: &str, key: &str) -> Option<DateTime<Utc>> {
-        let text = match t.get(key) {
-            Some(toml::Value::String(s)) => s.clone(),
-            Some(toml::Value::Datetime(d)) => d.to_string(),
-            Some(v) => {
-                self.problem(
-                    join(path, key),
-                    format!("must be an RFC 3339 time, found {}", type_name(v)),
-                );
-                return None;
-            }
-            None => {
-                self.problem(join(path, key), "missing required key");
-                return None;
-            }
-        };
-        match DateTime::parse_from_rfc3339(&text) {
-            Ok(d) => Some(d.with_timezone(&Utc)),
-            Err(e) => {
-                self.problem(
-                    join(path, key),
-                    format!("{text:?} is not an RFC 3339 time with offset (e.g. 2026-11-21T06:00:00Z): {e}"),
-                );
-                None
-            }
-        }
-    }
-
     fn retention(
         &mut self,
         root: &toml::Table,

@@ -176,13 +176,14 @@ impl Archive {
                 self.inner.fleet.archive_refused(
                     station,
                     camera,
+                    None,
                     format!("manifest lines refused: {reason}"),
                     now,
                 );
                 Err(ArchiveError::Refused(reason, None))
             }
             Err(ArchiveError::Unavailable(e)) => {
-                self.unavailable(station, &e, now);
+                self.unavailable(station, &e, false, now);
                 Err(ArchiveError::Unavailable(e))
             }
             other => other,
@@ -299,7 +300,9 @@ impl Archive {
             )
             .await?;
         }
-        self.inner.fleet.archive_available(station, now);
+        self.inner
+            .fleet
+            .archive_manifest_stored(station, camera, now);
         let rows: Vec<EntryRow> = fresh
             .iter()
             .flat_map(|run| run.iter())
@@ -322,12 +325,13 @@ impl Archive {
         }
     }
 
-    /// The store failed for a station: alert and log.
-    pub(crate) fn unavailable(&self, station: &StationId, detail: &str, now: i64) {
+    /// The store failed for a station (storing a segment when `segment`): alert and log.
+    pub(crate) fn unavailable(&self, station: &StationId, detail: &str, segment: bool, now: i64) {
         warn!(%station, store = %self.describe(), error = %detail, "archive storage unavailable");
         self.inner.fleet.archive_unavailable(
             station,
             format!("the archive cannot store footage: {detail}"),
+            segment,
             now,
         );
     }

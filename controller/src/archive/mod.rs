@@ -14,6 +14,7 @@
 //! staged bytes are kept, and the next request goes on from them.
 
 mod manifest;
+pub mod retention;
 mod segment;
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use tokio::io::AsyncWriteExt;
 use tracing::{info, warn};
 
 use super::{quarantine_key, segment_key, Archive, ArchiveError};
-use crate::store::archive::{EntryRow, RefusalRow, ARCHIVED, REFUSED};
+use crate::store::archive::{EntryRow, RefusalRow, ARCHIVED, EXPIRED, REFUSED};
 
 /// Bytes staged of a segment (0 when nothing is).
 async fn staged_len(path: &Path) -> Result<u64, ArchiveError> {
@@ -26,7 +26,8 @@ async fn staged_len(path: &Path) -> Result<u64, ArchiveError> {
 fn state_of(e: &EntryRow, staged: u64) -> SegmentState {
     let size = e.size.unwrap_or(0);
     let (phase, received, reason) = match e.state.as_deref() {
-        Some(ARCHIVED) => (SegmentPhase::Archived, size, None),
+        // Expired: it was archived (and verified); the station has nothing more to send.
+        Some(ARCHIVED | EXPIRED) => (SegmentPhase::Archived, size, None),
         Some(REFUSED) if staged == 0 => (SegmentPhase::Refused, 0, e.reason.clone()),
         _ => (SegmentPhase::Pending, staged, None),
     };
@@ -124,7 +125,7 @@ impl Archive {
         if !chunk.is_empty() {
             let r = self.append(&path, chunk).await;
             if let Err(err) = r {
-                self.unavailable(station, &err, now);
+                self.unavailable(station, &err, true, now);
                 return Err(ArchiveError::Unavailable(err));
             }
         }
@@ -186,7 +187,7 @@ impl Archive {
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => (Hash256::of(b""), 0),
             Err(err) => {
                 let msg = format!("staging {}: {err}", path.display());
-                self.unavailable(station, &msg, now);
+                self.unavailable(station, &msg, true, now);
                 return Err(ArchiveError::Unavailable(msg));
             }
         };
@@ -208,7 +209,7 @@ impl Archive {
             let key = segment_key(station, camera, &file);
             if let Err(err) = self.put_file(&key, path, len).await {
                 let msg = err.to_string();
-                self.unavailable(station, &msg, now);
+                self.unavailable(station, &msg, true, now);
                 return Err(err);
             }
             self.inner
@@ -216,7 +217,7 @@ impl Archive {
                 .archive_set_state(station, camera, e.seq, ARCHIVED, None, Some(now))
                 .await?;
             remove_staged(path).await;
-            self.inner.fleet.archive_stored(station, camera, now);
+            self.inner.fleet.archive_stored(station, camera, e.seq, now);
             info!(%station, %camera, seq = e.seq, file = %file, bytes = size, key = %key, "segment archived");
             return Ok(SegmentState {
                 seq: e.seq,
@@ -229,7 +230,7 @@ impl Archive {
         let key = quarantine_key(station, camera, e.seq, now);
         if let Err(err) = self.put_file(&key, path, len).await {
             let msg = err.to_string();
-            self.unavailable(station, &msg, now);
+            self.unavailable(station, &msg, true, now);
             return Err(err);
         }
         let reason = format!("segment {} ({file}): {reason}", e.seq);
@@ -254,7 +255,7 @@ impl Archive {
         remove_staged(path).await;
         self.inner
             .fleet
-            .archive_refused(station, camera, reason.clone(), now);
+            .archive_refused(station, camera, Some(e.seq), reason.clone(), now);
         warn!(%station, %camera, seq = e.seq, file = %file, bytes = len, quarantine = %key, reason = %reason, "segment refused");
         let state = SegmentState {
             seq: e.seq,

@@ -409,14 +409,16 @@ async fn a_file_not_matching_its_entry_is_refused_kept_aside_and_can_be_sent_aga
     let mut long = footage(3);
     long.push(0);
     is_refused(f.archive.put_chunk(s, c, 3, 0, &long, T0 + 10).await);
-    // The right bytes later: archived, and the camera's alert closes.
+    // The right bytes of segment 2 later: archived, and no longer refused.
     let st = f
         .archive
         .put_chunk(s, c, 2, 0, &good, T0 + 20)
         .await
         .unwrap();
     assert_eq!(st.phase, SegmentPhase::Archived);
-    assert!(f.fleet.get(s).unwrap().archive_refused.is_empty());
+    // Segment 3 is still refused: the camera's alert stays open for it alone.
+    let open = f.fleet.get(s).unwrap().archive_refused[c].segments.clone();
+    assert_eq!(open, std::collections::BTreeSet::from([3]));
     let refusals = f.store.archive_refusals(s, 10).await.unwrap();
     assert_eq!(refusals.len(), 2);
     assert_eq!(refusals[1].what, "segment");
@@ -533,6 +535,7 @@ async fn s3_store_when_configured() {
         store: ArchiveStoreConfig::S3(s3),
         staging: dir.join("staging"),
         max_uploads: 4,
+        retention: Default::default(),
     })
     .await;
     let (s, c) = (&f.station, &f.camera);
@@ -615,6 +618,7 @@ async fn an_unreachable_s3_store_is_unavailable_not_a_crash() {
         }),
         staging: dir.join("staging"),
         max_uploads: 4,
+        retention: Default::default(),
     })
     .await;
     let (s, c) = (&f.station, &f.camera);
@@ -627,4 +631,135 @@ async fn an_unreachable_s3_store_is_unavailable_not_a_crash() {
         .iter()
         .flat_map(|t| &t.opened)
         .any(|r| r.key() == "archive_unavailable"));
+}
+
+/// Retention mirrors the station's rules: old archived segments go, unless a hold the station
+/// signed (and has not released) or an archive hold of the config overlaps them.
+#[tokio::test]
+async fn retention_deletes_old_footage_except_under_a_hold() {
+    use stationwatch_protocol::manifest::{Hold, HoldSource, Release};
+
+    use super::retention::{holds_from_lines, Pass};
+    use crate::config::{ArchiveHold, ArchiveRetention};
+    use crate::store::archive::EXPIRED;
+
+    let f = fixture().await;
+    let (s, c) = (&f.station, &f.camera);
+    let mut lines = manifest(&f.key, s, c, 4);
+    let ts = |ms: i64| Timestamp::from_unix_ms(ms).unwrap();
+    let mut chain = Chain::after(lines.last().unwrap());
+    for body in [
+        // A court's hold over segment 1, still in force.
+        EntryBody::Hold(Hold {
+            at: ts(T0 + 50_000),
+            id: "court-7".into(),
+            from: ts(T0 + 10_000),
+            to: ts(T0 + 20_000),
+            source: HoldSource::Command,
+            reason: "case 7".into(),
+        }),
+        // An upload request's hold over segment 2, released once archived.
+        EntryBody::Hold(Hold {
+            at: ts(T0 + 51_000),
+            id: "upload-j-desk".into(),
+            from: ts(T0 + 20_000),
+            to: ts(T0 + 30_000),
+            source: HoldSource::Request,
+            reason: "job j".into(),
+        }),
+        EntryBody::Release(Release {
+            at: ts(T0 + 52_000),
+            id: "upload-j-desk".into(),
+            source: HoldSource::Request,
+            reason: "archived".into(),
+        }),
+    ] {
+        let e = sign_entry(&f.key, &chain, body).unwrap();
+        chain = Chain::after(&e);
+        lines.push(e);
+    }
+    f.archive
+        .append_manifest(s, c, &body(&lines), T0)
+        .await
+        .unwrap();
+    for i in 0..4 {
+        let st = f
+            .archive
+            .put_chunk(s, c, i, 0, &footage(i), T0 + 1)
+            .await
+            .unwrap();
+        assert_eq!(st.phase, SegmentPhase::Archived);
+    }
+    let object = |i: u64| {
+        f.dir
+            .path()
+            .join(format!("store/segments/pu-0042/desk/seg-{i:04}.ts"))
+    };
+    let day = 86_400_000;
+    let mut rules = ArchiveRetention {
+        keep_days: 1,
+        delete_after_days: 2,
+        ..Default::default()
+    };
+    // Younger than delete_after_days: nothing goes.
+    let p = f.archive.retention_pass(&rules, T0 + day + 60_000).await;
+    assert_eq!(p, Pass::default());
+    // The archive's own hold over segment 3.
+    rules.holds.push(ArchiveHold {
+        station: Some(s.clone()),
+        camera: None,
+        from: T0 + 35_000,
+        to: T0 + 36_000,
+        reason: "audit of district 12".into(),
+    });
+    let p = f.archive.retention_pass(&rules, T0 + 3 * day).await;
+    assert_eq!((p.deleted, p.held, p.failed), (2, 2, 0), "{p:?}");
+    for (i, kept) in [(0, false), (1, true), (2, false), (3, true)] {
+        assert_eq!(object(i).exists(), kept, "segment {i}");
+        let row = f.store.archive_entry(s, c, i).await.unwrap().unwrap();
+        let want = if kept { ARCHIVED } else { EXPIRED };
+        assert_eq!(row.state.as_deref(), Some(want), "segment {i}");
+    }
+    let row = f.store.archive_entry(s, c, 0).await.unwrap().unwrap();
+    assert_eq!(row.reason.as_deref(), Some("retention: older than 2 days"));
+    // A station asking about an expired segment is told it is archived: nothing to send again.
+    let st = f.archive.segment_state(s, c, 0).await.unwrap();
+    assert_eq!(st.phase, SegmentPhase::Archived);
+    let totals = f.store.archive_totals(Some(s)).await.unwrap();
+    assert_eq!(totals[0].2.expired_segments, 2);
+    assert_eq!(totals[0].2.archived_segments, 2);
+    // Again: nothing more to do.
+    let p = f.archive.retention_pass(&rules, T0 + 3 * day).await;
+    assert_eq!((p.deleted, p.held), (0, 2));
+    // Fail closed: a hold line that cannot be read holds the whole camera.
+    assert!(holds_from_lines(&["{not a line".to_owned()]).is_err());
+}
+
+#[test]
+fn archive_holds_of_the_config_apply_by_station_and_camera() {
+    use super::retention::config_holds;
+    use crate::config::ArchiveHold;
+    let s1 = StationId::new("pu-1").unwrap();
+    let s2 = StationId::new("pu-2").unwrap();
+    let desk = CameraId::new("desk").unwrap();
+    let door = CameraId::new("door").unwrap();
+    let holds = vec![
+        ArchiveHold {
+            station: None,
+            camera: None,
+            from: 0,
+            to: 10,
+            reason: "everything".into(),
+        },
+        ArchiveHold {
+            station: Some(s1.clone()),
+            camera: Some(door.clone()),
+            from: 20,
+            to: 30,
+            reason: "door of pu-1".into(),
+        },
+    ];
+    assert_eq!(config_holds(&holds, &s1, &door).len(), 2);
+    assert_eq!(config_holds(&holds, &s1, &desk).len(), 1);
+    assert_eq!(config_holds(&holds, &s2, &door).len(), 1);
 }

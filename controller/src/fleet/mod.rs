@@ -18,7 +18,7 @@ use stationwatch_protocol::manifest::{Hash256, Timestamp};
 use stationwatch_protocol::mqtt::{Health, Status, UploadHealth};
 use stationwatch_protocol::{CameraId, StationId};
 
-use self::rules::{evaluate, Observed, Reason, StationState};
+use self::rules::{evaluate, ArchiveRefusal, ArchiveUnavailable, Observed, Reason, StationState};
 use crate::config::RulesConfig;
 use crate::store::HeadRow;
 
@@ -43,12 +43,12 @@ pub struct Station {
     pub registered_key: Option<String>,
     /// The last refused report under another key: (its fingerprint, controller receive time).
     pub key_mismatch: Option<(Option<String>, i64)>,
-    /// Cameras whose footage the archive refused: (detail, when). Open for
-    /// [`rules::ARCHIVE_HOLD_MS`] or until a later segment of the camera is archived.
-    pub archive_refused: BTreeMap<CameraId, (String, i64)>,
-    /// The archive's object store failed for this station: (detail, when). Open until a later
-    /// write of the station's footage succeeds (or [`rules::ARCHIVE_HOLD_MS`] without failure).
-    pub archive_unavailable: Option<(String, i64)>,
+    /// Cameras whose footage the archive refused. Open for [`rules::ARCHIVE_HOLD_MS`] after
+    /// the last refusal, or until every refused item is archived after all.
+    pub archive_refused: BTreeMap<CameraId, ArchiveRefusal>,
+    /// The archive's object store failed for this station. Open until a later write of the
+    /// same kind succeeds (or [`rules::ARCHIVE_HOLD_MS`] without failure).
+    pub archive_unavailable: Option<ArchiveUnavailable>,
     /// Id and name in lower case, for searches (kept so a search does not lower-case every
     /// station's names on every request).
     search_key: String,
@@ -365,36 +365,77 @@ impl Fleet {
         });
     }
 
-    /// The archive refused footage of a camera (`archive_refused`, opened at the next tick).
-    pub fn archive_refused(&self, id: &StationId, camera: &CameraId, detail: String, now: i64) {
+    /// The archive refused footage of a camera (`archive_refused`, opened at the next tick):
+    /// segment `seq`, or a manifest batch when `seq` is `None`.
+    pub fn archive_refused(
+        &self,
+        id: &StationId,
+        camera: &CameraId,
+        seq: Option<u64>,
+        detail: String,
+        now: i64,
+    ) {
         self.update(id, now, |s| {
-            s.archive_refused.insert(camera.clone(), (detail, now));
+            let r = s.archive_refused.entry(camera.clone()).or_default();
+            r.detail = detail;
+            r.at = now;
+            match seq {
+                Some(seq) => {
+                    r.segments.insert(seq);
+                }
+                None => r.manifest = true,
+            }
             Some(None)
         });
     }
 
-    /// The archive's object store failed for the station (`archive_unavailable`).
-    pub fn archive_unavailable(&self, id: &StationId, detail: String, now: i64) {
+    /// The archive's object store failed for the station (`archive_unavailable`) storing a
+    /// segment (`segment`) or manifest lines.
+    pub fn archive_unavailable(&self, id: &StationId, detail: String, segment: bool, now: i64) {
         self.update(id, now, |s| {
-            s.archive_unavailable = Some((detail, now));
+            let segments = segment || s.archive_unavailable.as_ref().is_some_and(|u| u.segments);
+            s.archive_unavailable = Some(ArchiveUnavailable {
+                detail,
+                at: now,
+                segments,
+            });
             Some(None)
         });
     }
 
-    /// A segment of the camera was archived: closes `archive_refused` of the camera and
-    /// `archive_unavailable` of the station (at the next tick).
-    pub fn archive_stored(&self, id: &StationId, camera: &CameraId, now: i64) {
+    /// Segment `seq` of the camera was archived: resolves its refusal (if any) and closes
+    /// `archive_unavailable` of the station (at the next tick). Other refused segments of the
+    /// camera stay open.
+    pub fn archive_stored(&self, id: &StationId, camera: &CameraId, seq: u64, now: i64) {
         self.update(id, now, |s| {
-            let a = s.archive_refused.remove(camera).is_some();
-            let b = s.archive_unavailable.take().is_some();
-            (a || b).then_some(None)
+            let mut changed = s.archive_unavailable.take().is_some();
+            if let Some(r) = s.archive_refused.get_mut(camera) {
+                changed |= r.segments.remove(&seq);
+                if r.is_resolved() {
+                    s.archive_refused.remove(camera);
+                }
+            }
+            changed.then_some(None)
         });
     }
 
-    /// A write of the station's footage to the object store succeeded (a manifest batch):
-    /// closes `archive_unavailable`.
-    pub fn archive_available(&self, id: &StationId, now: i64) {
-        self.update(id, now, |s| s.archive_unavailable.take().map(|_| None));
+    /// Manifest lines of the camera were stored: resolves a refused manifest batch of the
+    /// camera, and closes `archive_unavailable` unless it came from storing a segment.
+    pub fn archive_manifest_stored(&self, id: &StationId, camera: &CameraId, now: i64) {
+        self.update(id, now, |s| {
+            let mut changed = false;
+            if s.archive_unavailable.as_ref().is_some_and(|u| !u.segments) {
+                s.archive_unavailable = None;
+                changed = true;
+            }
+            if let Some(r) = s.archive_refused.get_mut(camera) {
+                changed |= std::mem::take(&mut r.manifest);
+                if r.is_resolved() {
+                    s.archive_refused.remove(camera);
+                }
+            }
+            changed.then_some(None)
+        });
     }
 
     /// Upload figures summed over the stations `visible` lets through.
@@ -992,20 +1033,31 @@ mod tests {
         let s = sid("st-1");
         let desk = CameraId::new("desk").unwrap();
         f.apply_health(&s, health(now, "North"), now, now);
-        f.archive_refused(&s, &desk, "segment 3: sha".into(), now);
-        f.archive_unavailable(&s, "disk full".into(), now);
+        f.archive_refused(&s, &desk, Some(3), "segment 3: sha".into(), now);
+        f.archive_refused(&s, &desk, Some(5), "segment 5: sha".into(), now);
+        f.archive_unavailable(&s, "disk full".into(), true, now);
         let opened: Vec<String> = f
             .tick(now + 1)
             .iter()
             .flat_map(|t| t.opened.iter().map(Reason::key))
             .collect();
         assert_eq!(opened, ["archive_refused:desk", "archive_unavailable"]);
-        f.archive_stored(&s, &desk, now + 2);
-        let closed: Vec<String> = f
-            .tick(now + 3)
-            .iter()
-            .flat_map(|t| t.closed.iter().map(Reason::key))
-            .collect();
-        assert_eq!(closed, ["archive_refused:desk", "archive_unavailable"]);
+        let closed_at = |t| -> Vec<String> {
+            f.tick(t)
+                .iter()
+                .flat_map(|t| t.closed.iter().map(Reason::key))
+                .collect()
+        };
+        // Manifest lines fit on a disk full for footage: they close neither alert.
+        f.archive_manifest_stored(&s, &desk, now + 2);
+        assert!(closed_at(now + 3).is_empty());
+        // Another segment archived: the store works again, but 3 and 5 are still refused.
+        f.archive_stored(&s, &desk, 4, now + 4);
+        assert_eq!(closed_at(now + 5), ["archive_unavailable"]);
+        f.archive_stored(&s, &desk, 3, now + 6);
+        assert!(closed_at(now + 7).is_empty());
+        // The last refused segment archived after all (the right bytes): the camera is clear.
+        f.archive_stored(&s, &desk, 5, now + 8);
+        assert_eq!(closed_at(now + 9), ["archive_refused:desk"]);
     }
 }

@@ -1,7 +1,7 @@
 //! What state a station is in, and why: pure functions of what it reported, when that arrived,
 //! and the configured thresholds. Each reason becomes an alert while it holds.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 use stationwatch_protocol::mqtt::{CameraState, Health, OfflineReason, Status, StatusState};
@@ -87,10 +87,42 @@ pub struct Observed<'a> {
     /// The last report under a key other than the registered one: (its fingerprint, when it
     /// arrived). Such a report is never taken as the station's.
     pub key_mismatch: Option<&'a (Option<String>, i64)>,
-    /// Cameras whose footage the archive refused: (detail, when).
-    pub archive_refused: &'a BTreeMap<CameraId, (String, i64)>,
-    /// The archive's object store failed for the station: (detail, when).
-    pub archive_unavailable: Option<&'a (String, i64)>,
+    /// Cameras whose footage the archive refused.
+    pub archive_refused: &'a BTreeMap<CameraId, ArchiveRefusal>,
+    /// The archive's object store failed for the station.
+    pub archive_unavailable: Option<&'a ArchiveUnavailable>,
+}
+
+/// What the archive refused of one camera. It stays refused until each refused item is archived
+/// after all (the right bytes of the segment, an accepted manifest batch), whatever else of the
+/// camera is archived meanwhile: one altered segment among good ones is exactly the case to see.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ArchiveRefusal {
+    /// The latest refusal, for people.
+    pub detail: String,
+    /// When the latest refusal happened (controller ms).
+    pub at: i64,
+    /// Segments refused and not archived since.
+    pub segments: BTreeSet<u64>,
+    /// A manifest batch was refused and no batch of the camera was accepted since.
+    pub manifest: bool,
+}
+
+impl ArchiveRefusal {
+    /// Nothing refused is left open.
+    pub fn is_resolved(&self) -> bool {
+        self.segments.is_empty() && !self.manifest
+    }
+}
+
+/// The archive's storage failed for a station.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchiveUnavailable {
+    pub detail: String,
+    pub at: i64,
+    /// A segment could not be stored: only a stored segment closes it (small manifest writes
+    /// still fit on a disk that is full for footage).
+    pub segments: bool,
 }
 
 /// `archive_refused` and `archive_unavailable` hold this long after their last occurrence,
@@ -136,14 +168,14 @@ pub fn evaluate(o: &Observed<'_>, now: i64, rules: &RulesConfig) -> (StationStat
     for (cam, detail) in o.rewritten {
         reasons.push(Reason::new("manifest_rewritten", Some(cam), detail.clone()));
     }
-    for (cam, (detail, at)) in o.archive_refused {
-        if now - at < ARCHIVE_HOLD_MS {
-            reasons.push(Reason::new("archive_refused", Some(cam), detail.clone()));
+    for (cam, r) in o.archive_refused {
+        if now - r.at < ARCHIVE_HOLD_MS {
+            reasons.push(Reason::new("archive_refused", Some(cam), r.detail.clone()));
         }
     }
-    if let Some((detail, at)) = o.archive_unavailable {
-        if now - at < ARCHIVE_HOLD_MS {
-            reasons.push(Reason::new("archive_unavailable", None, detail.clone()));
+    if let Some(u) = o.archive_unavailable {
+        if now - u.at < ARCHIVE_HOLD_MS {
+            reasons.push(Reason::new("archive_unavailable", None, u.detail.clone()));
         }
     }
     if reasons.len() > before && state == StationState::Online {
@@ -526,8 +558,20 @@ mod tests {
     fn archive_reasons_degrade_and_expire_after_a_day() {
         let h = healthy();
         let desk = CameraId::new("desk").unwrap();
-        let refused = BTreeMap::from([(desk, ("segment 5: sha256 differs".to_owned(), NOW))]);
-        let unavailable = ("disk full".to_owned(), NOW);
+        let refused = BTreeMap::from([(
+            desk,
+            ArchiveRefusal {
+                detail: "segment 5: sha256 differs".to_owned(),
+                at: NOW,
+                segments: BTreeSet::from([5]),
+                manifest: false,
+            },
+        )]);
+        let unavailable = ArchiveUnavailable {
+            detail: "disk full".to_owned(),
+            at: NOW,
+            segments: true,
+        };
         let none = BTreeMap::new();
         let check = |now| {
             // A report taken just before it arrived (no clock skew), at each moment checked.

@@ -16,6 +16,20 @@ fn decode<E: std::error::Error + Send + Sync + 'static>(e: E) -> StoreError {
 pub const PENDING: &str = "pending";
 pub const ARCHIVED: &str = "archived";
 pub const REFUSED: &str = "refused";
+/// Archived, then deleted from the archive by its retention (`reason` says why).
+pub const EXPIRED: &str = "expired";
+
+/// An archived segment old enough for retention to consider.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpiredCandidate {
+    pub station: StationId,
+    pub camera: CameraId,
+    pub seq: u64,
+    pub file: String,
+    pub size: u64,
+    pub start_ms: i64,
+    pub end_ms: i64,
+}
 
 /// One archived manifest line.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -47,6 +61,9 @@ pub struct StateTotals {
     pub pending_bytes: u64,
     pub refused_segments: u64,
     pub refused_bytes: u64,
+    /// Deleted from the archive by its retention.
+    pub expired_segments: u64,
+    pub expired_bytes: u64,
 }
 
 impl StateTotals {
@@ -54,6 +71,7 @@ impl StateTotals {
         let (c, b) = match state {
             ARCHIVED => (&mut self.archived_segments, &mut self.archived_bytes),
             REFUSED => (&mut self.refused_segments, &mut self.refused_bytes),
+            EXPIRED => (&mut self.expired_segments, &mut self.expired_bytes),
             _ => (&mut self.pending_segments, &mut self.pending_bytes),
         };
         *c += n;
@@ -67,6 +85,8 @@ impl StateTotals {
         self.pending_bytes += o.pending_bytes;
         self.refused_segments += o.refused_segments;
         self.refused_bytes += o.refused_bytes;
+        self.expired_segments += o.expired_segments;
+        self.expired_bytes += o.expired_bytes;
     }
 }
 
@@ -405,5 +425,87 @@ impl Store {
             }
         }
         Ok(out)
+    }
+
+    /// Archived segments whose span ended before `before` (ms), in (station, camera, seq) order
+    /// after `after`, at most `limit`.
+    pub async fn archive_expired_candidates(
+        &self,
+        before: i64,
+        after: Option<&(StationId, CameraId, u64)>,
+        limit: i64,
+    ) -> Result<Vec<ExpiredCandidate>> {
+        let (s, c, q) = after.map_or(("", "", -1), |(s, c, q)| {
+            (s.as_str(), c.as_str(), *q as i64)
+        });
+        let rows = sqlx::query(
+            "SELECT station_id, camera, seq, file, size, start_ms, end_ms FROM archive_entries
+             WHERE state = $1 AND end_ms < $2
+               AND (station_id > $3 OR (station_id = $3 AND (camera > $4 OR (camera = $4 AND seq > $5))))
+             ORDER BY station_id, camera, seq LIMIT $6",
+        )
+        .bind(ARCHIVED)
+        .bind(before)
+        .bind(s)
+        .bind(c)
+        .bind(q)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(ExpiredCandidate {
+                    station: id(r.try_get(0)?)?,
+                    camera: id(r.try_get(1)?)?,
+                    seq: r.try_get::<i64, _>(2)? as u64,
+                    file: r.try_get::<Option<String>, _>(3)?.unwrap_or_default(),
+                    size: r.try_get::<Option<i64>, _>(4)?.unwrap_or(0) as u64,
+                    start_ms: r.try_get::<Option<i64>, _>(5)?.unwrap_or(0),
+                    end_ms: r.try_get::<Option<i64>, _>(6)?.unwrap_or(0),
+                })
+            })
+            .collect()
+    }
+
+    /// The archived `hold` and `release` lines of a camera, in manifest order.
+    pub async fn archive_hold_lines(
+        &self,
+        station: &StationId,
+        camera: &CameraId,
+    ) -> Result<Vec<String>> {
+        let rows = sqlx::query(
+            "SELECT line FROM archive_entries
+             WHERE station_id = $1 AND camera = $2 AND kind IN ('hold', 'release')
+             ORDER BY seq",
+        )
+        .bind(station.as_str())
+        .bind(camera.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
+    }
+
+    /// Marks an archived segment deleted by retention (only if it is still `archived`).
+    pub async fn archive_expire(
+        &self,
+        station: &StationId,
+        camera: &CameraId,
+        seq: u64,
+        reason: &str,
+        _now: i64,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE archive_entries SET state = $1, reason = $2
+             WHERE station_id = $3 AND camera = $4 AND seq = $5 AND state = $6",
+        )
+        .bind(EXPIRED)
+        .bind(reason)
+        .bind(station.as_str())
+        .bind(camera.as_str())
+        .bind(seq as i64)
+        .bind(ARCHIVED)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 }
