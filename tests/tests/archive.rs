@@ -131,13 +131,11 @@ fn requested_window_is_archived_verified_and_a_killed_agent_resumes(store: Store
 }
 
 #[test]
-#[ignore = "not yet seen green: the kill phase was still being tuned when session 4 ended (see the closing note)"]
 fn requested_window_archived_and_resumed_after_kill_local_folder() {
     requested_window_is_archived_verified_and_a_killed_agent_resumes(Store::Local);
 }
 
 #[test]
-#[ignore = "not yet seen green: the kill phase was still being tuned when session 4 ended (see the closing note)"]
 fn requested_window_archived_and_resumed_after_kill_s3() {
     requested_window_is_archived_verified_and_a_killed_agent_resumes(Store::S3);
 }

@@ -617,6 +617,10 @@ impl Uploader {
         } else {
             state.received
         };
+        if offset > 0 {
+            // After a cut link, a restart or a power cut: only what the archive lacks is sent.
+            info!(camera = %item.camera, seq = item.seq, offset, size, "segment upload resumes where the archive is");
+        }
         let chunk_len = self.ctx.config.chunk_bytes.min(MAX_CHUNK_BYTES);
         loop {
             if shutdown.is_cancelled() {
