@@ -175,6 +175,8 @@ pub struct AgentSpec<'a> {
     pub upload_url: String,
     pub upload_extra: String,
     pub camera_extra: String,
+    /// RTSP URLs for the cameras (in order); empty: the built-in test source.
+    pub rtsp: Vec<String>,
 }
 
 impl AgentSpec<'_> {
@@ -191,11 +193,20 @@ impl AgentSpec<'_> {
             self.upload_extra
         );
         for (i, c) in self.cameras.iter().enumerate() {
+            let source = match self.rtsp.get(i) {
+                Some(url) => format!("source = \"{url}\"\n"),
+                None => format!(
+                    "source = \"test\"\nwidth = 640\nheight = 360\nfps = 15\nbitrate_kbps = {}\n",
+                    self.kbps
+                ),
+            };
             s.push_str(&format!(
-                "[[camera]]\nid = \"{c}\"\nsource = \"test\"\nwidth = 640\nheight = 360\nfps = 15\n\
-                 bitrate_kbps = {}\n{}\n",
-                self.kbps,
-                if i == 0 { self.camera_extra.as_str() } else { "" }
+                "[[camera]]\nid = \"{c}\"\n{source}{}\n",
+                if i == 0 {
+                    self.camera_extra.as_str()
+                } else {
+                    ""
+                }
             ));
         }
         s

@@ -147,6 +147,8 @@ pub struct CameraOpts {
     pub fps: u32,
     pub bitrate_kbps: u32,
     pub codec: Codec,
+    /// `snow`: noise, so the encoder sends its full bitrate (benchmarks); default `ball`.
+    pub snow: bool,
 }
 
 impl Default for CameraOpts {
@@ -158,6 +160,7 @@ impl Default for CameraOpts {
             fps: 15,
             bitrate_kbps: 500,
             codec: Codec::H264,
+            snow: false,
         }
     }
 }
@@ -177,6 +180,8 @@ impl CameraOpts {
             self.bitrate_kbps.to_string(),
             "--codec".into(),
             self.codec.as_arg().into(),
+            "--pattern".into(),
+            if self.snow { "snow" } else { "ball" }.into(),
         ]
     }
 }

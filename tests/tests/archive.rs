@@ -37,6 +37,7 @@ fn requested_window_is_archived_verified_and_a_killed_agent_resumes(store: Store
         upload_url: rig.ctl.base_url(),
         upload_extra: format!("chunk_kib = {chunk_kib}\nbackfill_kbps = 200\n"),
         camera_extra: "".into(),
+        rtsp: vec![],
     }
     .toml(&storage);
     let mut agent = AgentProcess::start(rig.dir.path(), &cfg).unwrap();
@@ -154,6 +155,7 @@ fn altered_segment_is_refused_kept_aside_and_alerted(store: Store) {
         upload_url: rig.ctl.base_url(),
         upload_extra: "".into(),
         camera_extra: "".into(),
+        rtsp: vec![],
     }
     .toml(&storage);
     let agent = AgentProcess::start(rig.dir.path(), &cfg).unwrap();
@@ -265,6 +267,7 @@ fn a_full_archive_disk_is_an_alert_not_a_crash_and_uploads_resume_when_space_ret
         upload_url: rig.ctl.base_url(),
         upload_extra: "".into(),
         camera_extra: "".into(),
+        rtsp: vec![],
     }
     .toml(&storage);
     let agent = AgentProcess::start(rig.dir.path(), &cfg).unwrap();
@@ -342,6 +345,7 @@ fn a_three_minute_window_of_two_cameras_crosses_a_1_mbit_link_cut_for_20_s_while
         upload_url: format!("http://{FAR_ADDR}:{}", ctl_relay.port),
         upload_extra: format!("chunk_kib = {chunk_kib}\n"),
         camera_extra: format!("live = \"auto\"\nlive_target = \"srt://{FAR_ADDR}:9000\"\n"),
+        rtsp: vec![],
     }
     .toml(&storage);
     link.shape(1000).unwrap();

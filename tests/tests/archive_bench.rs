@@ -8,7 +8,11 @@
 //! * the controller's CPU per Mbit/s received (utime+stime of its process over each transfer);
 //! * the live rung's bitrate at the SRT receiver with and without a concurrent backfill.
 //!
-//! Env: `BENCH_RATES` (kbit/s, default `2000,10000,50000`), `BENCH_WINDOW_S` (default 40),
+//! The cameras of the upload part are two RTSP test cameras sending noise (`snow`) at 2000
+//! kbit/s, so the footage has a real camera's bitrate (the built-in ball pattern compresses to
+//! a tenth of its target); the live part uses the built-in source (the live ladder needs it).
+//!
+//! Env: `BENCH_RATES` (kbit/s, default `2000,10000,50000`), `BENCH_WINDOW_S` (default 60),
 //! `BENCH_LIVE_S` (default 30), `SMOKE=1` (one rate, a few seconds each).
 
 use std::time::{Duration, Instant};
@@ -19,6 +23,7 @@ use stationwatch_tests::agent_process::AgentProcess;
 use stationwatch_tests::archive::{ready, ts, window_segments, AgentSpec, Rig, Store};
 use stationwatch_tests::netns::{Link, FAR_ADDR};
 use stationwatch_tests::srt::{have_srt_live_transmit, SrtReceiver};
+use stationwatch_tests::{CameraOpts, TestCamera};
 
 fn env_u64(k: &str, default: u64) -> u64 {
     std::env::var(k)
@@ -61,7 +66,7 @@ fn upload_benchmark() {
     let window_s = if smoke {
         6
     } else {
-        env_u64("BENCH_WINDOW_S", 40)
+        env_u64("BENCH_WINDOW_S", 60)
     } as i64;
     let live_s = if smoke {
         4
@@ -74,7 +79,23 @@ fn upload_benchmark() {
     let broker_relay = link.relay(rig.broker.port()).unwrap();
     let ctl_relay = link.relay(rig.ctl.addr.port()).unwrap();
     let storage = rig.dir.path().join("rec");
-    let spec = |camera_extra: String| AgentSpec {
+    let cams: Vec<TestCamera> = (0..2)
+        .map(|_| {
+            TestCamera::start(
+                env!("CARGO_BIN_EXE_test-camera"),
+                CameraOpts {
+                    width: 640,
+                    height: 360,
+                    bitrate_kbps: 2000,
+                    snow: true,
+                    ..CameraOpts::default()
+                },
+            )
+            .unwrap()
+        })
+        .collect();
+    let rtsp: Vec<String> = cams.iter().map(|c| c.url().to_owned()).collect();
+    let spec = |camera_extra: String, rtsp: Vec<String>| AgentSpec {
         cameras: &["desk", "box"],
         kbps: 2000,
         segment_s: 4,
@@ -82,8 +103,9 @@ fn upload_benchmark() {
         upload_url: format!("http://{FAR_ADDR}:{}", ctl_relay.port),
         upload_extra: String::new(),
         camera_extra,
+        rtsp,
     };
-    let cfg = spec(String::new()).toml(&storage);
+    let cfg = spec(String::new(), rtsp.clone()).toml(&storage);
     let mut agent =
         AgentProcess::start_in(&link.agent_prefix(), rig.dir.path(), &cfg, &[]).unwrap();
     agent
@@ -96,8 +118,10 @@ fn upload_benchmark() {
     let total = window_s * rates.len() as i64;
     std::thread::sleep(Duration::from_secs(total as u64 + 6));
     let ctl_pid = rig.ctl.child.pid().unwrap();
-    println!("== upload benchmark (2 cameras 640x360, x264 target 2000 kbit/s, 4 s segments)");
-    println!("rate_kbit  window_MB  transfer_s  goodput_%  10min_2cam_window_s  controller_cpu_ms_per_Mbit");
+    println!(
+        "== upload benchmark (2 RTSP cameras 640x360 noise, x264 2000 kbit/s, {window_s} s window, 4 s segments)"
+    );
+    println!("rate_kbit  window_MB  footage_kbit_per_cam  transfer_s  goodput_%  10min_2cam_window_s  controller_cpu_ms_per_Mbit");
     for (i, rate) in rates.iter().enumerate() {
         let from = t0 + chrono::Duration::seconds(window_s * i as i64);
         let to = from + chrono::Duration::seconds(window_s);
@@ -120,20 +144,23 @@ fn upload_benchmark() {
         let goodput = mbit / secs / (*rate as f64 / 1000.0) * 100.0;
         let ten_min = secs * 600.0 / window_s as f64;
         println!(
-            "{rate:>9}  {:>9.1}  {secs:>10.1}  {goodput:>9.1}  {ten_min:>19.0}  {:>26.1}",
+            "{rate:>9}  {:>9.1}  {:>20.0}  {secs:>10.1}  {goodput:>9.1}  {ten_min:>19.0}  {:>26.1}",
             bytes as f64 / 1e6,
+            mbit * 1000.0 / 2.0 / window_s as f64,
             cpu * 1000.0 / mbit
         );
     }
     agent.terminate(Duration::from_secs(15)).unwrap();
+    drop(cams);
 
     // Live beside backfill: camera desk streams live (auto) through a 3 Mbit/s link.
     let received = rig.dir.path().join("live.ts");
     let rx = SrtReceiver::start(&link.far_prefix(), 9000, &received).unwrap();
     link.shape(3000).unwrap();
-    let cfg = spec(format!(
-        "live = \"auto\"\nlive_target = \"srt://{FAR_ADDR}:9000\"\n"
-    ))
+    let cfg = spec(
+        format!("live = \"auto\"\nlive_target = \"srt://{FAR_ADDR}:9000\"\n"),
+        Vec::new(),
+    )
     .toml(&storage);
     let agent = AgentProcess::start_in(&link.agent_prefix(), rig.dir.path(), &cfg, &[]).unwrap();
     agent

@@ -6,7 +6,8 @@
 //! with a message; after logging in the station appears with its state, and other stations
 //! (published by hand) sort by need of attention; the search filters; the station page shows
 //! the camera, the health chart, and a ping and a snapshot command come back `done` with the
-//! snapshot displayed; when the agent is killed (SIGKILL: the broker publishes its last will)
+//! snapshot displayed; the fleet shows footage only on stations, and a requested upload window
+//! (the agent's key registered, the archive a local folder) is followed to `100 % · done`; when the agent is killed (SIGKILL: the broker publishes its last will)
 //! the row turns `offline` and the `offline` alert appears — through the server-sent events,
 //! without reloading the page (a marker set in the page survives).
 //!
@@ -23,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
-use stationwatch_tests::agent_process::{agent_bin, AgentProcess};
+use stationwatch_tests::agent_process::{agent_bin, station_public_key, AgentProcess};
 use stationwatch_tests::controller_process::{
     controller_bin, Api, ControllerOpts, ControllerProcess, ADMIN_PASSWORD, ADMIN_USER,
 };
@@ -225,6 +226,13 @@ async fn click(c: &Client, css: &str) {
             .find(Locator::Css(css))
             .await
             .unwrap_or_else(|e| panic!("no {css}: {e}"));
+        // In the middle of the window, not under the sticky top bar (as a user would scroll).
+        let _ = c
+            .execute(
+                "arguments[0].scrollIntoView({block: 'center'}); return true;",
+                vec![serde_json::to_value(&el).unwrap()],
+            )
+            .await;
         match el.click().await {
             Ok(_) => return,
             Err(e) if attempt < 5 && e.to_string().contains("stale element") => {
@@ -270,13 +278,14 @@ fn host_clock_synced() -> bool {
     ret >= 0 && ret != libc::TIME_ERROR && tx.status & libc::STA_UNSYNC == 0
 }
 
-fn agent_config(dir: &Path, broker_port: u16) -> String {
+fn agent_config(dir: &Path, broker_port: u16, upload_url: &str) -> String {
     format!(
         "[station]\nid = \"{STATION}\"\nname = \"Test school 1\"\nregion = \"North\"\n\n\
          [storage]\npath = \"{}\"\nsegment_seconds = 4\n\n\
          [supervision]\nstall_timeout_seconds = 3\n\n\
          [[camera]]\nid = \"cam\"\nsource = \"test\"\nwidth = 160\nheight = 120\nfps = 15\nbitrate_kbps = 200\n\n\
-         [mqtt]\nurl = \"mqtt://127.0.0.1:{broker_port}\"\nhealth_interval_seconds = 2\n",
+         [mqtt]\nurl = \"mqtt://127.0.0.1:{broker_port}\"\nhealth_interval_seconds = 2\n\n\
+         [upload]\nurl = \"{upload_url}\"\n",
         dir.join("rec").display()
     )
 }
@@ -368,8 +377,19 @@ async fn scenario(chromium: PathBuf, driver: PathBuf) {
     let agent_dir = dir.path().join("agent");
     std::fs::create_dir_all(&agent_dir).unwrap();
     let mut agent =
-        AgentProcess::start(&agent_dir, &agent_config(&agent_dir, broker.port())).unwrap();
+        AgentProcess::start(&agent_dir, &agent_config(&agent_dir, broker.port(), &base)).unwrap();
+    let recording_from = chrono::Utc::now();
     step("agent started");
+    // Its key registered, so the archive takes its uploads.
+    let key = station_public_key(&agent_dir.join("agent.toml")).unwrap();
+    let admin = controller.admin().unwrap();
+    let r = admin
+        .put(
+            &format!("/api/stations/{STATION}/key"),
+            &json!({ "key": key }),
+        )
+        .unwrap();
+    assert!(r.status == 201 || r.status == 200, "{r:?}");
     publish_station(
         &broker,
         HEALTHY,
@@ -497,6 +517,15 @@ async fn scenario(chromium: PathBuf, driver: PathBuf) {
     )
     .await;
     assert_eq!(reasons, "camera_not_recording,disk_low");
+    // Nothing uploaded yet (mode `requested`): the fleet shows footage only on stations (the
+    // fleet totals are fetched every 30 s).
+    wait_js(
+        &c,
+        "!document.getElementById('unarchived').hidden && document.getElementById('unarchived').textContent.startsWith('footage only on stations')",
+        45,
+        "footage only on stations",
+    )
+    .await;
     // Attention first: the degraded station with two reasons before the healthy one.
     let order = js(
         &c,
@@ -572,6 +601,24 @@ async fn scenario(chromium: PathBuf, driver: PathBuf) {
         "document.querySelector('#commands tr[data-status=\"done\"]')",
         20,
         "ping done",
+    )
+    .await;
+    // A requested window goes up; the station page follows the job to 100 % done.
+    let to = chrono::Utc::now() - chrono::Duration::seconds(1);
+    let stamp = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
+    let r = admin
+        .post(
+            &format!("/api/stations/{STATION}/commands"),
+            &json!({"kind": "upload", "job": "dash-1", "from": stamp(recording_from),
+                    "to": stamp(to), "reason": "dashboard test"}),
+        )
+        .unwrap();
+    assert_eq!(r.status, 202, "{r:?}");
+    wait_js(
+        &c,
+        "[...document.querySelectorAll('#station-facts dt')].some(dt => dt.textContent === 'Upload job' && dt.nextElementSibling.textContent.includes('100 % · done'))",
+        60,
+        "the upload job shown done",
     )
     .await;
     click(
@@ -667,7 +714,6 @@ async fn scenario(chromium: PathBuf, driver: PathBuf) {
     .await;
 
     // An observer sees only the stations granted to them, and no command buttons.
-    let admin = controller.admin().unwrap();
     let created = admin
         .post(
             "/api/users",

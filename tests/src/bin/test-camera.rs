@@ -1,6 +1,6 @@
 //! `test-camera`: an RTSP test camera for Stationwatch tests.
 //!
-//! Serves `rtsp://127.0.0.1:PORT/cam` from `videotestsrc is-live=true pattern=ball` with a
+//! Serves `rtsp://127.0.0.1:PORT/cam` from `videotestsrc is-live=true pattern=ball` (or `snow`) with a
 //! `timeoverlay`, encoded as H.264 (x264enc) or H.265 (x265enc). The media factory is shared,
 //! so every client sees the same stream. Prints exactly one line, `READY <url>`, on stdout
 //! once the server socket is bound and attached, then serves until SIGTERM or SIGINT.
@@ -41,6 +41,16 @@ struct Args {
     bitrate_kbps: u32,
     #[arg(long, value_enum, default_value_t = Codec::H264)]
     codec: Codec,
+    /// The picture: `ball` (a moving ball, compresses far below the bitrate) or `snow` (noise:
+    /// the encoder sends its full bitrate, like a real camera's busy scene).
+    #[arg(long, value_enum, default_value_t = Pattern::Ball)]
+    pattern: Pattern,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+enum Pattern {
+    Ball,
+    Snow,
 }
 
 fn launch_line(args: &Args) -> String {
@@ -68,10 +78,14 @@ fn launch_line(args: &Args) -> String {
         ),
     };
     format!(
-        "( videotestsrc is-live=true pattern=ball \
+        "( videotestsrc is-live=true pattern={pattern} \
          ! video/x-raw,width={width},height={height},framerate={fps}/1 \
          ! timeoverlay ! videoconvert ! video/x-raw,format=I420 \
-         ! {encoder} ! {payloader} name=pay0 pt=96 config-interval=-1 )"
+         ! {encoder} ! {payloader} name=pay0 pt=96 config-interval=-1 )",
+        pattern = match args.pattern {
+            Pattern::Ball => "ball",
+            Pattern::Snow => "snow",
+        }
     )
 }
 
