@@ -149,6 +149,9 @@ pub struct CameraOpts {
     pub codec: Codec,
     /// `snow`: noise, so the encoder sends its full bitrate (benchmarks); default `ball`.
     pub snow: bool,
+    /// Run inside this command prefix (e.g. `ip netns exec NS`, to serve on a namespace's
+    /// loopback); empty: directly.
+    pub prefix: Vec<String>,
 }
 
 impl Default for CameraOpts {
@@ -161,6 +164,7 @@ impl Default for CameraOpts {
             bitrate_kbps: 500,
             codec: Codec::H264,
             snow: false,
+            prefix: Vec::new(),
         }
     }
 }
@@ -347,7 +351,15 @@ fn spawn(
     opts: &CameraOpts,
     stderr: &Arc<Mutex<String>>,
 ) -> Result<Running, SpawnError> {
-    let mut child = Command::new(bin)
+    let mut cmd = match opts.prefix.split_first() {
+        Some((first, rest)) => {
+            let mut c = Command::new(first);
+            c.args(rest).arg(bin);
+            c
+        }
+        None => Command::new(bin),
+    };
+    let mut child = cmd
         .args(opts.args())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

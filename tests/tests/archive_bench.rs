@@ -32,6 +32,35 @@ fn env_u64(k: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+/// Seconds from the first start to the last end of the camera's segments touching the window.
+fn covered_s(
+    storage: &std::path::Path,
+    camera: &str,
+    from: chrono::DateTime<Utc>,
+    to: chrono::DateTime<Utc>,
+) -> f64 {
+    let times: Vec<(chrono::DateTime<Utc>, chrono::DateTime<Utc>)> =
+        stationwatch_tests::agent_process::manifest_entries(storage, camera)
+            .unwrap()
+            .into_iter()
+            .filter(|e| e["kind"] == "segment")
+            .filter_map(|e| {
+                Some((
+                    e["start"].as_str()?.parse().ok()?,
+                    e["end"].as_str()?.parse().ok()?,
+                ))
+            })
+            .filter(|(s, e)| *s < to && *e > from)
+            .collect();
+    match (
+        times.iter().map(|t| t.0).min(),
+        times.iter().map(|t| t.1).max(),
+    ) {
+        (Some(a), Some(b)) => (b - a).num_milliseconds() as f64 / 1000.0,
+        _ => 0.0,
+    }
+}
+
 /// utime + stime of a process, seconds.
 fn cpu_s(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -88,6 +117,8 @@ fn upload_benchmark() {
                     height: 360,
                     bitrate_kbps: 2000,
                     snow: true,
+                    // On the agent's side of the link, as cameras are on the station's LAN.
+                    prefix: link.agent_prefix(),
                     ..CameraOpts::default()
                 },
             )
@@ -113,6 +144,16 @@ fn upload_benchmark() {
         .unwrap();
     rig.register(&rig.dir.path().join("agent.toml"));
 
+    // Both cameras recording before the first window starts.
+    for cam in ["desk", "box"] {
+        stationwatch_tests::agent_process::wait_segment_after(
+            &storage,
+            cam,
+            Utc::now(),
+            Duration::from_secs(30),
+        )
+        .unwrap();
+    }
     // Record one window per rate first (uploads wait: mode `requested`, nothing requested).
     let t0 = Utc::now();
     let total = window_s * rates.len() as i64;
@@ -130,6 +171,9 @@ fn upload_benchmark() {
             .flat_map(|c| window_segments(&storage, c, from, to))
             .map(|(_, _, size)| size)
             .sum();
+        // The whole segments the window touches span more than the window: the footage's
+        // seconds, for its bitrate and the 10-minute scaling.
+        let span_s = covered_s(&storage, "desk", from, to).max(1.0);
         link.shape(*rate as u32).unwrap();
         let cpu0 = cpu_s(ctl_pid);
         let start = Instant::now();
@@ -142,11 +186,11 @@ fn upload_benchmark() {
         let cpu = cpu_s(ctl_pid) - cpu0;
         let mbit = bytes as f64 * 8.0 / 1e6;
         let goodput = mbit / secs / (*rate as f64 / 1000.0) * 100.0;
-        let ten_min = secs * 600.0 / window_s as f64;
+        let ten_min = secs * 600.0 / span_s;
         println!(
             "{rate:>9}  {:>9.1}  {:>20.0}  {secs:>10.1}  {goodput:>9.1}  {ten_min:>19.0}  {:>26.1}",
             bytes as f64 / 1e6,
-            mbit * 1000.0 / 2.0 / window_s as f64,
+            mbit * 1000.0 / 2.0 / span_s,
             cpu * 1000.0 / mbit
         );
     }
