@@ -99,6 +99,11 @@ impl Controller {
         let shutdown = CancellationToken::new();
         let metrics = Arc::new(Metrics::default());
         let limiter = auth::LoginLimiter::default();
+        // Every user's credentials, kept for logins while the database fails.
+        let outage = auth::outage::Outage::default();
+        if let Err(e) = outage.refresh(&store).await {
+            warn!(error = %e, "cannot read the users for logins during a database outage");
+        }
         let publisher = Publisher::new(cfg.mqtt.command_ttl.as_millis() as i64);
         let (writes_tx, writes_rx) = mpsc::channel(cfg.database.write_queue);
         let (trans_tx, trans_rx) = mpsc::unbounded_channel();
@@ -136,6 +141,12 @@ impl Controller {
             tokio::spawn(audit_login_failures(
                 store.clone(),
                 limiter.clone(),
+                outage.clone(),
+                shutdown.child_token(),
+            )),
+            tokio::spawn(auth::outage::run(
+                store.clone(),
+                outage.clone(),
                 shutdown.child_token(),
             )),
             tokio::spawn(keys::tsa::run(
@@ -173,6 +184,7 @@ impl Controller {
             connections: connections.clone(),
             streams: http::StreamSlots::default(),
             resolved: http::Resolved::default(),
+            outage,
             store: store.clone(),
             fleet: fleet.clone(),
             publisher,
@@ -256,6 +268,7 @@ async fn notify(
 async fn audit_login_failures(
     store: Store,
     limiter: auth::LoginLimiter,
+    outage: auth::outage::Outage,
     shutdown: CancellationToken,
 ) {
     let mut tick = tokio::time::interval(Duration::from_secs(5));
@@ -264,9 +277,7 @@ async fn audit_login_failures(
             _ = shutdown.cancelled() => true,
             _ = tick.tick() => false,
         };
-        if let Err(e) = auth::sessions::audit_failure_summaries(&store, &limiter).await {
-            warn!(error = %e, "cannot write failed logins to the audit log");
-        }
+        auth::sessions::audit_failure_summaries(&store, &limiter, &outage).await;
         if stop {
             return;
         }

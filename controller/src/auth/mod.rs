@@ -1,6 +1,7 @@
 //! Users, roles, passwords, sessions, API tokens and login throttling. Nothing here knows
 //! HTTP: `http/` reads cookies and headers and calls [`sessions`] and [`users`].
 
+pub mod outage;
 mod passwords;
 pub mod sessions;
 mod throttle;

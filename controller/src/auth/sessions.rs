@@ -5,8 +5,9 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use stationwatch_protocol::StationId;
-use tracing::info;
+use tracing::{info, warn};
 
+use super::outage::{Outage, Pending};
 use super::{
     hash_bounded, new_token, token_hash, verify_bounded, AuthError, LoginLimiter, Role, User,
     MAX_USERNAME_CHARS,
@@ -37,9 +38,14 @@ pub struct Session {
 /// (name, address) in a window is audited at once, later ones in summaries
 /// ([`audit_failure_summaries`]); a refused name longer than [`MAX_USERNAME_CHARS`] is cut
 /// in the audit log.
+///
+/// While the database fails, the password is checked against the copy in `outage` and the
+/// session and audit rows wait there to be written (the session works on this replica
+/// meanwhile: the caller notes it with the credentials it resolved).
 pub async fn login(
     store: &Store,
     limiter: &LoginLimiter,
+    outage: &Outage,
     username: &str,
     password: &str,
     address: IpAddr,
@@ -57,7 +63,7 @@ pub async fn login(
             info!(%address, throttled = t.detail(), "login refused");
             return Err(LoginError::Locked);
         }
-        fail(store, limiter, &cut, address, now).await?;
+        fail(store, limiter, outage, &cut, address, now).await;
         return Err(LoginError::Wrong);
     } else {
         name.to_owned()
@@ -67,7 +73,16 @@ pub async fn login(
         info!(username = %name, %address, throttled = t.detail(), "login refused");
         return Err(LoginError::Locked);
     }
-    let user = store.user_by_name(&name).await?;
+    let user = match store.user_by_name(&name).await {
+        Ok(u) => u,
+        Err(e) => match outage.user_row(&name) {
+            Some(u) => {
+                warn!(username = %name, error = %e, "database failing: password checked against the users kept in memory");
+                u
+            }
+            None => return Err(e.into()),
+        },
+    };
     let pw = password.to_owned();
     let ok = match &user {
         Some(u) => verify_bounded(pw, u.password_hash.clone()).await,
@@ -80,22 +95,30 @@ pub async fn login(
         Err(_) => false,
     };
     let Some(u) = user.filter(|_| ok) else {
-        fail(store, limiter, &name, address, now).await?;
+        fail(store, limiter, outage, &name, address, now).await;
         return Err(LoginError::Wrong);
     };
     limiter.succeeded(&name, address);
     let (token, hash) = new_token("sws_");
-    store.insert_session(&hash, u.id, now, now + ttl_ms).await?;
-    audit::record(
+    if let Err(e) = store.insert_session(&hash, u.id, now, now + ttl_ms).await {
+        warn!(username = %u.username, error = %e, "database failing: the new session is kept in memory and written when it is back");
+        outage.defer(Pending::Session {
+            token_hash: hash.clone(),
+            user_id: u.id,
+            created: now,
+            expires: now + ttl_ms,
+        });
+    }
+    record(
         store,
+        outage,
         now,
         &u.username,
         Action::Login,
-        "",
         &format!("from {address}"),
         true,
     )
-    .await?;
+    .await;
     info!(username = %u.username, %address, "login");
     Ok(Session { token, user: u })
 }
@@ -103,32 +126,52 @@ pub async fn login(
 async fn fail(
     store: &Store,
     limiter: &LoginLimiter,
+    outage: &Outage,
     name: &str,
     address: IpAddr,
     now: i64,
-) -> Result<(), StoreError> {
+) {
     if limiter.failed(name, address, now) {
-        audit::record(
+        record(
             store,
+            outage,
             now,
             name,
             Action::Login,
-            "",
             &format!("wrong user name or password, from {address}"),
             false,
         )
-        .await?;
+        .await;
     }
     info!(username = %name, %address, "login refused");
-    Ok(())
+}
+
+/// An audit row of a login, deferred while the database fails.
+async fn record(
+    store: &Store,
+    outage: &Outage,
+    at: i64,
+    username: &str,
+    action: Action,
+    detail: &str,
+    ok: bool,
+) {
+    if let Err(e) = audit::record(store, at, username, action, "", detail, ok).await {
+        warn!(error = %e, "database failing: the audit row waits in memory");
+        outage.defer(Pending::Audit {
+            at,
+            username: username.to_owned(),
+            action: action.name(),
+            target: String::new(),
+            detail: detail.to_owned(),
+            ok,
+        });
+    }
 }
 
 /// Writes one audit row per (name, address) for the failed and refused logins counted since
 /// the last call (the first failure of each was written when it happened).
-pub async fn audit_failure_summaries(
-    store: &Store,
-    limiter: &LoginLimiter,
-) -> Result<(), StoreError> {
+pub async fn audit_failure_summaries(store: &Store, limiter: &LoginLimiter, outage: &Outage) {
     let now = crate::now_ms();
     for s in limiter.summaries() {
         let detail = format!(
@@ -140,9 +183,17 @@ pub async fn audit_failure_summaries(
                 .map(|t| t.to_string())
                 .unwrap_or_default()
         );
-        audit::record(store, now, &s.username, Action::Login, "", &detail, false).await?;
+        record(
+            store,
+            outage,
+            now,
+            &s.username,
+            Action::Login,
+            &detail,
+            false,
+        )
+        .await;
     }
-    Ok(())
 }
 
 /// Ends a session (when the request came with one) and audits the logout.

@@ -62,6 +62,8 @@ pub struct AppState {
     pub streams: StreamSlots,
     /// Credentials resolved recently, used only while the database fails.
     pub resolved: Resolved,
+    /// Users' credentials and deferred writes, for logins while the database fails.
+    pub outage: crate::auth::outage::Outage,
 }
 
 /// Token hash → the user it resolved to and when (bounded; cleared when full).

@@ -58,12 +58,22 @@ pub(crate) async fn login(
     let s = sessions::login(
         &state.store,
         &state.limiter,
+        &state.outage,
         &body.username,
         &body.password,
         address,
         ttl.as_millis() as i64,
     )
     .await?;
+    // Known to this replica at once: the session works here even if the database fails now
+    // (it was written, or waits in `outage` to be).
+    if let Some(user) = state.outage.user(&s.user) {
+        state.resolved.note(
+            crate::auth::token_hash(&s.token),
+            Some(user),
+            crate::now_ms(),
+        );
+    }
     let mut resp = Json(LoggedIn {
         username: s.user.username,
         role: s.user.role,
