@@ -1338,7 +1338,8 @@ fn a_failing_database_raises_the_alarm_and_the_fleet_stays_current() {
     // A new login works too (the password checked against the users kept in memory), and its
     // session serves the dashboard's requests; a wrong password is still refused.
     let fresh = ctl.admin().unwrap();
-    assert_eq!(fresh.get("/api/me").unwrap().status, 200);
+    let me = fresh.get("/api/me").unwrap();
+    assert_eq!(me.status, 200, "{me:?}\n{}", ctl.child.log());
     assert_eq!(cameras(&fresh).unwrap(), Some(2));
     assert!(Api::login(&ctl.base_url(), ADMIN_USER, "not-the-password").is_err());
 }

@@ -110,6 +110,29 @@ impl Outage {
         })
     }
 
+    /// The user of a session opened during the outage and not yet written, if `token_hash`
+    /// is one and has not expired.
+    pub fn pending_session_user(&self, token_hash: &str, now: i64) -> Option<User> {
+        let user_id = self.inner.pending.lock().iter().find_map(|p| match p {
+            Pending::Session {
+                token_hash: h,
+                user_id,
+                expires,
+                ..
+            } if h == token_hash && *expires > now => Some(*user_id),
+            _ => None,
+        })?;
+        let row = self
+            .inner
+            .users
+            .read()
+            .as_ref()?
+            .values()
+            .find(|(u, _)| u.id == user_id)
+            .map(|(u, _)| u.clone())?;
+        self.user(&row)
+    }
+
     /// Keeps a write for later; false when the queue is full (an audit row is then lost).
     pub fn defer(&self, p: Pending) -> bool {
         let mut q = self.inner.pending.lock();
@@ -260,6 +283,18 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(s.user.username, "op");
+        // The session resolves from memory until it is written.
+        let hash = token_hash(&s.token);
+        let now = crate::now_ms();
+        assert_eq!(
+            outage.pending_session_user(&hash, now).unwrap().username,
+            "op"
+        );
+        assert!(outage.pending_session_user("other", now).is_none());
+        assert!(
+            outage.pending_session_user(&hash, now + 61_000).is_none(),
+            "expired"
+        );
         let wrong = login(&store, &limiter, &outage, "op", "not-it", addr, 60_000).await;
         assert!(matches!(wrong, Err(LoginError::Wrong)), "{:?}", wrong.err());
         // An unknown name is refused too (the copy says it does not exist).

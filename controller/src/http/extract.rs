@@ -41,6 +41,12 @@ pub(crate) async fn authenticate(state: &AppState, headers: &HeaderMap) -> ApiRe
     let now = crate::now_ms();
     match sessions::resolve(&state.store, bearer, session.as_deref()).await {
         Ok(user) => {
+            // Not in the database: a session opened while it failed may still wait to be
+            // written (then it is this replica's to honour).
+            let user = match (user, bearer, key.as_deref()) {
+                (None, None, Some(k)) => state.outage.pending_session_user(k, now),
+                (user, _, _) => user,
+            };
             if let Some(k) = key {
                 state.resolved.note(k, user.clone(), now);
             }
