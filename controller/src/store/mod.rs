@@ -405,8 +405,8 @@ impl Store {
 
     /// The user of a token that has not expired, noting its use (at most once a minute).
     pub async fn token_user(&self, token_hash: &str, now: i64) -> Result<Option<UserRow>> {
-        let row: Option<UserRow> = sqlx::query_as(
-            "SELECT u.id, u.username, u.password_hash, u.role FROM api_tokens t
+        let row = sqlx::query(
+            "SELECT u.id, u.username, u.password_hash, u.role, t.last_used_at FROM api_tokens t
              JOIN users u ON u.id = t.user_id
              WHERE t.token_hash = $1 AND (t.expires_at IS NULL OR t.expires_at > $2)",
         )
@@ -414,7 +414,17 @@ impl Store {
         .bind(now)
         .fetch_optional(&self.pool)
         .await?;
-        if row.is_some() {
+        let Some(r) = row else { return Ok(None) };
+        let user = UserRow {
+            id: r.try_get(0)?,
+            username: r.try_get(1)?,
+            password_hash: r.try_get(2)?,
+            role: r.try_get(3)?,
+        };
+        // Last use to the minute: a write at most once a minute per token, not one per request
+        // (on SQLite every UPDATE takes the write lock, even one that changes nothing).
+        let last: Option<i64> = r.try_get(4)?;
+        if last.is_none_or(|l| l < now - 60_000) {
             sqlx::query(
                 "UPDATE api_tokens SET last_used_at = $1
                  WHERE token_hash = $2 AND (last_used_at IS NULL OR last_used_at < $3)",
@@ -425,7 +435,7 @@ impl Store {
             .execute(&self.pool)
             .await?;
         }
-        Ok(row)
+        Ok(Some(user))
     }
 
     /// Tokens of `user` (every user's with `None`), newest first.
