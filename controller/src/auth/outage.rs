@@ -64,17 +64,9 @@ impl Outage {
     pub async fn refresh(&self, store: &Store) -> Result<usize, StoreError> {
         let mut map = HashMap::new();
         for u in store.users().await? {
-            let grants = if Role::from_name(&u.role) == Some(Role::Observer) {
-                Some(Arc::new(
-                    store
-                        .grants(u.id)
-                        .await?
-                        .into_iter()
-                        .filter_map(|s| StationId::new(s).ok())
-                        .collect::<HashSet<_>>(),
-                ))
-            } else {
-                None
+            let grants = match Role::from_name(&u.role) {
+                Some(role) => super::sessions::grants_of(store, u.id, role).await?,
+                None => None,
             };
             map.insert(u.username.clone(), (u, grants));
         }

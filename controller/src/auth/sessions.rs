@@ -234,24 +234,32 @@ pub async fn resolve(
     let Some(role) = Role::from_name(&row.role) else {
         return Ok(None);
     };
-    let grants = if role == Role::Observer {
-        Some(Arc::new(
-            store
-                .grants(row.id)
-                .await?
-                .into_iter()
-                .filter_map(|s| StationId::new(s).ok())
-                .collect::<HashSet<_>>(),
-        ))
-    } else {
-        None
-    };
+    let grants = grants_of(store, row.id, role).await?;
     Ok(Some(User {
         id: row.id,
         username: row.username,
         role,
         grants,
     }))
+}
+
+/// The stations an observer may see (`None` for the other roles: every station).
+pub(crate) async fn grants_of(
+    store: &Store,
+    user_id: i64,
+    role: Role,
+) -> Result<Option<Arc<HashSet<StationId>>>, StoreError> {
+    if role != Role::Observer {
+        return Ok(None);
+    }
+    Ok(Some(Arc::new(
+        store
+            .grants(user_id)
+            .await?
+            .into_iter()
+            .filter_map(|s| StationId::new(s).ok())
+            .collect(),
+    )))
 }
 
 /// A new API token for `user`, with the user's own rights; audited. Returns the token (shown
