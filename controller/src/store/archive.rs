@@ -187,7 +187,7 @@ impl Store {
         rows: &[EntryRow],
         now: i64,
     ) -> Result<Appended> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let moved = match old {
             None => sqlx::query(
                 "INSERT INTO archive_manifests

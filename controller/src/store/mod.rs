@@ -237,6 +237,18 @@ impl Store {
         self.postgres
     }
 
+    /// A transaction that will write. On SQLite it takes the write lock at once (`BEGIN
+    /// IMMEDIATE`): a deferred transaction that reads first and writes later fails at once with
+    /// "database is locked" (the busy timeout does not apply) when another connection wrote in
+    /// between.
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
+        Ok(if self.postgres {
+            self.pool.begin().await?
+        } else {
+            self.pool.begin_with("BEGIN IMMEDIATE").await?
+        })
+    }
+
     pub async fn close(&self) {
         self.pool.close().await;
     }
@@ -322,7 +334,7 @@ impl Store {
     }
 
     pub async fn set_grants(&self, user_id: i64, stations: &[String]) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query("DELETE FROM grants WHERE user_id = $1")
             .bind(user_id)
             .execute(&mut *tx)
@@ -480,7 +492,7 @@ impl Store {
     /// statement is what limits SQLite through sqlx: one per report capped ingest at ~2,800
     /// reports/s); the rest one statement each, in order.
     pub async fn write_batch(&self, batch: &[Write]) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         self.write_healths(&mut tx, batch).await?;
         let heads: Vec<&HeadRow> = batch
             .iter()

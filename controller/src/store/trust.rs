@@ -122,7 +122,7 @@ impl Store {
         rotate: bool,
         at: i64,
     ) -> Result<Registered> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let current = sqlx::query(
             "SELECT public_key, fingerprint FROM station_keys WHERE station_id = $1 AND retired_at IS NULL",
         )
