@@ -425,6 +425,26 @@ fn archive(
     })
 }
 
+/// An optional id key: `Some(None)` when absent, `None` (the problem recorded) when invalid.
+fn optional_id<T, E: std::fmt::Display>(
+    r: &mut TomlReader,
+    t: &toml::Table,
+    path: &str,
+    key: &str,
+    parse: impl FnOnce(String) -> Result<T, E>,
+) -> Option<Option<T>> {
+    let Some(s) = r.string(t, path, key, false) else {
+        return Some(None);
+    };
+    match parse(s.clone()) {
+        Ok(id) => Some(Some(id)),
+        Err(e) => {
+            r.problem(join(path, key), format!("{s:?}: {e}"));
+            None
+        }
+    }
+}
+
 /// `keep_days`, `delete_after_days`, `check_interval_seconds` and `[[archive.hold]]`, with the
 /// agent's `[retention]` meanings and bounds.
 fn archive_retention(r: &mut TomlReader, t: &toml::Table) -> Option<ArchiveRetention> {
@@ -453,26 +473,8 @@ fn archive_retention(r: &mut TomlReader, t: &toml::Table) -> Option<ArchiveReten
                         false
                     }
                 });
-                let station = match r.string(h, &path, "station", false) {
-                    None => Some(None),
-                    Some(s) => match StationId::new(&s) {
-                        Ok(id) => Some(Some(id)),
-                        Err(e) => {
-                            r.problem(join(&path, "station"), format!("{s:?}: {e}"));
-                            None
-                        }
-                    },
-                };
-                let camera = match r.string(h, &path, "camera", false) {
-                    None => Some(None),
-                    Some(c) => match CameraId::new(&c) {
-                        Ok(id) => Some(Some(id)),
-                        Err(e) => {
-                            r.problem(join(&path, "camera"), format!("{c:?}: {e}"));
-                            None
-                        }
-                    },
-                };
+                let station = optional_id(r, h, &path, "station", StationId::new);
+                let camera = optional_id(r, h, &path, "camera", CameraId::new);
                 match (from, to, reason, station, camera) {
                     (Some(from), Some(to), Some(reason), Some(station), Some(camera)) => {
                         if to < from {

@@ -143,7 +143,7 @@ impl Archive {
                     pass.held += 1;
                     continue;
                 }
-                match self.expire(c, days, now).await {
+                match self.expire(c, days).await {
                     Ok(()) => {
                         pass.deleted += 1;
                         pass.deleted_bytes += c.size;
@@ -177,7 +177,7 @@ impl Archive {
         Ok(h)
     }
 
-    async fn expire(&self, c: &ExpiredCandidate, days: i64, now: i64) -> Result<(), String> {
+    async fn expire(&self, c: &ExpiredCandidate, days: i64) -> Result<(), String> {
         let _lock = self
             .lock(format!("segment/{}/{}/{}", c.station, c.camera, c.seq))
             .await;
@@ -190,7 +190,7 @@ impl Archive {
         let reason = format!("retention: older than {days} days");
         self.inner
             .store
-            .archive_expire(&c.station, &c.camera, c.seq, &reason, now)
+            .archive_expire(&c.station, &c.camera, c.seq, &reason)
             .await
             .map_err(|e| e.to_string())?;
         info!(station = %c.station, camera = %c.camera, seq = c.seq, file = %c.file, bytes = c.size, reason = %reason, "archived segment deleted");

@@ -184,7 +184,8 @@ impl Outage {
 
 /// Refreshes the copy and writes what waits, every [`REFRESH`], until shut down.
 pub async fn run(store: Store, outage: Outage, shutdown: CancellationToken) {
-    let mut tick = tokio::time::interval(REFRESH);
+    // The first refresh is done at start-up (`Controller::start`): begin one period later.
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + REFRESH, REFRESH);
     let mut failing = false;
     loop {
         tokio::select! {

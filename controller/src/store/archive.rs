@@ -492,7 +492,6 @@ impl Store {
         camera: &CameraId,
         seq: u64,
         reason: &str,
-        _now: i64,
     ) -> Result<()> {
         sqlx::query(
             "UPDATE archive_entries SET state = $1, reason = $2
