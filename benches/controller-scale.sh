@@ -66,9 +66,9 @@ PER_PROC=$((FD_LIMIT - 2000))
 ((PER_PROC > 18000)) && PER_PROC=18000
 
 if [ "$PROFILE" = release ]; then
-    (cd "$ROOT" && CARGO_TARGET_DIR=$TARGET cargo build --release --locked -q -p station-controller -p stationwatch-benches)
+    (cd "$ROOT" && CARGO_TARGET_DIR=$TARGET cargo build --release --locked -q --workspace --bin station-controller --bin fleet-sim)
 else
-    (cd "$ROOT" && CARGO_TARGET_DIR=$TARGET cargo build --locked -q -p station-controller -p stationwatch-benches)
+    (cd "$ROOT" && CARGO_TARGET_DIR=$TARGET cargo build --locked -q --workspace --bin station-controller --bin fleet-sim)
 fi
 # CONTROLLER_BIN: another controller build to measure with the same simulator (before/after).
 CONTROLLER=${CONTROLLER_BIN:-$TARGET/$PROFILE/station-controller}

@@ -53,9 +53,9 @@ for tool in ip tc srt-live-transmit ffprobe awk; do
 done
 if [ ! -x "$AGENT" ]; then
     if [ "$PROFILE" = release ]; then
-        (cd "$ROOT" && cargo build --release -q -p station-agent)
+        (cd "$ROOT" && cargo build --release -q --workspace --bin station-agent)
     else
-        (cd "$ROOT" && cargo build -q -p station-agent)
+        (cd "$ROOT" && cargo build -q --workspace --bin station-agent)
     fi
 fi
 

@@ -298,9 +298,9 @@ verify() {
 
 log "building $PROFILE binaries"
 if [ "$PROFILE" = release ]; then
-    (cd "$ROOT" && cargo build --release --quiet -p station-agent -p stationwatch-tests)
+    (cd "$ROOT" && cargo build --release --quiet --workspace --bin station-agent --bin test-camera)
 else
-    (cd "$ROOT" && cargo build --quiet -p station-agent -p stationwatch-tests)
+    (cd "$ROOT" && cargo build --quiet --workspace --bin station-agent --bin test-camera)
 fi
 : >"$RESULTS"
 : >"$NOTES"

@@ -19,4 +19,4 @@ cd "$(dirname "$0")/.."
 if [ "${SMOKE:-0}" != 1 ]; then
     export STATIONWATCH_RELEASE=1
 fi
-exec cargo test -q -p stationwatch-tests --test archive_bench -- --ignored --nocapture --test-threads=1
+exec cargo test -q --workspace --test archive_bench -- --ignored --nocapture --test-threads=1

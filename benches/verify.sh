@@ -102,9 +102,9 @@ fi
 
 # --- build ---------------------------------------------------------------------------------------
 if [ "$PROFILE" = release ]; then
-    (cd "$ROOT" && cargo build --release -p station-agent -p stationwatch-benches)
+    (cd "$ROOT" && cargo build --release --workspace --bin station-agent --bin verify-fixture)
 else
-    (cd "$ROOT" && cargo build -q -p station-agent -p stationwatch-benches)
+    (cd "$ROOT" && cargo build -q --workspace --bin station-agent --bin verify-fixture)
 fi
 
 WORK=$(mktemp -d "$FIXTURE_PARENT/stationwatch-verify.XXXXXX")

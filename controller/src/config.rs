@@ -176,8 +176,9 @@ pub struct DatabaseConfig {
     pub events_days: u32,
     /// Retention of the audit log (`audit_days`, default 3650: election law asks for years).
     pub audit_days: u32,
-    /// Writes waiting for the database; when full, health history points are dropped.
-    pub write_queue: usize,
+    /// Bytes of writes waiting for the database; beyond, health history points, snapshots and
+    /// witnessed heads are dropped (`ingest::queue`).
+    pub write_queue_bytes: u64,
 }
 
 impl DatabaseConfig {
@@ -630,7 +631,7 @@ fn database(r: &mut TomlReader, root: &toml::Table, file: &Path) -> Option<Datab
             "url",
             "max_connections",
             "history_days",
-            "write_queue",
+            "write_queue_bytes",
             "events_days",
             "audit_days",
         ],
@@ -663,7 +664,13 @@ fn database(r: &mut TomlReader, root: &toml::Table, file: &Path) -> Option<Datab
     };
     let max = r.int(t, p, "max_connections", 1..=256, 8);
     let days = r.int(t, p, "history_days", 1..=3650, 30);
-    let queue = r.int(t, p, "write_queue", 10..=10_000_000, 100_000);
+    let queue = r.int(
+        t,
+        p,
+        "write_queue_bytes",
+        16_384..=17_179_869_184,
+        67_108_864,
+    );
     let events = r.int(t, p, "events_days", 1..=36_500, 400);
     let audit = r.int(t, p, "audit_days", 1..=36_500, 3650);
     Some(DatabaseConfig {
@@ -672,7 +679,7 @@ fn database(r: &mut TomlReader, root: &toml::Table, file: &Path) -> Option<Datab
         history_days: days? as u32,
         events_days: events? as u32,
         audit_days: audit? as u32,
-        write_queue: queue? as usize,
+        write_queue_bytes: queue? as u64,
     })
 }
 
@@ -858,7 +865,7 @@ mod tests {
         let other = parse("[http]\nlisten = \"127.0.0.1:8081\"").unwrap();
         assert_ne!(other.mqtt.client_id, c.mqtt.client_id);
         assert_eq!(c.rules, RulesConfig::default());
-        assert_eq!(c.database.write_queue, 100_000);
+        assert_eq!(c.database.write_queue_bytes, 64 << 20);
         assert_eq!(c.trust.key_file, Path::new("/etc/sw/controller-key.pem"));
         assert!(c.trust.tsa_url.is_none());
         assert_eq!(c.trust.tsa_interval, Duration::from_secs(600));
@@ -949,12 +956,14 @@ mod tests {
 
     #[test]
     fn write_queue_is_range_checked() {
-        let c = parse("[database]\nwrite_queue = 10").unwrap();
-        assert_eq!(c.database.write_queue, 10);
-        for bad in ["9", "10000001", "\"big\""] {
-            let e = parse(&format!("[database]\nwrite_queue = {bad}")).unwrap_err();
+        let c = parse("[database]\nwrite_queue_bytes = 16384").unwrap();
+        assert_eq!(c.database.write_queue_bytes, 16384);
+        for bad in ["16383", "17179869185", "\"big\""] {
+            let e = parse(&format!("[database]\nwrite_queue_bytes = {bad}")).unwrap_err();
             assert!(
-                e.problems().iter().any(|p| p.key == "database.write_queue"),
+                e.problems()
+                    .iter()
+                    .any(|p| p.key == "database.write_queue_bytes"),
                 "{bad}: {e}"
             );
         }

@@ -105,7 +105,7 @@ impl Controller {
             warn!(error = %e, "cannot read the users for logins during a database outage");
         }
         let publisher = Publisher::new(cfg.mqtt.command_ttl.as_millis() as i64);
-        let (writes_tx, writes_rx) = mpsc::channel(cfg.database.write_queue);
+        let (writes_tx, writes_rx) = ingest::queue::channel(cfg.database.write_queue_bytes);
         let (trans_tx, trans_rx) = mpsc::unbounded_channel();
         let (changes, _) = broadcast::channel(64);
         let mut tasks = vec![

@@ -7,10 +7,6 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use parking_lot::Mutex;
 use serde::Serialize;
 
-/// Snapshot bytes the write queue may hold at once (the queue is bounded in messages too; a
-/// snapshot is up to 1 MiB, so without this 100,000 of them could be held in memory).
-pub const SNAPSHOT_QUEUE_BYTES: u64 = 64 * 1024 * 1024;
-
 /// How many recent delay samples percentiles are computed over.
 const SAMPLES: usize = 1 << 16;
 
@@ -25,9 +21,8 @@ pub struct Metrics {
     written: AtomicU64,
     write_errors: AtomicU64,
     health_write_dropped: AtomicU64,
-    /// Snapshot bytes in the write queue, bounded by [`SNAPSHOT_QUEUE_BYTES`].
-    snapshot_bytes_queued: AtomicU64,
     snapshots_dropped: AtomicU64,
+    heads_dropped: AtomicU64,
     /// Since when database writes fail (Unix ms), 0 while they succeed.
     db_failing_since: std::sync::atomic::AtomicI64,
     /// Report time (agent clock) to visible in the fleet, ms.
@@ -69,6 +64,7 @@ pub struct Gauges {
     pub unknown: usize,
     pub alerts_open: usize,
     pub write_backlog: usize,
+    pub write_queue_bytes: u64,
     pub sse_clients: usize,
     pub http_connections: usize,
     pub login_failures: u64,
@@ -132,9 +128,6 @@ impl Metrics {
         self.written.fetch_add(writes as u64, Relaxed);
         push(&self.batch_ms, ms);
     }
-    pub fn health_write_dropped(&self) {
-        self.health_write_dropped.fetch_add(1, Relaxed);
-    }
     pub fn write_error(&self) {
         self.write_errors.fetch_add(1, Relaxed);
         let _ = self
@@ -145,24 +138,15 @@ impl Metrics {
     pub fn db_failing_since(&self) -> Option<i64> {
         Some(self.db_failing_since.load(Relaxed)).filter(|t| *t != 0)
     }
-    /// Reserves room for a snapshot of `bytes` in the write queue; false (and counted as
-    /// dropped) when the queue already holds [`SNAPSHOT_QUEUE_BYTES`].
-    pub fn reserve_snapshot(&self, bytes: u64) -> bool {
-        let r = self
-            .snapshot_bytes_queued
-            .fetch_update(Relaxed, Relaxed, |q| {
-                (q + bytes <= SNAPSHOT_QUEUE_BYTES).then_some(q + bytes)
-            });
-        if r.is_err() {
-            self.snapshots_dropped.fetch_add(1, Relaxed);
+    /// A write the full queue did not admit (see `ingest::queue`).
+    pub fn dropped(&self, what: crate::ingest::queue::Dropped) {
+        use crate::ingest::queue::Dropped;
+        match what {
+            Dropped::HealthHistory => &self.health_write_dropped,
+            Dropped::Snapshot => &self.snapshots_dropped,
+            Dropped::Head => &self.heads_dropped,
         }
-        r.is_ok()
-    }
-    /// A queued snapshot of `bytes` was written (or given up).
-    pub fn release_snapshot(&self, bytes: u64) {
-        let _ = self
-            .snapshot_bytes_queued
-            .fetch_update(Relaxed, Relaxed, |q| Some(q.saturating_sub(bytes)));
+        .fetch_add(1, Relaxed);
     }
 
     /// The Prometheus text exposition format (version 0.0.4) of these figures and the gauges
@@ -237,10 +221,10 @@ impl Metrics {
             &[("", g.write_backlog as f64)],
         );
         metric(
-            "stationwatch_write_queue_snapshot_bytes",
+            "stationwatch_write_queue_bytes",
             "gauge",
-            "Snapshot bytes waiting for the database.",
-            &[("", c(&self.snapshot_bytes_queued))],
+            "Bytes of writes waiting for the database (bounded by [database] write_queue_bytes).",
+            &[("", g.write_queue_bytes as f64)],
         );
         metric(
             "stationwatch_dropped_total",
@@ -249,6 +233,7 @@ impl Metrics {
             &[
                 ("kind=\"health_history\"", c(&self.health_write_dropped)),
                 ("kind=\"snapshot\"", c(&self.snapshots_dropped)),
+                ("kind=\"witnessed_head\"", c(&self.heads_dropped)),
             ],
         );
         metric(

@@ -81,7 +81,7 @@ pub fn have_gst_element(name: &str) -> bool {
 /// Test executables live in `target/<profile>/deps/`, binaries in `target/<profile>/`, so this
 /// is `current_exe()/../../test-camera`. `STATIONWATCH_TEST_CAMERA` overrides it. Cargo only
 /// builds the binary for tests of this package (`stationwatch-tests`); from elsewhere, run
-/// `cargo build -p stationwatch-tests --bin test-camera` first.
+/// `cargo build --workspace --bin test-camera` first.
 pub fn test_camera_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("STATIONWATCH_TEST_CAMERA") {
         return PathBuf::from(p);
@@ -232,7 +232,7 @@ impl TestCamera {
         if !bin.is_file() {
             bail!(
                 "test-camera binary not found at {} (build it with \
-                 `cargo build -p stationwatch-tests --bin test-camera`, or set \
+                 `cargo build --workspace --bin test-camera`, or set \
                  STATIONWATCH_TEST_CAMERA)",
                 bin.display()
             );

@@ -34,7 +34,9 @@ pub fn cargo_bin(package: &str, bin: &str) -> Result<PathBuf> {
     let entry = g.entry(format!("{package}/{bin}")).or_insert_with(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let release = std::env::var("STATIONWATCH_RELEASE").is_ok_and(|v| v == "1");
-        let mut args = vec!["build", "--quiet", "-p", package, "--bin", bin];
+        // `--workspace`, not `-p`: every build of this workspace then resolves the same
+        // features, so switching between them never recompiles the dependencies.
+        let mut args = vec!["build", "--quiet", "--workspace", "--bin", bin];
         if release {
             args.push("--release");
         }

@@ -1,10 +1,13 @@
 //! The controller under a database that cannot keep up: with its write queue full, ingest
 //! drops health *history* points (counted as `health_writes_dropped` in `/api/metrics`) instead
-//! of stalling MQTT, the fleet still shows the latest report, and events are not lost.
+//! of stalling MQTT, the fleet still shows the latest report, and events are not lost — not
+//! even when more of them wait than the broker's inflight window, and not when the controller
+//! is killed (SIGKILL) before it could store them: they are acknowledged to the broker only
+//! after the commit, so the broker delivers them again to the restarted replica.
 //!
 //! The database is stalled for real: `sqlite3` holds an exclusive lock on the controller's
-//! SQLite file (readers go on, WAL), so every write batch waits; `[database] write_queue = 10`
-//! makes the queue fill after a dozen reports instead of 100,000.
+//! SQLite file (readers go on, WAL), so every write batch waits; `[database] write_queue_bytes
+//! = 16384` makes the queue fill after a few dozen reports instead of after 64 MiB.
 
 use std::io::{BufRead, BufReader, Write as _};
 use std::process::{Command, Stdio};
@@ -55,7 +58,7 @@ fn detail(api: &Api) -> Value {
 }
 
 #[test]
-fn full_write_queue_drops_health_history_not_the_fleet_or_events() {
+fn full_write_queue_drops_health_history_not_the_fleet_or_events_even_across_a_kill() {
     if !stationwatch_tests::require(
         have_mosquitto() && have_binary("sqlite3"),
         "mosquitto or sqlite3 missing (run scripts/install-deps)",
@@ -73,7 +76,7 @@ fn full_write_queue_drops_health_history_not_the_fleet_or_events() {
         &config,
         format!(
             "[http]\nlisten = \"127.0.0.1:{port}\"\ncookie_secure = false\n\
-             [database]\nurl = \"sqlite://{}\"\nwrite_queue = 10\n\
+             [database]\nurl = \"sqlite://{}\"\nwrite_queue_bytes = 16384\n\
              [mqtt]\nurl = \"mqtt://127.0.0.1:{}\"\nclient_id = \"controller-test-{port}\"\n\
              [auth]\nbootstrap_admin = \"{ADMIN_USER}\"\nbootstrap_password_file = \"{}\"\n",
             db.display(),
@@ -94,40 +97,16 @@ fn full_write_queue_drops_health_history_not_the_fleet_or_events() {
     assert_eq!(before["health_writes_dropped"], 0, "{before}");
 
     // Stall the database: an exclusive lock held by another process.
-    let mut lock = Command::new("sqlite3")
-        .arg(&db)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lock_in = lock.stdin.take().unwrap();
-    writeln!(lock_in, "BEGIN EXCLUSIVE;\nSELECT 'locked';").unwrap();
-    let mut line = String::new();
-    BufReader::new(lock.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line.trim(), "locked");
+    let lock = DbLock::take(&db);
 
-    // A flood of reports in one connection (`mosquitto_pub -l`: one message per line).
-    let mut flood = Command::new("mosquitto_pub")
-        .args(client.args())
-        .args(["-t", &topic("health"), "-q", "1", "-l"])
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
-    {
-        let mut stdin = flood.stdin.take().unwrap();
-        for n in 1..=FLOOD {
-            writeln!(stdin, "{}", health(n)).unwrap();
-        }
-    }
-    assert!(flood.wait().unwrap().success());
+    // A flood of reports in one connection, QoS 0 as agents send health.
+    publish_lines(&client, &topic("health"), 0, (1..=FLOOD).map(health));
     // The last report, on its own, after the flood.
     publish(
         &client,
         &topic("health"),
         health(FLOOD + 1).as_bytes(),
-        1,
+        0,
         false,
     )
     .unwrap();
@@ -151,13 +130,11 @@ fn full_write_queue_drops_health_history_not_the_fleet_or_events() {
     }
     std::thread::sleep(Duration::from_secs(1));
     // The database returns.
-    writeln!(lock_in, "COMMIT;\n.quit").unwrap();
-    drop(lock_in);
-    assert!(lock.wait().unwrap().success());
+    lock.release();
 
     let events = eventually("every event stored", 40, || {
         let ev = api
-            .ok(&format!("/api/stations/{STATION}/events?limit=100"))
+            .ok(&format!("/api/stations/{STATION}/events?limit=1000"))
             .ok()?;
         let got: Vec<String> = ev["events"]
             .as_array()?
@@ -193,4 +170,111 @@ fn full_write_queue_drops_health_history_not_the_fleet_or_events() {
     );
     assert!(dropped >= 1 && dropped < received, "{m}");
     assert_eq!(detail(&api)["health"]["agent"]["uptime_s"], FLOOD + 1);
+
+    // Stalled again: more events than the broker lets the controller hold unacknowledged
+    // (Mosquitto's inflight window, 20), then a health report. The report must reach the fleet
+    // while the events wait (the old queue stalled the MQTT loop here).
+    let lock = DbLock::take(&db);
+    let later: Vec<String> = (0..EVENTS).map(|i| format!("stalled-{i}")).collect();
+    publish_lines(
+        &client,
+        &topic("events"),
+        1,
+        later.iter().map(|id| event(id)),
+    );
+    publish(
+        &client,
+        &topic("health"),
+        health(FLOOD + 2).as_bytes(),
+        0,
+        false,
+    )
+    .unwrap();
+    eventually(
+        "a report after the events visible while the database is stalled",
+        20,
+        || (detail(&api)["health"]["agent"]["uptime_s"] == FLOOD + 2).then_some(()),
+    );
+    // Killed before any of them could be stored, then the database returns, and so does the
+    // controller (same client id: it resumes its session at the broker).
+    let mut ctl = ctl;
+    ctl.child.kill().unwrap();
+    lock.release();
+    let ctl = ControllerProcess::start_with_config(&config, port).unwrap();
+    let api = ctl.admin().unwrap();
+    let stored = eventually("every event sent during the stall stored", 40, || {
+        let ev = api
+            .ok(&format!("/api/stations/{STATION}/events?limit=1000"))
+            .ok()?;
+        let got: Vec<String> = ev["events"]
+            .as_array()?
+            .iter()
+            .filter_map(|e| e["event_id"].as_str().map(str::to_owned))
+            .filter(|id| id.starts_with("stalled-"))
+            .collect();
+        (got.len() >= later.len()).then_some(got)
+    });
+    let mut sorted = stored.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted.len(), stored.len(), "stored twice: {stored:?}");
+    let mut expected = later.clone();
+    expected.sort();
+    assert_eq!(sorted, expected);
+}
+
+/// Events sent while the database is stalled, more than Mosquitto's default inflight window.
+const EVENTS: usize = 60;
+
+/// An exclusive lock on the SQLite file held by `sqlite3` (readers go on, writers wait).
+struct DbLock {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+}
+
+impl DbLock {
+    fn take(db: &std::path::Path) -> DbLock {
+        let mut child = Command::new("sqlite3")
+            .arg(db)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        writeln!(stdin, "BEGIN EXCLUSIVE;\nSELECT 'locked';").unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "locked");
+        DbLock { child, stdin }
+    }
+
+    fn release(mut self) {
+        writeln!(self.stdin, "COMMIT;\n.quit").unwrap();
+        drop(self.stdin);
+        assert!(self.child.wait().unwrap().success());
+    }
+}
+
+/// Publishes each line as one message over one connection (`mosquitto_pub -l`).
+fn publish_lines(
+    client: &stationwatch_tests::mosquitto::ClientArgs,
+    topic: &str,
+    qos: u8,
+    lines: impl Iterator<Item = String>,
+) {
+    let mut p = Command::new("mosquitto_pub")
+        .args(client.args())
+        .args(["-t", topic, "-q", &qos.to_string(), "-l"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        let mut stdin = p.stdin.take().unwrap();
+        for l in lines {
+            writeln!(stdin, "{l}").unwrap();
+        }
+    }
+    assert!(p.wait().unwrap().success());
 }

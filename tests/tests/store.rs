@@ -16,7 +16,7 @@ fn db(url: String) -> DatabaseConfig {
         history_days: 30,
         events_days: 400,
         audit_days: 3650,
-        write_queue: 100_000,
+        write_queue_bytes: 64 << 20,
     }
 }
 

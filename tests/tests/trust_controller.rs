@@ -727,7 +727,7 @@ async fn trust_tables(url: String) {
         history_days: 30,
         events_days: 400,
         audit_days: 3650,
-        write_queue: 100_000,
+        write_queue_bytes: 64 << 20,
     })
     .await
     .unwrap();

@@ -37,7 +37,7 @@ async fn fixture_with(cfg: impl FnOnce(&std::path::Path) -> ArchiveConfig) -> Fi
         history_days: 30,
         events_days: 400,
         audit_days: 3650,
-        write_queue: 100,
+        write_queue_bytes: 1 << 20,
     })
     .await
     .unwrap();

@@ -16,8 +16,11 @@ pub(crate) struct AuditLog {
 }
 
 pub(crate) async fn metrics(State(state): State<AppState>, _: Staff) -> Json<MetricsReport> {
-    let backlog = state.writes.max_capacity() - state.writes.capacity();
-    Json(state.metrics.report(backlog, state.fleet.len()))
+    Json(
+        state
+            .metrics
+            .report(state.writes.backlog() as usize, state.fleet.len()),
+    )
 }
 
 /// `GET /metrics`: the Prometheus text format (for Prometheus and Grafana; scrape with an
@@ -38,7 +41,8 @@ pub(crate) async fn prometheus(
             Ok(a) => a.len(),
             Err(_) => state.fleet.reasons_total(),
         },
-        write_backlog: state.writes.max_capacity() - state.writes.capacity(),
+        write_backlog: state.writes.backlog() as usize,
+        write_queue_bytes: state.writes.bytes(),
         sse_clients: state.streams.total(),
         http_connections: state.connections.open(),
         login_failures: state.limiter.failures_total(),

@@ -28,7 +28,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use axum::Router;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::broadcast;
 
 use stationwatch_protocol::manifest::StationKey;
 
@@ -38,7 +38,7 @@ use crate::commands::Publisher;
 use crate::config::HttpConfig;
 use crate::fleet::{Fleet, StationSummary};
 use crate::metrics::Metrics;
-use crate::store::{Store, Write};
+use crate::store::Store;
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -47,7 +47,7 @@ pub struct AppState {
     pub fleet: Fleet,
     pub publisher: Publisher,
     pub metrics: Arc<Metrics>,
-    pub writes: mpsc::Sender<Write>,
+    pub writes: crate::ingest::queue::Writes,
     pub http: HttpConfig,
     /// Batches of changed stations, about once a second.
     pub changes: broadcast::Sender<Arc<Vec<StationSummary>>>,

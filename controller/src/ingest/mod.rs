@@ -4,10 +4,14 @@
 //!
 //! Like the agent, it builds a fresh rumqttc client for every connection attempt (a rumqttc
 //! event loop that errored keeps pending state we do not want to reason about) and must poll
-//! the event loop continuously: nothing slow happens in this loop, database writes go to the
-//! writer task through a bounded channel.
+//! the event loop continuously: nothing slow happens in this loop and nothing in it waits for
+//! the database. Writes go to the writer task through a queue bounded in bytes (`queue.rs`);
+//! QoS 1 messages are acknowledged to the broker only once their write is committed (manual
+//! acks), so the broker, not this process, holds what the database cannot take yet, and a
+//! replica killed before a commit loses nothing.
 
 mod figures;
+pub mod queue;
 pub mod writer;
 
 use std::sync::Arc;
@@ -41,7 +45,7 @@ pub enum IngestError {
 #[derive(Clone)]
 pub struct IngestContext {
     pub fleet: Fleet,
-    pub writes: mpsc::Sender<Write>,
+    pub writes: queue::Writes,
     pub transitions: mpsc::UnboundedSender<Transition>,
     pub metrics: Arc<Metrics>,
     pub publisher: Publisher,
@@ -55,6 +59,8 @@ fn options(cfg: &MqttConfig) -> Result<MqttOptions, IngestError> {
     o.set_clean_session(false);
     o.set_max_packet_size(MAX_SNAPSHOT_BYTES + 64 * 1024, 256 * 1024);
     o.set_inflight(100);
+    // Acknowledged by the writer after the commit (`queue.rs`).
+    o.set_manual_acks(true);
     Ok(o)
 }
 
@@ -83,13 +89,17 @@ pub async fn run(
                         }
                         ctx.publisher.set(Some((client.clone(), cfg.mount_point.clone())));
                     }
-                    Ok(Event::Incoming(Incoming::Publish(p))) => match unmount(&p.topic, &cfg.mount_point) {
-                        Some(topic) => handle(&ctx, topic, &p.payload).await,
-                        None => {
-                            ctx.metrics.rejected();
-                            debug!(topic = %p.topic, "message outside the station mount point ignored");
+                    Ok(Event::Incoming(Incoming::Publish(p))) => {
+                        let ack = queue::AckToken::of(&client, &p);
+                        match unmount(&p.topic, &cfg.mount_point) {
+                            Some(topic) => handle(&ctx, topic, &p.payload, ack),
+                            None => {
+                                ctx.metrics.rejected();
+                                debug!(topic = %p.topic, "message outside the station mount point ignored");
+                                let _ = ctx.writes.push(None, ack);
+                            }
                         }
-                    },
+                    }
                     Ok(_) => {}
                     Err(e) => {
                         if connected {
@@ -104,6 +114,22 @@ pub async fn run(
         };
         ctx.publisher.set(None);
         if stop {
+            // Let the writer store and acknowledge what it holds (else the broker delivers it
+            // again to the next replica or start: harmless, writes are idempotent, but slower).
+            let drained = async {
+                while ctx.writes.backlog() > 0 {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            };
+            let polling = async {
+                while eventloop.poll().await.is_ok() {}
+                std::future::pending::<()>().await
+            };
+            tokio::select! {
+                _ = drained => {}
+                _ = polling => {}
+                _ = tokio::time::sleep(Duration::from_secs(3)) => {}
+            }
             let _ = client.try_disconnect();
             // Let the DISCONNECT go out.
             let _ = tokio::time::timeout(Duration::from_millis(500), eventloop.poll()).await;
@@ -118,14 +144,27 @@ pub async fn run(
     }
 }
 
-/// One message from a station. Nothing here may panic or block on bad input: a payload that
-/// does not decode is counted and logged, and the message is dropped.
-pub async fn handle(ctx: &IngestContext, topic: &str, payload: &[u8]) {
+/// One message from a station. Nothing here may panic or wait: a payload that does not decode
+/// is counted and logged, and the message is dropped; `ack` (a QoS 1 message's) goes through
+/// the write queue in every case, so acknowledgements keep the order of the messages.
+pub fn handle(ctx: &IngestContext, topic: &str, payload: &[u8], ack: Option<queue::AckToken>) {
+    let write = decide(ctx, topic, payload);
+    let admitted = ctx.writes.push(write, ack);
+    if let Err(d) = admitted {
+        ctx.metrics.dropped(d);
+        if d != queue::Dropped::HealthHistory {
+            warn!(%topic, dropped = ?d, queued_bytes = ctx.writes.bytes(), "write queue full; write dropped");
+        }
+    }
+}
+
+/// The fleet update a message makes (done here) and the write it asks for.
+fn decide(ctx: &IngestContext, topic: &str, payload: &[u8]) -> Option<Write> {
     let now = now_ms();
     let Some((station, kind)) = parse_topic(topic) else {
         ctx.metrics.rejected();
         debug!(%topic, "message on an unknown topic ignored");
-        return;
+        return None;
     };
     let id = station.as_str();
     let reject = |e: &DecodeError| {
@@ -160,17 +199,22 @@ pub async fn handle(ctx: &IngestContext, topic: &str, payload: &[u8]) {
                 if let Some(t) = out.transition {
                     let _ = ctx.transitions.send(t);
                 }
-                // Witnessed heads must be stored: wait for room (a camera's head changes about
-                // twice a minute, not with every report).
+                // Witnessed heads (a camera's head changes about twice a minute, not with every
+                // report) may use the whole queue.
                 for head in out.heads {
-                    if ctx.writes.send(Write::Head(head)).await.is_err() {
-                        debug!("writer stopped; head not stored");
+                    if let Err(d) = ctx.writes.push(Some(Write::Head(head)), None) {
+                        ctx.metrics.dropped(d);
+                        warn!(
+                            station = id,
+                            queued_bytes = ctx.writes.bytes(),
+                            "write queue full; witnessed head not stored"
+                        );
                     }
                 }
                 if out.refused {
                     ctx.metrics.rejected();
                     warn!(station = id, "health report under a key other than the registered one refused (key_mismatch)");
-                    return;
+                    return None;
                 }
                 write = Some(Write::Health {
                     station: station.clone(),
@@ -225,8 +269,6 @@ pub async fn handle(ctx: &IngestContext, topic: &str, payload: &[u8]) {
             } else if !ctx.fleet.reports_camera(&station, &camera) {
                 ctx.metrics.rejected();
                 warn!(station = id, camera = %camera, "snapshot of a camera the station does not report; ignored");
-            } else if !ctx.metrics.reserve_snapshot(payload.len() as u64) {
-                warn!(station = id, camera = %camera, "write queue full of snapshots; snapshot dropped");
             } else {
                 ctx.metrics.snapshot();
                 write = Some(Write::Snapshot {
@@ -239,22 +281,5 @@ pub async fn handle(ctx: &IngestContext, topic: &str, payload: &[u8]) {
         }
         TopicKind::Command => {}
     }
-    match write {
-        // Health is a periodic sample and the fleet already holds it: when the database falls
-        // so far behind that the queue is full, its history point is dropped (and counted)
-        // rather than stalling this loop, which would stop MQTT keepalives and all ingest.
-        Some(w @ Write::Health { .. }) => {
-            if let Err(mpsc::error::TrySendError::Full(_)) = ctx.writes.try_send(w) {
-                ctx.metrics.health_write_dropped();
-            }
-        }
-        // Status, events, acks and snapshots must be stored: wait for room (they are rare).
-        Some(w) => {
-            let stored = ctx.writes.send(w).await;
-            if stored.is_err() {
-                debug!("writer stopped; message not stored");
-            }
-        }
-        None => {}
-    }
+    write
 }

@@ -1,45 +1,49 @@
 //! Writes what ingest received to the database in batches (one transaction per batch), so
-//! thousands of reports per second cost tens of transactions, not thousands.
+//! thousands of reports per second cost tens of transactions, not thousands, then sends the
+//! MQTT acknowledgements of the messages the batch stored.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
 use tracing::warn;
 
+use super::queue::{Queued, WriteReceiver};
 use crate::metrics::Metrics;
 use crate::store::{Store, Write};
 
-/// Most writes in one transaction.
+/// Most items in one transaction.
 const MAX_BATCH: usize = 2000;
 
-/// Runs until every sender is gone and the channel is drained. A failed batch is retried
-/// (with growing pauses) rather than dropped: nothing received is lost while the database is
-/// away; ingest slows down instead (the channel is bounded).
-pub async fn run(store: Store, mut rx: mpsc::Receiver<Write>, metrics: Arc<Metrics>) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
+/// Runs until every sender is gone and the queue is drained. A failed batch is retried (with
+/// growing pauses) rather than dropped: nothing received is lost while the database is away,
+/// and its QoS 1 messages stay unacknowledged (so the broker holds back the rest of them).
+pub async fn run(store: Store, mut rx: WriteReceiver, metrics: Arc<Metrics>) {
+    let mut batch: Vec<Queued> = Vec::with_capacity(MAX_BATCH);
+    let mut writes: Vec<Write> = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        writes.extend(batch.iter_mut().filter_map(|q| q.write.take()));
         let mut pause = Duration::from_millis(100);
-        loop {
+        while !writes.is_empty() {
             let t = Instant::now();
-            match store.write_batch(&batch).await {
+            match store.write_batch(&writes).await {
                 Ok(()) => {
-                    metrics.batch(batch.len(), t.elapsed().as_millis() as i64);
+                    metrics.batch(writes.len(), t.elapsed().as_millis() as i64);
                     break;
                 }
                 Err(e) => {
                     metrics.write_error();
-                    warn!(error = %e, writes = batch.len(), retry_in_ms = pause.as_millis() as u64, "database write failed; retrying");
+                    warn!(error = %e, writes = writes.len(), retry_in_ms = pause.as_millis() as u64, "database write failed; retrying");
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(Duration::from_secs(10));
                 }
             }
         }
-        for w in &batch {
-            if let Write::Snapshot { jpeg, .. } = w {
-                metrics.release_snapshot(jpeg.len() as u64);
+        writes.clear();
+        for mut q in batch.drain(..) {
+            rx.done(&q);
+            if let Some(ack) = q.ack.take() {
+                ack.send().await;
             }
         }
-        batch.clear();
     }
 }
