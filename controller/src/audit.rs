@@ -18,6 +18,8 @@ pub enum Action {
     KeyRegister,
     /// A station's key replaced (the old one retired), or a replacement refused.
     KeyRotate,
+    /// A request for recordings filed, approved or refused (`requests/`).
+    Request,
 }
 
 impl Action {
@@ -34,6 +36,7 @@ impl Action {
             Action::TokenRevoke => "token_revoke",
             Action::KeyRegister => "key_register",
             Action::KeyRotate => "key_rotate",
+            Action::Request => "request",
         }
     }
 }

@@ -24,6 +24,20 @@ pub struct ControllerConfig {
     pub auth: AuthConfig,
     pub trust: TrustConfig,
     pub archive: ArchiveConfig,
+    pub requests: RequestsConfig,
+}
+
+/// Requests for recordings (`requests/`, `[requests]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestsConfig {
+    /// Longest window one request may ask for (`max_window_minutes`, default 1 day).
+    pub max_window_ms: i64,
+    /// Roles whose requests are approved when filed (`auto_approve`, default none).
+    pub auto_approve: Vec<crate::auth::Role>,
+    /// A request still collecting this long after its approval fails (`deadline_hours`, 48).
+    pub deadline_ms: i64,
+    /// The archive keeps a delivered window at least this long (`hold_days`, default 365).
+    pub hold_ms: i64,
 }
 
 /// Where archived footage goes (`archive/`, `docs/archive.md`).
@@ -272,7 +286,7 @@ fn read(
         root,
         "",
         &[
-            "http", "database", "mqtt", "rules", "auth", "trust", "archive",
+            "http", "database", "mqtt", "rules", "auth", "trust", "archive", "requests",
         ],
     );
     let http = http(r, root);
@@ -283,6 +297,7 @@ fn read(
     let auth = auth(r, root, check_machine);
     let trust = trust(r, root, file);
     let archive = archive(r, root, file, database.as_ref());
+    let requests = requests(r, root);
     Some(ControllerConfig {
         file: file.to_owned(),
         http: http?,
@@ -292,6 +307,55 @@ fn read(
         auth: auth?,
         trust: trust?,
         archive: archive?,
+        requests: requests?,
+    })
+}
+
+fn requests(r: &mut TomlReader, root: &toml::Table) -> Option<RequestsConfig> {
+    let p = "requests";
+    let t = r.optional_section(
+        root,
+        p,
+        &[
+            "max_window_minutes",
+            "auto_approve",
+            "deadline_hours",
+            "hold_days",
+        ],
+    );
+    let window = r.int(t, p, "max_window_minutes", 1..=44_640, 24 * 60);
+    let deadline = r.int(t, p, "deadline_hours", 1..=24 * 90, 48);
+    let hold = r.int(t, p, "hold_days", 1..=36_500, 365);
+    let auto_approve = match t.get("auto_approve") {
+        None => Some(Vec::new()),
+        Some(toml::Value::Array(a)) => {
+            let roles: Vec<Option<crate::auth::Role>> = a
+                .iter()
+                .map(|v| v.as_str().and_then(crate::auth::Role::from_name))
+                .collect();
+            if roles.iter().all(Option::is_some) {
+                Some(roles.into_iter().flatten().collect())
+            } else {
+                r.problem(
+                    join(p, "auto_approve"),
+                    "must be a list of roles: \"observer\", \"operator\", \"admin\"",
+                );
+                None
+            }
+        }
+        Some(v) => {
+            r.problem(
+                join(p, "auto_approve"),
+                format!("must be a list of roles, found {}", v.type_str()),
+            );
+            None
+        }
+    };
+    Some(RequestsConfig {
+        max_window_ms: window? * 60_000,
+        auto_approve: auto_approve?,
+        deadline_ms: deadline? * 3_600_000,
+        hold_ms: hold? * 86_400_000,
     })
 }
 

@@ -12,6 +12,7 @@ pub mod auth;
 pub mod config;
 pub mod fleet;
 pub mod keys;
+pub mod requests;
 pub mod store;
 
 pub(crate) mod audit;
@@ -155,6 +156,18 @@ impl Controller {
                 shutdown.child_token(),
             )),
         ];
+        let requests = requests::Requests {
+            store: store.clone(),
+            fleet: fleet.clone(),
+            publisher: publisher.clone(),
+            cfg: cfg.requests.clone(),
+            nudge: Arc::new(tokio::sync::Notify::new()),
+            changed: broadcast::channel(256).0,
+        };
+        tasks.push(tokio::spawn(requests::collect::run(
+            requests.clone(),
+            shutdown.child_token(),
+        )));
         let ingest_ctx = IngestContext {
             fleet: fleet.clone(),
             writes: writes_tx.clone(),
@@ -195,6 +208,7 @@ impl Controller {
             limiter,
             controller_key,
             archive,
+            requests,
         };
         let listener = tokio::net::TcpListener::bind(cfg.http.listen)
             .await

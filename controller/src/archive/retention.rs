@@ -5,7 +5,8 @@
 //! * An archived segment older than `delete_after_days` (by the end of its span) is deleted,
 //!   unless a legal hold overlaps its span: a hold the station signed into the camera's
 //!   manifest and the archive holds (config, command and request holds alike, until the
-//!   archived manifest holds their `release`), or a `[[archive.hold]]` of the controller's
+//!   archived manifest holds their `release`), a request for recordings (from filing until
+//!   its `hold_until`; `requests/`), or a `[[archive.hold]]` of the controller's
 //!   config.
 //! * Fail closed: when the hold lines of a camera cannot be read or parsed, nothing of that
 //!   camera is deleted (and it is logged); a failing delete leaves the row as it was.
@@ -129,7 +130,7 @@ impl Archive {
             for c in &batch {
                 let key = (c.station.clone(), c.camera.clone());
                 if !holds.contains_key(&key) {
-                    let h = self.camera_holds(rules, &c.station, &c.camera).await;
+                    let h = self.camera_holds(rules, &c.station, &c.camera, now).await;
                     if let Err(why) = &h {
                         warn!(station = %c.station, camera = %c.camera, error = %why, "archive retention: holds unreadable, nothing of the camera is deleted");
                     }
@@ -165,6 +166,7 @@ impl Archive {
         rules: &ArchiveRetention,
         station: &StationId,
         camera: &CameraId,
+        now: i64,
     ) -> Result<Vec<HoldWindow>, String> {
         let lines = self
             .inner
@@ -174,6 +176,23 @@ impl Archive {
             .map_err(|e| e.to_string())?;
         let mut h = holds_from_lines(&lines)?;
         h.extend(config_holds(&rules.holds, station, camera));
+        // Requests for recordings, from filing until their hold ends (`requests/`).
+        let requests = self
+            .inner
+            .store
+            .request_holds(station, now)
+            .await
+            .map_err(|e| format!("request holds: {e}"))?;
+        h.extend(
+            requests
+                .into_iter()
+                .filter(|(cams, ..)| cams.is_empty() || cams.contains(camera))
+                .map(|(_, from, to, id)| HoldWindow {
+                    from,
+                    to,
+                    why: format!("request {id}"),
+                }),
+        );
         Ok(h)
     }
 

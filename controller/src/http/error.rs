@@ -85,3 +85,17 @@ impl From<CommandError> for ApiError {
         }
     }
 }
+
+impl From<crate::requests::RequestError> for ApiError {
+    fn from(e: crate::requests::RequestError) -> Self {
+        use crate::requests::RequestError as E;
+        match e {
+            E::Invalid(msg) => ApiError::bad(msg),
+            E::NotFound => ApiError::not_found("request"),
+            E::Forbidden => ApiError::forbidden(),
+            E::Conflict(_) => ApiError(StatusCode::CONFLICT, e.to_string()),
+            E::Store(e) => e.into(),
+            E::Command(e) => e.into(),
+        }
+    }
+}

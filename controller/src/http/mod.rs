@@ -13,6 +13,7 @@ mod dashboard;
 mod error;
 mod extract;
 mod keys;
+mod requests;
 pub mod serve;
 mod session;
 mod stations;
@@ -64,6 +65,8 @@ pub struct AppState {
     pub resolved: Resolved,
     /// Users' credentials and deferred writes, for logins while the database fails.
     pub outage: crate::auth::outage::Outage,
+    /// Requests for recordings.
+    pub requests: crate::requests::Requests,
 }
 
 /// Token hash → the user it resolved to and when (bounded; cleared when full).
@@ -187,6 +190,9 @@ pub fn router(state: AppState) -> Router {
         .route("/api/openapi.yaml", get(openapi))
         .route("/api/stations/{id}/archive", get(archive::station_archive))
         .route("/api/archive/summary", get(archive::summary))
+        .route("/api/requests", get(requests::list).post(requests::file))
+        .route("/api/requests/{id}", get(requests::get))
+        .route("/api/requests/{id}/decision", post(requests::decide))
         .route(
             "/archive/v1/{station}/{camera}/manifest",
             get(archive::station_request).post(archive::station_request),

@@ -22,6 +22,7 @@ use super::session::{LoggedIn, Me};
 use super::stations::{
     Events, HealthHistory, OpenAlerts, SnapshotTime, StationAlerts, StationDetail, Summary,
 };
+use super::requests::RequestList;
 use super::stream::StreamBatch;
 use super::users::{Created, NewTokenOut, Tokens, Users};
 use super::OPENAPI_YAML;
@@ -423,6 +424,50 @@ fn typed_responses_match_docs_openapi_yaml() {
         "401",
         &ErrorBody {
             error: "wrong".into(),
+        },
+    );
+    let request = crate::store::requests::RequestRow {
+        id: "r0123456789abcdef0123456789abcdef".into(),
+        station_id: station_id(),
+        cameras: vec![CameraId::new("desk".to_owned()).unwrap()],
+        from_ms: 1,
+        to_ms: 2,
+        reason: "complaint".into(),
+        requested_by: "ngo".into(),
+        requested_at: 1,
+        status: "ready_with_gaps".into(),
+        decided_by: Some("op".into()),
+        decided_at: Some(1),
+        decision: Some("ok".into()),
+        command_id: Some("c1".into()),
+        progress: Some(json!({"station_online": true, "job": null, "archived_segments": 1,
+            "pending_segments": 0, "eta_s": null})),
+        gaps: vec![crate::store::requests::Gap {
+            camera: CameraId::new("desk".to_owned()).unwrap(),
+            from_ms: 1,
+            to_ms: 2,
+            reason: "camera_lost".into(),
+        }],
+        history: vec![crate::store::requests::Transition {
+            status: "submitted".into(),
+            at: 1,
+            by: "ngo".into(),
+            note: "x".into(),
+        }],
+        ready_at: Some(2),
+        deadline_at: Some(3),
+        hold_until: Some(4),
+        updated_at: 2,
+    };
+    c("post", "/api/requests", "201", &request);
+    c("get", "/api/requests/{id}", "200", &request);
+    c("post", "/api/requests/{id}/decision", "200", &request);
+    c(
+        "get",
+        "/api/requests",
+        "200",
+        &RequestList {
+            requests: vec![request.clone()],
         },
     );
     c(

@@ -395,6 +395,22 @@ impl Store {
         rows.iter().map(entry_row).collect()
     }
 
+    /// The end of a camera's latest archived segment or gap (how far its manifest reaches).
+    pub async fn archive_latest_end(
+        &self,
+        station: &StationId,
+        camera: &CameraId,
+    ) -> Result<Option<i64>> {
+        let r = sqlx::query(
+            "SELECT MAX(end_ms) FROM archive_entries WHERE station_id = $1 AND camera = $2",
+        )
+        .bind(station.as_str())
+        .bind(camera.as_str())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(r.try_get::<Option<i64>, _>(0)?)
+    }
+
     /// Segment totals by state per station (`None`: every station) and camera.
     pub async fn archive_totals(
         &self,

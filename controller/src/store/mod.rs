@@ -18,6 +18,7 @@ use stationwatch_protocol::{CameraId, StationId};
 use crate::config::DatabaseConfig;
 
 pub mod archive;
+pub mod requests;
 mod trust;
 pub use trust::{HeadRow, KeyRow, Registered};
 
@@ -135,6 +136,24 @@ pub struct StationVersion {
     pub status_received_at: Option<i64>,
     pub health_received_at: Option<i64>,
     pub updated_at: i64,
+}
+
+const COMMAND_COLS: &str = "SELECT id, station_id, kind, body, issued_by, issued_at, status,
+    ack_at, ack_body, expires_at FROM commands";
+
+fn command_row(r: &sqlx::any::AnyRow) -> Result<CommandRow> {
+    Ok(CommandRow {
+        id: r.try_get(0)?,
+        station_id: id(r.try_get(1)?)?,
+        kind: r.try_get(2)?,
+        body: json(&r.try_get::<String, _>(3)?),
+        issued_by: r.try_get(4)?,
+        issued_at: r.try_get(5)?,
+        status: r.try_get(6)?,
+        expires_at: r.try_get(9)?,
+        ack_at: r.try_get(7)?,
+        ack: r.try_get::<Option<String>, _>(8)?.as_deref().map(json),
+    })
 }
 
 /// One write of the ingest path; batches of them go in one transaction.
@@ -886,31 +905,25 @@ impl Store {
     }
 
     pub async fn commands(&self, station: &StationId, limit: i64) -> Result<Vec<CommandRow>> {
-        let rows = sqlx::query(
-            "SELECT id, station_id, kind, body, issued_by, issued_at, status, ack_at, ack_body,
-                    expires_at
-             FROM commands WHERE station_id = $1 ORDER BY issued_at DESC, id DESC LIMIT $2",
-        )
+        let rows = sqlx::query(&format!(
+            "{COMMAND_COLS} WHERE station_id = $1 ORDER BY issued_at DESC, id DESC LIMIT $2"
+        ))
         .bind(station.as_str())
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(CommandRow {
-                    id: r.try_get(0)?,
-                    station_id: id(r.try_get(1)?)?,
-                    kind: r.try_get(2)?,
-                    body: json(&r.try_get::<String, _>(3)?),
-                    issued_by: r.try_get(4)?,
-                    issued_at: r.try_get(5)?,
-                    status: r.try_get(6)?,
-                    expires_at: r.try_get(9)?,
-                    ack_at: r.try_get(7)?,
-                    ack: r.try_get::<Option<String>, _>(8)?.as_deref().map(json),
-                })
-            })
-            .collect()
+        rows.iter().map(command_row).collect()
+    }
+
+    /// One command by its id.
+    pub async fn command(&self, command_id: &str) -> Result<Option<CommandRow>> {
+        sqlx::query(&format!("{COMMAND_COLS} WHERE id = $1"))
+            .bind(command_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(command_row)
+            .transpose()
     }
 
     // ---- snapshots
