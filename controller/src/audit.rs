@@ -20,6 +20,8 @@ pub enum Action {
     KeyRotate,
     /// A request for recordings filed, approved or refused (`requests/`).
     Request,
+    /// A delivered request's footage played or its bundle downloaded.
+    RequestAccess,
 }
 
 impl Action {
@@ -37,6 +39,7 @@ impl Action {
             Action::KeyRegister => "key_register",
             Action::KeyRotate => "key_rotate",
             Action::Request => "request",
+            Action::RequestAccess => "request_access",
         }
     }
 }

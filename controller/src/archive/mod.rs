@@ -285,7 +285,7 @@ impl Drop for KeyGuard<'_> {
     }
 }
 
-fn object_path(key: &str) -> Result<ObjectPath, ArchiveError> {
+pub fn object_path(key: &str) -> Result<ObjectPath, ArchiveError> {
     ObjectPath::parse(key).map_err(|e| ArchiveError::BadRequest(format!("object key {key}: {e}")))
 }
 

@@ -193,6 +193,13 @@ pub fn router(state: AppState) -> Router {
         .route("/api/requests", get(requests::list).post(requests::file))
         .route("/api/requests/{id}", get(requests::get))
         .route("/api/requests/{id}/decision", post(requests::decide))
+        .route("/api/requests/{id}/timeline", get(requests::timeline))
+        .route("/api/requests/{id}/hls/{camera}", get(requests::playlist))
+        .route(
+            "/api/requests/{id}/segments/{camera}/{seq}",
+            get(requests::segment),
+        )
+        .route("/api/requests/{id}/bundle", get(requests::bundle))
         .route(
             "/archive/v1/{station}/{camera}/manifest",
             get(archive::station_request).post(archive::station_request),

@@ -18,11 +18,11 @@ use stationwatch_protocol::{CameraId, StationId};
 use super::admin::AuditLog;
 use super::commands::Commands;
 use super::error::ErrorBody;
+use super::requests::RequestList;
 use super::session::{LoggedIn, Me};
 use super::stations::{
     Events, HealthHistory, OpenAlerts, SnapshotTime, StationAlerts, StationDetail, Summary,
 };
-use super::requests::RequestList;
 use super::stream::StreamBatch;
 use super::users::{Created, NewTokenOut, Tokens, Users};
 use super::OPENAPI_YAML;
@@ -440,8 +440,10 @@ fn typed_responses_match_docs_openapi_yaml() {
         decided_at: Some(1),
         decision: Some("ok".into()),
         command_id: Some("c1".into()),
-        progress: Some(json!({"station_online": true, "job": null, "archived_segments": 1,
-            "pending_segments": 0, "eta_s": null})),
+        progress: Some(
+            json!({"station_online": true, "job": null, "archived_segments": 1,
+            "pending_segments": 0, "eta_s": null}),
+        ),
         gaps: vec![crate::store::requests::Gap {
             camera: CameraId::new("desk".to_owned()).unwrap(),
             from_ms: 1,

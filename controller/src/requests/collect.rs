@@ -23,7 +23,7 @@ const PASS: Duration = Duration::from_secs(5);
 
 /// Uncovered time shorter than this between two segments is not a gap (segment spans are
 /// frame-timed: the next one may start a frame after the previous one ends).
-const TOLERANCE_MS: i64 = 1000;
+pub(crate) const TOLERANCE_MS: i64 = 1000;
 
 /// Most entries read per camera and window.
 const MAX_ENTRIES: i64 = 100_000;

@@ -10,6 +10,7 @@
 //! request's history.
 
 pub mod collect;
+pub mod media;
 
 use std::sync::Arc;
 

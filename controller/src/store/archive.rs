@@ -395,6 +395,29 @@ impl Store {
         rows.iter().map(entry_row).collect()
     }
 
+    /// The archived lines of a camera with `first <= seq <= last`, in order.
+    pub async fn archive_lines(
+        &self,
+        station: &StationId,
+        camera: &CameraId,
+        first: u64,
+        last: u64,
+    ) -> Result<Vec<(u64, String)>> {
+        let rows = sqlx::query(
+            "SELECT seq, line FROM archive_entries
+             WHERE station_id = $1 AND camera = $2 AND seq >= $3 AND seq <= $4 ORDER BY seq",
+        )
+        .bind(station.as_str())
+        .bind(camera.as_str())
+        .bind(first as i64)
+        .bind(last as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get::<i64, _>(0)? as u64, r.try_get(1)?)))
+            .collect()
+    }
+
     /// The end of a camera's latest archived segment or gap (how far its manifest reaches).
     pub async fn archive_latest_end(
         &self,
