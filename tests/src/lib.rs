@@ -26,6 +26,7 @@ use anyhow::{anyhow, bail, Context, Result};
 
 pub mod agent_process;
 pub mod archive;
+pub mod browser;
 pub mod controller_process;
 pub mod mosquitto;
 pub mod netns;

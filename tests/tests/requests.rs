@@ -2,18 +2,27 @@
 //! upload mode `requested` (nothing leaves the station unless asked), a private Mosquitto, the
 //! controller binary with a local archive.
 //!
-//! What the people involved check: an observer files a request for a granted station and
-//! follows it; another observer cannot see it or file one for a station not granted; only staff
+//! What the people involved check: an observer logs in with a real browser (headless Chromium),
+//! files a request for a granted station on the requests page and follows its status live to
+//! ready; another observer cannot see it or file one for a station not granted; only staff
 //! decide; an approved request is collected through the archive and becomes ready, with every
-//! gap explained when the window reaches before the recording; a refused request stays refused;
-//! each step is in the request's history and in the audit log.
+//! gap explained when the window reaches before the recording (shown on the page's timeline);
+//! the page plays the window across a segment boundary with the station time beside it; the
+//! evidence bundle downloaded by the observer verifies OK with the controller's key, FAILED
+//! with one byte changed and UNTRUSTED without a key; a refused request stays refused; each
+//! step is in the request's history and in the audit log.
 
-use std::time::Duration;
+use std::path::Path;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use fantoccini::Client;
 use serde_json::{json, Value};
-use stationwatch_tests::agent_process::AgentProcess;
+use stationwatch_tests::agent_process::{agent_command, AgentProcess};
 use stationwatch_tests::archive::{ready, ts, AgentSpec, Rig, Store, STATION};
+use stationwatch_tests::browser::{
+    chromedriver_bin, chromium_bin, click, js, screenshot, type_into, wait_js, Browser, START,
+};
 use stationwatch_tests::controller_process::Api;
 use stationwatch_tests::eventually;
 
@@ -50,10 +59,40 @@ fn statuses(r: &Value) -> Vec<String> {
 }
 
 #[test]
-fn an_observer_requests_a_window_follows_it_to_ready_and_nobody_else_sees_it() {
+fn an_observer_requests_a_window_watches_it_and_verifies_the_bundle_nobody_else_sees_it() {
     if !ready(Store::Local) {
         return;
     }
+    let (Some(chromium), Some(driver)) = (chromium_bin(), chromedriver_bin()) else {
+        stationwatch_tests::skip_or_fail(
+            "chromium or chromedriver missing (run scripts/install-deps: Debian packages \
+             chromium and chromium-driver)",
+        );
+        return;
+    };
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(scenario(chromium, driver));
+}
+
+async fn login(c: &Client, base: &str, user: &str) {
+    c.goto(&format!("{base}/requests")).await.unwrap();
+    wait_js(
+        c,
+        "location.pathname === '/login'",
+        10,
+        "redirect to /login",
+    )
+    .await;
+    type_into(c, "#username", user).await;
+    type_into(c, "#password", PASSWORD).await;
+    click(c, "#login button[type=submit]").await;
+    wait_js(c, "location.pathname === '/'", 10, "logged in").await;
+}
+
+async fn scenario(chromium: std::path::PathBuf, driver: std::path::PathBuf) {
     let rig = Rig::start(Store::Local);
     let storage = rig.dir.path().join("rec");
     let cfg = AgentSpec {
@@ -108,11 +147,54 @@ fn an_observer_requests_a_window_follows_it_to_ready_and_nobody_else_sees_it() {
     let r = file(&stranger, base.clone());
     assert_eq!(r.status, 404, "{r:?}");
 
-    // Filed: submitted, visible to its requester and staff only.
-    let r = file(&observer, base.clone());
-    assert_eq!(r.status, 201, "{r:?}");
-    let req = r.body;
-    let id = req["id"].as_str().unwrap().to_owned();
+    // Filed in the browser: the observer's requests page, the form, then the request's page.
+    let browser = Browser::start(&driver, rig.dir.path());
+    let c = browser.session(&chromium).await;
+    let _ = START.set(Instant::now());
+    let base_url = rig.ctl.base_url();
+    login(&c, &base_url, "ngo-observer").await;
+    c.goto(&format!("{base_url}/requests")).await.unwrap();
+    wait_js(
+        &c,
+        "!document.getElementById('list-view').hidden",
+        10,
+        "requests page",
+    )
+    .await;
+    type_into(&c, "#rq-station", STATION).await;
+    // datetime-local inputs take the browser's local time, to the second: whole seconds
+    // inside the recorded time.
+    let local = |t: chrono::DateTime<Utc>| {
+        t.with_timezone(&chrono::Local)
+            .format("%Y-%m-%dT%H:%M:%S")
+            .to_string()
+    };
+    let t0s = t0 + chrono::Duration::seconds(1);
+    js(
+        &c,
+        &format!(
+            "(document.getElementById('rq-from').value = '{}', document.getElementById('rq-to').value = '{}', true)",
+            local(t0s),
+            local(t1)
+        ),
+    )
+    .await;
+    type_into(&c, "#rq-reason", "complaint 17: ballot box hidden").await;
+    click(&c, "#rq-submit").await;
+    let id = wait_js(
+        &c,
+        "location.pathname.startsWith('/requests/r') && document.getElementById('r-status').dataset.status === 'submitted' && document.getElementById('r-id').textContent",
+        10,
+        "the new request's page, submitted",
+    )
+    .await
+    .as_str()
+    .unwrap()
+    .to_owned();
+    // From here on the page must not load again: the status comes through server-sent events.
+    js(&c, "window.__marker = 'kept'").await;
+    screenshot(&c, "request-submitted").await;
+    let req = observer.ok(&format!("/api/requests/{id}")).unwrap();
     assert!(id.len() >= 33, "guessable id {id}");
     assert_eq!(req["status"], "submitted");
     assert_eq!(req["cameras"], json!(["desk"]), "all cameras resolved");
@@ -189,8 +271,20 @@ fn an_observer_requests_a_window_follows_it_to_ready_and_nobody_else_sees_it() {
         "collecting"
     );
 
-    // Collected through the archive; the requester follows it to ready.
-    let done = wait_status(&observer, &id, 90, &["ready", "ready_with_gaps", "failed"]);
+    // Collected through the archive; the requester's page follows it live to ready.
+    wait_js(
+        &c,
+        "document.getElementById('r-status').dataset.status === 'ready'",
+        90,
+        "ready on the observer's page",
+    )
+    .await;
+    assert_eq!(
+        js(&c, "window.__marker").await,
+        "kept",
+        "the page was reloaded"
+    );
+    let done = wait_status(&observer, &id, 10, &["ready", "ready_with_gaps", "failed"]);
     eprintln!("request: {done}");
     assert_eq!(done["status"], "ready", "{done}");
     assert_eq!(done["gaps"], json!([]));
@@ -210,6 +304,28 @@ fn an_observer_requests_a_window_follows_it_to_ready_and_nobody_else_sees_it() {
         done["progress"]["archived_segments"].as_u64().unwrap() >= 3,
         "{done}"
     );
+    // The page plays the window: past the first segment's end (2 s segments), with the
+    // station's time of the frame beside the video, inside the window.
+    wait_js(
+        &c,
+        "document.getElementById('r-video').currentTime > 3",
+        30,
+        "the video playing past a segment boundary",
+    )
+    .await;
+    let clock = js(&c, "document.getElementById('r-clock').textContent").await;
+    let shown = chrono::NaiveDateTime::parse_from_str(
+        clock.as_str().unwrap().trim_end_matches(" UTC"),
+        "%Y-%m-%d %H:%M:%S%.3f",
+    )
+    .unwrap_or_else(|e| panic!("station time {clock}: {e}"))
+    .and_utc();
+    assert!(
+        shown > t0 && shown < t1,
+        "station time {shown} outside the window {t0}..{t1}"
+    );
+    screenshot(&c, "request-playing").await;
+
     let early_done = wait_status(
         &observer,
         &early,
@@ -232,6 +348,70 @@ fn an_observer_requests_a_window_follows_it_to_ready_and_nobody_else_sees_it() {
             .contains("not in the station's manifest"),
         "{first}"
     );
+
+    // The timeline of the early request shows the gap before the recording, with its reason.
+    c.goto(&format!("{base_url}/requests/{early}"))
+        .await
+        .unwrap();
+    let title = wait_js(
+        &c,
+        "(document.querySelector('#r-timeline .tl-gap') || {}).title",
+        20,
+        "a gap on the timeline",
+    )
+    .await;
+    assert!(
+        title
+            .as_str()
+            .unwrap()
+            .contains("not in the station's manifest"),
+        "{title}"
+    );
+    wait_js(
+        &c,
+        "document.querySelector('#r-timeline .tl-span')",
+        5,
+        "a recorded span",
+    )
+    .await;
+    screenshot(&c, "request-gap").await;
+    drop(c);
+    drop(browser);
+
+    // The evidence bundle, downloaded by the observer, checked offline.
+    let (code, tar) = observer
+        .get_bytes(&format!("/api/requests/{id}/bundle"))
+        .unwrap();
+    assert_eq!(code, 200);
+    let dir = rig.dir.path().join("bundle");
+    std::fs::create_dir_all(&dir).unwrap();
+    let bundle = dir.join("bundle.tar");
+    std::fs::write(&bundle, &tar).unwrap();
+    let controller_key = rig.api.ok("/api/controller-key").unwrap()["public_key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let verify = |path: &Path, key: Option<&str>| {
+        let mut args = vec!["verify", path.to_str().unwrap()];
+        if let Some(k) = key {
+            args.extend(["--controller-key", k]);
+        }
+        let (status, out, err) = agent_command(&args).unwrap();
+        (status.code().unwrap_or(-1), format!("{out}{err}"))
+    };
+    let (code, out) = verify(&bundle, Some(&controller_key));
+    eprintln!("verify bundle:\n{out}");
+    assert_eq!(code, 0, "OK expected:\n{out}");
+    let (code, out) = verify(&bundle, None);
+    assert_eq!(code, 4, "UNTRUSTED expected without a key:\n{out}");
+    // One byte changed in the middle of a segment.
+    let mut altered = tar.clone();
+    let at = ts_member_data(&altered).expect("a segment in the bundle");
+    altered[at] ^= 0x01;
+    let bad = dir.join("altered.tar");
+    std::fs::write(&bad, &altered).unwrap();
+    let (code, out) = verify(&bad, Some(&controller_key));
+    assert_eq!(code, 5, "FAILED expected with one byte changed:\n{out}");
 
     // Each step is audited.
     let audit = rig.api.ok("/api/audit?limit=500").unwrap();
@@ -258,4 +438,17 @@ fn an_observer_requests_a_window_follows_it_to_ready_and_nobody_else_sees_it() {
         "refused"
     );
     assert_eq!(rig.api.ok("/api/requests").unwrap()["requests"], json!([]));
+}
+
+/// Offset of a byte in the middle of the data of the first segment (`.ts`) in a tar.
+fn ts_member_data(bytes: &[u8]) -> Option<usize> {
+    let mut archive = tar::Archive::new(bytes);
+    for e in archive.entries().ok()? {
+        let e = e.ok()?;
+        let is_ts = e.path().ok()?.extension().is_some_and(|x| x == "ts");
+        if is_ts && e.size() > 1000 {
+            return Some((e.raw_file_position() + e.size() / 2) as usize);
+        }
+    }
+    None
 }

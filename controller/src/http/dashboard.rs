@@ -12,6 +12,7 @@ use super::AppState;
 
 const INDEX_HTML: &str = include_str!("../../assets/index.html");
 const LOGIN_HTML: &str = include_str!("../../assets/login.html");
+const REQUESTS_HTML: &str = include_str!("../../assets/requests.html");
 
 const ASSETS: &[(&str, &str, &str)] = &[
     (
@@ -29,6 +30,22 @@ const ASSETS: &[(&str, &str, &str)] = &[
         "text/javascript; charset=utf-8",
         include_str!("../../assets/login.js"),
     ),
+    (
+        "requests.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../assets/requests.js"),
+    ),
+    // hls.js 1.7.4, Apache-2.0: see assets/vendor/README.md.
+    (
+        "hls.light.min.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../assets/vendor/hls.light.min.js"),
+    ),
+    (
+        "hls.js-LICENSE",
+        "text/plain; charset=utf-8",
+        include_str!("../../assets/vendor/hls.js-LICENSE"),
+    ),
 ];
 
 /// Assets the login page needs, served without a session (they hold nothing secret).
@@ -44,7 +61,7 @@ fn secure(resp: impl IntoResponse, content_type: &'static str) -> Response {
             (header::REFERRER_POLICY, "no-referrer"),
             (
                 header::CONTENT_SECURITY_POLICY,
-                "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'",
+                "default-src 'self'; img-src 'self' data:; media-src 'self' blob:; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'",
             ),
             (header::CACHE_CONTROL, "no-store"),
         ],
@@ -71,6 +88,17 @@ pub(crate) async fn index(
 ) -> ApiResult<Response> {
     Ok(match authenticate(&state, &headers).await? {
         Some(_) => page(INDEX_HTML),
+        None => Redirect::to("/login").into_response(),
+    })
+}
+
+/// `/requests` and `/requests/{id}`: requests for recordings, or the login page for strangers.
+pub(crate) async fn requests_page(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    Ok(match authenticate(&state, &headers).await? {
+        Some(_) => page(REQUESTS_HTML),
         None => Redirect::to("/login").into_response(),
     })
 }

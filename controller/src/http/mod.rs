@@ -152,6 +152,8 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(dashboard::index))
         .route("/login", get(dashboard::login_page))
         .route("/stations/{id}", get(dashboard::index))
+        .route("/requests", get(dashboard::requests_page))
+        .route("/requests/{id}", get(dashboard::requests_page))
         .route("/assets/{file}", get(dashboard::asset))
         .route("/api/login", post(session::login))
         .route("/api/logout", post(session::logout))

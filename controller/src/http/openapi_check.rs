@@ -18,7 +18,7 @@ use stationwatch_protocol::{CameraId, StationId};
 use super::admin::AuditLog;
 use super::commands::Commands;
 use super::error::ErrorBody;
-use super::requests::RequestList;
+use super::requests::{RequestList, Timeline};
 use super::session::{LoggedIn, Me};
 use super::stations::{
     Events, HealthHistory, OpenAlerts, SnapshotTime, StationAlerts, StationDetail, Summary,
@@ -461,6 +461,24 @@ fn typed_responses_match_docs_openapi_yaml() {
         hold_until: Some(4),
         updated_at: 2,
     };
+    c(
+        "get",
+        "/api/requests/{id}/timeline",
+        "200",
+        &Timeline {
+            from_ms: 1,
+            to_ms: 2,
+            cameras: vec![crate::requests::media::CameraTimeline {
+                camera: CameraId::new("desk".to_owned()).unwrap(),
+                spans: vec![crate::requests::media::Span {
+                    from_ms: 1,
+                    to_ms: 2,
+                    segments: 1,
+                }],
+                gaps: request.gaps.clone(),
+            }],
+        },
+    );
     c("post", "/api/requests", "201", &request);
     c("get", "/api/requests/{id}", "200", &request);
     c("post", "/api/requests/{id}/decision", "200", &request);

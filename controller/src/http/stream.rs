@@ -30,7 +30,8 @@ pub(crate) struct StreamBatch<'a> {
 const RECHECK: Duration = Duration::from_secs(5);
 
 /// Server-sent events: `stations` with the summaries of stations that changed (about once a
-/// second) and the counts by state, both limited to what the user may see; `resync` when this
+/// second) and the counts by state, both limited to what the user may see; `request` with the
+/// id and status of a request for recordings the user may see whenever it changes; `resync` when this
 /// client fell so far behind that changes were dropped (it must re-read what it shows).
 ///
 /// At most `[http] max_streams_per_user` streams per user (`429` beyond). Every few seconds
@@ -52,14 +53,39 @@ pub(crate) async fn stream(
         ));
     };
     let changes = state.changes.subscribe();
+    let requests = state.requests.changed.subscribe();
     let mut tick = tokio::time::interval(RECHECK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let seed = (state, headers, Arc::new(user), changes, tick, slot);
+    let seed = (
+        state,
+        headers,
+        Arc::new(user),
+        changes,
+        tick,
+        slot,
+        requests,
+    );
     let events = futures_util::stream::unfold(
         seed,
-        |(state, headers, user, mut rx, mut tick, slot)| async move {
+        |(state, headers, user, mut rx, mut tick, slot, mut req_rx)| async move {
             loop {
                 tokio::select! {
+                    changed = req_rx.recv() => {
+                        let ev = match changed {
+                            // Only requests this user may see, and only their id and status:
+                            // the page reads the rest with its own rights.
+                            Ok(r) if crate::requests::Requests::may_see(&user, &r) => {
+                                let json = serde_json::json!({"id": r.id, "status": r.status, "station": r.station_id});
+                                SseEvent::default().event("request").data(json.to_string())
+                            }
+                            Ok(_) => continue,
+                            Err(broadcast::error::RecvError::Lagged(_)) => {
+                                SseEvent::default().event("resync").data("{}")
+                            }
+                            Err(broadcast::error::RecvError::Closed) => return None,
+                        };
+                        return Some((Ok::<_, Infallible>(ev), (state, headers, user, rx, tick, slot, req_rx)));
+                    }
                     batch = rx.recv() => {
                         let ev = match batch {
                             Ok(batch) => {
@@ -77,7 +103,7 @@ pub(crate) async fn stream(
                             }
                             Err(broadcast::error::RecvError::Closed) => return None,
                         };
-                        return Some((Ok::<_, Infallible>(ev), (state, headers, user, rx, tick, slot)));
+                        return Some((Ok::<_, Infallible>(ev), (state, headers, user, rx, tick, slot, req_rx)));
                     }
                     _ = tick.tick() => {
                         match authenticate(&state, &headers).await {

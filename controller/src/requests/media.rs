@@ -207,7 +207,7 @@ pub async fn prepare_bundle(
         let lines = store.archive_lines(station, cam, first, end).await?;
         let heads = cam_heads
             .into_iter()
-            .filter(|h| h.next_seq >= first + 1 && h.next_seq <= end + 1)
+            .filter(|h| h.next_seq > first && h.next_seq <= end + 1)
             .collect();
         let segments = window_segments(store, station, cam, r.from_ms, r.to_ms).await?;
         parts.push(CameraPart {
