@@ -378,6 +378,33 @@ async fn scenario(chromium: std::path::PathBuf, driver: std::path::PathBuf) {
     drop(c);
     drop(browser);
 
+    // No route gives the footage to anyone else: another observer, or no session at all.
+    let (code, m3u8) = observer
+        .get_bytes(&format!("/api/requests/{id}/hls/desk"))
+        .unwrap();
+    assert_eq!(code, 200);
+    let m3u8 = String::from_utf8(m3u8).unwrap();
+    assert!(m3u8.contains("#EXT-X-PROGRAM-DATE-TIME:"), "{m3u8}");
+    let segment = m3u8
+        .lines()
+        .find(|l| l.starts_with("/api/requests/"))
+        .unwrap()
+        .to_owned();
+    let (code, ts_bytes) = observer.get_bytes(&segment).unwrap();
+    assert_eq!(code, 200);
+    assert_eq!(ts_bytes[0], 0x47, "an MPEG-TS segment as recorded");
+    let anonymous = Api::anonymous(&base_url);
+    for path in [
+        format!("/api/requests/{id}"),
+        format!("/api/requests/{id}/timeline"),
+        format!("/api/requests/{id}/hls/desk"),
+        segment.clone(),
+        format!("/api/requests/{id}/bundle"),
+    ] {
+        assert_eq!(stranger.get(&path).unwrap().status, 404, "{path}");
+        assert_eq!(anonymous.get(&path).unwrap().status, 401, "{path}");
+    }
+
     // The evidence bundle, downloaded by the observer, checked offline.
     let (code, tar) = observer
         .get_bytes(&format!("/api/requests/{id}/bundle"))

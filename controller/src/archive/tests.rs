@@ -763,3 +763,92 @@ fn archive_holds_of_the_config_apply_by_station_and_camera() {
     assert_eq!(config_holds(&holds, &s1, &desk).len(), 1);
     assert_eq!(config_holds(&holds, &s2, &door).len(), 1);
 }
+
+#[tokio::test]
+async fn a_request_holds_its_window_in_the_archive_until_its_hold_ends() {
+    use crate::config::ArchiveRetention;
+    use crate::store::archive::EXPIRED;
+    use crate::store::requests::{RequestRow, RequestUpdate};
+
+    let f = fixture().await;
+    let (s, c) = (&f.station, &f.camera);
+    f.archive
+        .append_manifest(s, c, &body(&manifest(&f.key, s, c, 2)), T0)
+        .await
+        .unwrap();
+    for i in 0..2 {
+        f.archive
+            .put_chunk(s, c, i, 0, &footage(i), T0 + 1)
+            .await
+            .unwrap();
+    }
+    let day = 86_400_000;
+    let request = |id: &str, status: &str| RequestRow {
+        id: id.into(),
+        station_id: s.clone(),
+        cameras: vec![c.clone()],
+        from_ms: T0,
+        to_ms: T0 + 5_000,
+        reason: "complaint".into(),
+        requested_by: "ngo".into(),
+        requested_at: T0,
+        status: status.into(),
+        decided_by: None,
+        decided_at: None,
+        decision: None,
+        command_id: None,
+        progress: None,
+        gaps: Vec::new(),
+        history: Vec::new(),
+        ready_at: None,
+        deadline_at: None,
+        hold_until: None,
+        updated_at: T0,
+    };
+    // A refused request holds nothing; a delivered one holds segment 0 for 10 days.
+    f.store
+        .insert_request(&request("r-refused", "refused"))
+        .await
+        .unwrap();
+    f.store
+        .insert_request(&request("r-held", "collecting"))
+        .await
+        .unwrap();
+    f.store
+        .update_request(
+            "r-held",
+            "collecting",
+            RequestUpdate {
+                status: Some("ready".into()),
+                hold_until: Some(T0 + 10 * day),
+                ..Default::default()
+            },
+            T0,
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    let rules = ArchiveRetention {
+        keep_days: 1,
+        delete_after_days: 2,
+        ..Default::default()
+    };
+    let p = f.archive.retention_pass(&rules, T0 + 3 * day).await;
+    assert_eq!((p.deleted, p.held), (1, 1), "{p:?}");
+    let store = &f.store;
+    let state = |i: u64| async move {
+        store
+            .archive_entry(s, c, i)
+            .await
+            .unwrap()
+            .unwrap()
+            .state
+            .unwrap()
+    };
+    assert_eq!(state(0).await, ARCHIVED);
+    assert_eq!(state(1).await, EXPIRED);
+    // The hold ends: the window goes like the rest.
+    let p = f.archive.retention_pass(&rules, T0 + 11 * day).await;
+    assert_eq!((p.deleted, p.held), (1, 0), "{p:?}");
+    assert_eq!(state(0).await, EXPIRED);
+}

@@ -11,6 +11,8 @@
 
 pub mod collect;
 pub mod media;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 
