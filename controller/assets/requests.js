@@ -199,6 +199,9 @@
 
   function play(camera) {
     S.camera = camera;
+    $('r-mp4').href = `/api/requests/${encodeURIComponent(S.req.id)}/mp4/${encodeURIComponent(camera)}`;
+    $('r-mp4').textContent = `Download MP4 (${camera})`;
+    $('r-mp4').hidden = false;
     const video = $('r-video');
     if (S.hls) { S.hls.destroy(); S.hls = null; }
     const url = `/api/requests/${encodeURIComponent(S.req.id)}/hls/${encodeURIComponent(camera)}`;

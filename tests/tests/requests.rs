@@ -400,9 +400,48 @@ async fn scenario(chromium: std::path::PathBuf, driver: std::path::PathBuf) {
         format!("/api/requests/{id}/hls/desk"),
         segment.clone(),
         format!("/api/requests/{id}/bundle"),
+        format!("/api/requests/{id}/mp4/desk"),
     ] {
         assert_eq!(stranger.get(&path).unwrap().status, 404, "{path}");
         assert_eq!(anonymous.get(&path).unwrap().status, 401, "{path}");
+    }
+
+    // The MP4 for people who only want to watch: one file, the recorded frames remuxed.
+    let (code, mp4) = observer
+        .get_bytes(&format!("/api/requests/{id}/mp4/desk"))
+        .unwrap();
+    assert_eq!(code, 200);
+    assert_eq!(&mp4[4..8], b"ftyp", "an MP4");
+    if stationwatch_tests::require(
+        stationwatch_tests::have_binary("ffprobe"),
+        "ffprobe missing (run scripts/install-deps)",
+    ) {
+        let file = rig.dir.path().join("window.mp4");
+        std::fs::write(&file, &mp4).unwrap();
+        let out = std::process::Command::new("ffprobe")
+            .args(["-v", "error", "-select_streams", "v:0", "-count_packets"])
+            .args([
+                "-show_entries",
+                "stream=codec_name,nb_read_packets:format=duration",
+            ])
+            .args(["-of", "json"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        let probe: Value = serde_json::from_slice(&out.stdout).unwrap();
+        eprintln!("ffprobe of the MP4: {probe}");
+        assert_eq!(probe["streams"][0]["codec_name"], "h264", "{probe}");
+        let frames: u64 = probe["streams"][0]["nb_read_packets"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let segs = done["progress"]["archived_segments"].as_u64().unwrap();
+        // 15 fps, 2 s segments: every frame of every segment of the window.
+        assert!(
+            frames >= (segs - 1) * 30 && frames <= segs * 30 + 2,
+            "{frames} frames for {segs} segments"
+        );
     }
 
     // The evidence bundle, downloaded by the observer, checked offline.

@@ -202,6 +202,7 @@ pub fn router(state: AppState) -> Router {
             get(requests::segment),
         )
         .route("/api/requests/{id}/bundle", get(requests::bundle))
+        .route("/api/requests/{id}/mp4/{camera}", get(requests::mp4))
         .route(
             "/archive/v1/{station}/{camera}/manifest",
             get(archive::station_request).post(archive::station_request),

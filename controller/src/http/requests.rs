@@ -324,3 +324,56 @@ impl std::io::Write for ChannelWriter {
             .map_err(|_| std::io::Error::other("the client went away"))
     }
 }
+
+/// `GET /api/requests/{id}/mp4/{camera}`: the window of one camera as a single fragmented MP4,
+/// remuxed from the recorded segments (never re-encoded), streamed as it is written; gaps stay
+/// gaps in its timeline (each segment placed at its station time).
+pub(crate) async fn mp4(
+    State(state): State<AppState>,
+    user: User,
+    Path((id, camera)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    let r = delivered(&state, &user, &id).await?;
+    let camera = requested_camera(&r, &camera)?;
+    let segments =
+        media::window_segments(&state.store, &r.station_id, &camera, r.from_ms, r.to_ms).await?;
+    if segments.is_empty() {
+        return Err(ApiError::not_found("footage of this camera in the window"));
+    }
+    audit_access(&state, &user, &r, &format!("mp4 of {camera} of")).await?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<axum::body::Bytes>>(8);
+    let archive = state.archive.clone();
+    let rt = tokio::runtime::Handle::current();
+    let station = r.station_id.clone();
+    let request = r.id.clone();
+    let cam = camera.clone();
+    tokio::task::spawn_blocking(move || {
+        let out = ChannelWriter {
+            tx: tx.clone(),
+            buf: Vec::with_capacity(CHUNK),
+        };
+        let t = std::time::Instant::now();
+        match media::write_mp4(&archive, &rt, &station, &cam, &segments, out) {
+            Ok(s) => {
+                tracing::info!(request = %request, camera = %cam, segments = s.segments, samples = s.samples, ms = t.elapsed().as_millis() as u64, "MP4 of a request sent")
+            }
+            Err(e) => {
+                tracing::warn!(request = %request, camera = %cam, error = %e, "MP4 of a request cut short");
+                let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+            }
+        }
+    });
+    let name = format!("{}-{}.mp4", media::bundle_root(&r), camera);
+    Ok((
+        [
+            (header::CONTENT_TYPE, "video/mp4".to_owned()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{name}\""),
+            ),
+            (header::CACHE_CONTROL, "no-store".to_owned()),
+        ],
+        axum::body::Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx)),
+    )
+        .into_response())
+}

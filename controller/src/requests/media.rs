@@ -476,3 +476,48 @@ impl Bundle {
         o
     }
 }
+
+/// Writes the segments (archived, in time order) of one camera as one fragmented MP4 to `out`,
+/// each placed at its station time. Blocking; `rt` fetches the segments. A segment that cannot
+/// be remuxed into this output (another resolution, damaged) is left out and logged; the MP4
+/// goes on with the next.
+pub fn write_mp4(
+    archive: &Archive,
+    rt: &tokio::runtime::Handle,
+    station: &StationId,
+    camera: &CameraId,
+    segments: &[EntryRow],
+    out: impl Write,
+) -> Result<stationwatch_remux::Summary, MediaError> {
+    let first = segments
+        .iter()
+        .filter_map(|e| e.start_ms)
+        .min()
+        .unwrap_or(0);
+    let mut w = stationwatch_remux::Fmp4Writer::new(out);
+    for e in segments {
+        let (Some(file), Some(start)) = (&e.file, e.start_ms) else {
+            continue;
+        };
+        let key = segment_key(station, camera, file);
+        let path = object_path(&key).map_err(|e| MediaError::Archive(e.to_string()))?;
+        let bytes = rt
+            .block_on(async { archive.objects().get(&path).await?.bytes().await })
+            .map_err(|e| MediaError::Archive(format!("{key}: {e}")))?;
+        let at = std::time::Duration::from_millis((start - first).max(0) as u64);
+        match w.push_segment_at(&bytes, at) {
+            Ok(_) => {}
+            Err(stationwatch_remux::RemuxError::Output(e)) => return Err(MediaError::Io(e)),
+            Err(stationwatch_remux::RemuxError::OutputFailed) => {
+                return Err(MediaError::Io(std::io::Error::other("output failed")))
+            }
+            Err(err) => {
+                tracing::warn!(station = %station, camera = %camera, seq = e.seq, error = %err, "segment left out of the MP4");
+            }
+        }
+    }
+    w.finish().map_err(|e| match e {
+        stationwatch_remux::RemuxError::Output(e) => MediaError::Io(e),
+        other => MediaError::Archive(other.to_string()),
+    })
+}
