@@ -23,7 +23,8 @@ registry export) or --witness (the controller's witness of manifest heads). With
 /// Arguments of `verify`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct VerifyArgs {
-    /// A recordings folder, one camera's folder, or an unpacked evidence bundle.
+    /// A recordings folder, one camera's folder, or an evidence bundle (its `.tar` as
+    /// downloaded, or unpacked).
     pub path: PathBuf,
     /// The station's public key (64 hex characters, SPKI PEM, or a file holding either).
     #[arg(long = "public-key", value_name = "KEY")]
@@ -82,6 +83,8 @@ impl VerifyArgs {
             from: time(self.from.as_deref(), "from")?,
             to: time(self.to.as_deref(), "to")?,
             camera: self.camera.clone(),
+            excerpt: false,
+            untrusted_keys: Vec::new(),
         })
     }
 }

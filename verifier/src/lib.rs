@@ -10,6 +10,7 @@
 //! This crate depends only on `stationwatch-protocol` (no GStreamer, no network), so anyone can
 //! build the `stationwatch-verify` binary and check evidence on their own machine.
 
+mod bundle;
 mod camera;
 pub mod cli;
 mod render;
@@ -17,6 +18,7 @@ mod trust;
 
 use std::path::{Path, PathBuf};
 
+pub use bundle::BundleInfo;
 pub use camera::{CameraReport, Finding};
 pub use render::{meaning, render};
 pub use stationwatch_protocol::trust::Verdict;
@@ -31,6 +33,13 @@ pub struct VerifyOptions {
     pub from: Option<Timestamp>,
     pub to: Option<Timestamp>,
     pub camera: Option<String>,
+    /// The manifests are excerpts (an evidence bundle): not starting at seq 0 is not a
+    /// finding, and what lies before the excerpt is not checked. Set by [`verify`] for bundles.
+    pub excerpt: bool,
+    /// Keys to check signatures with when no trusted key applies and the manifest names none
+    /// (a bundle's own `keys.json` read without an outside controller key): consistency only,
+    /// never trust — the verdict stays UNTRUSTED at best.
+    pub untrusted_keys: Vec<stationwatch_protocol::manifest::PublicKey>,
 }
 
 /// Why verification could not run at all (not a verdict).
@@ -40,6 +49,10 @@ pub enum VerifyError {
     NothingToVerify(PathBuf),
     #[error("no camera {0:?} under the given path")]
     NoSuchCamera(String),
+    #[error("evidence bundle {0}: {1}")]
+    BadBundle(PathBuf, String),
+    #[error(transparent)]
+    Trust(#[from] TrustError),
 }
 
 /// The result for every camera, and the overall verdict (the worst of them).
@@ -47,10 +60,48 @@ pub enum VerifyError {
 pub struct Report {
     pub cameras: Vec<CameraReport>,
     pub verdict: Verdict,
+    /// Set when an evidence bundle was verified.
+    pub bundle: Option<BundleInfo>,
 }
 
-/// Verifies `path`: a camera folder (holding `manifest.jsonl`) or a folder of camera folders.
+/// Verifies `path`: a camera folder (holding `manifest.jsonl`), a folder of camera folders, or
+/// an evidence bundle (its folder, or the `.tar` as downloaded; see `bundle.rs`).
 pub fn verify(path: &Path, opts: &VerifyOptions) -> Result<Report, VerifyError> {
+    if path.is_file() && bundle::is_tar(path) {
+        let unpacked = bundle::unpack(path)?;
+        return verify(&unpacked.root, opts);
+    }
+    if path.join(bundle::BUNDLE_FILE).is_file() {
+        let (o, info) = bundle::options(path, opts)?;
+        let mut cameras: Vec<CameraReport> = info
+            .cameras
+            .iter()
+            .filter(|c| opts.camera.as_ref().is_none_or(|want| want == *c))
+            .map(|c| {
+                let dir = path.join(c);
+                if dir.join(MANIFEST_FILE).is_file() {
+                    camera::verify_camera(&dir, &o)
+                } else {
+                    camera::missing_camera(&dir)
+                }
+            })
+            .collect();
+        if cameras.is_empty() {
+            return Err(VerifyError::NoSuchCamera(
+                opts.camera.clone().unwrap_or_default(),
+            ));
+        }
+        cameras.sort_by(|a, b| a.camera.cmp(&b.camera));
+        let verdict = cameras
+            .iter()
+            .map(|c| c.verdict)
+            .fold(Verdict::Ok, Verdict::worst);
+        return Ok(Report {
+            cameras,
+            verdict,
+            bundle: Some(info),
+        });
+    }
     let mut dirs: Vec<PathBuf> = Vec::new();
     if path.join(MANIFEST_FILE).is_file() {
         dirs.push(path.to_owned());
@@ -79,5 +130,9 @@ pub fn verify(path: &Path, opts: &VerifyOptions) -> Result<Report, VerifyError> 
         .iter()
         .map(|c| c.verdict)
         .fold(Verdict::Ok, Verdict::worst);
-    Ok(Report { cameras, verdict })
+    Ok(Report {
+        cameras,
+        verdict,
+        bundle: None,
+    })
 }

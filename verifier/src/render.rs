@@ -11,11 +11,31 @@ use crate::Report;
 /// its verdict; then the overall verdict with what it means.
 pub fn render(report: &Report) -> String {
     let mut s = String::new();
+    if let Some(b) = &report.bundle {
+        let _ = writeln!(
+            s,
+            "evidence bundle of request {} for station {}, cameras {}, window {} to {}",
+            b.request,
+            b.station,
+            b.cameras.join(", "),
+            b.from,
+            b.to
+        );
+        let _ = writeln!(
+            s,
+            "  keys.json and witness.json {}",
+            if b.controller_files_used {
+                "used: signed by the controller key given"
+            } else {
+                "NOT used: give the controller's key (--controller-key) to trust them"
+            }
+        );
+    }
     for r in &report.cameras {
         let _ = writeln!(s, "camera {} ({})", r.camera, r.dir.display());
         for (i, k) in r.keys.iter().enumerate() {
             let from = r.trust.get(i).copied().unwrap_or(if r.trust.is_empty() {
-                "taken from the manifest itself: NOT TRUSTED (pass --public-key, --keys or --witness)"
+                "taken from the manifest or the bundle itself: NOT TRUSTED (pass --public-key, --keys, --witness or --controller-key)"
             } else {
                 "trusted"
             });

@@ -354,3 +354,171 @@ fn a_deletion_under_a_hold_in_force_fails_and_after_its_release_is_lawful() {
         stationwatch_verify::render(&r)
     );
 }
+
+/// An evidence bundle as the controller writes it (`docs/requests.md`): `bundle.json`, the
+/// controller-signed `keys.json` and `witness.json`, and an excerpt of the manifest that does
+/// not start at seq 0 (no `start` entry naming the key), with the window's segments.
+fn bundle(root: &Path, key: &StationKey, controller: &StationKey) -> (std::path::PathBuf, Cam) {
+    let mut cam = Cam::new(&root.join("station"), key);
+    cam.start(0)
+        .segment(1, 61)
+        .segment(61, 121)
+        .segment(121, 181)
+        .segment(181, 241);
+    let b = root.join("stationwatch-bundle-r1");
+    std::fs::create_dir_all(b.join("desk/2026-11-21")).unwrap();
+    // From seq 1 (the first segment's open): the start entry stays out.
+    let excerpt: String = cam.entries[1..]
+        .iter()
+        .map(|e| format!("{}\n", e.line()))
+        .collect();
+    std::fs::write(b.join("desk/manifest.jsonl"), excerpt).unwrap();
+    // The window touches the segments from 1 to 181.
+    for start in [1, 61, 121, 181] {
+        let f = Cam::file(start);
+        std::fs::copy(cam.dir.join(&f), b.join("desk").join(&f)).unwrap();
+    }
+    let info = serde_json::json!({
+        "format": "stationwatch-bundle", "version": 1, "request": "r1",
+        "station": "KG-0042", "cameras": ["desk"],
+        "from": t(61).to_string(), "to": t(181).to_string(),
+        "created_at": t(300).to_string(), "controller_key": controller.public().to_hex(),
+    });
+    std::fs::write(b.join("bundle.json"), info.to_string()).unwrap();
+    let registered = RegisteredKey {
+        key: key.public(),
+        registered_at: t(-100),
+        retired_at: None,
+    };
+    let registry = stationwatch_protocol::trust::KeyRegistry::new(
+        t(300),
+        vec![stationwatch_protocol::trust::StationKeys {
+            station: station(),
+            keys: vec![registered.clone()],
+        }],
+    );
+    std::fs::write(
+        b.join("keys.json"),
+        Signed::sign(registry, controller)
+            .unwrap()
+            .to_json()
+            .unwrap(),
+    )
+    .unwrap();
+    let last = cam.entries.last().unwrap();
+    let head = WitnessedHead {
+        camera: CameraId::new("desk").unwrap(),
+        next_seq: last.seq() + 1,
+        prev: last.hash(),
+        agent_at: t(250),
+        received_at: t(251),
+        tsa: None,
+    };
+    let witness = Witness::new(t(300), station(), None, None, vec![registered], vec![head]);
+    std::fs::write(
+        b.join("witness.json"),
+        Signed::sign(witness, controller)
+            .unwrap()
+            .to_json()
+            .unwrap(),
+    )
+    .unwrap();
+    (b, cam)
+}
+
+fn tar_of(dir: &Path, out: &Path) {
+    let mut t = tar::Builder::new(std::fs::File::create(out).unwrap());
+    t.append_dir_all(dir.file_name().unwrap(), dir).unwrap();
+    t.finish().unwrap();
+}
+
+fn under_controller(controller: &StationKey) -> VerifyOptions {
+    let mut trust = TrustInputs::default();
+    trust
+        .set_controller_key(&controller.public().to_hex())
+        .unwrap();
+    VerifyOptions {
+        trust,
+        ..VerifyOptions::default()
+    }
+}
+
+#[test]
+fn an_evidence_bundle_verifies_as_folder_and_tar_and_every_tampering_fails() {
+    let tmp = tempfile::tempdir().unwrap();
+    let key = StationKey::from_seed(&[7; 32]);
+    let controller = StationKey::from_seed(&[42; 32]);
+    let (b, _cam) = bundle(tmp.path(), &key, &controller);
+    let opts = under_controller(&controller);
+    let show = |r: &stationwatch_verify::Report| stationwatch_verify::render(r);
+
+    let r = verify(&b, &opts).unwrap();
+    assert_eq!(r.verdict, Verdict::Ok, "{}", show(&r));
+    assert_eq!(r.cameras[0].heads_checked, 1);
+    assert!(r.bundle.as_ref().unwrap().controller_files_used);
+    let tar = tmp.path().join("bundle.tar");
+    tar_of(&b, &tar);
+    let r = verify(&tar, &opts).unwrap();
+    assert_eq!(r.verdict, Verdict::Ok, "{}", show(&r));
+
+    // Without the controller's key the bundle's own files prove nothing.
+    let r = verify(&tar, &VerifyOptions::default()).unwrap();
+    assert_eq!(r.verdict, Verdict::Untrusted, "{}", show(&r));
+
+    // keys.json and witness.json signed by another controller: refused outright.
+    let other = under_controller(&StationKey::from_seed(&[43; 32]));
+    assert!(verify(&b, &other).is_err());
+
+    // One byte changed in a segment.
+    let seg = b.join("desk").join(Cam::file(61));
+    let good = std::fs::read(&seg).unwrap();
+    let mut bad = good.clone();
+    bad[10] ^= 1;
+    std::fs::write(&seg, &bad).unwrap();
+    let r = verify(&b, &opts).unwrap();
+    assert_eq!(r.verdict, Verdict::Failed, "{}", show(&r));
+    // One segment of the window removed.
+    std::fs::remove_file(&seg).unwrap();
+    let r = verify(&b, &opts).unwrap();
+    assert_eq!(r.verdict, Verdict::Failed, "{}", show(&r));
+    std::fs::write(&seg, &good).unwrap();
+    assert_eq!(verify(&b, &opts).unwrap().verdict, Verdict::Ok);
+    // The manifest cut short before the witnessed head.
+    let m = b.join("desk/manifest.jsonl");
+    let text = std::fs::read_to_string(&m).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines.pop();
+    std::fs::write(&m, format!("{}\n", lines.join("\n"))).unwrap();
+    let r = verify(&b, &opts).unwrap();
+    assert_eq!(r.verdict, Verdict::Failed, "{}", show(&r));
+    assert!(r.cameras[0]
+        .findings
+        .iter()
+        .any(|f| matches!(f, Finding::Witness { .. })));
+}
+
+#[test]
+fn a_tar_reaching_outside_its_folder_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("evil.tar");
+    let mut data = Vec::new();
+    {
+        let mut t = tar::Builder::new(&mut data);
+        let mut h = tar::Header::new_gnu();
+        let body = b"{}";
+        h.set_size(body.len() as u64);
+        h.set_mode(0o644);
+        h.set_entry_type(tar::EntryType::Regular);
+        // `append_data` refuses `..`; write the name into the header by hand as an attacker would.
+        let name = b"b/../../evil-bundle.json";
+        h.as_old_mut().name[..name.len()].copy_from_slice(name);
+        h.set_cksum();
+        t.append(&h, &body[..]).unwrap();
+        t.finish().unwrap();
+    }
+    std::fs::write(&path, &data).unwrap();
+    let e = verify(&path, &VerifyOptions::default()).unwrap_err();
+    assert!(e.to_string().contains("unsafe path"), "{e}");
+    assert!(!tmp.path().join("evil-bundle.json").exists());
+    assert!(!std::env::temp_dir().join("evil-bundle.json").exists());
+}

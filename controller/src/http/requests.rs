@@ -220,7 +220,7 @@ pub(crate) async fn segment(
         .await?
         .filter(|e| e.kind == "segment" && e.state.as_deref() == Some(ARCHIVED))
         .filter(|e| {
-            e.start_ms.unwrap_or(i64::MAX) < r.to_ms && e.end_ms.unwrap_or(i64::MIN) > r.from_ms
+            e.start_ms.unwrap_or(i64::MAX) <= r.to_ms && e.end_ms.unwrap_or(i64::MIN) >= r.from_ms
         })
         .ok_or_else(|| ApiError::not_found("segment"))?;
     let file = e.file.ok_or_else(|| ApiError::not_found("segment"))?;

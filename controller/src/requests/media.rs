@@ -8,7 +8,7 @@ use std::io::Write;
 
 use serde::Serialize;
 use serde_json::json;
-use stationwatch_protocol::manifest::{StationKey, Timestamp};
+use stationwatch_protocol::manifest::{parse_line, EntryBody, StationKey, Timestamp};
 use stationwatch_protocol::trust::{KeyRegistry, Signed, StationKeys, Witness};
 use stationwatch_protocol::{CameraId, StationId};
 
@@ -20,6 +20,9 @@ use crate::store::{Store, StoreError};
 
 /// Most entries read per camera for a window (a day of 2-second segments is 43,200).
 const MAX_ENTRIES: i64 = 200_000;
+
+/// How far before the first entry of a window its `open` entries are looked for.
+const OPEN_LOOKBACK: u64 = 16;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MediaError {
@@ -62,7 +65,8 @@ pub async fn window_segments(
         .await?
         .into_iter()
         .filter(|e| e.kind == "segment" && e.state.as_deref() == Some(ARCHIVED))
-        .filter(|e| e.start_ms.unwrap_or(i64::MAX) < to && e.end_ms.unwrap_or(i64::MIN) > from)
+        // Touching the window counts, as the verifier counts it (a segment ending at `from`).
+        .filter(|e| e.start_ms.unwrap_or(i64::MAX) <= to && e.end_ms.unwrap_or(i64::MIN) >= from)
         .collect())
 }
 
@@ -204,6 +208,30 @@ pub async fn prepare_bundle(
             .filter(|s| *s >= last && *s <= range.last_seq)
             .min()
             .unwrap_or(last);
+        // Back to the `open` entries announcing the excerpt's segments (the agent announces a
+        // file before it writes it, a few entries before the file's segment entry): without
+        // them a verifier sees segments that were never announced.
+        let files: std::collections::HashSet<&str> =
+            entries.iter().filter_map(|e| e.file.as_deref()).collect();
+        let before = store
+            .archive_lines(
+                station,
+                cam,
+                first.saturating_sub(OPEN_LOOKBACK),
+                first.saturating_sub(1),
+            )
+            .await?;
+        let first = before
+            .iter()
+            .filter(|(seq, _)| *seq < first)
+            .filter_map(
+                |(seq, line)| match parse_line(line.as_bytes()).map(|p| p.body().clone()) {
+                    Ok(EntryBody::Open(o)) if files.contains(o.file.as_str()) => Some(*seq),
+                    _ => None,
+                },
+            )
+            .min()
+            .unwrap_or(first);
         let lines = store.archive_lines(station, cam, first, end).await?;
         let heads = cam_heads
             .into_iter()
