@@ -32,8 +32,9 @@ pub struct ControllerConfig {
 pub struct RequestsConfig {
     /// Longest window one request may ask for (`max_window_minutes`, default 1 day).
     pub max_window_ms: i64,
-    /// Roles whose requests are approved when filed (`auto_approve`, default none).
-    pub auto_approve: Vec<crate::auth::Role>,
+    /// Names of the roles whose requests are approved when filed (`auto_approve`, default
+    /// none): `observer`, `operator`, `admin`.
+    pub auto_approve: Vec<String>,
     /// A request still collecting this long after its approval fails (`deadline_hours`, 48).
     pub deadline_ms: i64,
     /// The archive keeps a delivered window at least this long (`hold_days`, default 365).
@@ -329,9 +330,10 @@ fn requests(r: &mut TomlReader, root: &toml::Table) -> Option<RequestsConfig> {
     let auto_approve = match t.get("auto_approve") {
         None => Some(Vec::new()),
         Some(toml::Value::Array(a)) => {
-            let roles: Vec<Option<crate::auth::Role>> = a
+            const ROLES: [&str; 3] = ["observer", "operator", "admin"];
+            let roles: Vec<Option<String>> = a
                 .iter()
-                .map(|v| v.as_str().and_then(crate::auth::Role::from_name))
+                .map(|v| v.as_str().filter(|r| ROLES.contains(r)).map(str::to_owned))
                 .collect();
             if roles.iter().all(Option::is_some) {
                 Some(roles.into_iter().flatten().collect())
@@ -1016,6 +1018,27 @@ mod tests {
         assert!(e.to_string().contains("archive.endpoint"), "{e}");
         let e = parse("[archive]\nstore = \"ftp://x\"").unwrap_err();
         assert!(e.to_string().contains("archive.store"), "{e}");
+    }
+
+    #[test]
+    fn requests_section_is_read_and_checked() {
+        let c = parse("").unwrap();
+        assert_eq!(c.requests.max_window_ms, 24 * 3_600_000);
+        assert!(c.requests.auto_approve.is_empty());
+        let c = parse("[requests]\nauto_approve = [\"operator\"]\nhold_days = 45").unwrap();
+        assert_eq!(c.requests.auto_approve, vec!["operator".to_owned()]);
+        assert_eq!(c.requests.hold_ms, 45 * 86_400_000);
+        for bad in [
+            "auto_approve = [\"boss\"]",
+            "auto_approve = \"admin\"",
+            "max_window_minutes = 0",
+        ] {
+            let e = parse(&format!("[requests]\n{bad}")).unwrap_err();
+            assert!(
+                e.problems().iter().any(|p| p.key.starts_with("requests.")),
+                "{bad}: {e}"
+            );
+        }
     }
 
     #[test]

@@ -10,6 +10,14 @@ use serde::Serialize;
 /// How many recent delay samples percentiles are computed over.
 const SAMPLES: usize = 1 << 16;
 
+/// What the write queue did not admit (`ingest::queue`), counted by kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dropped {
+    HealthHistory,
+    Snapshot,
+    Head,
+}
+
 #[derive(Default)]
 pub struct Metrics {
     status: AtomicU64,
@@ -139,8 +147,7 @@ impl Metrics {
         Some(self.db_failing_since.load(Relaxed)).filter(|t| *t != 0)
     }
     /// A write the full queue did not admit (see `ingest::queue`).
-    pub fn dropped(&self, what: crate::ingest::queue::Dropped) {
-        use crate::ingest::queue::Dropped;
+    pub fn dropped(&self, what: Dropped) {
         match what {
             Dropped::HealthHistory => &self.health_write_dropped,
             Dropped::Snapshot => &self.snapshots_dropped,

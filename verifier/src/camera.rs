@@ -10,6 +10,7 @@ use stationwatch_protocol::manifest::{
     SignedEntry, Timestamp, MANIFEST_FILE, SEGMENT_EXT,
 };
 use stationwatch_protocol::trust::Verdict;
+use stationwatch_protocol::{CameraId, StationId};
 
 use crate::VerifyOptions;
 
@@ -36,6 +37,10 @@ pub enum Finding {
     Unreadable(String),
     #[error("the evidence bundle lists this camera but holds no manifest for it")]
     MissingCamera,
+    /// The manifest in a bundle's camera folder is signed for another station or camera than
+    /// `bundle.json` and the folder name say: footage swapped between cameras or stations.
+    #[error("the bundle holds this manifest as {expected}, but its entries are {found}")]
+    NotTheBundles { expected: String, found: String },
 }
 
 /// The result for one camera.
@@ -53,6 +58,10 @@ pub struct CameraReport {
     pub heads_checked: usize,
     /// Witnessed heads carrying an RFC 3161 time-stamp token.
     pub heads_timestamped: usize,
+    /// Witnessed heads that could not be checked: before the first line of an excerpt.
+    pub heads_unchecked: usize,
+    /// For an excerpt (an evidence bundle): the seq of its first and last entries.
+    pub excerpt: Option<(u64, u64)>,
     pub files_checked: usize,
     pub bytes_checked: u64,
     pub hashing_time: Duration,
@@ -78,6 +87,8 @@ impl CameraReport {
             trust: Vec::new(),
             heads_checked: 0,
             heads_timestamped: 0,
+            heads_unchecked: 0,
+            excerpt: None,
             files_checked: 0,
             bytes_checked: 0,
             hashing_time: Duration::ZERO,
@@ -149,7 +160,47 @@ fn first_announced(entries: &[SignedEntry]) -> Option<Timestamp> {
         .min()
 }
 
+/// The keys to check an excerpt with, ordered so that the one that signed its first entry comes
+/// first: an excerpt usually holds no `start` entry naming the key in use (and after a rotation
+/// the registry lists the retired key first). Without trusted keys, the bundle's own (untrusted)
+/// keys and those its `start` entries name.
+fn excerpt_keys(
+    entries: &[SignedEntry],
+    trusted: &[(PublicKey, &'static str)],
+    untrusted: &[PublicKey],
+) -> Vec<(PublicKey, &'static str)> {
+    let mut keys: Vec<(PublicKey, &'static str)> = trusted.to_vec();
+    if keys.is_empty() {
+        let named = entries.iter().filter_map(|e| match e.body() {
+            EntryBody::Start(s) => Some(s.key),
+            _ => None,
+        });
+        for k in untrusted.iter().copied().chain(named) {
+            if !keys.iter().any(|(o, _)| *o == k) {
+                keys.push((k, ""));
+            }
+        }
+    }
+    if let Some(first) = entries.first() {
+        if let Some(i) = keys.iter().position(|(k, _)| first.signature_valid(k)) {
+            let k = keys.remove(i);
+            keys.insert(0, k);
+        }
+    }
+    keys
+}
+
 pub(crate) fn verify_camera(dir: &Path, opts: &VerifyOptions) -> CameraReport {
+    verify_camera_as(dir, opts, None)
+}
+
+/// [`verify_camera`] for a camera of a bundle, whose manifest must be of `expected`
+/// (station, camera).
+pub(crate) fn verify_camera_as(
+    dir: &Path,
+    opts: &VerifyOptions,
+    expected: Option<(&StationId, &CameraId)>,
+) -> CameraReport {
     let mut report = CameraReport::new(dir);
     let bytes = match std::fs::read(dir.join(MANIFEST_FILE)) {
         Ok(b) => b,
@@ -169,10 +220,28 @@ pub(crate) fn verify_camera(dir: &Path, opts: &VerifyOptions) -> CameraReport {
         return report;
     };
     let station = first.station().clone();
+    if let Some((s, c)) = expected {
+        if s != first.station() || c != first.camera() {
+            report.findings.push(Finding::NotTheBundles {
+                expected: format!("station {s} camera {c}"),
+                found: format!("station {} camera {}", first.station(), first.camera()),
+            });
+        }
+    }
+    if opts.excerpt {
+        report.excerpt = entries.last().map(|last| (first.seq(), last.seq()));
+    }
 
     // Keys: those the reader trusts for this station; otherwise the manifest's own (untrusted).
     let trusted = opts.trust.keys_for(&station);
-    if trusted.is_empty() {
+    if opts.excerpt {
+        let keys = excerpt_keys(entries, &trusted, &opts.untrusted_keys);
+        report.keys = keys.iter().map(|(k, _)| *k).collect();
+        if !trusted.is_empty() {
+            // One source per key, in the keys' order.
+            report.trust = keys.iter().map(|(_, from)| *from).collect();
+        }
+    } else if trusted.is_empty() {
         report.keys = entries
             .iter()
             .filter_map(|e| match e.body() {
@@ -206,8 +275,10 @@ pub(crate) fn verify_camera(dir: &Path, opts: &VerifyOptions) -> CameraReport {
     let camera = first.camera().clone();
     for w in opts.trust.witnesses_for(&station) {
         for head in w.heads_of(&camera) {
-            // A head before an excerpt's first line cannot be checked against it.
+            // A head before an excerpt's first line cannot be checked against it. A head at or
+            // after it must be reached, unchanged, as for a whole manifest.
             if opts.excerpt && head.next_seq <= first.seq() {
+                report.heads_unchecked += 1;
                 continue;
             }
             report.heads_checked += 1;
@@ -225,14 +296,15 @@ pub(crate) fn verify_camera(dir: &Path, opts: &VerifyOptions) -> CameraReport {
     let from = opts.from.or(first_t);
     let to = opts.to.or(last_t);
 
-    // Hash the files the manifest says are present (those overlapping the window).
+    // Hash the files the manifest says are present (those overlapping the window). A bundle
+    // holds only the window's; any other listed file it holds must match too.
     let t0 = Instant::now();
     for e in present_segments(entries) {
         let EntryBody::Segment(s) = e.body() else {
             continue;
         };
         if let (Some(f), Some(t)) = (from, to) {
-            if s.end < f || s.start > t {
+            if (s.end < f || s.start > t) && !(opts.excerpt && dir.join(s.file.as_str()).exists()) {
                 continue;
             }
         }

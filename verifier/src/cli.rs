@@ -18,7 +18,10 @@ Verdicts (last line, and the exit status):
   1 = could not run (unreadable path or trust file), 2 = usage error.
 Trusted keys come only from outside the recordings: --public-key, --keys (the controller's key
 registry export) or --witness (the controller's witness of manifest heads). With
---controller-key, --keys and --witness files must be signed by that controller.";
+--controller-key, --keys and --witness files must be signed by that controller.
+An evidence bundle (its folder, or the .tar as downloaded) is checked over its window; its own
+keys.json and witness.json are trusted only with --controller-key (the controller's public key,
+obtained from outside the bundle), which they must be signed by.";
 
 /// Arguments of `verify`.
 #[derive(Debug, Clone, clap::Args)]

@@ -69,38 +69,14 @@ pub struct Report {
 pub fn verify(path: &Path, opts: &VerifyOptions) -> Result<Report, VerifyError> {
     if path.is_file() && bundle::is_tar(path) {
         let unpacked = bundle::unpack(path)?;
-        return verify(&unpacked.root, opts);
+        let mut report = verify_bundle(&unpacked.root, opts)?;
+        for c in &mut report.cameras {
+            c.dir = unpacked.shown(path, &c.dir);
+        }
+        return Ok(report);
     }
     if path.join(bundle::BUNDLE_FILE).is_file() {
-        let (o, info) = bundle::options(path, opts)?;
-        let mut cameras: Vec<CameraReport> = info
-            .cameras
-            .iter()
-            .filter(|c| opts.camera.as_ref().is_none_or(|want| want == *c))
-            .map(|c| {
-                let dir = path.join(c);
-                if dir.join(MANIFEST_FILE).is_file() {
-                    camera::verify_camera(&dir, &o)
-                } else {
-                    camera::missing_camera(&dir)
-                }
-            })
-            .collect();
-        if cameras.is_empty() {
-            return Err(VerifyError::NoSuchCamera(
-                opts.camera.clone().unwrap_or_default(),
-            ));
-        }
-        cameras.sort_by(|a, b| a.camera.cmp(&b.camera));
-        let verdict = cameras
-            .iter()
-            .map(|c| c.verdict)
-            .fold(Verdict::Ok, Verdict::worst);
-        return Ok(Report {
-            cameras,
-            verdict,
-            bundle: Some(info),
-        });
+        return verify_bundle(path, opts);
     }
     let mut dirs: Vec<PathBuf> = Vec::new();
     if path.join(MANIFEST_FILE).is_file() {
@@ -134,5 +110,38 @@ pub fn verify(path: &Path, opts: &VerifyOptions) -> Result<Report, VerifyError> 
         cameras,
         verdict,
         bundle: None,
+    })
+}
+
+/// An evidence bundle's folder: the cameras `bundle.json` lists, as excerpts, over its window.
+fn verify_bundle(path: &Path, opts: &VerifyOptions) -> Result<Report, VerifyError> {
+    let (o, info, checked) = bundle::options(path, opts)?;
+    let mut cameras: Vec<CameraReport> = checked
+        .cameras
+        .iter()
+        .filter(|c| opts.camera.as_ref().is_none_or(|want| want == c.as_str()))
+        .map(|c| {
+            let dir = path.join(c.as_str());
+            if dir.join(MANIFEST_FILE).is_file() {
+                camera::verify_camera_as(&dir, &o, Some((&checked.station, c)))
+            } else {
+                camera::missing_camera(&dir)
+            }
+        })
+        .collect();
+    if cameras.is_empty() {
+        return Err(VerifyError::NoSuchCamera(
+            opts.camera.clone().unwrap_or_default(),
+        ));
+    }
+    cameras.sort_by(|a, b| a.camera.cmp(&b.camera));
+    let verdict = cameras
+        .iter()
+        .map(|c| c.verdict)
+        .fold(Verdict::Ok, Verdict::worst);
+    Ok(Report {
+        cameras,
+        verdict,
+        bundle: Some(info),
     })
 }

@@ -51,11 +51,24 @@ pub fn render(report: &Report) -> String {
             secs,
             r.bytes_checked as f64 / 1e6 / secs
         );
+        if let Some((first, last)) = r.excerpt {
+            let _ = writeln!(
+                s,
+                "  excerpt   seq {first}..{last} (what comes before seq {first} is not in the bundle and not checked)"
+            );
+        }
         if r.heads_checked > 0 {
             let _ = writeln!(
                 s,
                 "  witness   {} heads witnessed by the controller checked ({} time-stamped)",
                 r.heads_checked, r.heads_timestamped
+            );
+        }
+        if r.heads_unchecked > 0 {
+            let _ = writeln!(
+                s,
+                "  witness   {} head(s) before the excerpt: not checkable",
+                r.heads_unchecked
             );
         }
         if let Some(c) = &r.coverage {

@@ -73,13 +73,7 @@ pub struct Queued {
     bytes: u64,
 }
 
-/// Why an item was not admitted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Dropped {
-    HealthHistory,
-    Snapshot,
-    Head,
-}
+pub use crate::metrics::Dropped;
 
 /// The sending side (ingest, cloned freely).
 #[derive(Clone)]

@@ -216,7 +216,7 @@ impl Requests {
         .await?;
         info!(request = %row.id, station = %row.station_id, user = %user.username, "request filed");
         let _ = self.changed.send(Arc::new(row.clone()));
-        if self.cfg.auto_approve.contains(&user.role) {
+        if self.cfg.auto_approve.iter().any(|r| r == user.role.name()) {
             let system = system_user("auto-approval");
             return self
                 .decide(&system, &row.id, true, "approved automatically (role)", now)
