@@ -1,6 +1,6 @@
 //! The real `station-agent` binary as a child process, and what a test reads of its recordings.
 //!
-//! [`agent_bin`] builds the agent once per test process (`cargo build --workspace --bin station-agent`), so the
+//! [`agent_bin`] builds the agent once per test process (`cargo build -p station-agent`), so the
 //! end-to-end tests always run the current code even though Cargo does not build another
 //! package's binaries for a test.
 

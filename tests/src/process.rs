@@ -34,9 +34,12 @@ pub fn cargo_bin(package: &str, bin: &str) -> Result<PathBuf> {
     let entry = g.entry(format!("{package}/{bin}")).or_insert_with(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let release = std::env::var("STATIONWATCH_RELEASE").is_ok_and(|v| v == "1");
-        // `--workspace`, not `-p`: every build of this workspace then resolves the same
-        // features, so switching between them never recompiles the dependencies.
-        let mut args = vec!["build", "--quiet", "--workspace", "--bin", bin];
+        // `-p`, not `--workspace` (unlike scripts/test): this build runs inside a test process,
+        // whose environment (set by `cargo test`) differs from the outer cargo's; with the same
+        // feature selection both would share the artifacts of crates with build scripts (ring)
+        // and rebuild them back and forth at every e2e step (measured: ~25 s per step). Its
+        // own selection keeps its own artifacts, built once.
+        let mut args = vec!["build", "--quiet", "-p", package, "--bin", bin];
         if release {
             args.push("--release");
         }

@@ -40,10 +40,12 @@ pub async fn run(store: Store, mut rx: WriteReceiver, metrics: Arc<Metrics>) {
         }
         writes.clear();
         for mut q in batch.drain(..) {
-            rx.done(&q);
+            // Acknowledged before it counts as done: a stopping link waits for the backlog to
+            // be empty, and its last acknowledgements must have gone out by then.
             if let Some(ack) = q.ack.take() {
                 ack.send().await;
             }
+            rx.done(&q);
         }
     }
 }

@@ -295,11 +295,26 @@ impl Requests {
         )
         .await?;
         let Some(row) = updated else {
+            // Someone else decided first. If it was not an approval, take back the upload the
+            // station was just sent (best effort: the archive keeps nothing for it anyway).
             let current = self
                 .store
                 .request(id)
                 .await?
                 .ok_or(RequestError::NotFound)?;
+            if approve && current.status != COLLECTING {
+                if let (Some(station), Ok(job)) = (
+                    self.fleet.get(&req.station_id),
+                    MessageId::new(req.id.clone()),
+                ) {
+                    let cancel = Command::CancelUpload { job };
+                    if let Err(e) =
+                        commands::send(&self.store, &self.publisher, user, &station, cancel).await
+                    {
+                        tracing::warn!(request = %id, error = %e, "cannot cancel the upload of a request decided otherwise");
+                    }
+                }
+            }
             return Err(RequestError::Conflict(current.status));
         };
         info!(request = %id, station = %row.station_id, user = %user.username, outcome, "request decided");
