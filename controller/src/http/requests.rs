@@ -239,7 +239,7 @@ pub(crate) async fn segment(
         [
             (header::CONTENT_TYPE, "video/mp2t".to_owned()),
             (header::CONTENT_LENGTH, size.to_string()),
-            (header::CACHE_CONTROL, "private, max-age=3600".to_owned()),
+            (header::CACHE_CONTROL, "no-store".to_owned()),
         ],
         axum::body::Body::from_stream(stream),
     )
