@@ -235,6 +235,30 @@ impl Api {
         Ok((status, bytes))
     }
 
+    /// Streams a GET's body into `out` without the client's overall timeout (large
+    /// downloads: evidence bundles); the status, the bytes written and the time to the
+    /// response's headers.
+    pub fn download(
+        &self,
+        path: &str,
+        out: &mut dyn std::io::Write,
+    ) -> Result<(u16, u64, Duration)> {
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .new_agent();
+        let mut req = agent.get(&format!("{}{path}", self.base));
+        if let Some(c) = &self.cookie {
+            req = req.header("cookie", c);
+        }
+        let t = std::time::Instant::now();
+        let resp = req.call()?;
+        let headers = t.elapsed();
+        let status = resp.status().as_u16();
+        let n = std::io::copy(&mut resp.into_body().into_reader(), out)?;
+        Ok((status, n, headers))
+    }
+
     pub fn post(&self, path: &str, body: &Value) -> Result<Reply> {
         let mut req = self.agent.post(&format!("{}{path}", self.base));
         if let Some(c) = &self.cookie {

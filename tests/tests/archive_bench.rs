@@ -22,6 +22,7 @@ use serde_json::json;
 use stationwatch_tests::agent_process::AgentProcess;
 use stationwatch_tests::archive::{ready, ts, window_segments, AgentSpec, Rig, Store};
 use stationwatch_tests::netns::{Link, FAR_ADDR};
+use stationwatch_tests::proc_stats::cpu_s;
 use stationwatch_tests::srt::{have_srt_live_transmit, SrtReceiver};
 use stationwatch_tests::{CameraOpts, TestCamera};
 
@@ -61,16 +62,6 @@ fn covered_s(
     }
 }
 
-/// utime + stime of a process, seconds.
-fn cpu_s(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit(')').next().unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
-        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
-    // SAFETY: sysconf has no preconditions.
-    ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
-}
 
 #[test]
 #[ignore = "benchmark: run by benches/upload.sh"]

@@ -743,12 +743,7 @@ fn login_from(base: &str, user: &str, password: &str, from: &str) -> u16 {
 
 /// Peak resident memory of a process (VmHWM), in KiB.
 fn peak_rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
+    stationwatch_tests::proc_stats::status_kib(pid, "VmHWM")
 }
 
 /// Issue 13, finding 5: an attacker hammering `admin` (from one address, from many, with

@@ -16,7 +16,6 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use fantoccini::Client;
 use serde_json::{json, Value};
 use stationwatch_tests::agent_process::{agent_command, AgentProcess};
 use stationwatch_tests::archive::{ready, ts, AgentSpec, Rig, Store, STATION};
@@ -25,29 +24,7 @@ use stationwatch_tests::browser::{
 };
 use stationwatch_tests::controller_process::Api;
 use stationwatch_tests::eventually;
-
-const PASSWORD: &str = "observer-password-1";
-
-fn user(rig: &Rig, name: &str, role: &str, grants: &[&str]) -> Api {
-    let r = rig
-        .api
-        .post(
-            "/api/users",
-            &json!({"username": name, "password": PASSWORD, "role": role, "grants": grants}),
-        )
-        .unwrap();
-    assert_eq!(r.status, 201, "{r:?}");
-    Api::login(&rig.ctl.base_url(), name, PASSWORD).unwrap()
-}
-
-fn wait_status(api: &Api, id: &str, secs: u64, want: &[&str]) -> Value {
-    eventually(&format!("request {id} in {want:?}"), secs, || {
-        let r = api.ok(&format!("/api/requests/{id}"))?;
-        Ok(want
-            .contains(&r["status"].as_str().unwrap_or(""))
-            .then_some(r))
-    })
-}
+use stationwatch_tests::requests::{log_in, user, wait_status, PASSWORD};
 
 fn statuses(r: &Value) -> Vec<String> {
     r["history"]
@@ -77,20 +54,6 @@ fn an_observer_requests_a_window_watches_it_and_verifies_the_bundle_nobody_else_
         .block_on(scenario(chromium, driver));
 }
 
-async fn login(c: &Client, base: &str, user: &str) {
-    c.goto(&format!("{base}/requests")).await.unwrap();
-    wait_js(
-        c,
-        "location.pathname === '/login'",
-        10,
-        "redirect to /login",
-    )
-    .await;
-    type_into(c, "#username", user).await;
-    type_into(c, "#password", PASSWORD).await;
-    click(c, "#login button[type=submit]").await;
-    wait_js(c, "location.pathname === '/'", 10, "logged in").await;
-}
 
 async fn scenario(chromium: std::path::PathBuf, driver: std::path::PathBuf) {
     let rig = Rig::start(Store::Local);
@@ -152,7 +115,7 @@ async fn scenario(chromium: std::path::PathBuf, driver: std::path::PathBuf) {
     let c = browser.session(&chromium).await;
     let _ = START.set(Instant::now());
     let base_url = rig.ctl.base_url();
-    login(&c, &base_url, "ngo-observer").await;
+    log_in(&c, &base_url, "ngo-observer", PASSWORD).await;
     c.goto(&format!("{base_url}/requests")).await.unwrap();
     wait_js(
         &c,
