@@ -30,6 +30,8 @@ use crate::station::keys;
 use crate::station::service;
 use crate::upload::jobs::JobStore;
 use crate::upload::{self, UploadContext, UploadControl, UploadHandle};
+use crate::view::reference::ViewReferences;
+use crate::view::{self, ViewHandle};
 use stationwatch_protocol::mqtt::UploadHealth;
 
 /// READY is sent once every camera has either started recording or failed its first attempt,
@@ -103,6 +105,8 @@ pub async fn run(
         ctx.events.clone(),
     );
     let lives = spawn_live(&config, &ctx, &cams, &overrides, &shutdown);
+    let references = Arc::new(ViewReferences::open(&config.storage.path));
+    let views = spawn_views(&config, &ctx, &cams, &references, &shutdown);
     let (retention, disk) = spawn_retention(&config, &ctx, &cams, &holds, &shutdown);
     let upload = spawn_upload(&config, &ctx, &lives, &holds, &jobs, &shutdown);
     let link_stop = CancellationToken::new();
@@ -111,8 +115,10 @@ pub async fn run(
         &ctx,
         &cams,
         &lives,
+        &views,
         LinkParts {
             overrides,
+            references,
             holds,
             disk: disk.clone(),
             events: events_rx,
@@ -224,6 +230,36 @@ fn spawn_live(
     lives
 }
 
+/// View watchers (`view/`): one thread per camera analysing the latest keyframe for
+/// tampering, unless `[view] analysis = false`. A watcher that cannot start is logged; the
+/// camera records regardless.
+fn spawn_views(
+    config: &AgentConfig,
+    ctx: &CameraContext,
+    cams: &[CameraHandle],
+    references: &ViewReferences,
+    shutdown: &CancellationToken,
+) -> Vec<ViewHandle> {
+    if !config.view.analysis {
+        info!("[view] analysis = false: camera pictures are not watched for tampering");
+        return Vec::new();
+    }
+    cams.iter()
+        .filter_map(|c| {
+            view::spawn(
+                c.id.clone(),
+                c.counters.clone(),
+                config.view.clone(),
+                references.get(&c.id),
+                ctx.events.clone(),
+                shutdown.child_token(),
+            )
+            .map_err(|e| error!(camera = %c.id, error = %e, "cannot start the view analysis; recording goes on"))
+            .ok()
+        })
+        .collect()
+}
+
 /// The uploader (`upload/`), when the config has an `[upload]` section: requested windows and
 /// backfill to the archive, within what the live streams leave of the uplink.
 fn spawn_upload(
@@ -289,6 +325,7 @@ fn spawn_retention(
 /// What the link shares with the rest of the agent, besides cameras and live branches.
 struct LinkParts {
     overrides: Arc<LiveOverrides>,
+    references: Arc<ViewReferences>,
     holds: Arc<HoldStore>,
     disk: watch::Receiver<DiskStatus>,
     events: UnboundedReceiver<EventKind>,
@@ -303,6 +340,7 @@ fn spawn_link(
     ctx: &CameraContext,
     cams: &[CameraHandle],
     lives: &[LiveHandle],
+    views: &[ViewHandle],
     parts: LinkParts,
     stop: CancellationToken,
 ) -> Option<JoinHandle<()>> {
@@ -311,6 +349,7 @@ fn spawn_link(
         return None;
     };
     let live_of = |id: &CameraId| lives.iter().find(|l| l.camera == *id);
+    let view_of = |id: &CameraId| views.iter().find(|v| v.camera == *id);
     let config_bytes = std::fs::read(&config.file).unwrap_or_default();
     let mut health = HealthCollector::new(
         cams.iter()
@@ -319,6 +358,7 @@ fn spawn_link(
                 state: c.state.clone(),
                 counters: c.counters.clone(),
                 live: live_of(&c.id).map(|l| l.status.clone()),
+                view: view_of(&c.id).map(|v| v.status.clone()),
             })
             .collect(),
         parts.disk,
@@ -349,9 +389,14 @@ fn spawn_link(
                     status: l.status.clone(),
                     control: l.control.clone(),
                 }),
+                view: view_of(&c.id).map(|v| mqtt::ViewControls {
+                    control: v.control.clone(),
+                    latest: v.latest.clone(),
+                }),
             })
             .collect(),
         live_overrides: parts.overrides,
+        view_references: parts.references,
         health,
         holds: parts.holds,
         events: parts.events,

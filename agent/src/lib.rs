@@ -28,6 +28,7 @@ pub(crate) mod retention;
 pub(crate) mod state;
 pub(crate) mod station;
 pub(crate) mod upload;
+pub(crate) mod view;
 
 // What the binary (`bin/station-agent.rs`) uses; everything else is internal.
 pub use agent::run;

@@ -18,7 +18,10 @@
   const STATES = ['offline', 'degraded', 'unknown', 'online'];
   const RANK = { offline: 0, degraded: 1, unknown: 2, online: 3 };
   const FINAL = new Set(['done', 'rejected', 'failed', 'expired']);
-  const ALERT_WEIGHT = { offline: 0, camera_not_recording: 1, no_segment: 2, disk_low: 3, clock_unsynced: 4, clock_skew: 4 };
+  const ALERT_WEIGHT = {
+    offline: 0, camera_not_recording: 1, view_covered: 1, view_dark: 1, view_moved: 1, no_segment: 2,
+    view_frozen: 2, view_blurred: 2, disk_low: 3, clock_unsynced: 4, clock_skew: 4,
+  };
 
   const S = {
     me: null,
@@ -696,6 +699,14 @@
           if (l.loss !== undefined) parts.push(`loss ${(l.loss * 100).toFixed(1)} %`);
           fact(facts, 'Live', parts.join(' · '), l.reason ? h('div', { class: 'muted' }, l.reason) : null);
         }
+        if (c.view) {
+          const v = c.view;
+          const problems = (v.problems || []).map((p) => h('div', { class: 'view-problem', dataset: { problem: p.kind } },
+            h('strong', null, p.kind), ` since ${when(p.since)}`, p.detail ? h('div', { class: 'muted' }, p.detail) : null));
+          fact(facts, 'View', h('span', { class: `view-state ${v.approved ? 'approved' : 'unapproved'}` },
+            v.approved ? 'approved' : 'not approved: only black, covered and frozen are checked'),
+          problems.length ? problems : h('div', { class: 'muted view-ok' }, 'picture looks normal'));
+        }
       }
       fact(facts, 'Snapshot', snapAt ? when(snapAt) : '—');
       let buttons = null;
@@ -703,6 +714,18 @@
         buttons = h('div', { class: 'cmd-row' },
           h('button', { type: 'button', class: 'btn', dataset: { cmd: 'snapshot', camera: id } }, 'Take snapshot'),
           h('button', { type: 'button', class: 'btn warn', dataset: { cmd: 'restart_camera', camera: id } }, 'Restart camera'),
+          c && c.view ? h('button', {
+            type: 'button',
+            class: 'btn',
+            dataset: { cmd: 'set_view', camera: id, approve: 'true' },
+            title: 'take the camera\'s current picture as its approved view',
+          }, c.view.approved ? 'Approve current view again' : 'Approve view') : null,
+          c && c.view && c.view.approved ? h('button', {
+            type: 'button',
+            class: 'btn small',
+            dataset: { cmd: 'set_view', camera: id, approve: 'false' },
+            title: 'forget the approved view (e.g. after the camera was replaced)',
+          }, 'Reset view') : null,
           c && c.live ? h('span', { class: 'live-set' }, 'Live: ',
             ['auto', 'on', 'off', 'config'].map((m) => h('button', {
               type: 'button',
@@ -1025,6 +1048,13 @@
       if (b) {
         const cmd = { kind: b.dataset.cmd, camera: b.dataset.camera };
         if (cmd.kind === 'set_live') cmd.mode = b.dataset.mode;
+        if (cmd.kind === 'set_view') {
+          cmd.approve = b.dataset.approve === 'true';
+          const q = cmd.approve
+            ? `Approve what camera ${cmd.camera} shows now as its view? Take a snapshot first and check it: from now on a camera turned away or out of focus raises an alert.`
+            : `Reset the approved view of camera ${cmd.camera}? Moved and blurred are no longer checked until it is approved again.`;
+          if (!window.confirm(q)) return;
+        }
         if (cmd.kind === 'restart_camera'
           && !window.confirm(`Restart camera ${cmd.camera}? Its recording pauses for a few seconds (a gap is recorded).`)) return;
         sendCommand(cmd);

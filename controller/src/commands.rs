@@ -108,9 +108,13 @@ pub async fn send(
     publisher: &Publisher,
     user: &User,
     station: &Station,
-    command: Command,
+    mut command: Command,
 ) -> Result<Sent, CommandError> {
     let now = crate::now_ms();
+    // Who approved a view is who sent the command, whatever the body said.
+    if let Command::SetView { by, .. } = &mut command {
+        by.clone_from(&user.username);
+    }
     let id: &StationId = &station.id;
     let kind = command.kind().name();
     let audit = |detail: String, ok: bool| async move {

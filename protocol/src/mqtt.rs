@@ -37,7 +37,7 @@ pub use ack::{Ack, AckReason, AckStatus, CommandLog, Handling, RejectCode};
 pub use command::{
     decode_command, peek_command_id, CancelUploadResult, ClearHoldResult, Command, CommandEnvelope,
     CommandKind, PingResult, RejectReason, Rejection, RestartCameraResult, SetHoldResult,
-    SetLiveResult, SetLiveSetting, SetUploadResult, SnapshotResult, UploadResult,
+    SetLiveResult, SetLiveSetting, SetUploadResult, SetViewResult, SnapshotResult, UploadResult,
     MAX_UPLOAD_WINDOW_MS,
 };
 pub use decode::{decode_ack, decode_event, decode_health, decode_status, DecodeError};
@@ -45,6 +45,7 @@ pub use event::{Event, EventKind, OrUnknown};
 pub use health::{
     hours_left, AgentInfo, CameraHealth, CameraLive, CameraState, ClockHealth, DiskHealth, Health,
     LiveRung, LiveSetting, LiveState, ManifestHead, PowerHealth, SystemHealth, UplinkHealth,
+    ViewHealth, ViewProblem, ViewProblemKind,
 };
 pub use id::{HoldId, MessageId, MessageIdError, MAX_MESSAGE_ID_LEN};
 pub use status::{OfflineReason, Status, StatusState, LAST_WILL_PAYLOAD};

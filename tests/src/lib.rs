@@ -155,6 +155,9 @@ pub struct CameraOpts {
     /// Run inside this command prefix (e.g. `ip netns exec NS`, to serve on a namespace's
     /// loopback); empty: directly.
     pub prefix: Vec<String>,
+    /// Show the switchable scene (`--pattern scene`), read from this file:
+    /// [`TestCamera::set_scene`] changes it while the camera runs.
+    pub scene_file: Option<PathBuf>,
 }
 
 impl Default for CameraOpts {
@@ -168,6 +171,7 @@ impl Default for CameraOpts {
             codec: Codec::H264,
             snow: false,
             prefix: Vec::new(),
+            scene_file: None,
         }
     }
 }
@@ -188,8 +192,20 @@ impl CameraOpts {
             "--codec".into(),
             self.codec.as_arg().into(),
             "--pattern".into(),
-            if self.snow { "snow" } else { "ball" }.into(),
+            match (&self.scene_file, self.snow) {
+                (Some(_), _) => "scene",
+                (None, true) => "snow",
+                (None, false) => "ball",
+            }
+            .into(),
         ]
+        .into_iter()
+        .chain(
+            self.scene_file
+                .iter()
+                .flat_map(|f| ["--scene-file".into(), f.display().to_string()]),
+        )
+        .collect()
     }
 }
 
@@ -256,6 +272,20 @@ impl TestCamera {
     /// `rtsp://127.0.0.1:PORT/cam`. Stays the same across [`TestCamera::restart`].
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// Shows another scene (`normal`, `black`, `tape`, `blurred`, `moved`, `darker`,
+    /// `brighter`, `frozen`); the camera switches within 200 ms. Needs `scene_file` set.
+    pub fn set_scene(&self, scene: &str) -> Result<()> {
+        let file = self
+            .opts
+            .scene_file
+            .as_ref()
+            .context("this test camera was started without a scene file")?;
+        let tmp = file.with_extension("tmp");
+        std::fs::write(&tmp, scene)?;
+        std::fs::rename(&tmp, file)?;
+        Ok(())
     }
 
     /// The TCP port the camera listens on.

@@ -62,7 +62,6 @@ fn covered_s(
     }
 }
 
-
 #[test]
 #[ignore = "benchmark: run by benches/upload.sh"]
 fn upload_benchmark() {

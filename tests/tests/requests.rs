@@ -54,7 +54,6 @@ fn an_observer_requests_a_window_watches_it_and_verifies_the_bundle_nobody_else_
         .block_on(scenario(chromium, driver));
 }
 
-
 async fn scenario(chromium: std::path::PathBuf, driver: std::path::PathBuf) {
     let rig = Rig::start(Store::Local);
     let storage = rig.dir.path().join("rec");

@@ -114,7 +114,11 @@ fn request_to_ready_first_frame_and_observers_playing() {
     } else {
         env_u64("BENCH_OBSERVERS", 20)
     } as usize;
-    let play_s = if smoke { 4 } else { env_u64("BENCH_PLAY_S", 60) };
+    let play_s = if smoke {
+        4
+    } else {
+        env_u64("BENCH_PLAY_S", 60)
+    };
 
     let link = Link::create("rqbench").unwrap();
     let rig = Rig::start(Store::Local);
@@ -583,7 +587,11 @@ fn bundle_of_an_hour() {
     ])
     .unwrap();
     let report = format!("{stdout}{stderr}");
-    let verdict = report.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
+    let verdict = report
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("");
     println!(
         "station-agent verify of the bundle: {:.1} s, exit {}, {verdict}",
         t.elapsed().as_secs_f64(),

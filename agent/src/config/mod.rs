@@ -46,6 +46,8 @@ pub struct AgentConfig {
     /// Reporting to the controller; `None` when the file has no `[mqtt]` section (record only).
     pub mqtt: Option<MqttConfig>,
     pub supervision: SupervisionConfig,
+    /// The view analysis of every camera (`[view]`, `docs/camera-view.md`).
+    pub view: ViewConfig,
     /// The `[live]` section: the live rung policy (used by cameras with a `live_target`).
     pub live: LiveConfig,
     /// The `[upload]` section: uploads to the archive; `None` when absent (nothing leaves the
@@ -106,6 +108,27 @@ pub struct MqttConfig {
     pub outbox: PathBuf,
     pub outbox_max_messages: usize,
     pub outbox_max_bytes: u64,
+}
+
+/// `[view]`: how each camera's picture is watched for tampering.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ViewConfig {
+    /// Whether pictures are analysed at all (`analysis`, default true).
+    pub analysis: bool,
+    /// Time between two analysed pictures (`interval_ms`, default 2000).
+    pub interval: Duration,
+    /// How long a problem must last before it counts (`persist_seconds`, default 20).
+    pub persist: Duration,
+}
+
+impl Default for ViewConfig {
+    fn default() -> Self {
+        ViewConfig {
+            analysis: true,
+            interval: Duration::from_secs(2),
+            persist: Duration::from_secs(20),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -206,12 +229,14 @@ impl Reader {
                 "supervision",
                 "live",
                 "upload",
+                "view",
                 "camera",
             ],
         );
         let station = self.station(root);
         let storage = self.storage(root, check_machine);
         let supervision = self.supervision(root);
+        let view = self.view(root);
         let cameras = self.cameras(root, check_machine);
         let retention = self.retention(root, cameras.as_deref().unwrap_or_default());
         let mqtt = self.mqtt(root, check_machine);
@@ -253,6 +278,7 @@ impl Reader {
             retention: retention?,
             mqtt,
             supervision: supervision?,
+            view: view?,
             live: live?,
             upload: upload?,
             cameras: cameras?,
@@ -475,6 +501,30 @@ impl Reader {
             stall_timeout: Duration::from_secs(stall as u64),
             reconnect_initial: Duration::from_millis(initial as u64),
             reconnect_max: Duration::from_millis(max as u64),
+        })
+    }
+
+    fn view(&mut self, root: &toml::Table) -> Option<ViewConfig> {
+        let t = self.optional_section(
+            root,
+            "view",
+            &["analysis", "interval_ms", "persist_seconds"],
+        );
+        let analysis = self.bool(t, "view", "analysis", true);
+        let interval = self.int(t, "view", "interval_ms", 250..=10_000, 2_000);
+        let persist = self.int(t, "view", "persist_seconds", 1..=600, 20);
+        let (analysis, interval, persist) = (analysis?, interval?, persist?);
+        if persist * 1000 < interval {
+            self.problem(
+                "view.persist_seconds",
+                format!("{persist} s is shorter than one interval ({interval} ms)"),
+            );
+            return None;
+        }
+        Some(ViewConfig {
+            analysis,
+            interval: Duration::from_millis(interval as u64),
+            persist: Duration::from_secs(persist as u64),
         })
     }
 

@@ -9,7 +9,7 @@ use std::time::Instant;
 use stationwatch_protocol::manifest::{Fingerprint, Hash256, Timestamp};
 use stationwatch_protocol::mqtt::{
     hours_left, CameraHealth, CameraState as WireState, ClockHealth, DiskHealth, EventKind, Health,
-    ManifestHead, SystemHealth, UplinkHealth,
+    ManifestHead, SystemHealth, UplinkHealth, ViewHealth,
 };
 use stationwatch_protocol::CameraId;
 use tokio::sync::watch;
@@ -27,6 +27,8 @@ pub struct CameraView {
     pub counters: Arc<CameraCounters>,
     /// The camera's live branch, when it has a live target.
     pub live: Option<watch::Receiver<LiveStatus>>,
+    /// The camera's view analysis, unless it is turned off.
+    pub view: Option<watch::Receiver<ViewHealth>>,
 }
 
 pub struct HealthCollector {
@@ -134,6 +136,7 @@ impl HealthCollector {
                         .map(|(next_seq, prev)| ManifestHead { next_seq, prev }),
                     detail,
                     live: cam.live.as_ref().map(|l| l.borrow().wire()),
+                    view: cam.view.as_ref().map(|v| v.borrow().clone()),
                 },
             );
         }

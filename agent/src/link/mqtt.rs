@@ -21,8 +21,8 @@ use stationwatch_protocol::manifest::{Hash256, Timestamp};
 use stationwatch_protocol::mqtt::{
     Ack, CancelUploadResult, ClearHoldResult, Command, CommandEnvelope, CommandLog, EventKind,
     Handling, MessageId, PingResult, QoS, RestartCameraResult, SetHoldResult, SetLiveResult,
-    SetLiveSetting, SetUploadResult, SnapshotResult, Status, TopicKind, Topics, UploadResult,
-    MAX_SNAPSHOT_BYTES,
+    SetLiveSetting, SetUploadResult, SetViewResult, SnapshotResult, Status, TopicKind, Topics,
+    UploadResult, MAX_SNAPSHOT_BYTES,
 };
 use stationwatch_protocol::{CameraId, StationId};
 use stationwatch_runtime::mqtt::qos;
@@ -66,6 +66,15 @@ pub struct CameraControl {
     pub restart: Arc<tokio::sync::Notify>,
     /// The camera's live branch, when it has a live target.
     pub live: Option<LiveControl>,
+    /// The camera's view analysis, unless it is turned off.
+    pub view: Option<ViewControls>,
+}
+
+/// What `set_view` reaches of a camera's view watcher.
+pub struct ViewControls {
+    pub control: std::sync::mpsc::Sender<crate::view::ViewControl>,
+    /// The measures of the latest analysed picture.
+    pub latest: Arc<parking_lot::Mutex<Option<crate::view::detect::Measures>>>,
 }
 
 /// What `set_live` reaches of a camera's live supervisor.
@@ -85,6 +94,8 @@ pub struct MqttContext {
     pub holds: Arc<HoldStore>,
     /// `set_live` overrides, kept on disk.
     pub live_overrides: Arc<LiveOverrides>,
+    /// Approved views (`set_view`), kept on disk.
+    pub view_references: Arc<crate::view::reference::ViewReferences>,
     /// Events from elsewhere in the agent (gap entries).
     pub events: UnboundedReceiver<EventKind>,
     /// Upload jobs and modes (`upload`, `cancel_upload`, `set_upload`), when configured.
@@ -93,7 +104,8 @@ pub struct MqttContext {
 
 /// The result of a command that runs in the background (snapshots).
 struct Finished {
-    id: MessageId,
+    /// The command that asked for it (none: taken for a view problem).
+    id: Option<MessageId>,
     camera: CameraId,
     taken_at: Timestamp,
     result: Result<Jpeg, SnapshotError>,
@@ -156,6 +168,7 @@ struct Link {
     health: HealthCollector,
     holds: Arc<HoldStore>,
     live_overrides: Arc<LiveOverrides>,
+    view_references: Arc<crate::view::reference::ViewReferences>,
     upload: Option<UploadControl>,
     outbox: Outbox,
     log: CommandLog,
@@ -184,6 +197,7 @@ pub async fn run(ctx: MqttContext, shutdown: CancellationToken) -> Result<(), Mq
         health: ctx.health,
         holds: ctx.holds,
         live_overrides: ctx.live_overrides,
+        view_references: ctx.view_references,
         upload: ctx.upload,
         outbox,
         log: CommandLog::default(),
@@ -236,7 +250,7 @@ pub async fn run(ctx: MqttContext, shutdown: CancellationToken) -> Result<(), Mq
                     }
                 },
                 Some(kind) = events.recv() => {
-                    link.event(kind);
+                    link.agent_event(kind);
                     link.pump(&client, &mut conn);
                 }
                 Some(done) = finished_rx.recv() => {
@@ -504,6 +518,11 @@ impl Link {
                 )),
             },
             Command::SetLive { camera, mode } => self.set_live(id, camera, mode),
+            Command::SetView {
+                camera,
+                approve,
+                by,
+            } => self.set_view(id, camera, approve, by),
             Command::Upload {
                 job,
                 cameras,
@@ -564,24 +583,41 @@ impl Link {
                     )),
                 }
             }
-            Command::Snapshot { camera } => {
-                let keyframe = self
-                    .cameras
-                    .iter()
-                    .find(|c| c.id == camera)
-                    .and_then(|c| c.counters.keyframe());
-                let tx = self.finished_tx.clone();
-                let taken_at = self.now();
-                tokio::task::spawn_blocking(move || {
-                    let result = jpeg_from_keyframe(keyframe, Duration::from_secs(5));
-                    let _ = tx.send(Finished {
-                        id,
-                        camera,
-                        taken_at,
-                        result,
-                    });
-                });
-            }
+            Command::Snapshot { camera } => self.take_snapshot(camera, Some(id)),
+        }
+    }
+
+    /// Decodes the camera's latest keyframe to JPEG in a blocking task and publishes it (then
+    /// acks the command `id`, if it was asked for by one).
+    fn take_snapshot(&self, camera: CameraId, id: Option<MessageId>) {
+        let keyframe = self
+            .cameras
+            .iter()
+            .find(|c| c.id == camera)
+            .and_then(|c| c.counters.keyframe());
+        let tx = self.finished_tx.clone();
+        let taken_at = self.now();
+        tokio::task::spawn_blocking(move || {
+            let result = jpeg_from_keyframe(keyframe, Duration::from_secs(5));
+            let _ = tx.send(Finished {
+                id,
+                camera,
+                taken_at,
+                result,
+            });
+        });
+    }
+
+    /// An event from elsewhere in the agent; a problem with a camera's picture is shown with a
+    /// snapshot of it.
+    fn agent_event(&mut self, kind: EventKind) {
+        let camera = match &kind {
+            EventKind::ViewProblem { camera, .. } => Some(camera.clone()),
+            _ => None,
+        };
+        self.event(kind);
+        if let Some(camera) = camera {
+            self.take_snapshot(camera, None);
         }
     }
 
@@ -591,6 +627,56 @@ impl Link {
             self.now(),
             "this agent has no [upload] section: uploads are not configured",
         ))
+    }
+
+    /// `set_view`: approve the camera's latest analysed picture as its reference (stored on
+    /// disk before the ack), or reset it; then hand it to the camera's view watcher.
+    fn set_view(&mut self, id: MessageId, camera: CameraId, approve: bool, by: String) {
+        let Some(view) = self
+            .cameras
+            .iter()
+            .find(|c| c.id == camera)
+            .and_then(|c| c.view.as_ref())
+        else {
+            let detail =
+                format!("the view of camera {camera} is not analysed ([view] analysis = false)");
+            return self.finish(Ack::failed(id, self.now(), detail));
+        };
+        let stored = if approve {
+            let Some(m) = view.latest.lock().clone() else {
+                let detail = format!(
+                    "no picture of camera {camera} analysed yet; try again in a few seconds"
+                );
+                return self.finish(Ack::failed(id, self.now(), detail));
+            };
+            Some(crate::view::reference::StoredReference {
+                sharpness: m.sharpness,
+                cells: m.cells,
+                approved_at: self.now(),
+                approved_by: by,
+            })
+        } else {
+            None
+        };
+        if let Err(e) = self.view_references.set(&camera, stored.clone()) {
+            let detail = format!("storing the view reference: {e}");
+            return self.finish(Ack::failed(id, self.now(), detail));
+        }
+        let reference = stored.as_ref().and_then(|s| s.reference());
+        if view
+            .control
+            .send(crate::view::ViewControl::Reference(reference))
+            .is_err()
+        {
+            let detail = format!("the view watcher of camera {camera} is not running");
+            return self.finish(Ack::failed(id, self.now(), detail));
+        }
+        let result = SetViewResult {
+            camera,
+            approved: approve,
+            reference_at: stored.map(|s| s.approved_at),
+        };
+        self.done(id, &result);
     }
 
     /// `set_live`: store the override (durable before the ack), then hand it to the camera's
@@ -624,16 +710,22 @@ impl Link {
     }
 
     fn on_finished(&mut self, client: &AsyncClient, conn: &mut Conn, f: Finished) {
+        let fail = |link: &mut Self, detail: String| match f.id.clone() {
+            Some(id) => link.finish(Ack::failed(id, link.now(), detail)),
+            None => {
+                warn!(camera = %f.camera, detail = %detail, "snapshot for a view problem not sent")
+            }
+        };
         let jpeg = match f.result {
             Ok(j) if j.bytes.len() <= MAX_SNAPSHOT_BYTES => j,
             Ok(j) => {
                 let detail = format!("snapshot of {} bytes exceeds the limit", j.bytes.len());
-                return self.finish(Ack::failed(f.id, self.now(), detail));
+                return fail(self, detail);
             }
-            Err(e) => return self.finish(Ack::failed(f.id, self.now(), e.to_string())),
+            Err(ref e) => return fail(self, e.to_string()),
         };
         if !conn.connected {
-            return self.finish(Ack::failed(f.id, self.now(), "broker connection lost"));
+            return fail(self, "broker connection lost".into());
         }
         let topic = self.topics.snapshot(&f.camera);
         let result = SnapshotResult {
@@ -646,20 +738,17 @@ impl Link {
             height: jpeg.height,
         };
         // The image goes before the ack that describes it (same connection, in order).
-        if self.publish(
+        let sent = self.publish(
             client,
             conn,
-            &TopicKind::Snapshot(f.camera),
+            &TopicKind::Snapshot(f.camera.clone()),
             topic,
             jpeg.bytes,
-        ) {
-            self.done(f.id, &result);
-        } else {
-            self.finish(Ack::failed(
-                f.id,
-                self.now(),
-                "snapshot could not be published",
-            ));
+        );
+        match (sent, f.id.clone()) {
+            (true, Some(id)) => self.done(id, &result),
+            (true, None) => {}
+            (false, _) => fail(self, "snapshot could not be published".into()),
         }
     }
 

@@ -4,7 +4,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
-use stationwatch_protocol::mqtt::{CameraState, Health, OfflineReason, Status, StatusState};
+use stationwatch_protocol::mqtt::{
+    CameraState, Health, OfflineReason, Status, StatusState, ViewProblemKind,
+};
 use stationwatch_protocol::CameraId;
 
 use crate::config::RulesConfig;
@@ -49,7 +51,8 @@ impl StationState {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Reason {
     /// `offline`, `camera_not_recording`, `no_segment`, `disk_low`, `clock_unsynced`,
-    /// `clock_skew`, `holds_file_error`.
+    /// `clock_skew`, `holds_file_error`, `view_dark`, `view_covered`, `view_blurred`,
+    /// `view_moved`, `view_frozen`, ...
     pub kind: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub camera: Option<CameraId>,
@@ -184,6 +187,18 @@ pub fn evaluate(o: &Observed<'_>, now: i64, rules: &RulesConfig) -> (StationStat
     (state, reasons)
 }
 
+/// The reason (and alert) kind of a problem with a camera's picture.
+pub fn view_reason(kind: ViewProblemKind) -> Option<&'static str> {
+    match kind {
+        ViewProblemKind::Dark => Some("view_dark"),
+        ViewProblemKind::Covered => Some("view_covered"),
+        ViewProblemKind::Blurred => Some("view_blurred"),
+        ViewProblemKind::Moved => Some("view_moved"),
+        ViewProblemKind::Frozen => Some("view_frozen"),
+        ViewProblemKind::Unknown => None,
+    }
+}
+
 /// The state and reasons from what the station reported (trust reasons are added by
 /// [`evaluate`]).
 fn evaluate_reports(
@@ -272,6 +287,16 @@ fn evaluate_reports(
                         "no segment finished for {} s (segments are {seg} s)",
                         ms / 1000
                     ),
+                ));
+            }
+        }
+        // The picture: taped over, black, turned away, out of focus, frozen (issue 16).
+        for p in cam.view.iter().flat_map(|v| &v.problems) {
+            if let Some(kind) = view_reason(p.kind) {
+                reasons.push(Reason::new(
+                    kind,
+                    Some(id),
+                    format!("{} since {}: {}", p.kind, p.since, p.detail),
                 ));
             }
         }
@@ -469,6 +494,43 @@ mod tests {
                 "clock_unsynced",
                 "holds_file_error"
             ]
+        );
+    }
+
+    #[test]
+    fn each_problem_with_a_picture_is_a_reason_of_its_camera() {
+        use stationwatch_protocol::mqtt::{ViewHealth, ViewProblem};
+        let mut h = healthy();
+        let desk = CameraId::new("desk").unwrap();
+        let problem = |kind| ViewProblem {
+            kind,
+            since: ts(NOW - 30_000),
+            detail: "measured".into(),
+        };
+        h.cameras.get_mut(&desk).unwrap().view = Some(ViewHealth {
+            approved: true,
+            problems: vec![
+                problem(ViewProblemKind::Covered),
+                problem(ViewProblemKind::Unknown),
+            ],
+            analysed_at: Some(ts(NOW - 1000)),
+        });
+        let (state, keys) = eval(None, None, Some(&h), Some(NOW));
+        assert_eq!(state, StationState::Degraded);
+        // A kind from a newer agent is not an alert this version could explain.
+        assert_eq!(keys, ["view_covered:desk"]);
+        // An approved camera with nothing wrong is simply online.
+        h.cameras
+            .get_mut(&desk)
+            .unwrap()
+            .view
+            .as_mut()
+            .unwrap()
+            .problems
+            .clear();
+        assert_eq!(
+            eval(None, None, Some(&h), Some(NOW)).0,
+            StationState::Online
         );
     }
 

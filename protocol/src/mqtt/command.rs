@@ -92,6 +92,16 @@ pub enum Command {
         camera: Option<CameraId>,
         mode: SetUploadSetting,
     },
+    /// Approve the camera's current view as its reference (`approve: true`: from now on the
+    /// agent also reports the picture blurred or moved against it), or reset it (`false`: the
+    /// camera is unapproved until approved again, e.g. after it was replaced). Kept on disk.
+    SetView {
+        camera: CameraId,
+        approve: bool,
+        /// Who decided, for the agent's log and store.
+        #[serde(default)]
+        by: String,
+    },
 }
 
 /// Longest window one `upload` command may ask for (31 days).
@@ -133,10 +143,11 @@ pub enum CommandKind {
     Upload,
     CancelUpload,
     SetUpload,
+    SetView,
 }
 
 impl CommandKind {
-    pub const ALL: [CommandKind; 9] = [
+    pub const ALL: [CommandKind; 10] = [
         CommandKind::RestartCamera,
         CommandKind::Snapshot,
         CommandKind::SetHold,
@@ -146,6 +157,7 @@ impl CommandKind {
         CommandKind::Upload,
         CommandKind::CancelUpload,
         CommandKind::SetUpload,
+        CommandKind::SetView,
     ];
 
     /// The `kind` string.
@@ -160,6 +172,7 @@ impl CommandKind {
             CommandKind::Upload => "upload",
             CommandKind::CancelUpload => "cancel_upload",
             CommandKind::SetUpload => "set_upload",
+            CommandKind::SetView => "set_view",
         }
     }
 
@@ -186,6 +199,7 @@ impl Command {
             Command::Upload { .. } => CommandKind::Upload,
             Command::CancelUpload { .. } => CommandKind::CancelUpload,
             Command::SetUpload { .. } => CommandKind::SetUpload,
+            Command::SetView { .. } => CommandKind::SetView,
         }
     }
 }
@@ -248,7 +262,8 @@ impl CommandEnvelope {
         match &self.command {
             Command::RestartCamera { camera }
             | Command::Snapshot { camera }
-            | Command::SetLive { camera, .. } => known(camera)?,
+            | Command::SetLive { camera, .. }
+            | Command::SetView { camera, .. } => known(camera)?,
             Command::SetHold {
                 from,
                 to,
@@ -513,6 +528,16 @@ pub struct ClearHoldResult {
     /// Whether the hold existed (clearing an unknown hold is `done` too).
     #[serde(default)]
     pub existed: bool,
+}
+
+/// `result` of the `done` ack of `set_view`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetViewResult {
+    pub camera: CameraId,
+    pub approved: bool,
+    /// When the picture taken as the reference was analysed (agent clock); absent on a reset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference_at: Option<Timestamp>,
 }
 
 /// `result` of the `done` ack of `set_live`: the camera's live settings once applied.

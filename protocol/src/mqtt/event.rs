@@ -135,6 +135,24 @@ pub enum EventKind {
     },
     /// The legal holds file is readable again; deletion by policy resumes.
     HoldsFileOk,
+    /// A problem with a camera's picture has lasted past the configured time (black, covered,
+    /// blurred, moved, frozen). A snapshot of the camera follows on its snapshot topic.
+    ViewProblem {
+        camera: CameraId,
+        problem: super::health::ViewProblemKind,
+        /// Since when (agent clock).
+        since: Timestamp,
+        #[serde(default)]
+        detail: String,
+    },
+    /// The camera's picture is back to normal for that problem.
+    ViewClear {
+        camera: CameraId,
+        problem: super::health::ViewProblemKind,
+        /// When the problem began.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        since: Option<Timestamp>,
+    },
     /// A kind this version does not know (from a newer agent); its fields are dropped.
     #[serde(other)]
     Unknown,
@@ -157,6 +175,8 @@ impl EventKind {
             EventKind::ForeignFile { .. } => "foreign_file",
             EventKind::HoldsFileError { .. } => "holds_file_error",
             EventKind::HoldsFileOk => "holds_file_ok",
+            EventKind::ViewProblem { .. } => "view_problem",
+            EventKind::ViewClear { .. } => "view_clear",
             EventKind::Unknown => "unknown",
         }
     }

@@ -139,6 +139,88 @@ pub struct CameraHealth {
     /// Live streaming of this camera; absent when the camera has no live target.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub live: Option<CameraLive>,
+    /// What the agent's view analysis sees (`docs/camera-view.md`); absent when the agent does
+    /// not analyse the camera's picture.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub view: Option<ViewHealth>,
+}
+
+/// A camera's picture as the agent's view analysis sees it.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ViewHealth {
+    /// Whether the agent holds an approved reference view of this camera (then blurred and
+    /// moved are checked too).
+    #[serde(default)]
+    pub approved: bool,
+    /// Problems that have lasted past the configured time, in order of kind.
+    #[serde(default)]
+    pub problems: Vec<ViewProblem>,
+    /// When the last picture was analysed (agent clock).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysed_at: Option<Timestamp>,
+}
+
+/// One problem with a camera's picture.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ViewProblem {
+    pub kind: ViewProblemKind,
+    /// Since when it has held (agent clock: the first analysed picture showing it).
+    pub since: Timestamp,
+    /// The measure behind it, for people (e.g. `mean brightness 4 of 255`).
+    #[serde(default)]
+    pub detail: String,
+}
+
+/// What is wrong with a picture.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ViewProblemKind {
+    /// Black or too dark to see anything.
+    Dark,
+    /// Featureless: one flat colour (tape, a cap, a cloth over the lens).
+    Covered,
+    /// Far less sharp than the approved view (knocked out of focus, smeared, fogged).
+    Blurred,
+    /// Not the approved view (turned to the ceiling, away from the box, moved).
+    Moved,
+    /// The picture stopped changing while frames keep coming.
+    Frozen,
+    /// A kind this version does not know (from a newer agent).
+    #[serde(other)]
+    Unknown,
+}
+
+impl ViewProblemKind {
+    pub const ALL: [ViewProblemKind; 5] = [
+        ViewProblemKind::Dark,
+        ViewProblemKind::Covered,
+        ViewProblemKind::Blurred,
+        ViewProblemKind::Moved,
+        ViewProblemKind::Frozen,
+    ];
+
+    /// The wire name, also the controller's alert kind after `view_`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ViewProblemKind::Dark => "dark",
+            ViewProblemKind::Covered => "covered",
+            ViewProblemKind::Blurred => "blurred",
+            ViewProblemKind::Moved => "moved",
+            ViewProblemKind::Frozen => "frozen",
+            ViewProblemKind::Unknown => "unknown",
+        }
+    }
+
+    /// Whether the problem can be judged without an approved reference view.
+    pub fn needs_reference(self) -> bool {
+        matches!(self, ViewProblemKind::Blurred | ViewProblemKind::Moved)
+    }
+}
+
+impl std::fmt::Display for ViewProblemKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// What a camera streams live, and why.

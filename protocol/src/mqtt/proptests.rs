@@ -54,7 +54,8 @@ fn check_valid(payload: &[u8], env: &CommandEnvelope) {
     match &env.command {
         Command::RestartCamera { camera }
         | Command::Snapshot { camera }
-        | Command::SetLive { camera, .. } => assert!(cams.contains(camera)),
+        | Command::SetLive { camera, .. }
+        | Command::SetView { camera, .. } => assert!(cams.contains(camera)),
         Command::SetHold {
             from,
             to,
@@ -400,6 +401,11 @@ fn valid_envelope() -> impl Strategy<Value = CommandEnvelope> {
             ])
         )
             .prop_map(|(camera, mode)| Command::SetLive { camera, mode }),
+        (camera.clone(), any::<bool>()).prop_map(|(camera, approve)| Command::SetView {
+            camera,
+            approve,
+            by: "operator".into(),
+        }),
     ];
     (
         id_text(),
@@ -510,6 +516,7 @@ fn optional(env: &CommandEnvelope, path: &[String]) -> bool {
     match path.iter().map(String::as_str).collect::<Vec<_>>()[..] {
         ["expires_at"] => true,
         ["command", "camera"] => env.command.kind() == CommandKind::SetHold,
+        ["command", "by"] => env.command.kind() == CommandKind::SetView,
         _ => false,
     }
 }
@@ -625,6 +632,11 @@ proptest! {
         field_paths(&value, &mut Vec::new(), &mut paths);
         let path = &paths[pick.index(paths.len())];
         let mut mutated = value.clone();
+        // A boolean swapped for a boolean is no type swap (`set_view`'s `approve`).
+        let same_type = parent_mut(&mut mutated, path)
+            .get(&path[path.len() - 1])
+            .is_some_and(|v| v.is_boolean() && wrong.is_boolean());
+        prop_assume!(!same_type);
         parent_mut(&mut mutated, path).insert(path[path.len() - 1].clone(), wrong);
         let r = check(&serde_json::to_vec(&mutated).unwrap()).unwrap_err();
         let expected_id = if path[..] == ["id".to_string()] { None } else { Some(env.id.clone()) };

@@ -320,6 +320,15 @@ pub(super) fn full_health() -> Health {
                 loss: Some(0.01),
                 reason: Some("link carries 1.4 Mbit/s, main needs 2.5".into()),
             }),
+            view: Some(ViewHealth {
+                approved: true,
+                problems: vec![ViewProblem {
+                    kind: ViewProblemKind::Blurred,
+                    since: t(-30_000),
+                    detail: "sharpness 12 % of the approved view's".into(),
+                }],
+                analysed_at: Some(t(-1_000)),
+            }),
         },
     );
     h.cameras.insert(
@@ -483,6 +492,17 @@ pub(super) fn all_event_kinds() -> Vec<EventKind> {
         EventKind::ForeignFile {
             camera: cam("boxes"),
             file: "2026-11-21/20261121T180000.000Z.ts".into(),
+        },
+        EventKind::ViewProblem {
+            camera: cam("boxes"),
+            problem: ViewProblemKind::Covered,
+            since: t(-20_000),
+            detail: "featureless".into(),
+        },
+        EventKind::ViewClear {
+            camera: cam("boxes"),
+            problem: ViewProblemKind::Covered,
+            since: Some(t(-20_000)),
         },
         EventKind::HoldsFileError {
             detail: "expected value at line 1 column 1".into(),

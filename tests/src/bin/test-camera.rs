@@ -45,12 +45,20 @@ struct Args {
     /// the encoder sends its full bitrate, like a real camera's busy scene).
     #[arg(long, value_enum, default_value_t = Pattern::Ball)]
     pattern: Pattern,
+    /// With `--pattern scene`: a file naming the scene to show (`normal`, `black`, `tape`,
+    /// `blurred`, `moved`, `darker`, `brighter`, `frozen`), read every 200 ms, so a test can
+    /// tamper with the camera while it runs (`TestCamera::set_scene`).
+    #[arg(long)]
+    scene_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
 enum Pattern {
     Ball,
     Snow,
+    /// A pinwheel (static, sharp, structured) with a ticking clock, which `--scene-file` can
+    /// switch at run time. (Not `smpte`: its corner of noise never stands still.)
+    Scene,
 }
 
 fn launch_line(args: &Args) -> String {
@@ -77,13 +85,23 @@ fn launch_line(args: &Args) -> String {
             "rtph265pay",
         ),
     };
+    if args.pattern == Pattern::Scene {
+        // Elements named for `apply_scene`: the source, the lighting, the lens, the clock.
+        return format!(
+            "( videotestsrc name=scene-src is-live=true pattern=pinwheel \
+             ! video/x-raw,width={width},height={height},framerate={fps}/1 \
+             ! videobalance name=scene-light ! videoconvert ! gaussianblur name=scene-lens sigma=0 \
+             ! timeoverlay name=scene-clock font-desc=\"Sans 20\" ! videoconvert ! video/x-raw,format=I420 \
+             ! {encoder} ! {payloader} name=pay0 pt=96 config-interval=-1 )"
+        );
+    }
     format!(
         "( videotestsrc is-live=true pattern={pattern} \
          ! video/x-raw,width={width},height={height},framerate={fps}/1 \
          ! timeoverlay ! videoconvert ! video/x-raw,format=I420 \
          ! {encoder} ! {payloader} name=pay0 pt=96 config-interval=-1 )",
         pattern = match args.pattern {
-            Pattern::Ball => "ball",
+            Pattern::Ball | Pattern::Scene => "ball",
             Pattern::Snow => "snow",
         }
     )
@@ -100,10 +118,56 @@ fn validate(args: &Args) -> Result<()> {
         Codec::H264 => "x264enc",
         Codec::H265 => "x265enc",
     };
-    for element in ["videotestsrc", "timeoverlay", encoder] {
+    let mut needed = vec!["videotestsrc", "timeoverlay", encoder];
+    if args.pattern == Pattern::Scene {
+        needed.extend(["videobalance", "gaussianblur"]);
+    }
+    for element in needed {
         if gst::ElementFactory::find(element).is_none() {
             bail!("GStreamer element {element:?} is not installed");
         }
+    }
+    Ok(())
+}
+
+/// Shows a scene: what a tampered-with camera would see (`--scene-file`).
+fn apply_scene(media: &gst::Element, scene: &str) -> Result<()> {
+    let bin = media
+        .clone()
+        .dynamic_cast::<gst::Bin>()
+        .map_err(|_| anyhow::anyhow!("the media is not a bin"))?;
+    let get = |name: &str| {
+        bin.by_name_recurse_up(name)
+            .or_else(|| bin.by_name(name))
+            .with_context(|| format!("no element {name} (not --pattern scene?)"))
+    };
+    let (src, light, lens, clock) = (
+        get("scene-src")?,
+        get("scene-light")?,
+        get("scene-lens")?,
+        get("scene-clock")?,
+    );
+    // Back to normal first, then the change.
+    src.set_property_from_str("pattern", "pinwheel");
+    light.set_property("brightness", 0.0f64);
+    light.set_property("contrast", 1.0f64);
+    lens.set_property("sigma", 0.0f64);
+    clock.set_property("silent", false);
+    match scene {
+        "normal" => {}
+        "black" => src.set_property_from_str("pattern", "black"),
+        "tape" => {
+            src.set_property_from_str("pattern", "solid-color");
+            src.set_property("foreground-color", 0xffb4a082u32);
+        }
+        "blurred" => lens.set_property("sigma", 20.0f64),
+        // Another view altogether: colour bars instead of the pinwheel.
+        "moved" => src.set_property_from_str("pattern", "smpte75"),
+        "darker" => light.set_property("brightness", -0.25f64),
+        "brighter" => light.set_property("brightness", 0.2f64),
+        // The clock stops: every frame the same, while frames keep coming.
+        "frozen" => clock.set_property("silent", true),
+        other => bail!("unknown scene {other:?}"),
     }
     Ok(())
 }
@@ -140,6 +204,36 @@ fn run(args: Args) -> Result<()> {
     let factory = gst_rtsp_server::RTSPMediaFactory::new();
     factory.set_launch(&launch_line(&args));
     factory.set_shared(true);
+    // The shared media's pipeline, once a client made it, for the scene switcher.
+    let media_bin: std::rc::Rc<std::cell::RefCell<Option<glib::WeakRef<gst::Element>>>> =
+        Default::default();
+    let (tx, rx) = std::sync::mpsc::channel::<glib::WeakRef<gst::Element>>();
+    factory.connect_media_configure(move |_, media| {
+        let _ = tx.send(media.element().downgrade());
+    });
+    let _scene = args.scene_file.clone().map(|file| {
+        let bin = media_bin.clone();
+        let mut shown = String::new();
+        glib::timeout_add_local(std::time::Duration::from_millis(200), move || {
+            while let Ok(w) = rx.try_recv() {
+                *bin.borrow_mut() = Some(w);
+                shown.clear();
+            }
+            let wanted = std::fs::read_to_string(&file)
+                .map(|s| s.trim().to_owned())
+                .unwrap_or_else(|_| "normal".into());
+            if wanted != shown {
+                if let Some(e) = bin.borrow().as_ref().and_then(|w| w.upgrade()) {
+                    match apply_scene(&e, &wanted) {
+                        Ok(()) => eprintln!("test-camera: scene {wanted}"),
+                        Err(err) => eprintln!("test-camera: scene {wanted}: {err:#}"),
+                    }
+                    shown = wanted;
+                }
+            }
+            glib::ControlFlow::Continue
+        })
+    });
     let mounts = server
         .mount_points()
         .context("RTSP server has no mount points")?;
