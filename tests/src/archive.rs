@@ -311,3 +311,104 @@ pub fn field(line: &str, key: &str) -> Option<String> {
     let end = rest.find(' ').unwrap_or(rest.len());
     Some(rest[..end].trim_matches('"').to_owned())
 }
+
+/// The benchmarks' station behind a link (`archive_bench.rs`, `requests_bench.rs`): the rig
+/// (controller, Mosquitto, local archive) on the host, reached through relays on the far side
+/// of a veth pair; two RTSP test cameras sending noise (640x360, x264 2000 kbit/s) on the
+/// agent's side, as cameras are on the station's LAN. The agent runs in the agent's namespace.
+pub struct LinkedStation {
+    pub link: crate::netns::Link,
+    pub rig: Rig,
+    pub broker_relay: crate::netns::Relay,
+    pub ctl_relay: crate::netns::Relay,
+    cams: std::sync::Mutex<Vec<crate::TestCamera>>,
+    urls: Vec<String>,
+    pub storage: PathBuf,
+}
+
+impl LinkedStation {
+    /// `camera_bin`: the `test-camera` binary.
+    pub fn start(tag: &str, camera_bin: &str) -> LinkedStation {
+        let link = crate::netns::Link::create(tag).unwrap();
+        let rig = Rig::start(Store::Local);
+        let broker_relay = link.relay(rig.broker.port()).unwrap();
+        let ctl_relay = link.relay(rig.ctl.addr.port()).unwrap();
+        let storage = rig.dir.path().join("rec");
+        let cams: Vec<crate::TestCamera> = (0..2)
+            .map(|_| {
+                crate::TestCamera::start(
+                    camera_bin,
+                    crate::CameraOpts {
+                        width: 640,
+                        height: 360,
+                        bitrate_kbps: 2000,
+                        snow: true,
+                        prefix: link.agent_prefix(),
+                        ..crate::CameraOpts::default()
+                    },
+                )
+                .unwrap()
+            })
+            .collect();
+        LinkedStation {
+            link,
+            rig,
+            broker_relay,
+            ctl_relay,
+            urls: cams.iter().map(|c| c.url().to_owned()).collect(),
+            cams: std::sync::Mutex::new(cams),
+            storage,
+        }
+    }
+
+    /// Stops the RTSP cameras (their encoders would take CPU from what is measured next).
+    pub fn stop_cameras(&self) {
+        self.cams.lock().unwrap().clear();
+    }
+
+    /// The agent's config: cameras `desk` and `box` (the RTSP cameras when `rtsp`, else the
+    /// built-in source), 4 s segments, uploads through the link.
+    pub fn config(&self, camera_extra: String, rtsp: bool) -> String {
+        let far = crate::netns::FAR_ADDR;
+        AgentSpec {
+            cameras: &["desk", "box"],
+            kbps: 2000,
+            segment_s: 4,
+            mqtt: format!("mqtt://{far}:{}", self.broker_relay.port),
+            upload_url: format!("http://{far}:{}", self.ctl_relay.port),
+            upload_extra: String::new(),
+            camera_extra,
+            rtsp: if rtsp { self.urls.clone() } else { Vec::new() },
+        }
+        .toml(&self.storage)
+    }
+
+    /// Starts the agent in its namespace with `cfg` and registers its key.
+    pub fn start_agent(&self, cfg: &str) -> crate::agent_process::AgentProcess {
+        let agent = crate::agent_process::AgentProcess::start_in(
+            &self.link.agent_prefix(),
+            self.rig.dir.path(),
+            cfg,
+            &[],
+        )
+        .unwrap();
+        agent
+            .wait_log("agent ready", std::time::Duration::from_secs(30))
+            .unwrap();
+        self.rig.register(&self.rig.dir.path().join("agent.toml"));
+        agent
+    }
+
+    /// Waits until both cameras have finished a segment from now on.
+    pub fn wait_recording(&self) {
+        for cam in ["desk", "box"] {
+            crate::agent_process::wait_segment_after(
+                &self.storage,
+                cam,
+                Utc::now(),
+                std::time::Duration::from_secs(30),
+            )
+            .unwrap();
+        }
+    }
+}

@@ -20,11 +20,10 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use serde_json::json;
 use stationwatch_tests::agent_process::AgentProcess;
-use stationwatch_tests::archive::{ready, ts, window_segments, AgentSpec, Rig, Store};
+use stationwatch_tests::archive::{ready, ts, window_segments, LinkedStation, Store};
 use stationwatch_tests::netns::{Link, FAR_ADDR};
 use stationwatch_tests::proc_stats::cpu_s;
 use stationwatch_tests::srt::{have_srt_live_transmit, SrtReceiver};
-use stationwatch_tests::{CameraOpts, TestCamera};
 
 fn env_u64(k: &str, default: u64) -> u64 {
     std::env::var(k)
@@ -93,57 +92,11 @@ fn upload_benchmark() {
         env_u64("BENCH_LIVE_S", 30)
     };
 
-    let link = Link::create("ubench").unwrap();
-    let rig = Rig::start(Store::Local);
-    let broker_relay = link.relay(rig.broker.port()).unwrap();
-    let ctl_relay = link.relay(rig.ctl.addr.port()).unwrap();
-    let storage = rig.dir.path().join("rec");
-    let cams: Vec<TestCamera> = (0..2)
-        .map(|_| {
-            TestCamera::start(
-                env!("CARGO_BIN_EXE_test-camera"),
-                CameraOpts {
-                    width: 640,
-                    height: 360,
-                    bitrate_kbps: 2000,
-                    snow: true,
-                    // On the agent's side of the link, as cameras are on the station's LAN.
-                    prefix: link.agent_prefix(),
-                    ..CameraOpts::default()
-                },
-            )
-            .unwrap()
-        })
-        .collect();
-    let rtsp: Vec<String> = cams.iter().map(|c| c.url().to_owned()).collect();
-    let spec = |camera_extra: String, rtsp: Vec<String>| AgentSpec {
-        cameras: &["desk", "box"],
-        kbps: 2000,
-        segment_s: 4,
-        mqtt: format!("mqtt://{FAR_ADDR}:{}", broker_relay.port),
-        upload_url: format!("http://{FAR_ADDR}:{}", ctl_relay.port),
-        upload_extra: String::new(),
-        camera_extra,
-        rtsp,
-    };
-    let cfg = spec(String::new(), rtsp.clone()).toml(&storage);
-    let mut agent =
-        AgentProcess::start_in(&link.agent_prefix(), rig.dir.path(), &cfg, &[]).unwrap();
-    agent
-        .wait_log("agent ready", Duration::from_secs(30))
-        .unwrap();
-    rig.register(&rig.dir.path().join("agent.toml"));
-
+    let st = LinkedStation::start("ubench", env!("CARGO_BIN_EXE_test-camera"));
+    let (link, rig, storage) = (&st.link, &st.rig, &st.storage);
+    let mut agent = st.start_agent(&st.config(String::new(), true));
     // Both cameras recording before the first window starts.
-    for cam in ["desk", "box"] {
-        stationwatch_tests::agent_process::wait_segment_after(
-            &storage,
-            cam,
-            Utc::now(),
-            Duration::from_secs(30),
-        )
-        .unwrap();
-    }
+    st.wait_recording();
     // Record one window per rate first (uploads wait: mode `requested`, nothing requested).
     let t0 = Utc::now();
     let total = window_s * rates.len() as i64;
@@ -158,12 +111,12 @@ fn upload_benchmark() {
         let to = from + chrono::Duration::seconds(window_s);
         let bytes: u64 = ["desk", "box"]
             .iter()
-            .flat_map(|c| window_segments(&storage, c, from, to))
+            .flat_map(|c| window_segments(storage, c, from, to))
             .map(|(_, _, size)| size)
             .sum();
         // The whole segments the window touches span more than the window: the footage's
         // seconds, for its bitrate and the 10-minute scaling.
-        let span_s = covered_s(&storage, "desk", from, to).max(1.0);
+        let span_s = covered_s(storage, "desk", from, to).max(1.0);
         link.shape(*rate as u32).unwrap();
         let cpu0 = cpu_s(ctl_pid);
         let start = Instant::now();
@@ -185,17 +138,16 @@ fn upload_benchmark() {
         );
     }
     agent.terminate(Duration::from_secs(15)).unwrap();
-    drop(cams);
+    st.stop_cameras();
 
     // Live beside backfill: camera desk streams live (auto) through a 3 Mbit/s link.
     let received = rig.dir.path().join("live.ts");
     let rx = SrtReceiver::start(&link.far_prefix(), 9000, &received).unwrap();
     link.shape(3000).unwrap();
-    let cfg = spec(
+    let cfg = st.config(
         format!("live = \"auto\"\nlive_target = \"srt://{FAR_ADDR}:9000\"\n"),
-        Vec::new(),
-    )
-    .toml(&storage);
+        false,
+    );
     let agent = AgentProcess::start_in(&link.agent_prefix(), rig.dir.path(), &cfg, &[]).unwrap();
     agent
         .wait_log("live stream flowing camera=desk", Duration::from_secs(30))

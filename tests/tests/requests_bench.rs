@@ -37,15 +37,14 @@ use stationwatch_protocol::manifest::{
     sign_entry, Chain, ClockSync, EntryBody, Hash256, Segment, SegmentFile, StationKey, Timestamp,
 };
 use stationwatch_protocol::{CameraId, StationId};
-use stationwatch_tests::agent_process::{agent_command, wait_segment_after, AgentProcess};
-use stationwatch_tests::archive::{ready, ts, window_segments, AgentSpec, Rig, Store, STATION};
+use stationwatch_tests::agent_process::agent_command;
+use stationwatch_tests::archive::{ready, ts, window_segments, LinkedStation, Rig, Store, STATION};
 use stationwatch_tests::browser::{chromedriver_bin, chromium_bin, wait_js, Browser, START};
 use stationwatch_tests::controller_process::Api;
 use stationwatch_tests::eventually;
-use stationwatch_tests::netns::{Link, FAR_ADDR};
+use stationwatch_tests::netns::Link;
 use stationwatch_tests::proc_stats::{cpu_s, status_kib};
 use stationwatch_tests::requests::{log_in, user, wait_status, DONE, PASSWORD};
-use stationwatch_tests::{CameraOpts, TestCamera};
 
 fn smoke() -> bool {
     std::env::var("SMOKE").is_ok_and(|v| v == "1")
@@ -95,7 +94,7 @@ fn request_to_ready_first_frame_and_observers_playing() {
     };
     let smoke = smoke();
     let window_s = if smoke {
-        6
+        4
     } else {
         env_u64("BENCH_WINDOW_S", 120)
     } as i64;
@@ -110,57 +109,20 @@ fn request_to_ready_first_frame_and_observers_playing() {
             .collect()
     };
     let observers = if smoke {
-        3
+        2
     } else {
         env_u64("BENCH_OBSERVERS", 20)
     } as usize;
     let play_s = if smoke {
-        4
+        3
     } else {
         env_u64("BENCH_PLAY_S", 60)
     };
 
-    let link = Link::create("rqbench").unwrap();
-    let rig = Rig::start(Store::Local);
-    let broker_relay = link.relay(rig.broker.port()).unwrap();
-    let ctl_relay = link.relay(rig.ctl.addr.port()).unwrap();
-    let storage = rig.dir.path().join("rec");
-    let cams: Vec<TestCamera> = (0..2)
-        .map(|_| {
-            TestCamera::start(
-                env!("CARGO_BIN_EXE_test-camera"),
-                CameraOpts {
-                    width: 640,
-                    height: 360,
-                    bitrate_kbps: 2000,
-                    snow: true,
-                    prefix: link.agent_prefix(),
-                    ..CameraOpts::default()
-                },
-            )
-            .unwrap()
-        })
-        .collect();
-    let cfg = AgentSpec {
-        cameras: &["desk", "box"],
-        kbps: 2000,
-        segment_s: 4,
-        mqtt: format!("mqtt://{FAR_ADDR}:{}", broker_relay.port),
-        upload_url: format!("http://{FAR_ADDR}:{}", ctl_relay.port),
-        upload_extra: String::new(),
-        camera_extra: String::new(),
-        rtsp: cams.iter().map(|c| c.url().to_owned()).collect(),
-    }
-    .toml(&storage);
-    let mut agent =
-        AgentProcess::start_in(&link.agent_prefix(), rig.dir.path(), &cfg, &[]).unwrap();
-    agent
-        .wait_log("agent ready", Duration::from_secs(30))
-        .unwrap();
-    rig.register(&rig.dir.path().join("agent.toml"));
-    for cam in ["desk", "box"] {
-        wait_segment_after(&storage, cam, Utc::now(), Duration::from_secs(30)).unwrap();
-    }
+    let st = LinkedStation::start("rqbench", env!("CARGO_BIN_EXE_test-camera"));
+    let (link, rig, storage) = (&st.link, &st.rig, &st.storage);
+    let mut agent = st.start_agent(&st.config(String::new(), true));
+    st.wait_recording();
     let observer = user(&rig, "observer", "observer", &[STATION]);
     eventually("the station reports both cameras", 30, || {
         let d = observer.ok(&format!("/api/stations/{STATION}"))?;
@@ -187,7 +149,7 @@ fn request_to_ready_first_frame_and_observers_playing() {
         let to = from + chrono::Duration::seconds(window_s);
         let bytes: u64 = ["desk", "box"]
             .iter()
-            .flat_map(|c| window_segments(&storage, c, from, to))
+            .flat_map(|c| window_segments(storage, c, from, to))
             .map(|(_, _, size)| size)
             .sum();
         match rate {
@@ -291,7 +253,6 @@ fn request_to_ready_first_frame_and_observers_playing() {
     );
     stop.store(true, Ordering::Relaxed);
     agent.terminate(Duration::from_secs(15)).unwrap();
-    drop(cams);
 }
 
 async fn first_frames(

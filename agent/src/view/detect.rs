@@ -310,7 +310,7 @@ mod tests {
     /// A room: bars of different brightness, fine texture, a dark clock in a corner.
     fn scene(x: usize, y: usize) -> f64 {
         let bar = [200.0, 170.0, 140.0, 110.0, 90.0, 60.0, 160.0][x * 7 / W];
-        let texture = if (x / 3 + y / 3) % 2 == 0 {
+        let texture = if (x / 3 + y / 3).is_multiple_of(2) {
             25.0
         } else {
             -25.0
@@ -321,7 +321,7 @@ mod tests {
     /// The same picture with a burned-in clock (white text on a small black box).
     fn with_clock(f: impl Fn(usize, usize) -> f64, x: usize, y: usize) -> f64 {
         if x < 30 && y < 10 {
-            if (x + y) % 3 == 0 {
+            if (x + y).is_multiple_of(3) {
                 255.0
             } else {
                 0.0
