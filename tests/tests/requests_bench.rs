@@ -123,7 +123,7 @@ fn request_to_ready_first_frame_and_observers_playing() {
     let (link, rig, storage) = (&st.link, &st.rig, &st.storage);
     let mut agent = st.start_agent(&st.config(String::new(), true));
     st.wait_recording();
-    let observer = user(&rig, "observer", "observer", &[STATION]);
+    let observer = user(rig, "observer", "observer", &[STATION]);
     eventually("the station reports both cameras", 30, || {
         let d = observer.ok(&format!("/api/stations/{STATION}"))?;
         Ok(d["health"]["cameras"]["box"].is_object().then_some(()))
@@ -158,7 +158,7 @@ fn request_to_ready_first_frame_and_observers_playing() {
         }
         let cpu0 = cpu_s(ctl_pid);
         let start = Instant::now();
-        let id = file_and_approve(&rig, &observer, request(from, to));
+        let id = file_and_approve(rig, &observer, request(from, to));
         let done = wait_status(&observer, &id, 3600, DONE);
         let secs = start.elapsed().as_secs_f64();
         assert_ne!(done["status"], "failed", "{done}");
@@ -201,8 +201,8 @@ fn request_to_ready_first_frame_and_observers_playing() {
     // Observers playing the window at once, each with their own request.
     let apis: Vec<(Api, String)> = (0..observers)
         .map(|n| {
-            let api = user(&rig, &format!("observer-{n:02}"), "observer", &[STATION]);
-            let id = file_and_approve(&rig, &api, request(from, to));
+            let api = user(rig, &format!("observer-{n:02}"), "observer", &[STATION]);
+            let id = file_and_approve(rig, &api, request(from, to));
             (api, id)
         })
         .collect();
