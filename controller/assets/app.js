@@ -24,6 +24,8 @@
   };
 
   const S = {
+    masks: new Map(), // camera -> polygons ([[x, y], ...], relative), of the station shown
+    maskEdit: null, // { camera, masks, current } while an operator draws
     me: null,
     view: null,
     filters: { state: '', region: '', q: '', offset: 0 },
@@ -663,6 +665,75 @@
     }
   }
 
+  // ---- privacy masks: polygons drawn on a snapshot, blanked in what observers see
+
+  async function loadMasks(camera) {
+    S.masks.set(camera, []);
+    try {
+      const m = await api(`${path()}/cameras/${encodeURIComponent(camera)}/masks`);
+      S.masks.set(camera, m.masks || []);
+      if (S.station) renderCameras(S.station);
+    } catch (_) { /* shown as none; observers' snapshots are masked by the controller anyway */ }
+  }
+
+  function maskOverlay(camera) {
+    const e = S.maskEdit && S.maskEdit.camera === camera ? S.maskEdit : null;
+    const polys = e ? [...e.masks, e.current] : (S.masks.get(camera) || []);
+    const box = svg('svg', { class: 'masks', viewBox: '0 0 1 1', preserveAspectRatio: 'none' });
+    for (const p of polys) {
+      if (!p.length) continue;
+      box.append(svg(p.length > 2 ? 'polygon' : 'polyline', { points: p.map(([x, y]) => `${x},${y}`).join(' ') }));
+    }
+    return box;
+  }
+
+  function maskButtons(camera, hasSnapshot) {
+    const e = S.maskEdit && S.maskEdit.camera === camera ? S.maskEdit : null;
+    const b = (action, label, title) => h('button', { type: 'button', class: 'btn small', dataset: { mask: action, camera }, title }, label);
+    if (!e) {
+      const n = (S.masks.get(camera) || []).length;
+      return hasSnapshot ? b('edit', `Privacy masks (${n})`, 'draw the areas observers must not see (where ballots are marked)') : null;
+    }
+    return h('span', { class: 'mask-edit' }, 'Click the corners of a mask on the picture: ',
+      b('close', 'Close mask', 'finish the mask being drawn (3 corners or more)'),
+      b('undo', 'Undo corner'), b('clear', 'Remove all'), b('save', 'Save masks'), b('cancel', 'Cancel'));
+  }
+
+  async function maskAction(action, camera) {
+    const e = S.maskEdit;
+    if (action === 'edit') S.maskEdit = { camera, masks: (S.masks.get(camera) || []).map((p) => p.slice()), current: [] };
+    else if (!e || e.camera !== camera) return;
+    else if (action === 'close' && e.current.length >= 3) { e.masks.push(e.current); e.current = []; }
+    else if (action === 'undo') e.current.pop();
+    else if (action === 'clear') { e.masks = []; e.current = []; }
+    else if (action === 'cancel') S.maskEdit = null;
+    else if (action === 'save') {
+      if (e.current.length >= 3) e.masks.push(e.current);
+      const out = $('command-result');
+      try {
+        const m = await api(`${path()}/cameras/${encodeURIComponent(camera)}/masks`, { method: 'PUT', json: { masks: e.masks } });
+        S.masks.set(camera, m.masks);
+        S.maskEdit = null;
+        out.className = 'cmd-result ok';
+        out.textContent = `privacy masks of ${camera} saved (${m.masks.length})`;
+      } catch (err) {
+        out.className = 'cmd-result bad';
+        out.textContent = `privacy masks of ${camera} not saved: ${err.message}`;
+      }
+    }
+    if (S.station) renderCameras(S.station);
+  }
+
+  function maskClick(ev, wrap) {
+    const e = S.maskEdit;
+    if (!e || e.camera !== wrap.dataset.camera) return;
+    const r = wrap.querySelector('img').getBoundingClientRect();
+    const x = Math.min(1, Math.max(0, (ev.clientX - r.left) / r.width));
+    const y = Math.min(1, Math.max(0, (ev.clientY - r.top) / r.height));
+    e.current.push([Number(x.toFixed(4)), Number(y.toFixed(4))]);
+    if (S.station) renderCameras(S.station);
+  }
+
   function renderCameras(d) {
     const box = $('cameras');
     const hl = d.health || {};
@@ -682,8 +753,11 @@
       const state = c ? c.state : 'unknown';
       const src = snapAt ? `${path()}/cameras/${encodeURIComponent(id)}/snapshot?at=${snapAt}` : null;
       const img = src
-        ? shown.get(src) || h('img', { src, alt: `latest snapshot of ${id}`, dataset: { src } })
+        ? h('div', { class: `snapwrap${S.maskEdit && S.maskEdit.camera === id ? ' editing' : ''}`, dataset: { camera: id } },
+          shown.get(src) || h('img', { src, alt: `latest snapshot of ${id}`, dataset: { src } }),
+          maskOverlay(id))
         : h('div', { class: 'nosnap' }, 'no snapshot yet');
+      if (!S.masks.has(id)) loadMasks(id);
       const facts = h('dl', { class: 'facts small' });
       if (c) {
         fact(facts, 'State', h('span', { class: `cstate cs-${state}` }, state), c.detail ? ` · ${c.detail}` : '');
@@ -720,6 +794,7 @@
             dataset: { cmd: 'set_view', camera: id, approve: 'true' },
             title: 'take the camera\'s current picture as its approved view',
           }, c.view.approved ? 'Approve current view again' : 'Approve view') : null,
+          maskButtons(id, Boolean(snapAt)),
           c && c.view && c.view.approved ? h('button', {
             type: 'button',
             class: 'btn small',
@@ -991,6 +1066,8 @@
       if (S.stationId !== id) {
         S.stationId = id;
         S.station = null;
+        S.masks = new Map();
+        S.maskEdit = null;
         $('station-title').textContent = id;
         $('station-name').textContent = '';
         $('station-reasons').replaceChildren();
@@ -1042,6 +1119,16 @@
         ev.preventDefault();
         const url = new URL(a.href);
         if (url.pathname + url.search !== location.pathname + location.search) navigate(url.pathname + url.search);
+        return;
+      }
+      const mb = ev.target.closest('button[data-mask]');
+      if (mb) {
+        maskAction(mb.dataset.mask, mb.dataset.camera);
+        return;
+      }
+      const wrap = ev.target.closest('.snapwrap.editing');
+      if (wrap) {
+        maskClick(ev, wrap);
         return;
       }
       const b = ev.target.closest('button[data-cmd]');

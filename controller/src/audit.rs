@@ -22,6 +22,8 @@ pub enum Action {
     Request,
     /// A delivered request's footage played or its bundle downloaded.
     RequestAccess,
+    /// A camera's privacy masks set or removed.
+    Masks,
 }
 
 impl Action {
@@ -40,6 +42,7 @@ impl Action {
             Action::KeyRotate => "key_rotate",
             Action::Request => "request",
             Action::RequestAccess => "request_access",
+            Action::Masks => "masks",
         }
     }
 }

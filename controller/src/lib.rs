@@ -12,6 +12,7 @@ pub mod auth;
 pub mod config;
 pub mod fleet;
 pub mod keys;
+pub mod masks;
 pub mod requests;
 pub mod store;
 

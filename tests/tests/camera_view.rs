@@ -15,6 +15,7 @@ use chrono::Utc;
 use serde_json::json;
 use stationwatch_tests::agent_process::{wait_segment_after, AgentProcess};
 use stationwatch_tests::archive::{ready, AgentSpec, Rig, Store, STATION};
+use stationwatch_tests::browser::{chromedriver_bin, chromium_bin};
 use stationwatch_tests::{eventually, CameraOpts, TestCamera};
 
 /// `[view]` of the agent under test: a picture every half second, a problem counts after 3 s.
@@ -124,7 +125,7 @@ fn tampering_with_a_camera_raises_its_alert_and_lighting_changes_do_not() {
     ) {
         return;
     }
-    let rig = Rig::start(Store::Local);
+    let mut rig = Rig::start(Store::Local);
     let cam = TestCamera::start(
         env!("CARGO_BIN_EXE_test-camera"),
         CameraOpts {
@@ -206,6 +207,11 @@ fn tampering_with_a_camera_raises_its_alert_and_lighting_changes_do_not() {
     times.push(("moved after restart", tamper(&rig, &cam, "moved", "moved")));
     restore(&rig, &cam, "moved");
 
+    // Privacy masks: an operator blanks the top-left quarter; an observer's snapshot is grey
+    // there, the admin's is the picture; bad masks and observers are refused; they survive a
+    // restart of the controller.
+    masks_for_observers(&mut rig);
+
     // Recording went on through all of it.
     wait_segment_after(
         &rig.dir.path().join("rec"),
@@ -219,6 +225,231 @@ fn tampering_with_a_camera_raises_its_alert_and_lighting_changes_do_not() {
         eprintln!("detection time {p}: {s:.1} s (persist {PERSIST_S} s, a picture every 0.5 s)");
     }
     drop(agent);
+}
+
+/// An admin draws a mask over the top-left quarter of camera desk's snapshot on the station
+/// page: "Privacy masks", four clicks on the picture, "Close mask", "Save masks".
+async fn draw_quarter_mask(
+    chromium: &std::path::Path,
+    driver: &std::path::Path,
+    dir: &std::path::Path,
+    base: &str,
+) {
+    use stationwatch_tests::browser::{click, js, screenshot, wait_js, Browser, START};
+    let browser = Browser::start(driver, dir);
+    let c = browser.session(chromium).await;
+    let _ = START.set(Instant::now());
+    stationwatch_tests::requests::log_in(
+        &c,
+        base,
+        stationwatch_tests::controller_process::ADMIN_USER,
+        stationwatch_tests::controller_process::ADMIN_PASSWORD,
+    )
+    .await;
+    c.goto(&format!("{base}/stations/{STATION}")).await.unwrap();
+    let edit = "button[data-mask=edit][data-camera=desk]";
+    wait_js(
+        &c,
+        &format!("document.querySelector('{edit}')"),
+        20,
+        "the masks button",
+    )
+    .await;
+    click(&c, edit).await;
+    wait_js(
+        &c,
+        "(document.querySelector('.snapwrap.editing img') || {}).complete",
+        10,
+        "the snapshot in edit mode",
+    )
+    .await;
+    // The page takes the click's position on the picture (a synthetic click at that point).
+    for (x, y) in [(0.0, 0.0), (0.5, 0.0), (0.5, 0.5), (0.0, 0.5)] {
+        js(
+            &c,
+            &format!(
+                "(() => {{ const w = document.querySelector('.snapwrap.editing'); \
+                 const r = w.querySelector('img').getBoundingClientRect(); \
+                 w.dispatchEvent(new MouseEvent('click', {{ bubbles: true, \
+                   clientX: r.left + {x} * r.width, clientY: r.top + {y} * r.height }})); \
+                 return true; }})()"
+            ),
+        )
+        .await;
+    }
+    wait_js(
+        &c,
+        "document.querySelectorAll('.snapwrap.editing svg.masks polyline, .snapwrap.editing svg.masks polygon').length === 1",
+        5,
+        "the corners drawn",
+    )
+    .await;
+    click(&c, "button[data-mask=close][data-camera=desk]").await;
+    click(&c, "button[data-mask=save][data-camera=desk]").await;
+    wait_js(
+        &c,
+        "document.getElementById('command-result').textContent.includes('privacy masks of desk saved (1)')",
+        10,
+        "masks saved",
+    )
+    .await;
+    wait_js(
+        &c,
+        "document.querySelectorAll('.snapwrap svg.masks polygon').length === 1 && !document.querySelector('.snapwrap.editing')",
+        10,
+        "the saved mask shown over the snapshot",
+    )
+    .await;
+    screenshot(&c, "privacy-mask").await;
+}
+
+/// Grey levels of a JPEG (via ffmpeg): width, height, pixels.
+fn grey_pixels(jpeg: &[u8], dir: &std::path::Path) -> (usize, usize, Vec<u8>) {
+    let file = dir.join("snapshot.jpg");
+    std::fs::write(&file, jpeg).unwrap();
+    let probe = std::process::Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=width,height",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let dims = String::from_utf8_lossy(&probe.stdout).trim().to_owned();
+    let (w, h) = dims.split_once(',').unwrap();
+    let out = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(&file)
+        .args(["-f", "rawvideo", "-pix_fmt", "gray", "-"])
+        .output()
+        .unwrap();
+    (w.parse().unwrap(), h.parse().unwrap(), out.stdout)
+}
+
+/// Mean and standard deviation of the grey levels in `[x0, x1) x [y0, y1)` (relative).
+fn region(p: &(usize, usize, Vec<u8>), x0: f64, y0: f64, x1: f64, y1: f64) -> (f64, f64) {
+    let (w, h, px) = p;
+    let mut v = Vec::new();
+    for y in (y0 * *h as f64) as usize..(y1 * *h as f64) as usize {
+        for x in (x0 * *w as f64) as usize..(x1 * *w as f64) as usize {
+            v.push(f64::from(px[y * w + x]));
+        }
+    }
+    let mean = v.iter().sum::<f64>() / v.len() as f64;
+    let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / v.len() as f64;
+    (mean, var.sqrt())
+}
+
+fn masks_for_observers(rig: &mut Rig) {
+    if !stationwatch_tests::require(
+        stationwatch_tests::have_binary("ffmpeg") && stationwatch_tests::have_binary("ffprobe"),
+        "ffmpeg/ffprobe missing (run scripts/install-deps)",
+    ) {
+        return;
+    }
+    let path = format!("/api/stations/{STATION}/cameras/desk/masks");
+    let quarter = json!({"masks": [[[0.0, 0.0], [0.5, 0.0], [0.5, 0.5], [0.0, 0.5]]]});
+    let observer = stationwatch_tests::requests::user(rig, "watcher", "observer", &[STATION]);
+    assert_eq!(observer.put(&path, &quarter).unwrap().status, 403);
+    let bad = json!({"masks": [[[0.0, 0.0], [1.5, 0.0], [0.5, 0.5]]]});
+    let r = rig.api.put(&path, &bad).unwrap();
+    assert_eq!(r.status, 400, "{r:?}");
+    // The operator draws the mask on the station page, on the camera's snapshot.
+    rig.command(json!({"kind": "snapshot", "camera": "desk"}));
+    let (Some(chromium), Some(driver)) = (chromium_bin(), chromedriver_bin()) else {
+        stationwatch_tests::skip_or_fail(
+            "chromium or chromedriver missing (run scripts/install-deps: Debian packages \
+             chromium and chromium-driver)",
+        );
+        return;
+    };
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(draw_quarter_mask(
+            &chromium,
+            &driver,
+            rig.dir.path(),
+            &rig.ctl.base_url(),
+        ));
+    let r = rig.api.ok(&path).unwrap();
+    assert_eq!(r["updated_by"], "admin");
+    let drawn = r["masks"].as_array().unwrap();
+    assert_eq!(drawn.len(), 1, "{r}");
+    for (corner, want) in drawn[0]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(quarter["masks"][0].as_array().unwrap())
+    {
+        for k in 0..2 {
+            let (got, want) = (corner[k].as_f64().unwrap(), want[k].as_f64().unwrap());
+            assert!(
+                (got - want).abs() < 0.01,
+                "corner {corner} drawn for {want}"
+            );
+        }
+    }
+    let snap = format!("/api/stations/{STATION}/cameras/desk/snapshot");
+    let check = |rig: &Rig, observer: &stationwatch_tests::controller_process::Api| {
+        let (code, mine) = observer.get_bytes(&snap).unwrap();
+        assert_eq!(code, 200);
+        let (code, full) = rig.api.get_bytes(&snap).unwrap();
+        assert_eq!(code, 200);
+        let seen = grey_pixels(&mine, rig.dir.path());
+        let whole = grey_pixels(&full, rig.dir.path());
+        assert_eq!((seen.0, seen.1), (whole.0, whole.1), "same size");
+        // Inside the mask (a margin for JPEG's blocks at its edge): uniform grey.
+        let (mean, sd) = region(&seen, 0.03, 0.03, 0.47, 0.47);
+        assert!(
+            sd < 3.0 && (mean - 128.0).abs() < 6.0,
+            "observer's masked area: mean {mean:.1} sd {sd:.1}"
+        );
+        // The admin sees the picture there (the pinwheel and the clock).
+        let (_, admin_sd) = region(&whole, 0.03, 0.03, 0.47, 0.47);
+        assert!(
+            admin_sd > 20.0,
+            "admin's picture is flat there too: sd {admin_sd:.1}"
+        );
+        eprintln!("masked area: observer's mean {mean:.1} sd {sd:.1}, admin's sd {admin_sd:.1}");
+        // Outside the mask both see the picture.
+        let (_, sd) = region(&seen, 0.55, 0.55, 0.95, 0.95);
+        assert!(sd > 20.0, "observer's unmasked area is flat: sd {sd:.1}");
+    };
+    check(rig, &observer);
+    // The masks are the controller's: they survive its restart.
+    rig.ctl.child.terminate(Duration::from_secs(15)).unwrap();
+    let port = rig.ctl.addr.port();
+    rig.ctl = stationwatch_tests::controller_process::ControllerProcess::start_with_config(
+        &rig.ctl.config,
+        port,
+    )
+    .unwrap();
+    eventually("the controller is back", 30, || {
+        Ok((rig.api.get(&path)?.status == 200).then_some(()))
+    });
+    assert_eq!(
+        rig.api.ok(&path).unwrap()["masks"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    check(rig, &observer);
+    let audit = rig.api.ok("/api/audit?limit=200").unwrap();
+    assert!(
+        audit["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == "masks"),
+        "{audit}"
+    );
 }
 
 fn gst_element_exists(name: &str) -> bool {

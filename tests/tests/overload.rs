@@ -89,9 +89,13 @@ fn full_write_queue_drops_health_history_not_the_fleet_or_events_even_across_a_k
     let api = ctl.admin().unwrap();
     let client = broker.client();
     let topic = |t: &str| format!("stationwatch/v1/{STATION}/{t}");
-    publish(&client, &topic("health"), health(0).as_bytes(), 1, false).unwrap();
-    eventually("station known", 10, || {
-        (detail(&api)["health"]["agent"]["uptime_s"] == 0).then_some(())
+    // The controller may not have subscribed yet when the first report goes out (the broker
+    // keeps nothing for a subscriber it has not seen): report again until the station shows.
+    eventually("station known", 20, || {
+        publish(&client, &topic("health"), health(0).as_bytes(), 1, false).ok()?;
+        std::thread::sleep(Duration::from_millis(300));
+        let d = api.ok(&format!("/api/stations/{STATION}")).ok()?;
+        (d["health"]["agent"]["uptime_s"] == 0).then_some(())
     });
     let before = api.ok("/api/metrics").unwrap();
     assert_eq!(before["health_writes_dropped"], 0, "{before}");

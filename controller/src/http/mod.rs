@@ -172,6 +172,10 @@ pub fn router(state: AppState) -> Router {
             "/api/stations/{id}/cameras/{camera}/snapshot",
             get(stations::snapshot),
         )
+        .route(
+            "/api/stations/{id}/cameras/{camera}/masks",
+            get(stations::masks).put(stations::set_masks),
+        )
         .route("/api/stations/{id}/key", put(keys::register))
         .route("/api/stations/{id}/witness", get(keys::witness))
         .route("/api/keys", get(keys::registry))

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use axum::extract::{Path, Query, State};
-use axum::http::header;
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
@@ -212,6 +212,25 @@ pub(crate) async fn snapshot(
         .snapshot(&a.station.id, &camera)
         .await?
         .ok_or_else(|| ApiError::not_found("snapshot"))?;
+    // Observers see the picture with the camera's privacy masks blanked; staff see it whole.
+    // Fails closed: masks that cannot be read or applied mean no picture, never an unmasked one.
+    let jpeg = if a.user.role.may_command() {
+        jpeg
+    } else {
+        let masks = state
+            .store
+            .masks(&a.station.id, &camera)
+            .await?
+            .map(|m| m.masks)
+            .unwrap_or_default();
+        tokio::task::spawn_blocking(move || crate::masks::apply(&jpeg, &masks))
+            .await
+            .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+            .map_err(|e| {
+                tracing::warn!(station = %a.station.id, camera = %camera, error = %e, "snapshot not served: masks cannot be applied");
+                ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+            })?
+    };
     Ok((
         [
             (header::CONTENT_TYPE, "image/jpeg"),
@@ -220,4 +239,61 @@ pub(crate) async fn snapshot(
         jpeg,
     )
         .into_response())
+}
+
+/// `GET /api/stations/{id}/cameras/{camera}/masks`: the camera's privacy masks.
+pub(crate) async fn masks(
+    State(state): State<AppState>,
+    a: StationAccess,
+    Path((_, camera)): Path<(String, String)>,
+) -> ApiResult<Json<crate::store::masks::MasksRow>> {
+    let camera = CameraId::new(camera).map_err(|_| ApiError::not_found("camera"))?;
+    let row =
+        state
+            .store
+            .masks(&a.station.id, &camera)
+            .await?
+            .unwrap_or(crate::store::masks::MasksRow {
+                masks: Vec::new(),
+                updated_by: String::new(),
+                updated_at: 0,
+            });
+    Ok(Json(row))
+}
+
+/// `PUT /api/stations/{id}/cameras/{camera}/masks`: replaces the camera's privacy masks
+/// (operators and admins; audited). An empty list removes them.
+pub(crate) async fn set_masks(
+    State(state): State<AppState>,
+    a: StationAccess,
+    Path((_, camera)): Path<(String, String)>,
+    body: Result<Json<crate::masks::MasksIn>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<Json<crate::store::masks::MasksRow>> {
+    if !a.user.role.may_command() {
+        return Err(ApiError(
+            StatusCode::FORBIDDEN,
+            "only operators and admins set privacy masks".into(),
+        ));
+    }
+    let camera = CameraId::new(camera).map_err(|e| ApiError::bad(e.to_string()))?;
+    let Json(body) = body.map_err(|e| ApiError::bad(e.body_text()))?;
+    crate::masks::validate(&body.masks).map_err(|e| ApiError::bad(e.to_string()))?;
+    let now = crate::now_ms();
+    let row = crate::store::masks::MasksRow {
+        masks: body.masks,
+        updated_by: a.user.username.clone(),
+        updated_at: now,
+    };
+    state.store.set_masks(&a.station.id, &camera, &row).await?;
+    crate::audit::record(
+        &state.store,
+        now,
+        &a.user.username,
+        crate::audit::Action::Masks,
+        a.station.id.as_str(),
+        &format!("{camera}: {} masks", row.masks.len()),
+        true,
+    )
+    .await?;
+    Ok(Json(row))
 }

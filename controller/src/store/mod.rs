@@ -18,6 +18,7 @@ use stationwatch_protocol::{CameraId, StationId};
 use crate::config::DatabaseConfig;
 
 pub mod archive;
+pub mod masks;
 pub mod requests;
 mod trust;
 pub use trust::{HeadRow, KeyRow, Registered};
