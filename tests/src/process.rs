@@ -34,16 +34,25 @@ pub fn cargo_bin(package: &str, bin: &str) -> Result<PathBuf> {
     let entry = g.entry(format!("{package}/{bin}")).or_insert_with(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let release = std::env::var("STATIONWATCH_RELEASE").is_ok_and(|v| v == "1");
-        // `-p`, not `--workspace` (unlike scripts/test): this build runs inside a test process,
-        // whose environment (set by `cargo test`) differs from the outer cargo's; with the same
-        // feature selection both would share the artifacts of crates with build scripts (ring)
-        // and rebuild them back and forth at every e2e step (measured: ~25 s per step). Its
-        // own selection keeps its own artifacts, built once.
+        // This build runs inside a test process, whose environment `cargo test` filled with
+        // the test crate's CARGO_MANIFEST_DIR, CARGO_PKG_*, OUT_DIR... Build scripts watch
+        // some of them (ring's `rerun-if-env-changed=CARGO_MANIFEST_DIR`, `CARGO_PKG_NAME`),
+        // so with them left in, this build and the next outer `cargo test` rebuilt ring,
+        // rustls, reqwest and the controller back and forth at every e2e step (measured:
+        // 13-18 s per step, twice). They are removed: the build sees the environment the
+        // outer cargo saw and reuses its artifacts.
         let mut args = vec!["build", "--quiet", "-p", package, "--bin", bin];
         if release {
             args.push("--release");
         }
-        let status = Command::new(cargo)
+        let mut command = Command::new(cargo);
+        for (key, _) in std::env::vars_os() {
+            let Some(key) = key.to_str() else { continue };
+            if set_by_cargo_for_the_test(key) {
+                command.env_remove(key);
+            }
+        }
+        let status = command
             .args(&args)
             .current_dir(workspace_root())
             .status()
@@ -63,6 +72,19 @@ pub fn cargo_bin(package: &str, bin: &str) -> Result<PathBuf> {
         }
     });
     entry.clone().map_err(anyhow::Error::msg)
+}
+
+/// Variables `cargo test` sets for the test binary it runs (not the ones a user sets, such as
+/// CARGO_HOME or CARGO_TARGET_DIR).
+fn set_by_cargo_for_the_test(key: &str) -> bool {
+    key == "OUT_DIR"
+        || key == "CARGO_CRATE_NAME"
+        || key == "CARGO_PRIMARY_PACKAGE"
+        || key == "CARGO_TARGET_TMPDIR"
+        || key == "CARGO_RUSTC_CURRENT_DIR"
+        || key.starts_with("CARGO_MANIFEST_")
+        || key.starts_with("CARGO_PKG_")
+        || key.starts_with("CARGO_BIN_")
 }
 
 /// A child process with its stderr collected; killed when dropped.
