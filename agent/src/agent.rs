@@ -30,7 +30,7 @@ use crate::station::keys;
 use crate::station::service;
 use crate::upload::jobs::JobStore;
 use crate::upload::{self, UploadContext, UploadControl, UploadHandle};
-use crate::view::reference::ViewReferences;
+use crate::view::stored::{source_digest, ViewStore};
 use crate::view::{self, ViewHandle};
 use stationwatch_protocol::mqtt::UploadHealth;
 
@@ -105,8 +105,8 @@ pub async fn run(
         ctx.events.clone(),
     );
     let lives = spawn_live(&config, &ctx, &cams, &overrides, &shutdown);
-    let references = Arc::new(ViewReferences::open(&config.storage.path));
-    let views = spawn_views(&config, &ctx, &cams, &references, &shutdown);
+    let view_store = Arc::new(ViewStore::open(&config.storage.path));
+    let views = spawn_views(&config, &ctx, &cams, &view_store, &shutdown);
     let (retention, disk) = spawn_retention(&config, &ctx, &cams, &holds, &shutdown);
     let upload = spawn_upload(&config, &ctx, &lives, &holds, &jobs, &shutdown);
     let link_stop = CancellationToken::new();
@@ -118,7 +118,7 @@ pub async fn run(
         &views,
         LinkParts {
             overrides,
-            references,
+            view_store,
             holds,
             disk: disk.clone(),
             events: events_rx,
@@ -237,7 +237,7 @@ fn spawn_views(
     config: &AgentConfig,
     ctx: &CameraContext,
     cams: &[CameraHandle],
-    references: &ViewReferences,
+    view_store: &Arc<ViewStore>,
     shutdown: &CancellationToken,
 ) -> Vec<ViewHandle> {
     if !config.view.analysis {
@@ -250,7 +250,17 @@ fn spawn_views(
                 c.id.clone(),
                 c.counters.clone(),
                 config.view.clone(),
-                references.get(&c.id),
+                view::ViewSetup {
+                    store: view_store.clone(),
+                    source: source_digest(
+                        &config
+                            .cameras
+                            .iter()
+                            .find(|k| k.id == c.id)
+                            .map(|k| k.source.to_string())
+                            .unwrap_or_default(),
+                    ),
+                },
                 ctx.events.clone(),
                 shutdown.child_token(),
             )
@@ -325,7 +335,7 @@ fn spawn_retention(
 /// What the link shares with the rest of the agent, besides cameras and live branches.
 struct LinkParts {
     overrides: Arc<LiveOverrides>,
-    references: Arc<ViewReferences>,
+    view_store: Arc<ViewStore>,
     holds: Arc<HoldStore>,
     disk: watch::Receiver<DiskStatus>,
     events: UnboundedReceiver<EventKind>,
@@ -396,7 +406,7 @@ fn spawn_link(
             })
             .collect(),
         live_overrides: parts.overrides,
-        view_references: parts.references,
+        view_store: parts.view_store,
         health,
         holds: parts.holds,
         events: parts.events,

@@ -20,11 +20,12 @@
   const FINAL = new Set(['done', 'rejected', 'failed', 'expired']);
   const ALERT_WEIGHT = {
     offline: 0, camera_not_recording: 1, view_covered: 1, view_dark: 1, view_moved: 1, no_segment: 2,
-    view_frozen: 2, view_blurred: 2, disk_low: 3, clock_unsynced: 4, clock_skew: 4,
+    view_frozen: 2, view_blurred: 2, view_refused: 2, view_replaced: 2, disk_low: 3, clock_unsynced: 4, clock_skew: 4,
   };
 
   const S = {
     masks: new Map(), // camera -> polygons ([[x, y], ...], relative), of the station shown
+    views: new Map(), // camera -> its view as GET .../view answers (decisions, masks on the station)
     maskEdit: null, // { camera, masks, current } while an operator draws
     me: null,
     view: null,
@@ -676,6 +677,64 @@
     } catch (_) { /* shown as none; observers' snapshots are masked by the controller anyway */ }
   }
 
+  async function loadView(camera) {
+    if (!S.views.has(camera)) S.views.set(camera, null);
+    try {
+      const v = await api(`${path()}/cameras/${encodeURIComponent(camera)}/view`);
+      S.views.set(camera, v);
+      if (S.station) renderCameras(S.station);
+    } catch (_) { /* the decision is then shown from health alone */ }
+  }
+
+  // The decision on a camera's view as the controller recorded it, and whether the station
+  // holds it (compared with what health reports).
+  function viewDecision(camera, reported) {
+    const v = S.views.get(camera);
+    const held = reported && reported.decision;
+    const cur = v && v.current;
+    const parts = [];
+    if (cur) {
+      parts.push(h('span', { class: `view-decision vd-${cur.decision}` }, cur.decision),
+        ` by ${cur.decided_by} ${when(cur.decided_at)}`);
+      if (cur.reason) parts.push(h('div', { class: 'view-reason' }, cur.reason));
+      const onStation = held && held.state === cur.decision && held.by === cur.decided_by;
+      parts.push(h('div', { class: onStation ? 'muted' : 'warn-text' }, onStation ? 'held by the station' : 'not yet held by the station'));
+    }
+    if (held && held.state === 'replaced') {
+      parts.push(h('div', { class: 'view-reason warn-text' }, `camera replaced (${held.reason}): approve the view again`));
+    } else if (!cur && held) {
+      parts.push(h('span', { class: `view-decision vd-${held.state}` }, held.state), ` by ${held.by} ${when(held.at)}`,
+        held.reason ? h('div', { class: 'view-reason' }, held.reason) : null);
+    }
+    if (v && v.masks && v.masks.stored) {
+      const inSync = Boolean(reported) && (reported.masks_digest || '') === v.masks.stored_digest;
+      parts.push(h('div', { class: `masks-sync ${inSync ? 'muted' : 'warn-text'}` },
+        `${v.masks.stored} privacy mask${v.masks.stored === 1 ? '' : 's'} ${inSync ? 'held by the station' : 'not yet held by the station'}`));
+    }
+    return parts.length ? parts : null;
+  }
+
+  async function viewAction(action, camera) {
+    let reason = '';
+    if (action === 'approve') {
+      if (!window.confirm(`Approve what the latest snapshot of camera ${camera} shows as its view? Look at it first: from now on a camera turned away or out of focus raises an alert.`)) return;
+    } else if (action === 'refuse') {
+      reason = window.prompt(`Why is the view of camera ${camera} refused? The technician on site reads this (e.g. "voting booth visible").`, '');
+      if (reason === null) return;
+      if (!reason.trim()) { window.alert('A refusal needs a reason.'); return; }
+    } else if (!window.confirm(`Reset the view of camera ${camera}? Moved and blurred are no longer checked until it is approved again.`)) return;
+    const out = $('command-result');
+    try {
+      const r = await api(`${path()}/cameras/${encodeURIComponent(camera)}/view`, { json: { decision: action, reason } });
+      out.className = 'cmd-result ok';
+      out.textContent = `view of ${camera}: ${r.decision}${r.reason ? ` (${r.reason})` : ''}; sent to the station`;
+    } catch (err) {
+      out.className = 'cmd-result bad';
+      out.textContent = `view of ${camera} not decided: ${err.message}`;
+    }
+    await loadView(camera);
+  }
+
   function maskOverlay(camera) {
     const e = S.maskEdit && S.maskEdit.camera === camera ? S.maskEdit : null;
     const polys = e ? [...e.masks, e.current] : (S.masks.get(camera) || []);
@@ -714,6 +773,7 @@
         const m = await api(`${path()}/cameras/${encodeURIComponent(camera)}/masks`, { method: 'PUT', json: { masks: e.masks } });
         S.masks.set(camera, m.masks);
         S.maskEdit = null;
+        loadView(camera);
         out.className = 'cmd-result ok';
         out.textContent = `privacy masks of ${camera} saved (${m.masks.length})`;
       } catch (err) {
@@ -758,6 +818,7 @@
           maskOverlay(id))
         : h('div', { class: 'nosnap' }, 'no snapshot yet');
       if (!S.masks.has(id)) loadMasks(id);
+      if (!S.views.has(id)) loadView(id);
       const facts = h('dl', { class: 'facts small' });
       if (c) {
         fact(facts, 'State', h('span', { class: `cstate cs-${state}` }, state), c.detail ? ` · ${c.detail}` : '');
@@ -780,6 +841,8 @@
           fact(facts, 'View', h('span', { class: `view-state ${v.approved ? 'approved' : 'unapproved'}` },
             v.approved ? 'approved' : 'not approved: only black, covered and frozen are checked'),
           problems.length ? problems : h('div', { class: 'muted view-ok' }, 'picture looks normal'));
+          const decided = viewDecision(id, v);
+          if (decided) fact(facts, 'Decision', h('div', { class: 'view-decided' }, ...decided));
         }
       }
       fact(facts, 'Snapshot', snapAt ? when(snapAt) : '—');
@@ -791,14 +854,22 @@
           c && c.view ? h('button', {
             type: 'button',
             class: 'btn',
-            dataset: { cmd: 'set_view', camera: id, approve: 'true' },
-            title: 'take the camera\'s current picture as its approved view',
+            dataset: { view: 'approve', camera: id },
+            disabled: !snapAt,
+            title: snapAt ? 'approve what the latest snapshot shows as the camera\'s view' : 'take a snapshot first',
           }, c.view.approved ? 'Approve current view again' : 'Approve view') : null,
+          c && c.view ? h('button', {
+            type: 'button',
+            class: 'btn small warn',
+            dataset: { view: 'refuse', camera: id },
+            disabled: !snapAt,
+            title: 'refuse the view, with a reason the technician sees (e.g. voting booth visible)',
+          }, 'Refuse view…') : null,
           maskButtons(id, Boolean(snapAt)),
           c && c.view && c.view.approved ? h('button', {
             type: 'button',
             class: 'btn small',
-            dataset: { cmd: 'set_view', camera: id, approve: 'false' },
+            dataset: { view: 'reset', camera: id },
             title: 'forget the approved view (e.g. after the camera was replaced)',
           }, 'Reset view') : null,
           c && c.live ? h('span', { class: 'live-set' }, 'Live: ',
@@ -1067,6 +1138,7 @@
         S.stationId = id;
         S.station = null;
         S.masks = new Map();
+        S.views = new Map();
         S.maskEdit = null;
         $('station-title').textContent = id;
         $('station-name').textContent = '';
@@ -1121,6 +1193,11 @@
         if (url.pathname + url.search !== location.pathname + location.search) navigate(url.pathname + url.search);
         return;
       }
+      const vb = ev.target.closest('button[data-view]');
+      if (vb) {
+        viewAction(vb.dataset.view, vb.dataset.camera);
+        return;
+      }
       const mb = ev.target.closest('button[data-mask]');
       if (mb) {
         maskAction(mb.dataset.mask, mb.dataset.camera);
@@ -1135,13 +1212,6 @@
       if (b) {
         const cmd = { kind: b.dataset.cmd, camera: b.dataset.camera };
         if (cmd.kind === 'set_live') cmd.mode = b.dataset.mode;
-        if (cmd.kind === 'set_view') {
-          cmd.approve = b.dataset.approve === 'true';
-          const q = cmd.approve
-            ? `Approve what camera ${cmd.camera} shows now as its view? Take a snapshot first and check it: from now on a camera turned away or out of focus raises an alert.`
-            : `Reset the approved view of camera ${cmd.camera}? Moved and blurred are no longer checked until it is approved again.`;
-          if (!window.confirm(q)) return;
-        }
         if (cmd.kind === 'restart_camera'
           && !window.confirm(`Restart camera ${cmd.camera}? Its recording pauses for a few seconds (a gap is recorded).`)) return;
         sendCommand(cmd);

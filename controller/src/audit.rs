@@ -24,6 +24,8 @@ pub enum Action {
     RequestAccess,
     /// A camera's privacy masks set or removed.
     Masks,
+    /// A camera's view approved, refused or reset.
+    ViewReview,
 }
 
 impl Action {
@@ -43,6 +45,7 @@ impl Action {
             Action::Request => "request",
             Action::RequestAccess => "request_access",
             Action::Masks => "masks",
+            Action::ViewReview => "view_review",
         }
     }
 }

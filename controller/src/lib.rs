@@ -21,6 +21,7 @@ pub(crate) mod commands;
 pub(crate) mod http;
 pub(crate) mod ingest;
 pub(crate) mod metrics;
+pub(crate) mod views;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -167,6 +168,12 @@ impl Controller {
         };
         tasks.push(tokio::spawn(requests::collect::run(
             requests.clone(),
+            shutdown.child_token(),
+        )));
+        tasks.push(tokio::spawn(views::sync_masks(
+            store.clone(),
+            fleet.clone(),
+            publisher.clone(),
             shutdown.child_token(),
         )));
         let ingest_ctx = IngestContext {

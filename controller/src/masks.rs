@@ -9,12 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 
-/// One mask: the corners of a polygon, `[x, y]` relative to the picture.
-pub type Polygon = Vec<[f64; 2]>;
-
-/// At most this many masks per camera, and corners per mask.
-pub const MAX_MASKS: usize = 16;
-pub const MAX_CORNERS: usize = 64;
+pub use stationwatch_protocol::masks::{Polygon, MAX_CORNERS, MAX_MASKS};
 
 /// The grey masked pixels become.
 const FILL: [u8; 3] = [128, 128, 128];
@@ -35,32 +30,10 @@ pub struct MasksIn {
     pub masks: Vec<Polygon>,
 }
 
-/// Checks masks an operator sent: a bounded number of polygons of 3 to 64 corners, every
-/// coordinate a finite number in `0..=1`.
+/// Checks masks an operator sent (`stationwatch_protocol::masks::validate`: a bounded number
+/// of polygons of 3 to 64 corners, every coordinate a finite number in `0..=1`).
 pub fn validate(masks: &[Polygon]) -> Result<(), MaskError> {
-    if masks.len() > MAX_MASKS {
-        return Err(MaskError::Invalid(format!(
-            "{} masks; at most {MAX_MASKS} per camera",
-            masks.len()
-        )));
-    }
-    for (i, m) in masks.iter().enumerate() {
-        if !(3..=MAX_CORNERS).contains(&m.len()) {
-            return Err(MaskError::Invalid(format!(
-                "mask {i} has {} corners; a mask has 3 to {MAX_CORNERS}",
-                m.len()
-            )));
-        }
-        if let Some(p) = m
-            .iter()
-            .find(|p| !p.iter().all(|c| c.is_finite() && (0.0..=1.0).contains(c)))
-        {
-            return Err(MaskError::Invalid(format!(
-                "mask {i} has the corner {p:?}; coordinates are relative to the picture, 0 to 1"
-            )));
-        }
-    }
-    Ok(())
+    stationwatch_protocol::masks::validate(masks).map_err(MaskError::Invalid)
 }
 
 /// Whether the point `(x, y)` lies inside the polygon (even-odd rule).

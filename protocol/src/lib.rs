@@ -8,6 +8,7 @@ pub mod broker_config;
 pub mod config_reader;
 pub mod ids;
 pub mod manifest;
+pub mod masks;
 pub mod mqtt;
 pub mod trust;
 

@@ -37,15 +37,15 @@ pub use ack::{Ack, AckReason, AckStatus, CommandLog, Handling, RejectCode};
 pub use command::{
     decode_command, peek_command_id, CancelUploadResult, ClearHoldResult, Command, CommandEnvelope,
     CommandKind, PingResult, RejectReason, Rejection, RestartCameraResult, SetHoldResult,
-    SetLiveResult, SetLiveSetting, SetUploadResult, SetViewResult, SnapshotResult, UploadResult,
-    MAX_UPLOAD_WINDOW_MS,
+    SetLiveResult, SetLiveSetting, SetMasksResult, SetUploadResult, SetViewResult, SnapshotResult,
+    UploadResult, MAX_UPLOAD_WINDOW_MS,
 };
 pub use decode::{decode_ack, decode_event, decode_health, decode_status, DecodeError};
 pub use event::{Event, EventKind, OrUnknown};
 pub use health::{
     hours_left, AgentInfo, CameraHealth, CameraLive, CameraState, ClockHealth, DiskHealth, Health,
     LiveRung, LiveSetting, LiveState, ManifestHead, PowerHealth, SystemHealth, UplinkHealth,
-    ViewHealth, ViewProblem, ViewProblemKind,
+    ViewDecision, ViewDecisionState, ViewHealth, ViewProblem, ViewProblemKind,
 };
 pub use id::{HoldId, MessageId, MessageIdError, MAX_MESSAGE_ID_LEN};
 pub use status::{OfflineReason, Status, StatusState, LAST_WILL_PAYLOAD};

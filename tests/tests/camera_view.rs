@@ -12,7 +12,7 @@
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use serde_json::json;
+use serde_json::{json, Value};
 use stationwatch_tests::agent_process::{wait_segment_after, AgentProcess};
 use stationwatch_tests::archive::{ready, AgentSpec, Rig, Store, STATION};
 use stationwatch_tests::browser::{chromedriver_bin, chromium_bin};
@@ -180,13 +180,12 @@ fn tampering_with_a_camera_raises_its_alert_and_lighting_changes_do_not() {
         restore(&rig, &cam, problem);
     }
 
-    // An operator approves the view: now blur and a turned camera count.
-    let row = rig.command(json!({"kind": "set_view", "camera": "desk", "approve": true}));
-    assert_eq!(row["ack"]["result"]["approved"], true, "{row}");
-    assert_eq!(row["body"]["by"], "admin", "who approved is who sent it");
-    eventually("approved in health", 10, || {
-        Ok((view(&rig)["approved"] == true).then_some(()))
-    });
+    // An operator looks at a fresh snapshot and refuses the view, with a reason the technician
+    // on site sees; then approves it. Both are decided on the controller, kept with the
+    // picture they were made on, and carried to the station.
+    let observer = stationwatch_tests::requests::user(&rig, "watcher", "observer", &[STATION]);
+    decide_the_view(&rig, &observer);
+    // Now blur and a turned camera count.
     nothing_for(&rig, &cam, "darker", 6);
     nothing_for(&rig, &cam, "brighter", 6);
     for (scene, problem) in [("blurred", "blurred"), ("moved", "moved")] {
@@ -209,8 +208,56 @@ fn tampering_with_a_camera_raises_its_alert_and_lighting_changes_do_not() {
 
     // Privacy masks: an operator blanks the top-left quarter; an observer's snapshot is grey
     // there, the admin's is the picture; bad masks and observers are refused; they survive a
-    // restart of the controller.
-    masks_for_observers(&mut rig);
+    // restart of the controller; the station holds them.
+    masks_for_observers(&mut rig, &observer);
+
+    // The camera is replaced (another camera, another picture size) while the agent is down,
+    // and the masks change meanwhile: the agent voids the approval itself (alert
+    // `view_replaced`, only black/covered/frozen checked until approved again), and the
+    // controller brings it the new masks.
+    let mut agent = agent;
+    agent.terminate(Duration::from_secs(15)).unwrap();
+    let two = json!({"masks": [
+        [[0.0, 0.0], [0.5, 0.0], [0.5, 0.5], [0.0, 0.5]],
+        [[0.6, 0.6], [0.9, 0.6], [0.9, 0.9]]
+    ]});
+    let r = rig
+        .api
+        .put(&format!("/api/stations/{STATION}/cameras/desk/masks"), &two)
+        .unwrap();
+    assert_eq!(r.status, 200, "{r:?}");
+    let other = TestCamera::start(
+        env!("CARGO_BIN_EXE_test-camera"),
+        CameraOpts {
+            width: 480,
+            height: 270,
+            ..CameraOpts::default()
+        },
+    )
+    .unwrap();
+    let agent = start_agent(&rig, &other);
+    let replaced = eventually("the approval voided by the new camera", 30, || {
+        let v = view(&rig);
+        Ok((v["decision"]["state"] == "replaced").then_some(v))
+    });
+    assert_eq!(replaced["approved"], false, "{replaced}");
+    assert_eq!(replaced["decision"]["by"], "agent");
+    let why = replaced["decision"]["reason"].as_str().unwrap();
+    assert!(why.contains("480x270") && why.contains("640x360"), "{why}");
+    eventually("alert view_replaced", 30, || {
+        rig.open_alert("view_replaced")
+    });
+    let stored = eventually("the new masks on the station", 60, || {
+        let v = rig
+            .api
+            .ok(&format!("/api/stations/{STATION}/cameras/desk/view"))?;
+        Ok((v["masks"]["stored"] == 2 && view(&rig)["masks"] == 2).then_some(v))
+    });
+    assert_eq!(
+        view(&rig)["masks_digest"],
+        stored["masks"]["stored_digest"],
+        "{stored}"
+    );
 
     // Recording went on through all of it.
     wait_segment_after(
@@ -344,7 +391,87 @@ fn region(p: &(usize, usize, Vec<u8>), x0: f64, y0: f64, x1: f64, y1: f64) -> (f
     (mean, var.sqrt())
 }
 
-fn masks_for_observers(rig: &mut Rig) {
+/// Refuse (without a reason: refused; with one: held by the station, alert `view_refused`),
+/// then approve; observers decide nothing and never see the unmasked reference picture.
+fn decide_the_view(rig: &Rig, observer: &stationwatch_tests::controller_process::Api) {
+    let path = format!("/api/stations/{STATION}/cameras/desk/view");
+    rig.command(json!({"kind": "snapshot", "camera": "desk"}));
+    let r = rig.api.post(&path, &json!({"decision": "refuse"})).unwrap();
+    assert_eq!(r.status, 400, "a refusal without a reason: {r:?}");
+    let r = observer
+        .post(&path, &json!({"decision": "approve"}))
+        .unwrap();
+    assert_eq!(r.status, 403, "{r:?}");
+    let reason = "voting booth visible";
+    let r = rig
+        .api
+        .post(&path, &json!({"decision": "refuse", "reason": reason}))
+        .unwrap();
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.body["decision"], "refused");
+    assert_eq!(r.body["has_snapshot"], true, "{r:?}");
+    let refused = eventually("the refusal held by the station", 20, || {
+        let v = view(rig);
+        Ok((v["decision"]["state"] == "refused").then_some(v))
+    });
+    assert_eq!(refused["decision"]["reason"], reason, "{refused}");
+    assert_eq!(refused["decision"]["by"], "admin");
+    assert_eq!(refused["approved"], false);
+    let alert = eventually("alert view_refused", 30, || rig.open_alert("view_refused"));
+    assert!(
+        alert["detail"].as_str().unwrap().contains(reason),
+        "{alert}"
+    );
+
+    rig.command(json!({"kind": "snapshot", "camera": "desk"}));
+    let r = rig
+        .api
+        .post(&path, &json!({"decision": "approve"}))
+        .unwrap();
+    assert_eq!(r.status, 200, "{r:?}");
+    let review = r.body["id"].as_i64().unwrap();
+    eventually("approved in health", 20, || {
+        let v = view(rig);
+        Ok((v["approved"] == true && v["decision"]["state"] == "approved").then_some(()))
+    });
+    eventually("alert view_refused closed", 30, || {
+        Ok(rig.open_alert("view_refused")?.is_none().then_some(()))
+    });
+    let v = rig.api.ok(&path).unwrap();
+    assert_eq!(v["in_effect"], true, "{v}");
+    let history: Vec<&str> = v["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["decision"].as_str().unwrap())
+        .collect();
+    assert_eq!(history, ["approved", "refused"], "{v}");
+    // The picture the approval was made on: a JPEG for staff, refused to observers.
+    let picture = format!("{path}/{review}/snapshot");
+    let (code, jpeg) = rig.api.get_bytes(&picture).unwrap();
+    assert_eq!(code, 200);
+    assert_eq!(&jpeg[..2], &[0xff, 0xd8], "a JPEG");
+    assert_eq!(observer.get_bytes(&picture).unwrap().0, 403);
+    let audit = rig.api.ok("/api/audit?limit=200").unwrap();
+    let reviews: Vec<&Value> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "view_review")
+        .collect();
+    assert!(
+        reviews
+            .iter()
+            .any(|e| e["ok"] == true && e["detail"].as_str().unwrap().contains(reason)),
+        "{audit}"
+    );
+    assert!(
+        reviews.iter().any(|e| e["ok"] == false),
+        "the refused attempts are audited too"
+    );
+}
+
+fn masks_for_observers(rig: &mut Rig, observer: &stationwatch_tests::controller_process::Api) {
     if !stationwatch_tests::require(
         stationwatch_tests::have_binary("ffmpeg") && stationwatch_tests::have_binary("ffprobe"),
         "ffmpeg/ffprobe missing (run scripts/install-deps)",
@@ -353,7 +480,6 @@ fn masks_for_observers(rig: &mut Rig) {
     }
     let path = format!("/api/stations/{STATION}/cameras/desk/masks");
     let quarter = json!({"masks": [[[0.0, 0.0], [0.5, 0.0], [0.5, 0.5], [0.0, 0.5]]]});
-    let observer = stationwatch_tests::requests::user(rig, "watcher", "observer", &[STATION]);
     assert_eq!(observer.put(&path, &quarter).unwrap().status, 403);
     let bad = json!({"masks": [[[0.0, 0.0], [1.5, 0.0], [0.5, 0.5]]]});
     let r = rig.api.put(&path, &bad).unwrap();
@@ -421,7 +547,14 @@ fn masks_for_observers(rig: &mut Rig) {
         let (_, sd) = region(&seen, 0.55, 0.55, 0.95, 0.95);
         assert!(sd > 20.0, "observer's unmasked area is flat: sd {sd:.1}");
     };
-    check(rig, &observer);
+    check(rig, observer);
+    // The station holds them (pushed by `set_masks`; their digest reported in health).
+    eventually("the mask held by the station", 30, || {
+        let v = rig
+            .api
+            .ok(&format!("/api/stations/{STATION}/cameras/desk/view"))?;
+        Ok((v["masks"]["in_sync"] == true && view(rig)["masks"] == 1).then_some(()))
+    });
     // The masks are the controller's: they survive its restart.
     rig.ctl.child.terminate(Duration::from_secs(15)).unwrap();
     let port = rig.ctl.addr.port();
@@ -440,7 +573,7 @@ fn masks_for_observers(rig: &mut Rig) {
             .len(),
         1
     );
-    check(rig, &observer);
+    check(rig, observer);
     let audit = rig.api.ok("/api/audit?limit=200").unwrap();
     assert!(
         audit["entries"]

@@ -73,8 +73,8 @@ pub struct CameraControl {
 /// What `set_view` reaches of a camera's view watcher.
 pub struct ViewControls {
     pub control: std::sync::mpsc::Sender<crate::view::ViewControl>,
-    /// The measures of the latest analysed picture.
-    pub latest: Arc<parking_lot::Mutex<Option<crate::view::detect::Measures>>>,
+    /// The latest analysed picture.
+    pub latest: Arc<parking_lot::Mutex<Option<crate::view::Latest>>>,
 }
 
 /// What `set_live` reaches of a camera's live supervisor.
@@ -95,7 +95,7 @@ pub struct MqttContext {
     /// `set_live` overrides, kept on disk.
     pub live_overrides: Arc<LiveOverrides>,
     /// Approved views (`set_view`), kept on disk.
-    pub view_references: Arc<crate::view::reference::ViewReferences>,
+    pub view_store: Arc<crate::view::stored::ViewStore>,
     /// Events from elsewhere in the agent (gap entries).
     pub events: UnboundedReceiver<EventKind>,
     /// Upload jobs and modes (`upload`, `cancel_upload`, `set_upload`), when configured.
@@ -168,7 +168,7 @@ struct Link {
     health: HealthCollector,
     holds: Arc<HoldStore>,
     live_overrides: Arc<LiveOverrides>,
-    view_references: Arc<crate::view::reference::ViewReferences>,
+    view_store: Arc<crate::view::stored::ViewStore>,
     upload: Option<UploadControl>,
     outbox: Outbox,
     log: CommandLog,
@@ -197,7 +197,7 @@ pub async fn run(ctx: MqttContext, shutdown: CancellationToken) -> Result<(), Mq
         health: ctx.health,
         holds: ctx.holds,
         live_overrides: ctx.live_overrides,
-        view_references: ctx.view_references,
+        view_store: ctx.view_store,
         upload: ctx.upload,
         outbox,
         log: CommandLog::default(),
@@ -522,7 +522,9 @@ impl Link {
                 camera,
                 approve,
                 by,
-            } => self.set_view(id, camera, approve, by),
+                refused,
+            } => self.set_view(id, camera, approve, by, refused),
+            Command::SetMasks { camera, masks } => self.set_masks(id, camera, masks),
             Command::Upload {
                 job,
                 cameras,
@@ -629,9 +631,18 @@ impl Link {
         ))
     }
 
-    /// `set_view`: approve the camera's latest analysed picture as its reference (stored on
-    /// disk before the ack), or reset it; then hand it to the camera's view watcher.
-    fn set_view(&mut self, id: MessageId, camera: CameraId, approve: bool, by: String) {
+    /// `set_view`: approve the camera's latest analysed picture as its reference, or reset
+    /// it, or refuse the view with a reason; kept on disk before the ack, then handed to the
+    /// camera's view watcher.
+    fn set_view(
+        &mut self,
+        id: MessageId,
+        camera: CameraId,
+        approve: bool,
+        by: String,
+        refused: Option<String>,
+    ) {
+        use stationwatch_protocol::mqtt::{ViewDecision, ViewDecisionState};
         let Some(view) = self
             .cameras
             .iter()
@@ -642,39 +653,82 @@ impl Link {
                 format!("the view of camera {camera} is not analysed ([view] analysis = false)");
             return self.finish(Ack::failed(id, self.now(), detail));
         };
-        let stored = if approve {
-            let Some(m) = view.latest.lock().clone() else {
+        let now = self.now();
+        let reference = if approve {
+            let Some(latest) = view.latest.lock().clone() else {
                 let detail = format!(
                     "no picture of camera {camera} analysed yet; try again in a few seconds"
                 );
-                return self.finish(Ack::failed(id, self.now(), detail));
+                return self.finish(Ack::failed(id, now, detail));
             };
-            Some(crate::view::reference::StoredReference {
-                sharpness: m.sharpness,
-                cells: m.cells,
-                approved_at: self.now(),
-                approved_by: by,
+            Some(crate::view::stored::StoredReference {
+                sharpness: latest.measures.sharpness,
+                cells: latest.measures.cells,
+                approved_at: now,
+                approved_by: by.clone(),
+                identity: Some(latest.identity),
             })
         } else {
             None
         };
-        if let Err(e) = self.view_references.set(&camera, stored.clone()) {
-            let detail = format!("storing the view reference: {e}");
-            return self.finish(Ack::failed(id, self.now(), detail));
+        let decision = ViewDecision {
+            state: match (approve, &refused) {
+                (true, _) => ViewDecisionState::Approved,
+                (false, Some(_)) => ViewDecisionState::Refused,
+                (false, None) => ViewDecisionState::Reset,
+            },
+            by,
+            at: now,
+            reason: refused.unwrap_or_default(),
+        };
+        info!(camera = %camera, decision = ?decision.state, by = %decision.by, reason = %decision.reason, "view decision");
+        let reference_at = reference.as_ref().map(|r| r.approved_at);
+        if let Err(e) = self.view_store.update(&camera, |v| {
+            v.reference = reference;
+            v.decision = Some(decision);
+        }) {
+            let detail = format!("storing the camera's view: {e}");
+            return self.finish(Ack::failed(id, now, detail));
         }
-        let reference = stored.as_ref().and_then(|s| s.reference());
-        if view
-            .control
-            .send(crate::view::ViewControl::Reference(reference))
-            .is_err()
-        {
+        if view.control.send(crate::view::ViewControl::Stored).is_err() {
             let detail = format!("the view watcher of camera {camera} is not running");
-            return self.finish(Ack::failed(id, self.now(), detail));
+            return self.finish(Ack::failed(id, now, detail));
         }
         let result = SetViewResult {
             camera,
             approved: approve,
-            reference_at: stored.map(|s| s.approved_at),
+            reference_at,
+        };
+        self.done(id, &result);
+    }
+
+    /// `set_masks`: keep the camera's privacy masks (checked by the decoder) on disk before
+    /// the ack; the view watcher reports their digest.
+    fn set_masks(
+        &mut self,
+        id: MessageId,
+        camera: CameraId,
+        masks: Vec<stationwatch_protocol::masks::Polygon>,
+    ) {
+        let n = masks.len() as u32;
+        let digest = stationwatch_protocol::masks::digest(&masks);
+        if let Err(e) = self.view_store.update(&camera, |v| v.masks = masks) {
+            let detail = format!("storing the privacy masks: {e}");
+            return self.finish(Ack::failed(id, self.now(), detail));
+        }
+        info!(camera = %camera, masks = n, digest = %digest, "privacy masks stored");
+        if let Some(view) = self
+            .cameras
+            .iter()
+            .find(|c| c.id == camera)
+            .and_then(|c| c.view.as_ref())
+        {
+            let _ = view.control.send(crate::view::ViewControl::Stored);
+        }
+        let result = stationwatch_protocol::mqtt::SetMasksResult {
+            camera,
+            masks: n,
+            digest,
         };
         self.done(id, &result);
     }

@@ -10,7 +10,7 @@
 //! logged once per problem), never retried in a loop.
 
 pub mod detect;
-pub mod reference;
+pub mod stored;
 
 use std::collections::BTreeMap;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
@@ -18,17 +18,21 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use stationwatch_protocol::manifest::Timestamp;
-use stationwatch_protocol::mqtt::{EventKind, ViewHealth, ViewProblem, ViewProblemKind};
+use stationwatch_protocol::masks;
+use stationwatch_protocol::mqtt::{
+    EventKind, ViewDecision, ViewDecisionState, ViewHealth, ViewProblem, ViewProblemKind,
+};
 use stationwatch_protocol::CameraId;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::camera::snapshot::grey_from_keyframe;
 use crate::config::ViewConfig;
 use crate::state::CameraCounters;
 use detect::{assess, changed, measure, Grey, Measures, Reference, Thresholds};
+use stored::{CameraIdentity, StoredView, ViewStore};
 
 /// The analysed picture's size.
 pub const WIDTH: u32 = 320;
@@ -39,8 +43,16 @@ const CLEAR_AFTER: u32 = 2;
 
 /// What the link can change while the thread runs.
 pub enum ViewControl {
-    /// A new approved reference (or none: back to unapproved).
-    Reference(Option<Reference>),
+    /// What is kept for the camera changed (`set_view`, `set_masks`): read it again.
+    Stored,
+}
+
+/// The latest analysed picture: its measures and the camera it came from, for an approval of
+/// the current view.
+#[derive(Debug, Clone)]
+pub struct Latest {
+    pub measures: Measures,
+    pub identity: CameraIdentity,
 }
 
 /// A running view watcher.
@@ -48,8 +60,23 @@ pub struct ViewHandle {
     pub camera: CameraId,
     pub status: watch::Receiver<ViewHealth>,
     pub control: Sender<ViewControl>,
-    /// The measures of the latest analysed picture, for an approval of the current view.
-    pub latest: Arc<parking_lot::Mutex<Option<Measures>>>,
+    pub latest: Arc<parking_lot::Mutex<Option<Latest>>>,
+}
+
+/// Where a watcher reads and keeps what is decided about its camera's view.
+pub struct ViewSetup {
+    pub store: Arc<ViewStore>,
+    /// `stored::source_digest` of the camera's configured source.
+    pub source: String,
+}
+
+/// The health fields that come from what is kept.
+fn stored_health(s: &mut ViewHealth, v: &StoredView) {
+    s.approved = v.reference.as_ref().and_then(|r| r.reference()).is_some();
+    s.decision = v.decision.clone();
+    let m = v.valid_masks();
+    s.masks = m.len() as u32;
+    s.masks_digest = masks::digest(m);
 }
 
 /// Starts the watcher of one camera.
@@ -57,14 +84,14 @@ pub fn spawn(
     camera: CameraId,
     counters: Arc<CameraCounters>,
     cfg: ViewConfig,
-    reference: Option<Reference>,
+    setup: ViewSetup,
     events: Option<UnboundedSender<EventKind>>,
     shutdown: CancellationToken,
 ) -> std::io::Result<ViewHandle> {
-    let (status_tx, status) = watch::channel(ViewHealth {
-        approved: reference.is_some(),
-        ..ViewHealth::default()
-    });
+    let stored = setup.store.get(&camera);
+    let mut health = ViewHealth::default();
+    stored_health(&mut health, &stored);
+    let (status_tx, status) = watch::channel(health);
     let (control, control_rx) = std::sync::mpsc::channel();
     let latest = Arc::new(parking_lot::Mutex::new(None));
     let mut w = Watcher {
@@ -73,7 +100,9 @@ pub fn spawn(
         tracker: Tracker::new(cfg.persist),
         cfg,
         thresholds: Thresholds::default(),
-        reference,
+        reference: stored.reference.as_ref().and_then(|r| r.reference()),
+        identity: stored.reference.and_then(|r| r.identity),
+        setup,
         previous: None,
         last_pts: None,
         events,
@@ -99,11 +128,14 @@ struct Watcher {
     thresholds: Thresholds,
     tracker: Tracker,
     reference: Option<Reference>,
+    /// The camera the reference was taken from.
+    identity: Option<CameraIdentity>,
+    setup: ViewSetup,
     previous: Option<Grey>,
     last_pts: Option<gst::ClockTime>,
     events: Option<UnboundedSender<EventKind>>,
     status: watch::Sender<ViewHealth>,
-    latest: Arc<parking_lot::Mutex<Option<Measures>>>,
+    latest: Arc<parking_lot::Mutex<Option<Latest>>>,
     /// Decoding failed last time (logged once until it works again).
     failing: bool,
 }
@@ -115,8 +147,8 @@ impl Watcher {
         loop {
             let wait = next.saturating_duration_since(Instant::now());
             match control.recv_timeout(wait.min(Duration::from_millis(500))) {
-                Ok(ViewControl::Reference(r)) => {
-                    self.set_reference(r);
+                Ok(ViewControl::Stored) => {
+                    self.reload();
                     continue;
                 }
                 Err(RecvTimeoutError::Disconnected) => return,
@@ -135,8 +167,17 @@ impl Watcher {
         }
     }
 
+    /// Reads again what is kept for the camera.
+    fn reload(&mut self) {
+        let stored = self.setup.store.get(&self.camera);
+        let r = stored.reference.as_ref().and_then(|r| r.reference());
+        info!(camera = %self.camera, approved = r.is_some(), masks = stored.masks.len(), "camera view changed");
+        self.identity = stored.reference.as_ref().and_then(|r| r.identity.clone());
+        self.set_reference(r);
+        self.status.send_modify(|s| stored_health(s, &stored));
+    }
+
     fn set_reference(&mut self, r: Option<Reference>) {
-        info!(camera = %self.camera, approved = r.is_some(), "view reference changed");
         self.reference = r;
         // Problems that need a reference start over with (or without) the new one.
         let events = self
@@ -144,6 +185,35 @@ impl Watcher {
             .forget(&self.camera, ViewProblemKind::needs_reference);
         self.emit(events);
         self.publish(None);
+    }
+
+    /// The approval was given for another camera (source or picture size changed): it no
+    /// longer holds. Kept on disk as the decision `replaced`, so the controller and the
+    /// technician see that the view needs approving again.
+    fn void_approval(&mut self, change: String) {
+        warn!(camera = %self.camera, change = %change, "camera replaced: its approved view no longer holds");
+        let decision = ViewDecision {
+            state: ViewDecisionState::Replaced,
+            by: "agent".into(),
+            at: Timestamp::now(),
+            reason: change,
+        };
+        match self.setup.store.update(&self.camera, |v| {
+            v.reference = None;
+            v.decision = Some(decision);
+        }) {
+            Ok(stored) => {
+                self.identity = None;
+                self.set_reference(None);
+                self.status.send_modify(|s| stored_health(s, &stored));
+            }
+            Err(e) => {
+                // Not kept: still not judged against a reference of another camera.
+                error!(camera = %self.camera, error = %e, "cannot store the voided approval");
+                self.identity = None;
+                self.set_reference(None);
+            }
+        }
     }
 
     fn analyse(&mut self, now: Instant) {
@@ -157,6 +227,19 @@ impl Watcher {
             return;
         }
         self.last_pts = pts;
+        let identity = keyframe.caps().and_then(|c| {
+            let st = c.structure(0)?;
+            Some(CameraIdentity {
+                source: self.setup.source.clone(),
+                width: u32::try_from(st.get::<i32>("width").ok()?).ok()?,
+                height: u32::try_from(st.get::<i32>("height").ok()?).ok()?,
+            })
+        });
+        if let (Some(now_id), Some(approved_id)) = (&identity, &self.identity) {
+            if let Some(change) = now_id.change_from(approved_id) {
+                self.void_approval(change);
+            }
+        }
         let grey = match grey_from_keyframe(Some(keyframe), WIDTH, HEIGHT, Duration::from_secs(3)) {
             Ok(g) => Grey::new(g.width as usize, g.height as usize, g.pixels),
             Err(e) => {
@@ -175,7 +258,12 @@ impl Watcher {
         let frozen = self.previous.as_ref().and_then(|p| changed(&grey, p));
         let found = assess(&m, frozen, self.reference.as_ref(), &self.thresholds);
         tracing::debug!(camera = %self.camera, mean = m.mean, dark = m.dark_share, flat = m.flat_share, spread = m.spread, sharpness = detect::blur_ratio(&m.sharpness, self.reference.as_ref().map_or(&m.sharpness, |r| &r.sharpness)), changed = frozen, problems = found.len(), "view picture analysed");
-        *self.latest.lock() = Some(m);
+        if let Some(identity) = identity {
+            *self.latest.lock() = Some(Latest {
+                measures: m,
+                identity,
+            });
+        }
         self.previous = Some(grey);
         let events = self
             .tracker

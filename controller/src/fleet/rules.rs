@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 use stationwatch_protocol::mqtt::{
-    CameraState, Health, OfflineReason, Status, StatusState, ViewProblemKind,
+    CameraState, Health, OfflineReason, Status, StatusState, ViewDecisionState, ViewProblemKind,
 };
 use stationwatch_protocol::CameraId;
 
@@ -52,7 +52,7 @@ impl StationState {
 pub struct Reason {
     /// `offline`, `camera_not_recording`, `no_segment`, `disk_low`, `clock_unsynced`,
     /// `clock_skew`, `holds_file_error`, `view_dark`, `view_covered`, `view_blurred`,
-    /// `view_moved`, `view_frozen`, ...
+    /// `view_moved`, `view_frozen`, `view_refused`, `view_replaced`, ...
     pub kind: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub camera: Option<CameraId>,
@@ -290,6 +290,28 @@ fn evaluate_reports(
                 ));
             }
         }
+        // The view's approval: refused (what the camera shows must not be shown, e.g. a
+        // voting booth), or voided because the camera was replaced; both need a technician.
+        if let Some(d) = cam.view.as_ref().and_then(|v| v.decision.as_ref()) {
+            let kind = match d.state {
+                ViewDecisionState::Refused => Some("view_refused"),
+                ViewDecisionState::Replaced => Some("view_replaced"),
+                _ => None,
+            };
+            if let Some(kind) = kind {
+                reasons.push(Reason::new(
+                    kind,
+                    Some(id),
+                    format!(
+                        "{} by {} at {}: {}",
+                        kind.trim_start_matches("view_"),
+                        d.by,
+                        d.at,
+                        d.reason
+                    ),
+                ));
+            }
+        }
         // The picture: taped over, black, turned away, out of focus, frozen (issue 16).
         for p in cam.view.iter().flat_map(|v| &v.problems) {
             if let Some(kind) = view_reason(p.kind) {
@@ -514,11 +536,35 @@ mod tests {
                 problem(ViewProblemKind::Unknown),
             ],
             analysed_at: Some(ts(NOW - 1000)),
+            decision: None,
+            masks: 0,
+            masks_digest: String::new(),
         });
         let (state, keys) = eval(None, None, Some(&h), Some(NOW));
         assert_eq!(state, StationState::Degraded);
         // A kind from a newer agent is not an alert this version could explain.
         assert_eq!(keys, ["view_covered:desk"]);
+        // A refused view, and an approval voided by a replaced camera, are reasons too.
+        for (state, key) in [
+            (ViewDecisionState::Refused, "view_refused:desk"),
+            (ViewDecisionState::Replaced, "view_replaced:desk"),
+        ] {
+            let mut h = h.clone();
+            h.cameras
+                .get_mut(&desk)
+                .unwrap()
+                .view
+                .as_mut()
+                .unwrap()
+                .decision = Some(stationwatch_protocol::mqtt::ViewDecision {
+                state,
+                by: "operator".into(),
+                at: ts(NOW - 5000),
+                reason: "voting booth visible".into(),
+            });
+            let (_, keys) = eval(None, None, Some(&h), Some(NOW));
+            assert!(keys.contains(&key.to_owned()), "{keys:?}");
+        }
         // An approved camera with nothing wrong is simply online.
         h.cameras
             .get_mut(&desk)

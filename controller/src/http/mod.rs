@@ -19,6 +19,7 @@ mod session;
 mod stations;
 mod stream;
 mod users;
+mod views;
 
 #[cfg(test)]
 mod openapi_check;
@@ -175,6 +176,14 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/api/stations/{id}/cameras/{camera}/masks",
             get(stations::masks).put(stations::set_masks),
+        )
+        .route(
+            "/api/stations/{id}/cameras/{camera}/view",
+            get(views::get).post(views::decide),
+        )
+        .route(
+            "/api/stations/{id}/cameras/{camera}/view/{review}/snapshot",
+            get(views::snapshot),
         )
         .route("/api/stations/{id}/key", put(keys::register))
         .route("/api/stations/{id}/witness", get(keys::witness))

@@ -826,6 +826,41 @@ fn typed_responses_match_docs_openapi_yaml() {
             },
         );
     }
+    let review = crate::store::views::ReviewRow {
+        id: 7,
+        camera: "desk".into(),
+        decision: "refused".into(),
+        reason: "voting booth visible".into(),
+        decided_by: "op".into(),
+        decided_at: 1,
+        has_snapshot: true,
+        snapshot_at: Some(1),
+        command_id: Some("c0123".into()),
+    };
+    c(
+        "post",
+        "/api/stations/{id}/cameras/{camera}/view",
+        "200",
+        &review,
+    );
+    c(
+        "get",
+        "/api/stations/{id}/cameras/{camera}/view",
+        "200",
+        &super::views::CameraView {
+            camera: "desk".into(),
+            current: Some(review.clone()),
+            history: vec![review],
+            station: None,
+            in_effect: false,
+            masks: super::views::MasksSync {
+                stored: 1,
+                stored_digest: "3f1c9a0b5d7e2468".into(),
+                station_digest: None,
+                in_sync: false,
+            },
+        },
+    );
     // The `stations` event of /api/stream is documented as the StreamBatch schema.
     let batch = serde_json::to_value(StreamBatch {
         counts: fleet.counts(&all),

@@ -280,7 +280,7 @@ pub(crate) async fn set_masks(
     crate::masks::validate(&body.masks).map_err(|e| ApiError::bad(e.to_string()))?;
     let now = crate::now_ms();
     let row = crate::store::masks::MasksRow {
-        masks: body.masks,
+        masks: stationwatch_protocol::masks::normalise(body.masks),
         updated_by: a.user.username.clone(),
         updated_at: now,
     };
@@ -295,5 +295,28 @@ pub(crate) async fn set_masks(
         true,
     )
     .await?;
+    // To the station now if it reports this camera's view; if it cannot be sent (station
+    // offline, broker down), `views::sync_masks` sends it when the station reports another
+    // digest.
+    let reports_view = a
+        .station
+        .health
+        .as_ref()
+        .and_then(|h| h.cameras.get(&camera))
+        .is_some_and(|c| c.view.is_some());
+    if reports_view {
+        if let Err(e) = crate::views::push_masks(
+            &state.store,
+            &state.publisher,
+            &a.user,
+            &a.station,
+            &camera,
+            row.masks.clone(),
+        )
+        .await
+        {
+            tracing::warn!(station = %a.station.id, camera = %camera, error = %e, "masks stored, not sent yet");
+        }
+    }
     Ok(Json(row))
 }

@@ -21,6 +21,7 @@ pub mod archive;
 pub mod masks;
 pub mod requests;
 mod trust;
+pub mod views;
 pub use trust::{HeadRow, KeyRow, Registered};
 
 #[derive(Debug, thiserror::Error)]

@@ -17,7 +17,7 @@ use crate::manifest::{Hash256, Timestamp};
 const MAX_DETAIL_CHARS: usize = 200;
 
 /// Payload of `stationwatch/v1/<station>/cmd` (QoS 1, not retained).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CommandEnvelope {
     /// Schema version, [`SCHEMA_VERSION`].
     pub v: u32,
@@ -33,7 +33,7 @@ pub struct CommandEnvelope {
 }
 
 /// What to do, tagged by `kind`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Command {
     /// Tear down the camera's pipeline and start it again. Recording of the camera pauses (a
@@ -101,6 +101,17 @@ pub enum Command {
         /// Who decided, for the agent's log and store.
         #[serde(default)]
         by: String,
+        /// With `approve: false`: the view was refused, and why (e.g. "voting booth visible");
+        /// the agent keeps and reports it so the technician on site sees it. Without it, a
+        /// reset.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        refused: Option<String>,
+    },
+    /// The camera's privacy masks as the controller stores them (`crate::masks`): the agent
+    /// keeps them on disk and reports their digest in health. An empty list removes them.
+    SetMasks {
+        camera: CameraId,
+        masks: Vec<crate::masks::Polygon>,
     },
 }
 
@@ -144,10 +155,11 @@ pub enum CommandKind {
     CancelUpload,
     SetUpload,
     SetView,
+    SetMasks,
 }
 
 impl CommandKind {
-    pub const ALL: [CommandKind; 10] = [
+    pub const ALL: [CommandKind; 11] = [
         CommandKind::RestartCamera,
         CommandKind::Snapshot,
         CommandKind::SetHold,
@@ -158,6 +170,7 @@ impl CommandKind {
         CommandKind::CancelUpload,
         CommandKind::SetUpload,
         CommandKind::SetView,
+        CommandKind::SetMasks,
     ];
 
     /// The `kind` string.
@@ -173,6 +186,7 @@ impl CommandKind {
             CommandKind::CancelUpload => "cancel_upload",
             CommandKind::SetUpload => "set_upload",
             CommandKind::SetView => "set_view",
+            CommandKind::SetMasks => "set_masks",
         }
     }
 
@@ -200,6 +214,7 @@ impl Command {
             Command::CancelUpload { .. } => CommandKind::CancelUpload,
             Command::SetUpload { .. } => CommandKind::SetUpload,
             Command::SetView { .. } => CommandKind::SetView,
+            Command::SetMasks { .. } => CommandKind::SetMasks,
         }
     }
 }
@@ -262,8 +277,32 @@ impl CommandEnvelope {
         match &self.command {
             Command::RestartCamera { camera }
             | Command::Snapshot { camera }
-            | Command::SetLive { camera, .. }
-            | Command::SetView { camera, .. } => known(camera)?,
+            | Command::SetLive { camera, .. } => known(camera)?,
+            Command::SetView {
+                camera,
+                approve,
+                refused,
+                ..
+            } => {
+                known(camera)?;
+                match refused {
+                    Some(_) if *approve => {
+                        return Err(RejectReason::Malformed(
+                            "set_view cannot both approve and refuse".into(),
+                        ))
+                    }
+                    Some(r) if r.trim().is_empty() => {
+                        return Err(RejectReason::Malformed(
+                            "set_view refusing a view needs a non-empty reason".into(),
+                        ))
+                    }
+                    _ => {}
+                }
+            }
+            Command::SetMasks { camera, masks } => {
+                known(camera)?;
+                crate::masks::validate(masks).map_err(RejectReason::Malformed)?;
+            }
             Command::SetHold {
                 from,
                 to,
@@ -538,6 +577,16 @@ pub struct SetViewResult {
     /// When the picture taken as the reference was analysed (agent clock); absent on a reset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reference_at: Option<Timestamp>,
+}
+
+/// `result` of the `done` ack of `set_masks`: what the agent keeps now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetMasksResult {
+    pub camera: CameraId,
+    pub masks: u32,
+    /// `crate::masks::digest` of the masks kept; `""` for none.
+    #[serde(default)]
+    pub digest: String,
 }
 
 /// `result` of the `done` ack of `set_live`: the camera's live settings once applied.

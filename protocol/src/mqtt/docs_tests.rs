@@ -151,6 +151,7 @@ fn every_json_example_in_the_docs_parses() {
                         }
                         Some(CommandKind::SetUpload) => check_result::<SetUploadResult>(ex, &ack),
                         Some(CommandKind::SetView) => check_result::<SetViewResult>(ex, &ack),
+                        Some(CommandKind::SetMasks) => check_result::<SetMasksResult>(ex, &ack),
                         None => panic!("line {}: unknown command kind {kind}", ex.line),
                     }
                     results.insert(kind.clone());

@@ -158,6 +158,43 @@ pub struct ViewHealth {
     /// When the last picture was analysed (agent clock).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub analysed_at: Option<Timestamp>,
+    /// The last decision on the camera's view the agent holds: approved, refused (with the
+    /// reason the technician must see), reset, or voided because the camera was replaced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision: Option<ViewDecision>,
+    /// How many privacy masks the agent holds for the camera, and their digest
+    /// (`crate::masks::digest`; `""` for none).
+    #[serde(default)]
+    pub masks: u32,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub masks_digest: String,
+}
+
+/// A decision on a camera's view, as the agent keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ViewDecision {
+    pub state: ViewDecisionState,
+    /// Who decided (`agent` when the agent voided an approval itself).
+    #[serde(default)]
+    pub by: String,
+    /// When (agent clock).
+    pub at: Timestamp,
+    /// Why: the refusal's reason, or what changed when the camera was replaced.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+}
+
+/// What was decided on a camera's view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ViewDecisionState {
+    Approved,
+    Refused,
+    Reset,
+    /// The approval no longer holds: the camera's source or picture size changed.
+    Replaced,
+    #[serde(other)]
+    Unknown,
 }
 
 /// One problem with a camera's picture.

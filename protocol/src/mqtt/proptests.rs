@@ -54,8 +54,26 @@ fn check_valid(payload: &[u8], env: &CommandEnvelope) {
     match &env.command {
         Command::RestartCamera { camera }
         | Command::Snapshot { camera }
-        | Command::SetLive { camera, .. }
-        | Command::SetView { camera, .. } => assert!(cams.contains(camera)),
+        | Command::SetLive { camera, .. } => assert!(cams.contains(camera)),
+        Command::SetView {
+            camera,
+            approve,
+            refused,
+            ..
+        } => {
+            assert!(cams.contains(camera));
+            if let Some(r) = refused {
+                assert!(!approve && !r.trim().is_empty());
+            }
+        }
+        Command::SetMasks { camera, masks } => {
+            assert!(cams.contains(camera));
+            assert!(masks.len() <= crate::masks::MAX_MASKS);
+            for m in masks {
+                assert!((3..=crate::masks::MAX_CORNERS).contains(&m.len()));
+                assert!(m.iter().flatten().all(|c| (0.0..=1.0).contains(c)));
+            }
+        }
         Command::SetHold {
             from,
             to,
@@ -405,7 +423,31 @@ fn valid_envelope() -> impl Strategy<Value = CommandEnvelope> {
             camera,
             approve,
             by: "operator".into(),
+            refused: None,
         }),
+        camera.clone().prop_map(|camera| Command::SetView {
+            camera,
+            approve: false,
+            by: "operator".into(),
+            refused: Some("voting booth visible".into()),
+        }),
+        (
+            camera.clone(),
+            prop::collection::vec(
+                prop::collection::vec((0u16..=10_000, 0u16..=10_000), 3..8),
+                0..4
+            )
+        )
+            .prop_map(|(camera, masks)| Command::SetMasks {
+                camera,
+                masks: masks
+                    .into_iter()
+                    .map(|m| m
+                        .into_iter()
+                        .map(|(x, y)| [f64::from(x) / 10_000.0, f64::from(y) / 10_000.0])
+                        .collect())
+                    .collect(),
+            }),
     ];
     (
         id_text(),
@@ -516,7 +558,7 @@ fn optional(env: &CommandEnvelope, path: &[String]) -> bool {
     match path.iter().map(String::as_str).collect::<Vec<_>>()[..] {
         ["expires_at"] => true,
         ["command", "camera"] => env.command.kind() == CommandKind::SetHold,
-        ["command", "by"] => env.command.kind() == CommandKind::SetView,
+        ["command", "by"] | ["command", "refused"] => env.command.kind() == CommandKind::SetView,
         _ => false,
     }
 }
@@ -632,10 +674,13 @@ proptest! {
         field_paths(&value, &mut Vec::new(), &mut paths);
         let path = &paths[pick.index(paths.len())];
         let mut mutated = value.clone();
-        // A boolean swapped for a boolean is no type swap (`set_view`'s `approve`).
+        // A boolean swapped for a boolean is no type swap (`set_view`'s `approve`), nor is a
+        // list swapped for the empty list (`upload`'s `cameras`, `set_masks`' `masks`).
         let same_type = parent_mut(&mut mutated, path)
             .get(&path[path.len() - 1])
-            .is_some_and(|v| v.is_boolean() && wrong.is_boolean());
+            .is_some_and(|v| {
+                (v.is_boolean() && wrong.is_boolean()) || (v.is_array() && wrong == json!([]))
+            });
         prop_assume!(!same_type);
         parent_mut(&mut mutated, path).insert(path[path.len() - 1].clone(), wrong);
         let r = check(&serde_json::to_vec(&mutated).unwrap()).unwrap_err();

@@ -328,6 +328,14 @@ pub(super) fn full_health() -> Health {
                     detail: "sharpness 12 % of the approved view's".into(),
                 }],
                 analysed_at: Some(t(-1_000)),
+                decision: Some(ViewDecision {
+                    state: ViewDecisionState::Approved,
+                    by: "operator-1".into(),
+                    at: t(-3_600_000),
+                    reason: String::new(),
+                }),
+                masks: 1,
+                masks_digest: "3f1c9a0b5d7e2468".into(),
             }),
         },
     );
