@@ -3,9 +3,14 @@
 # (pass-through) with the analysis off and every 2 s, 1 s and 0.5 s; CPU-s per minute of the
 # agent's process and the difference to "off" (tests/tests/camera_view.rs, view_analysis_cpu).
 #
-# Usage: benches/camera-view.sh   (env: BENCH_SECONDS=60 per setting; release build of the
+# Then false alarms: an hour of the normal scene with the lights going down and up every minute,
+# the view approved, default [view] settings; view_problem events and view alerts counted
+# (false_alarms_in_an_hour_of_lighting_changes).
+#
+# Usage: benches/camera-view.sh   (env: BENCH_SECONDS=60 per setting, BENCH_FALSE_ALARM_S=3600; release build of the
 #        agent; SMOKE=1: a few seconds, debug build, as CI runs it so the script cannot rot)
-# Needs: GStreamer with x264enc, gaussianblur (gstreamer1.0-plugins-bad), the RTSP server.
+# Needs: GStreamer with x264enc, gaussianblur (gstreamer1.0-plugins-bad), the RTSP server,
+#        mosquitto (the false-alarm run reports to a real controller).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "${SMOKE:-0}" != 1 ]; then

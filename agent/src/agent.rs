@@ -386,6 +386,7 @@ fn spawn_link(
         health.set_upload(status.clone());
     }
     let link = MqttContext {
+        status_dir: config.storage.path.clone(),
         config: m.clone(),
         station: config.station.clone(),
         cameras: cams

@@ -36,3 +36,4 @@ pub use camera::pipeline::missing_elements;
 pub use config::AgentConfig;
 pub use live::required_elements as live_required_elements;
 pub use station::keys::load_or_generate as load_or_generate_key;
+pub use station::status::{read as read_status, render as render_status};

@@ -45,6 +45,14 @@ enum Command {
     /// Ends with one verdict; its exit status is listed below.
     #[command(after_help = VERDICT_HELP)]
     Verify(VerifyArgs),
+    /// What the running agent is doing now, for the technician on site (no network needed):
+    /// each camera, the disk, the link to the controller, the view's approval, uploads, and the
+    /// problems in plain words. Exit status 0: nothing wrong; 1: problems listed; 2: no status
+    /// (the agent is not running, or the file cannot be read).
+    Status {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -55,6 +63,7 @@ fn main() -> ExitCode {
         Command::Check { config } => check(&config),
         Command::Key { config } => key(&config),
         Command::Verify(args) => verify(&args),
+        Command::Status { config } => status(&config),
     };
     match result {
         Ok(code) => code,
@@ -122,6 +131,36 @@ fn check(path: &std::path::Path) -> anyhow::Result<ExitCode> {
         println!("  camera {}: {} ({})", c.id, c.source, c.source.kind());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn status(path: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let config = AgentConfig::parse(
+        path,
+        &std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?,
+        false,
+    )?;
+    let s = match station_agent::read_status(&config.storage.path) {
+        Ok(s) => s,
+        Err(e) => {
+            println!("Station {}: no status: {e}", config.station);
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let (text, problems) =
+        station_agent::render_status(&s, stationwatch_protocol::manifest::Timestamp::now());
+    println!("Station {}", config.station);
+    print!("{text}");
+    if problems.is_empty() {
+        println!("No problems.");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!("Problems:");
+        for p in &problems {
+            println!("  - {p}");
+        }
+        Ok(ExitCode::from(1))
+    }
 }
 
 fn key(path: &std::path::Path) -> anyhow::Result<ExitCode> {

@@ -87,6 +87,8 @@ pub struct LiveControl {
 
 /// Everything the link needs.
 pub struct MqttContext {
+    /// Where the on-site status file is written (`station/status.rs`): the storage folder.
+    pub status_dir: std::path::PathBuf,
     pub config: MqttConfig,
     pub station: StationId,
     pub cameras: Vec<CameraControl>,
@@ -175,6 +177,8 @@ struct Link {
     event_prefix: String,
     event_seq: u64,
     finished_tx: UnboundedSender<Finished>,
+    status_dir: std::path::PathBuf,
+    broker_link: crate::station::status::BrokerLink,
 }
 
 /// Runs the link until `shutdown`; then says goodbye (event, status) and returns.
@@ -204,6 +208,12 @@ pub async fn run(ctx: MqttContext, shutdown: CancellationToken) -> Result<(), Mq
         event_prefix: format!("{:x}", Timestamp::now().unix_ms()),
         event_seq: 0,
         finished_tx,
+        status_dir: ctx.status_dir,
+        broker_link: crate::station::status::BrokerLink {
+            broker: format!("{}:{}", ctx.config.broker.host, ctx.config.broker.port),
+            since: Some(Timestamp::now()),
+            ..Default::default()
+        },
         cfg: ctx.config,
     };
     let mut events = ctx.events;
@@ -227,6 +237,7 @@ pub async fn run(ctx: MqttContext, shutdown: CancellationToken) -> Result<(), Mq
                         info!(host = %link.cfg.broker.host, port = link.cfg.broker.port, "connected to the broker");
                         backoff.reset();
                         conn.connected = true;
+                        link.broker_state(true, None);
                         link.on_connect(&client, &mut conn);
                     }
                     Ok(Event::Incoming(Incoming::Publish(p))) => {
@@ -246,6 +257,7 @@ pub async fn run(ctx: MqttContext, shutdown: CancellationToken) -> Result<(), Mq
                         } else {
                             debug!(error = %e, "cannot connect to the broker");
                         }
+                        link.broker_state(false, Some(e.to_string()));
                         break false;
                     }
                 },
@@ -264,8 +276,10 @@ pub async fn run(ctx: MqttContext, shutdown: CancellationToken) -> Result<(), Mq
                     link.pump(&client, &mut conn);
                 }
                 _ = health_tick.tick() => {
+                    let report = link.health.report();
+                    link.write_status(&report);
                     if conn.connected {
-                        link.publish_health(&client);
+                        link.publish_health(&client, &report);
                     }
                 }
             }
@@ -286,6 +300,10 @@ pub async fn run(ctx: MqttContext, shutdown: CancellationToken) -> Result<(), Mq
                 }
                 _ = &mut wake => break,
                 Some(kind) = events.recv() => link.event(kind),
+                _ = health_tick.tick() => {
+                    let report = link.health.report();
+                    link.write_status(&report);
+                }
                 _ = event_tick.tick() => {
                     for kind in link.health.poll_events() {
                         link.event(kind);
@@ -352,7 +370,9 @@ impl Link {
         if let Err(e) = client.try_subscribe(sub.filter, qos(sub.qos)) {
             warn!(error = %e, "cannot subscribe to commands");
         }
-        self.publish_health(client);
+        let report = self.health.report();
+        self.write_status(&report);
+        self.publish_health(client, &report);
         self.pump(client, conn);
     }
 
@@ -380,8 +400,35 @@ impl Link {
         }
     }
 
-    fn publish_health(&mut self, client: &AsyncClient) {
-        let report = self.health.report();
+    /// The broker link changed (for the on-site status).
+    fn broker_state(&mut self, connected: bool, error: Option<String>) {
+        let b = &mut self.broker_link;
+        if b.connected != connected {
+            b.since = Some(Timestamp::now());
+        }
+        b.connected = connected;
+        b.last_error = error;
+    }
+
+    /// Replaces the on-site status file; a failure is logged, never more (recording is not
+    /// concerned).
+    fn write_status(&mut self, report: &stationwatch_protocol::mqtt::Health) {
+        self.broker_link.outbox = self.outbox.len();
+        let status = crate::station::status::LocalStatus {
+            written_at: Timestamp::now(),
+            broker: self.broker_link.clone(),
+            health: report.clone(),
+        };
+        if let Err(e) = crate::station::status::write(&self.status_dir, &status) {
+            debug!(error = %e, "on-site status file not written");
+        }
+    }
+
+    fn publish_health(
+        &mut self,
+        client: &AsyncClient,
+        report: &stationwatch_protocol::mqtt::Health,
+    ) {
         let spec = TopicKind::Health.spec();
         match report.to_json() {
             // QoS 0: no tag to keep.

@@ -3,7 +3,9 @@
 //! * `keys`: the station's Ed25519 key (load or generate).
 //! * `sysinfo`: disk, load, uptime, temperature, power, clock synchronisation.
 //! * `service`: sd_notify (READY, WATCHDOG, STOPPING).
+//! * `status`: the on-site status file the link writes and `station-agent status` reads.
 
 pub mod keys;
 pub mod service;
+pub mod status;
 pub mod sysinfo;
