@@ -23,6 +23,7 @@ pub(crate) mod disk;
 pub(crate) mod elements;
 pub(crate) mod link;
 pub(crate) mod live;
+pub mod probe;
 pub(crate) mod recording;
 pub(crate) mod retention;
 pub(crate) mod state;

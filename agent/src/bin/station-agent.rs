@@ -34,6 +34,23 @@ enum Command {
     Check {
         #[arg(long, short)]
         config: PathBuf,
+        /// Also connect to every RTSP camera and report what it sends (as `probe` does).
+        #[arg(long)]
+        probe: bool,
+    },
+    /// Connect to a camera (rtsp://…) and report codec and profile, resolution, frame rate,
+    /// keyframe interval, bitrate and audio, with warnings for what will hurt recording or
+    /// viewing; saves a snapshot. Never prints credentials. Exit status 1 when it cannot
+    /// connect or sees no video.
+    Probe {
+        /// The camera, e.g. rtsp://user:password@10.0.0.5/stream1
+        source: String,
+        /// How long to watch the stream, seconds.
+        #[arg(long, default_value_t = 6.0)]
+        seconds: f64,
+        /// Where to save a JPEG of the last keyframe.
+        #[arg(long, default_value = "probe.jpg")]
+        snapshot: PathBuf,
     },
     /// Print the station's public key and fingerprint (generating the key if it does not exist).
     Key {
@@ -60,7 +77,12 @@ fn main() -> ExitCode {
     stationwatch_runtime::logging::init(cli.log_json);
     let result = match cli.command {
         Command::Run { config } => run(&config),
-        Command::Check { config } => check(&config),
+        Command::Check { config, probe } => check(&config, probe),
+        Command::Probe {
+            source,
+            seconds,
+            snapshot,
+        } => probe(&source, seconds, &snapshot),
         Command::Key { config } => key(&config),
         Command::Verify(args) => verify(&args),
         Command::Status { config } => status(&config),
@@ -117,7 +139,24 @@ fn load(path: &std::path::Path) -> anyhow::Result<AgentConfig> {
     Ok(config)
 }
 
-fn check(path: &std::path::Path) -> anyhow::Result<ExitCode> {
+fn probe(source: &str, seconds: f64, snapshot: &std::path::Path) -> anyhow::Result<ExitCode> {
+    // A URL that does not parse is reported without echoing it (it may hold a password).
+    let source = station_agent::config::source::CameraSource::parse(source)
+        .map_err(|e| anyhow::anyhow!("not a camera source: {e}"))?;
+    gst::init().context("GStreamer initialisation failed")?;
+    match station_agent::probe::probe(&source, seconds.clamp(1.0, 120.0), Some(snapshot)) {
+        Ok(r) => {
+            print!("{r}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            println!("cannot probe: {e}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+fn check(path: &std::path::Path, probe: bool) -> anyhow::Result<ExitCode> {
     let config = load(path)?;
     println!(
         "{}: OK — station {}, {} camera(s), segments of {} s in {}",
@@ -130,7 +169,41 @@ fn check(path: &std::path::Path) -> anyhow::Result<ExitCode> {
     for c in &config.cameras {
         println!("  camera {}: {} ({})", c.id, c.source, c.source.kind());
     }
-    Ok(ExitCode::SUCCESS)
+    if !probe {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut failed = false;
+    for c in &config.cameras {
+        if !matches!(
+            c.source,
+            station_agent::config::source::CameraSource::Rtsp(_)
+        ) {
+            continue;
+        }
+        println!("probe of camera {}:", c.id);
+        let snapshot = std::env::temp_dir().join(format!("probe-{}.jpg", c.id));
+        match station_agent::probe::probe(&c.source, 4.0, Some(&snapshot)) {
+            Ok(r) => {
+                for line in r.to_string().lines() {
+                    println!("    {line}");
+                }
+                if c.live.as_ref().is_some_and(|l| l.sub_stream.is_none()) {
+                    println!(
+                        "    WARNING: no live_sub_stream: on a weak uplink this camera can only stream its main stream or nothing (give the camera's sub-stream URL)"
+                    );
+                }
+            }
+            Err(e) => {
+                failed = true;
+                println!("    cannot probe: {e}");
+            }
+        }
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn status(path: &std::path::Path) -> anyhow::Result<ExitCode> {
