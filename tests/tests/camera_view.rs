@@ -143,10 +143,24 @@ fn tampering_with_a_camera_raises_its_alert_and_lighting_changes_do_not() {
     cam.set_scene("normal").unwrap();
     let mut agent = start_agent(&rig, &cam);
     rig.register(&rig.dir.path().join("agent.toml"));
-    eventually("the camera's view is reported", 30, || {
-        let v = view(&rig);
-        Ok(v["analysed_at"].is_string().then_some(v))
+    let reported = (0..120).any(|_| {
+        let ok = rig
+            .api
+            .ok(&format!("/api/stations/{STATION}"))
+            .is_ok_and(|d| d["health"]["cameras"]["desk"]["view"]["analysed_at"].is_string());
+        if !ok {
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        ok
     });
+    if !reported {
+        let log = agent.log();
+        let tail: Vec<&str> = log.lines().rev().take(60).collect();
+        panic!(
+            "the camera's view is not reported within 60 s; the agent's last log lines:\n{}",
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        );
+    }
     assert_eq!(view(&rig)["approved"], false);
 
     // The normal scene: nothing. Before approval, out of focus and turned away cannot be
