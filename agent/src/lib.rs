@@ -27,7 +27,7 @@ pub mod probe;
 pub(crate) mod recording;
 pub(crate) mod retention;
 pub(crate) mod state;
-pub(crate) mod station;
+pub mod station;
 pub(crate) mod upload;
 pub(crate) mod view;
 

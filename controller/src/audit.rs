@@ -26,6 +26,10 @@ pub enum Action {
     Masks,
     /// A camera's view approved, refused or reset.
     ViewReview,
+    /// An enrollment code created.
+    EnrollCode,
+    /// A station enrolled with a code (or refused).
+    Enroll,
 }
 
 impl Action {
@@ -46,6 +50,8 @@ impl Action {
             Action::RequestAccess => "request_access",
             Action::Masks => "masks",
             Action::ViewReview => "view_review",
+            Action::EnrollCode => "enroll_code",
+            Action::Enroll => "enroll",
         }
     }
 }

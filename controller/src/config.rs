@@ -25,6 +25,26 @@ pub struct ControllerConfig {
     pub trust: TrustConfig,
     pub archive: ArchiveConfig,
     pub requests: RequestsConfig,
+    /// Enrollment of stations (`[enroll]`); `None`: not offered.
+    pub enroll: Option<EnrollConfig>,
+}
+
+/// Enrollment of stations (`enroll.rs`, `[enroll]`): what an enrolled station receives and how
+/// its broker account is made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnrollConfig {
+    /// The broker URL stations use (`broker_url`), e.g. `mqtts://broker.example.org:8883`.
+    pub broker_url: String,
+    /// The CA stations must trust for it (`ca_file`, PEM), sent to them; required for mqtts.
+    pub ca_file: Option<PathBuf>,
+    /// The Mosquitto password file of station accounts the controller manages (`passwd_file`;
+    /// the reference broker config's `stations.passwd`).
+    pub passwd_file: PathBuf,
+    /// Run after the password file changed so that the broker reads it again
+    /// (`reload_command`, e.g. `["systemctl", "reload", "mosquitto"]`); empty: none.
+    pub reload_command: Vec<String>,
+    /// How long a code stays valid by default (`code_ttl_hours`, default 24).
+    pub code_ttl_ms: i64,
 }
 
 /// Requests for recordings (`requests/`, `[requests]`).
@@ -287,7 +307,7 @@ fn read(
         root,
         "",
         &[
-            "http", "database", "mqtt", "rules", "auth", "trust", "archive", "requests",
+            "http", "database", "mqtt", "rules", "auth", "trust", "archive", "requests", "enroll",
         ],
     );
     let http = http(r, root);
@@ -299,6 +319,7 @@ fn read(
     let trust = trust(r, root, file);
     let archive = archive(r, root, file, database.as_ref());
     let requests = requests(r, root);
+    let enroll = enroll(r, root, check_machine);
     Some(ControllerConfig {
         file: file.to_owned(),
         http: http?,
@@ -309,7 +330,84 @@ fn read(
         trust: trust?,
         archive: archive?,
         requests: requests?,
+        enroll: enroll?,
     })
+}
+
+fn enroll(
+    r: &mut TomlReader,
+    root: &toml::Table,
+    check_machine: bool,
+) -> Option<Option<EnrollConfig>> {
+    if !root.contains_key("enroll") {
+        return Some(None);
+    }
+    let p = "enroll";
+    let t = r.optional_section(
+        root,
+        p,
+        &[
+            "broker_url",
+            "ca_file",
+            "passwd_file",
+            "reload_command",
+            "code_ttl_hours",
+        ],
+    );
+    let url = r.string(t, p, "broker_url", true);
+    if let Some(u) = &url {
+        let ok = url::Url::parse(u).is_ok_and(|x| {
+            matches!(x.scheme(), "mqtt" | "mqtts") && x.has_host() && x.password().is_none()
+        });
+        if !ok {
+            r.problem(
+                join(p, "broker_url"),
+                "must be an mqtt:// or mqtts:// URL with a host and without credentials",
+            );
+        }
+    }
+    let ca = r.file(t, p, "ca_file", check_machine);
+    if url.as_deref().is_some_and(|u| u.starts_with("mqtts://"))
+        && ca.is_none()
+        && !t.contains_key("ca_file")
+    {
+        r.problem(
+            join(p, "ca_file"),
+            "required for an mqtts:// broker_url: stations must know the CA",
+        );
+    }
+    let passwd = r.string(t, p, "passwd_file", true).map(PathBuf::from);
+    if let Some(f) = &passwd {
+        if !f.is_absolute() {
+            r.problem(
+                join(p, "passwd_file"),
+                format!("{} must be an absolute path", f.display()),
+            );
+        }
+    }
+    let reload = match t.get("reload_command") {
+        None => Some(Vec::new()),
+        Some(toml::Value::Array(a)) if a.iter().all(toml::Value::is_str) && !a.is_empty() => Some(
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect(),
+        ),
+        Some(_) => {
+            r.problem(
+                join(p, "reload_command"),
+                "must be a non-empty list of strings, e.g. [\"systemctl\", \"reload\", \"mosquitto\"]",
+            );
+            None
+        }
+    };
+    let ttl = r.int(t, p, "code_ttl_hours", 1..=24 * 30, 24);
+    Some(Some(EnrollConfig {
+        broker_url: url?,
+        ca_file: ca,
+        passwd_file: passwd?,
+        reload_command: reload?,
+        code_ttl_ms: ttl? * 3_600_000,
+    }))
 }
 
 fn requests(r: &mut TomlReader, root: &toml::Table) -> Option<RequestsConfig> {

@@ -18,6 +18,7 @@ pub mod store;
 
 pub(crate) mod audit;
 pub(crate) mod commands;
+pub mod enroll;
 pub(crate) mod http;
 pub(crate) mod ingest;
 pub(crate) mod metrics;
@@ -217,6 +218,7 @@ impl Controller {
             controller_key,
             archive,
             requests,
+            enroll: cfg.enroll.clone(),
         };
         let listener = tokio::net::TcpListener::bind(cfg.http.listen)
             .await

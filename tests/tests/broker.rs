@@ -13,7 +13,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use stationwatch_tests::agent_process::AgentProcess;
+use stationwatch_tests::agent_process::{agent_command, AgentProcess};
 use stationwatch_tests::controller_process::{Api, ControllerOpts, ControllerProcess};
 use stationwatch_tests::free_port;
 use stationwatch_tests::mosquitto::{
@@ -486,6 +486,8 @@ fn adapt_production_config(
 /// A Mosquitto running the reference config (`config/mosquitto/stationwatch.conf` and `acl`)
 /// on free ports, with station accounts `stations` and the `controller` account.
 struct Reference {
+    /// The broker's folder (`stations.passwd`, `acl`, ...).
+    root: std::path::PathBuf,
     broker: Broker,
     station_port: u16,
     controller_port: u16,
@@ -519,6 +521,7 @@ impl Reference {
         );
         let broker = Broker::from_config(dir, &conf, &[station_port, controller_port])?;
         Ok(Reference {
+            root,
             broker,
             station_port,
             controller_port,
@@ -756,6 +759,175 @@ fn agent_and_controller_work_through_the_reference_broker_config() -> Result<()>
     let agent = AgentProcess::start(&agent_dir, &agent_toml(&agent_dir.join("rec"), A, &mqtt))?;
     controller_sees_station_and_pings_it(&api, A);
     assert!(agent.log().contains("connected to the broker"));
+    Ok(())
+}
+
+/// Enrollment (issue 18) end to end through the reference broker config: an admin creates a
+/// one-time code; `station-agent enroll` with a wrong code is refused and writes nothing; with
+/// the code it registers the station's key, the controller adds the station's account to the
+/// broker's `stations.passwd` and reloads the broker (SIGHUP), and the agent's config, password
+/// and CA files are written; the agent then reports under its new credentials, which cannot
+/// speak for another station; the used code is refused, and so is an expired one.
+#[test]
+fn a_station_enrolls_with_a_one_time_code_and_reports_under_its_own_account() -> Result<()> {
+    if skip_without_mosquitto()
+        || skip_without_openssl()
+        || !stationwatch_tests::require(
+            stationwatch_tests::have_gst_element("x264enc"),
+            "x264enc missing (run scripts/install-deps)",
+        )
+    {
+        return Ok(());
+    }
+    let r = Reference::start(&[(B, PASS_B)])?;
+    let work = tempfile::tempdir()?;
+    let ctl_pw = work.path().join("controller-mqtt.pass");
+    std::fs::write(&ctl_pw, PASS_CTL)?;
+    let ctl_dir = work.path().join("controller");
+    std::fs::create_dir(&ctl_dir)?;
+    let mut opts = ControllerOpts::new(r.controller_port);
+    opts.mqtt_extra = format!(
+        "username = \"controller\"\npassword_file = \"{}\"\nmount_point = \"{}\"",
+        ctl_pw.display(),
+        reference_mount_point()?
+    );
+    let pid = r.broker.pid().context("broker pid")?;
+    opts.extra_toml = format!(
+        "[enroll]\nbroker_url = \"mqtts://127.0.0.1:{}\"\nca_file = \"{}\"\n\
+         passwd_file = \"{}\"\nreload_command = [\"kill\", \"-HUP\", \"{pid}\"]\n",
+        r.station_port,
+        r.ca.display(),
+        r.root.join("stations.passwd").display()
+    );
+    let ctl = ControllerProcess::start(&ctl_dir, &opts)?;
+    let api = ctl.admin()?;
+
+    // The device: a config naming where the credentials go, nothing else about the broker.
+    let agent_dir = work.path().join("agent");
+    std::fs::create_dir(&agent_dir)?;
+    let pw = agent_dir.join("mqtt.password");
+    let ca = agent_dir.join("broker-ca.pem");
+    let config = agent_dir.join("agent.toml");
+    let mqtt = format!(
+        "# filled in by enrollment\nurl = \"mqtts://unset.invalid:8883\"\npassword_file = \"{}\"\nca_file = \"{}\"",
+        pw.display(),
+        ca.display()
+    );
+    std::fs::write(&config, agent_toml(&agent_dir.join("rec"), A, &mqtt))?;
+    let enroll = |code: &str| {
+        agent_command(&[
+            "enroll",
+            "-c",
+            config.to_str().unwrap(),
+            "--controller",
+            &ctl.base_url(),
+            "--code",
+            code,
+        ])
+        .unwrap()
+    };
+
+    // Only admins make codes.
+    let code_for = |station: &str, ttl: Option<i64>| -> Result<String> {
+        let mut body = serde_json::json!({ "station": station });
+        if let Some(t) = ttl {
+            body["ttl_seconds"] = t.into();
+        }
+        let res = api.post("/api/enrollments", &body)?;
+        anyhow::ensure!(res.status == 201, "{res:?}");
+        Ok(res.body["code"].as_str().context("code")?.to_owned())
+    };
+    let code = code_for(A, None)?;
+
+    // A wrong code: refused, nothing written.
+    let (status, out, err) = enroll("0000-0000-0000-0000-0000-0000-0000-0000");
+    eprintln!("{out}{err}");
+    assert!(!status.success());
+    assert!(out.contains("unknown enrollment code"), "{out}");
+    assert!(!pw.exists() && !ca.exists(), "written although refused");
+    assert!(std::fs::read_to_string(&config)?.contains("unset.invalid"));
+
+    // The code: enrolled, files written, check passes.
+    let (status, out, err) = enroll(&code);
+    eprintln!("{out}{err}");
+    assert!(status.success(), "{out}{err}");
+    assert!(out.contains(&format!("station {A} enrolled")), "{out}");
+    let text = std::fs::read_to_string(&config)?;
+    assert!(
+        text.contains(&format!("mqtts://127.0.0.1:{}", r.station_port))
+            && text.contains(&format!("username = \"{A}\""))
+            && text.contains("# filled in by enrollment"),
+        "{text}"
+    );
+    assert_eq!(std::fs::read(&ca)?, std::fs::read(&r.ca)?);
+    let password = std::fs::read_to_string(&pw)?;
+    assert!(password.len() >= 24);
+    assert!(
+        !out.contains(&password) && !err.contains(&password),
+        "the password was printed"
+    );
+    let passwd = std::fs::read_to_string(r.root.join("stations.passwd"))?;
+    assert!(
+        passwd.lines().any(|l| l.starts_with(&format!("{A}:"))),
+        "{passwd}"
+    );
+    assert!(!passwd.contains(&password), "stored in clear");
+    // The key is registered.
+    let keys = api.ok("/api/keys")?;
+    assert!(keys.to_string().contains(A), "{keys}");
+
+    // The agent runs with what enrollment wrote and the controller hears it.
+    let agent = AgentProcess::start(&agent_dir, &std::fs::read_to_string(&config)?)?;
+    controller_sees_station_and_pings_it(&api, A);
+    assert!(agent.log().contains("connected to the broker"));
+    // Its account cannot speak for another station: the broker drops the report.
+    let health = serde_json::json!({"v": 1, "at": chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(), "interval_s": 15}).to_string();
+    publish(
+        &r.station(A, &password),
+        &format!("stationwatch/v1/{B}/health"),
+        health.as_bytes(),
+        1,
+        false,
+    )?;
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        api.get(&format!("/api/stations/{B}"))?.status,
+        404,
+        "{B} appeared"
+    );
+    // The same report from B's own account arrives (so the one above was refused, not bad).
+    publish(
+        &r.station(B, PASS_B),
+        &format!("stationwatch/v1/{B}/health"),
+        health.as_bytes(),
+        1,
+        false,
+    )?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while api.get(&format!("/api/stations/{B}"))?.status != 200 {
+        assert!(Instant::now() < deadline, "{B}'s own report never arrived");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // The code is used up; an expired code is refused too.
+    let (status, out, _) = enroll(&code);
+    assert!(!status.success() && out.contains("already used"), "{out}");
+    let short = code_for(A, Some(1))?;
+    std::thread::sleep(Duration::from_millis(1500));
+    let (status, out, _) = enroll(&short);
+    assert!(!status.success() && out.contains("expired"), "{out}");
+    let audit = api.ok("/api/audit?limit=100")?;
+    let enrolls: Vec<&serde_json::Value> = audit["entries"]
+        .as_array()
+        .context("entries")?
+        .iter()
+        .filter(|e| e["action"] == "enroll")
+        .collect();
+    assert!(enrolls.iter().any(|e| e["ok"] == true), "{audit}");
+    assert!(
+        enrolls.iter().filter(|e| e["ok"] == false).count() >= 3,
+        "{audit}"
+    );
     Ok(())
 }
 

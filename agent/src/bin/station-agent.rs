@@ -62,6 +62,23 @@ enum Command {
     /// Ends with one verdict; its exit status is listed below.
     #[command(after_help = VERDICT_HELP)]
     Verify(VerifyArgs),
+    /// Enroll this station with a one-time code an admin created: registers the station's
+    /// key with the controller (generating it if needed), receives the broker's URL, CA and
+    /// this station's MQTT credentials, writes them where the config expects them
+    /// (`[mqtt] url`, `username`, `password_file`, `ca_file`), then runs `check`. Nothing is
+    /// written when the code is refused.
+    Enroll {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The controller, e.g. https://controller.example.org
+        #[arg(long)]
+        controller: url::Url,
+        #[arg(long)]
+        code: String,
+        /// A CA (PEM) to trust for the controller's HTTPS, if it is not a public one.
+        #[arg(long)]
+        controller_ca: Option<PathBuf>,
+    },
     /// What the running agent is doing now, for the technician on site (no network needed):
     /// each camera, the disk, the link to the controller, the view's approval, uploads, and the
     /// problems in plain words. Exit status 0: nothing wrong; 1: problems listed; 2: no status
@@ -86,6 +103,12 @@ fn main() -> ExitCode {
         Command::Key { config } => key(&config),
         Command::Verify(args) => verify(&args),
         Command::Status { config } => status(&config),
+        Command::Enroll {
+            config,
+            controller,
+            code,
+            controller_ca,
+        } => enroll(&config, &controller, &code, controller_ca.as_deref()),
     };
     match result {
         Ok(code) => code,
@@ -204,6 +227,47 @@ fn check(path: &std::path::Path, probe: bool) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+fn enroll(
+    path: &std::path::Path,
+    controller: &url::Url,
+    code: &str,
+    controller_ca: Option<&std::path::Path>,
+) -> anyhow::Result<ExitCode> {
+    use station_agent::station::enroll;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    let config = AgentConfig::parse(path, &text, false)?;
+    let targets = enroll::targets(path, &text)?;
+    let key = station_agent::load_or_generate_key(&config.station_key)?;
+    let public = key.public();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let answer = rt.block_on(enroll::request(
+        controller,
+        controller_ca,
+        code,
+        config.station.as_str(),
+        public.to_hex(),
+    ));
+    let answer = match answer {
+        Ok(a) => a,
+        Err(e) => {
+            println!("enrollment failed, nothing written: {e}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let written = enroll::write(path, &text, &targets, &answer)?;
+    println!(
+        "station {} enrolled: key {} registered; broker {} as {}",
+        answer.station, answer.key_fingerprint, answer.broker_url, answer.username
+    );
+    for f in &written {
+        println!("  wrote {}", f.display());
+    }
+    check(path, false)
 }
 
 fn status(path: &std::path::Path) -> anyhow::Result<ExitCode> {

@@ -69,6 +69,17 @@ enum Cmd {
         #[arg(long)]
         rotate: bool,
     },
+    /// Creates a one-time enrollment code for a station (printed once; only its hash is kept).
+    /// On the device: `station-agent enroll --controller URL --code CODE`.
+    EnrollCode {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        station: String,
+        /// How long it stays valid (default `[enroll] code_ttl_hours`).
+        #[arg(long)]
+        ttl_hours: Option<i64>,
+    },
 }
 
 #[tokio::main]
@@ -90,6 +101,38 @@ async fn main() -> anyhow::Result<()> {
                 "fingerprint {} ({})",
                 key.public().fingerprint(),
                 cfg.trust.key_file.display()
+            );
+            Ok(())
+        }
+        Cmd::EnrollCode {
+            config,
+            station,
+            ttl_hours,
+        } => {
+            let cfg = ControllerConfig::load(&config)?;
+            let station = station_controller::protocol::StationId::new(station)?;
+            let store = Store::connect(&cfg.database).await?;
+            let admin = station_controller::auth::User {
+                id: 0,
+                username: "cli".into(),
+                role: station_controller::auth::Role::Admin,
+                grants: None,
+            };
+            let code = station_controller::enroll::create(
+                &store,
+                cfg.enroll.as_ref(),
+                &admin,
+                &station,
+                ttl_hours.map(|h| h.saturating_mul(3_600_000)),
+                station_controller::now_ms(),
+            )
+            .await;
+            store.close().await;
+            let code = code?;
+            println!("{}", code.code);
+            eprintln!(
+                "one-time enrollment code for station {}, valid until {} (Unix ms)",
+                code.station, code.expires_at
             );
             Ok(())
         }

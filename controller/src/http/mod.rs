@@ -10,6 +10,7 @@ mod admin;
 mod archive;
 mod commands;
 mod dashboard;
+mod enroll;
 mod error;
 mod extract;
 mod keys;
@@ -68,6 +69,8 @@ pub struct AppState {
     pub outage: crate::auth::outage::Outage,
     /// Requests for recordings.
     pub requests: crate::requests::Requests,
+    /// Enrollment of stations, when configured.
+    pub enroll: Option<crate::config::EnrollConfig>,
 }
 
 /// Token hash → the user it resolved to and when (bounded; cleared when full).
@@ -186,6 +189,8 @@ pub fn router(state: AppState) -> Router {
             get(views::snapshot),
         )
         .route("/api/stations/{id}/key", put(keys::register))
+        .route("/api/enrollments", post(enroll::create))
+        .route("/api/enroll", post(enroll::redeem))
         .route("/api/stations/{id}/witness", get(keys::witness))
         .route("/api/keys", get(keys::registry))
         .route("/api/controller-key", get(keys::controller_key))

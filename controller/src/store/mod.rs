@@ -18,6 +18,7 @@ use stationwatch_protocol::{CameraId, StationId};
 use crate::config::DatabaseConfig;
 
 pub mod archive;
+pub mod enroll;
 pub mod masks;
 pub mod requests;
 mod trust;
