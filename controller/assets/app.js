@@ -1235,6 +1235,23 @@
       });
     }
     $('filters').addEventListener('submit', (ev) => ev.preventDefault());
+    // Admins: a one-time enrollment code for a station (docs/enrollment.md), shown once.
+    $('enroll-form').addEventListener('submit', async (ev) => {
+      ev.preventDefault();
+      const station = $('enroll-station').value.trim();
+      const out = $('enroll-result');
+      try {
+        const r = await api('/api/enrollments', { json: { station } });
+        out.className = 'enroll-code';
+        out.replaceChildren(
+          h('div', null, `Code for ${r.station}, valid until ${when(r.expires_at)}:`),
+          h('code', { id: 'enroll-code' }, r.code),
+          h('div', { class: 'muted' }, `On the device: station-agent enroll --config /etc/stationwatch/agent.toml --controller ${location.origin} --code ${r.code}`));
+      } catch (err) {
+        out.className = 'error';
+        out.textContent = `No code: ${err.message}`;
+      }
+    });
     $('filter-state').addEventListener('change', (ev) => setFilters({ state: ev.target.value }));
     $('filter-region').addEventListener('change', (ev) => setFilters({ region: ev.target.value }));
     let searchTimer = null;
@@ -1317,6 +1334,7 @@
     }
     $('me').textContent = S.me.username ? `${S.me.username} (${S.me.role})` : '';
     document.body.dataset.role = S.me.role || '';
+    $('enroll').hidden = S.me.role !== 'admin';
     await loadSummary();
     route();
     connect();

@@ -134,7 +134,12 @@ async fn scenario(chromium: PathBuf, driver: PathBuf) {
     let broker = Broker::new(BrokerOpts::default()).unwrap();
     let mut opts = ControllerOpts::new(broker.port());
     // Whatever this machine's free disk, the test's stations are not "disk low".
-    opts.extra_toml = "[rules]\nmin_disk_hours = 1.0\n".into();
+    opts.extra_toml = format!(
+        "[rules]\nmin_disk_hours = 1.0\n\
+         [enroll]\nbroker_url = \"mqtt://127.0.0.1:{}\"\npasswd_file = \"{}\"\n",
+        broker.port(),
+        dir.path().join("stations.passwd").display()
+    );
     let controller = ControllerProcess::start(dir.path(), &opts).unwrap();
     let base = controller.base_url();
     step("controller started");
@@ -242,6 +247,29 @@ async fn scenario(chromium: PathBuf, driver: PathBuf) {
     .await;
     // From here on the page must never load again: everything comes from the API and SSE.
     js(&c, "window.__stationwatchMarker = 'kept'").await;
+
+    // An admin creates a one-time enrollment code for a new station; it is shown once.
+    type_into(&c, "#enroll-station", "KG-0042").await;
+    click(&c, "#enroll-form button[type=submit]").await;
+    let code = wait_js(
+        &c,
+        "(document.getElementById('enroll-code') || {}).textContent",
+        10,
+        "the enrollment code",
+    )
+    .await;
+    let code = code.as_str().unwrap().to_owned();
+    assert_eq!(code.len(), 39, "{code}");
+    let audit = admin.ok("/api/audit?limit=50").unwrap();
+    assert!(
+        audit["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == "enroll_code" && e["target"] == "KG-0042"),
+        "{audit}"
+    );
+    assert!(!audit.to_string().contains(&code), "the code is not kept");
 
     // The agent's station appears, connected (online, or degraded only for this machine's
     // unsynchronised clock), updated live.
