@@ -159,30 +159,67 @@ pub async fn create(
 /// One `passwd_file` change at a time.
 static PASSWD: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// Sets `user`'s password in the Mosquitto password file (`mosquitto_passwd -b`, hashed by
-/// Mosquitto's own tool), then runs the reload command.
+/// Mosquitto 2's password hash: `$7$<iterations>$<salt>$<hash>`, PBKDF2-HMAC-SHA512 with a
+/// 12-byte salt and 101 iterations, base64 (what `mosquitto_passwd` writes). Computed here so
+/// that the password never appears on a command line (`mosquitto_passwd -b` would show it to
+/// every local user in the process list) and the controller's host needs no Mosquitto tools.
+pub fn mosquitto_hash(password: &str) -> String {
+    const ITERATIONS: u32 = 101;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let salt: [u8; 12] = rand::random();
+    let mut hash = [0u8; 64];
+    pbkdf2::pbkdf2_hmac::<sha2::Sha512>(password.as_bytes(), &salt, ITERATIONS, &mut hash);
+    format!("$7${ITERATIONS}${}${}", b64.encode(salt), b64.encode(hash))
+}
+
+/// Replaces `user`'s line in the password file (or adds it), keeping every other line, the
+/// file's mode and owner; written beside and renamed into place.
+fn set_account(file: &std::path::Path, user: &str, hash: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+    let old = match std::fs::read_to_string(file) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(e),
+    };
+    let meta = std::fs::metadata(file).ok();
+    let prefix = format!("{user}:");
+    let mut text: String = old
+        .lines()
+        .filter(|l| !l.starts_with(&prefix))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    text.push_str(&format!("{user}:{hash}\n"));
+    let tmp = file.with_extension("enroll-tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mode = meta
+        .as_ref()
+        .map_or(0o600, |m| m.permissions().mode() & 0o777);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&tmp)?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()?;
+    drop(f);
+    if let Some(m) = &meta {
+        // The broker reads it as its own user: keep the owner (works as root or as that user).
+        let _ = std::os::unix::fs::chown(&tmp, Some(m.uid()), Some(m.gid()));
+        let _ = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode));
+    }
+    std::fs::rename(&tmp, file)
+}
+
+/// Sets `user`'s password in the broker's password file, then runs the reload command.
 async fn broker_account(cfg: &EnrollConfig, user: &str, password: &str) -> Result<(), EnrollError> {
     let _guard = PASSWD.lock().await;
-    let mut cmd = tokio::process::Command::new("mosquitto_passwd");
-    if !cfg.passwd_file.exists() {
-        cmd.arg("-c");
-    }
-    let out = cmd
-        .arg("-b")
-        .arg(&cfg.passwd_file)
-        .arg(user)
-        .arg(password)
-        .stdin(Stdio::null())
-        .output()
+    let hash = mosquitto_hash(password);
+    let (file, user_owned) = (cfg.passwd_file.clone(), user.to_owned());
+    tokio::task::spawn_blocking(move || set_account(&file, &user_owned, &hash))
         .await
-        .map_err(|e| EnrollError::Broker(format!("running mosquitto_passwd: {e}")))?;
-    if !out.status.success() {
-        return Err(EnrollError::Broker(format!(
-            "mosquitto_passwd {}: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
+        .map_err(|e| EnrollError::Broker(e.to_string()))?
+        .map_err(|e| EnrollError::Broker(format!("writing {}: {e}", cfg.passwd_file.display())))?;
     if let Some((prog, args)) = cfg.reload_command.split_first() {
         let out = tokio::process::Command::new(prog)
             .args(args)
@@ -312,6 +349,20 @@ pub async fn redeem(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_account_is_added_or_replaced_and_the_other_lines_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("stations.passwd");
+        std::fs::write(&f, "B-0002:$7$101$x$y\nA-0001:$7$101$old$old\n").unwrap();
+        let h = mosquitto_hash("pw");
+        assert!(h.starts_with("$7$101$") && h.split('$').count() == 5, "{h}");
+        set_account(&f, "A-0001", &h).unwrap();
+        set_account(&f, "C-0003", &h).unwrap();
+        let text = std::fs::read_to_string(&f).unwrap();
+        assert_eq!(text, format!("B-0002:$7$101$x$y\nA-0001:{h}\nC-0003:{h}\n"));
+        assert_ne!(mosquitto_hash("pw"), h, "salted");
+    }
 
     #[test]
     fn codes_are_long_random_and_typed_any_way() {

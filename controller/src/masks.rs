@@ -9,7 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 
-pub use stationwatch_protocol::masks::{Polygon, MAX_CORNERS, MAX_MASKS};
+pub use stationwatch_protocol::masks::Polygon;
 
 /// The grey masked pixels become.
 const FILL: [u8; 3] = [128, 128, 128];
@@ -111,18 +111,14 @@ pub fn apply(jpeg: &[u8], masks: &[Polygon]) -> Result<Vec<u8>, MaskError> {
 mod tests {
     use super::*;
 
-    fn rect(x0: f64, y0: f64, x1: f64, y1: f64) -> Polygon {
-        vec![[x0, y0], [x1, y0], [x1, y1], [x0, y1]]
-    }
-
     #[test]
     fn masks_are_checked_before_they_are_stored() {
-        assert!(validate(&[rect(0.1, 0.1, 0.5, 0.5)]).is_ok());
-        assert!(validate(&[]).is_ok());
-        assert!(validate(&[vec![[0.1, 0.1], [0.2, 0.2]]]).is_err());
-        assert!(validate(&[rect(0.1, 0.1, 1.5, 0.5)]).is_err());
-        assert!(validate(&[rect(0.1, f64::NAN, 0.5, 0.5)]).is_err());
-        assert!(validate(&vec![rect(0.1, 0.1, 0.2, 0.2); MAX_MASKS + 1]).is_err());
+        // The checks are the protocol's (tested there); here: they are the ones applied.
+        assert!(validate(&[vec![[0.1, 0.1], [0.5, 0.1], [0.5, 0.5]]]).is_ok());
+        assert!(matches!(
+            validate(&[vec![[0.1, 0.1], [1.5, 0.1], [0.5, 0.5]]]),
+            Err(MaskError::Invalid(_))
+        ));
     }
 
     #[test]

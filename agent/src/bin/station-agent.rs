@@ -236,9 +236,7 @@ fn enroll(
     controller_ca: Option<&std::path::Path>,
 ) -> anyhow::Result<ExitCode> {
     use station_agent::station::enroll;
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read config file {}", path.display()))?;
-    let config = AgentConfig::parse(path, &text, false)?;
+    let (text, config) = parse_only(path)?;
     let targets = enroll::targets(path, &text)?;
     let key = station_agent::load_or_generate_key(&config.station_key)?;
     let public = key.public();
@@ -270,13 +268,17 @@ fn enroll(
     check(path, false)
 }
 
+/// The config's text and what it says, without the checks of the machine (`key`, `status`,
+/// `enroll` run where the storage or cameras may not be ready).
+fn parse_only(path: &std::path::Path) -> anyhow::Result<(String, AgentConfig)> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    let config = AgentConfig::parse(path, &text, false)?;
+    Ok((text, config))
+}
+
 fn status(path: &std::path::Path) -> anyhow::Result<ExitCode> {
-    let config = AgentConfig::parse(
-        path,
-        &std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read config file {}", path.display()))?,
-        false,
-    )?;
+    let (_, config) = parse_only(path)?;
     let s = match station_agent::read_status(&config.storage.path) {
         Ok(s) => s,
         Err(e) => {
@@ -301,12 +303,7 @@ fn status(path: &std::path::Path) -> anyhow::Result<ExitCode> {
 }
 
 fn key(path: &std::path::Path) -> anyhow::Result<ExitCode> {
-    let config = AgentConfig::parse(
-        path,
-        &std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read config file {}", path.display()))?,
-        false,
-    )?;
+    let (_, config) = parse_only(path)?;
     let existed = config.station_key.exists();
     let key = station_agent::load_or_generate_key(&config.station_key)?;
     let public = key.public();
