@@ -145,8 +145,9 @@ pub async fn request(
     Ok(e)
 }
 
-/// Writes `data` beside `path` (same owner as `path`'s folder, `mode`); renamed by [`commit`].
-fn stage(path: &Path, data: &[u8], mode: u32) -> Result<PathBuf, EnrollError> {
+/// Writes `data` beside `path` (`mode`, owned like `like`: the config file, which the packages
+/// make `root:stationwatch` so the service reads it); renamed by [`commit`].
+fn stage(path: &Path, data: &[u8], mode: u32, like: &Path) -> Result<PathBuf, EnrollError> {
     use std::io::Write as _;
     use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
     let write = |source| EnrollError::Write {
@@ -163,10 +164,9 @@ fn stage(path: &Path, data: &[u8], mode: u32) -> Result<PathBuf, EnrollError> {
         .map_err(write)?;
     f.write_all(data).map_err(write)?;
     f.sync_all().map_err(write)?;
-    // The service's user must read it: give it the owner of the folder it lives in (the
-    // packages make /etc/stationwatch the service user's).
-    if let Some(dir) = path.parent().and_then(|d| std::fs::metadata(d).ok()) {
-        let _ = std::os::unix::fs::chown(&tmp, Some(dir.uid()), Some(dir.gid()));
+    // The service's user must read it: the config file's owner and group.
+    if let Ok(m) = std::fs::metadata(like) {
+        let _ = std::os::unix::fs::chown(&tmp, Some(m.uid()), Some(m.gid()));
     }
     Ok(tmp)
 }
@@ -196,10 +196,10 @@ pub fn write(
                 what: "[mqtt].ca_file: missing; the broker uses TLS, name the file enrollment writes its CA to".into(),
             })
         }
-        (Some(pem), Some(f)) => Some((stage(f, pem.as_bytes(), 0o644)?, f.clone())),
+        (Some(pem), Some(f)) => Some((stage(f, pem.as_bytes(), 0o644, config)?, f.clone())),
         (None, _) => None,
     };
-    let pw = stage(&t.password_file, e.password.as_bytes(), 0o640)?;
+    let pw = stage(&t.password_file, e.password.as_bytes(), 0o640, config)?;
     {
         let mqtt = doc["mqtt"]
             .as_table_like_mut()
@@ -222,7 +222,7 @@ pub fn write(
         }
         mqtt.remove("password");
     }
-    let cfg = stage(config, doc.to_string().as_bytes(), 0o640)?;
+    let cfg = stage(config, doc.to_string().as_bytes(), 0o640, config)?;
     let mut written = Vec::new();
     if let Some((tmp, f)) = ca_file {
         commit(&tmp, &f)?;
