@@ -76,7 +76,7 @@ pub fn cargo_bin(package: &str, bin: &str) -> Result<PathBuf> {
 
 /// Variables `cargo test` sets for the test binary it runs (not the ones a user sets, such as
 /// CARGO_HOME or CARGO_TARGET_DIR).
-fn set_by_cargo_for_the_test(key: &str) -> bool {
+pub fn set_by_cargo_for_the_test(key: &str) -> bool {
     key == "OUT_DIR"
         || key == "CARGO_CRATE_NAME"
         || key == "CARGO_PRIMARY_PACKAGE"
