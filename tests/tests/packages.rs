@@ -128,11 +128,16 @@ fn packages_install_upgrade_and_remove_keeping_config_key_and_recordings() {
         mode_owner("/etc/stationwatch/agent.toml"),
         "640 root:stationwatch"
     );
-    let status = run(Command::new("systemctl").args(["is-active", "station-agent"]));
-    assert!(
-        !String::from_utf8_lossy(&status.stdout).starts_with("active"),
-        "started on install"
-    );
+    // (Machines without systemd have nothing that could have started it.)
+    if let Ok(status) = Command::new("systemctl")
+        .args(["is-active", "station-agent"])
+        .output()
+    {
+        assert!(
+            !String::from_utf8_lossy(&status.stdout).starts_with("active"),
+            "started on install"
+        );
+    }
 
     // `check` against the installed (not yet enrolled) config names the file and the key;
     // `status` says there is no status yet.
