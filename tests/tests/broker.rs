@@ -928,6 +928,12 @@ fn a_station_enrolls_with_a_one_time_code_and_reports_under_its_own_account() ->
         enrolls.iter().filter(|e| e["ok"] == false).count() >= 3,
         "{audit}"
     );
+    // Guessing is throttled like logins: after 5 refusals for a station from one address.
+    let mut last = String::new();
+    for _ in 0..4 {
+        last = enroll("1111-1111-1111-1111-1111-1111-1111-1111").1;
+    }
+    assert!(last.contains("too many refused enrollments"), "{last}");
     Ok(())
 }
 

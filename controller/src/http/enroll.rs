@@ -8,6 +8,7 @@ use serde::Deserialize;
 use stationwatch_protocol::StationId;
 
 use super::error::{ApiError, ApiResult};
+use super::extract::ClientAddr;
 use super::AppState;
 use crate::auth::User;
 use crate::enroll::{self, EnrollError, EnrollIn, Enrolled, NewCode};
@@ -53,18 +54,36 @@ pub(crate) async fn create(
     Ok((StatusCode::CREATED, Json(code)))
 }
 
+/// Redeeming is throttled like logins (`auth/throttle.rs`), by address and by station:
+/// refused codes count as failed logins of `enroll:<station>`.
 pub(crate) async fn redeem(
     State(state): State<AppState>,
+    ClientAddr(address): ClientAddr,
     body: Result<Json<EnrollIn>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<Json<Enrolled>> {
     let Json(body) = body.map_err(|e| ApiError::bad(e.body_text()))?;
-    let done = enroll::redeem(
-        &state.store,
-        &state.fleet,
-        state.enroll.as_ref(),
-        body,
-        crate::now_ms(),
-    )
-    .await?;
-    Ok(Json(done))
+    let now = crate::now_ms();
+    let who = format!("enroll:{}", body.station);
+    if let Err(t) = state.limiter.check(&who, address, now) {
+        state.limiter.refused(&who, address, now);
+        return Err(ApiError(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "too many refused enrollments: {}; try again later",
+                t.detail()
+            ),
+        ));
+    }
+    match enroll::redeem(&state.store, &state.fleet, state.enroll.as_ref(), body, now).await {
+        Ok(done) => {
+            state.limiter.succeeded(&who, address);
+            Ok(Json(done))
+        }
+        Err(e) => {
+            if matches!(e, EnrollError::Refused(_)) {
+                state.limiter.failed(&who, address, now);
+            }
+            Err(e.into())
+        }
+    }
 }
