@@ -238,7 +238,20 @@ fn enroll(
     use station_agent::station::enroll;
     let (text, config) = parse_only(path)?;
     let targets = enroll::targets(path, &text)?;
+    let existed = config.station_key.exists();
     let key = station_agent::load_or_generate_key(&config.station_key)?;
+    if !existed {
+        // Made by a technician running this as root: the service's user must own it (the
+        // packages make the key's folder, /var/lib/stationwatch, that user's).
+        use std::os::unix::fs::MetadataExt;
+        if let Some(dir) = config
+            .station_key
+            .parent()
+            .and_then(|d| std::fs::metadata(d).ok())
+        {
+            let _ = std::os::unix::fs::chown(&config.station_key, Some(dir.uid()), Some(dir.gid()));
+        }
+    }
     let public = key.public();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
