@@ -223,6 +223,8 @@ measure() {
             kill -0 "$pid" 2>/dev/null || {
                 echo "recording.sh: $label (pid $pid) died during the run; its log:" >&2
                 tail -n 20 "$WORK"/*.log >&2 || true
+                # The test cameras' own output (a camera that died takes its clients with it).
+                tail -n 20 "$WORK"/*.err >&2 || true
                 exit 1
             }
         done

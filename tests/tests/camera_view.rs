@@ -157,8 +157,10 @@ fn tampering_with_a_camera_raises_its_alert_and_lighting_changes_do_not() {
         let log = agent.log();
         let tail: Vec<&str> = log.lines().rev().take(60).collect();
         panic!(
-            "the camera's view is not reported within 60 s; the agent's last log lines:\n{}",
-            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            "the camera's view is not reported within 60 s; the agent's last log lines:\n{}\n\
+             the test camera's output:\n{}",
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n"),
+            cam.stderr()
         );
     }
     assert_eq!(view(&rig)["approved"], false);

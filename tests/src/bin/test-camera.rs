@@ -147,27 +147,45 @@ fn apply_scene(media: &gst::Element, scene: &str) -> Result<()> {
         get("scene-lens")?,
         get("scene-clock")?,
     );
-    // Back to normal first, then the change.
-    src.set_property_from_str("pattern", "pinwheel");
-    light.set_property("brightness", 0.0f64);
-    light.set_property("contrast", 1.0f64);
-    lens.set_property("sigma", 0.0f64);
-    clock.set_property("silent", false);
+    // What the scene wants of each element (the normal scene unless it changes that part).
+    let (mut pattern, mut brightness, mut sigma, mut silent) = ("pinwheel", 0.0f64, 0.0f64, false);
     match scene {
         "normal" => {}
-        "black" => src.set_property_from_str("pattern", "black"),
+        "black" => pattern = "black",
         "tape" => {
-            src.set_property_from_str("pattern", "solid-color");
+            pattern = "solid-color";
             src.set_property("foreground-color", 0xffb4a082u32);
         }
-        "blurred" => lens.set_property("sigma", 20.0f64),
+        "blurred" => sigma = 20.0,
         // Another view altogether: colour bars instead of the pinwheel.
-        "moved" => src.set_property_from_str("pattern", "smpte75"),
-        "darker" => light.set_property("brightness", -0.25f64),
-        "brighter" => light.set_property("brightness", 0.2f64),
+        "moved" => pattern = "smpte75",
+        "darker" => brightness = -0.25,
+        "brighter" => brightness = 0.2,
         // The clock stops: every frame the same, while frames keep coming.
-        "frozen" => clock.set_property("silent", true),
+        "frozen" => silent = true,
         other => bail!("unknown scene {other:?}"),
+    }
+    // Only what differs is set: setting a property of a running element races with its
+    // streaming thread (gaussianblur rebuilds its kernel), and the first scene is applied
+    // while the media prerolls, where nothing needs to change.
+    let current_pattern = {
+        let v = src.property_value("pattern");
+        glib::EnumValue::from_value(&v).map(|(_, e)| e.nick().to_owned())
+    };
+    if current_pattern.as_deref() != Some(pattern) {
+        src.set_property_from_str("pattern", pattern);
+    }
+    if light.property::<f64>("brightness") != brightness {
+        light.set_property("brightness", brightness);
+    }
+    if light.property::<f64>("contrast") != 1.0 {
+        light.set_property("contrast", 1.0f64);
+    }
+    if lens.property::<f64>("sigma") != sigma {
+        lens.set_property("sigma", sigma);
+    }
+    if clock.property::<bool>("silent") != silent {
+        clock.set_property("silent", silent);
     }
     Ok(())
 }
