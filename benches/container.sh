@@ -117,7 +117,7 @@ run_once() {
     local f size frames payload errors covers lost overhead playable
     for v in "${VARIANTS[@]}"; do
         IFS='|' read -r name ext _ _ _ desc <<<"$v"
-        f=$(find "$dir" -maxdepth 1 -name "${name}_*.$ext" | sort | head -1)
+        f=$(find "$dir" -maxdepth 1 -name "${name}_*.$ext" | sort | sed -n 1p)
         if [ -z "$f" ]; then
             printf '%-11s %-8s\n' "$name" "no file"
             continue

@@ -377,7 +377,7 @@ stop_and_wait TERM "${CAM_PIDS[@]}"
 
 echo
 echo "Recording cost, $(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) CPUs ($(lscpu | awk -F: '/^Model name/ {gsub(/^ +/, "", $2); print $2; exit}')),"
-echo "$(ffmpeg -version | head -n1 | awk '{print "ffmpeg " $3}'), GStreamer $(gst-launch-1.0 --version 2>/dev/null | awk '/GStreamer/ {print $2; exit}')," \
+echo "$(ffmpeg -version | awk 'NR == 1 {print "ffmpeg " $3}'), GStreamer $(gst-launch-1.0 --version 2>/dev/null | awk '/GStreamer/ && !v {v = $2} END {print v}')," \
     "DURATION=${DURATION} s, segments of ${SEGMENT} s, camera 1280x720@${FPS} x264 2000 kbit/s, expected frames per camera ~ $((DURATION * FPS))"
 echo
 awk -F'|' -v hz="$CLK_TCK" -v dur="$DURATION" -v warm="$WARMUP" '

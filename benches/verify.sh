@@ -282,7 +282,7 @@ SHA_FIXED=$W_REAL
 
 # --- report --------------------------------------------------------------------------------------
 echo
-tools="$(sha256sum --version | head -n 1)"
+tools="$(sha256sum --version | sed -n 1p)" # (sed reads it all: head may SIGPIPE the writer under pipefail)
 if [ "$HAVE_OPENSSL" = 1 ]; then tools="$tools; $(openssl version)"; fi
 echo "machine: $(lscpu | awk -F: '/^Model name/ { gsub(/^ +/, "", $2); print $2 }'), $(nproc) CPUs, $(awk '/^MemTotal:/ { printf "%.0f", $2 / 1048576 }' /proc/meminfo) GiB RAM; $tools"
 echo "date:    $(date -u +%Y-%m-%dT%H:%MZ)"
