@@ -7,6 +7,7 @@ pub mod archive;
 pub mod broker_config;
 pub mod config_reader;
 pub mod ids;
+pub mod live;
 pub mod manifest;
 pub mod masks;
 pub mod mqtt;
