@@ -75,6 +75,56 @@ pub fn digest(masks: &[Polygon]) -> String {
     hex::encode(&Sha256::digest(&json)[..8])
 }
 
+/// The pixels of a `width` x `height` picture that the masks cover, as runs: `(row, first
+/// column, end column)` (end exclusive). A pixel is covered when its centre lies inside a mask
+/// (even-odd rule). Used to blank masks in snapshots (controller) and in every frame of a
+/// public live stream (gateway): computed once per picture size, applied to each frame.
+pub fn spans(width: usize, height: usize, masks: &[Polygon]) -> Vec<(usize, usize, usize)> {
+    let mut out = Vec::new();
+    if width == 0 || height == 0 {
+        return out;
+    }
+    for m in masks.iter().filter(|m| m.len() >= 3) {
+        let px = |v: f64, n: usize| ((v * n as f64).floor().max(0.0) as usize).min(n);
+        let x0 = px(m.iter().map(|p| p[0]).fold(1.0, f64::min), width);
+        let x1 = (px(m.iter().map(|p| p[0]).fold(0.0, f64::max), width) + 1).min(width);
+        let y0 = px(m.iter().map(|p| p[1]).fold(1.0, f64::min), height);
+        let y1 = (px(m.iter().map(|p| p[1]).fold(0.0, f64::max), height) + 1).min(height);
+        for y in y0..y1 {
+            let cy = (y as f64 + 0.5) / height as f64;
+            let mut run: Option<usize> = None;
+            for x in x0..x1 {
+                let cx = (x as f64 + 0.5) / width as f64;
+                match (inside(m, cx, cy), run) {
+                    (true, None) => run = Some(x),
+                    (false, Some(start)) => {
+                        out.push((y, start, x));
+                        run = None;
+                    }
+                    _ => {}
+                }
+            }
+            if let Some(start) = run {
+                out.push((y, start, x1));
+            }
+        }
+    }
+    out
+}
+
+fn inside(poly: &[[f64; 2]], x: f64, y: f64) -> bool {
+    let mut inside = false;
+    let mut j = poly.len() - 1;
+    for i in 0..poly.len() {
+        let ([xi, yi], [xj, yj]) = (poly[i], poly[j]);
+        if (yi > y) != (yj > y) && x < (xj - xi) * (y - yi) / (yj - yi) + xi {
+            inside = !inside;
+        }
+        j = i;
+    }
+    inside
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,5 +170,19 @@ mod tests {
             bytes + 512 < crate::mqtt::MAX_COMMAND_BYTES,
             "{bytes} bytes"
         );
+    }
+
+    #[test]
+    fn spans_cover_the_inside_of_each_mask() {
+        // A rectangle over the left half, top half of a 10 x 4 picture.
+        let rect = vec![[0.0, 0.0], [0.5, 0.0], [0.5, 0.5], [0.0, 0.5]];
+        assert_eq!(spans(10, 4, &[rect.clone()]), vec![(0, 0, 5), (1, 0, 5)]);
+        // A triangle: fewer pixels per row as it narrows; nothing outside the picture.
+        let tri = vec![[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]];
+        let s = spans(8, 8, &[tri]);
+        let widths: Vec<usize> = s.iter().map(|(_, a, b)| b - a).collect();
+        assert!(widths.windows(2).all(|w| w[0] >= w[1]), "{widths:?}");
+        assert!(s.iter().all(|&(y, a, b)| y < 8 && a < b && b <= 8));
+        assert!(spans(0, 0, &[rect]).is_empty());
     }
 }
