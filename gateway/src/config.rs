@@ -225,4 +225,14 @@ mod tests {
         let e = GatewayConfig::parse(f, "").unwrap_err().to_string();
         assert!(e.contains("controller: missing required section"), "{e}");
     }
+
+    #[test]
+    fn the_reference_config_is_valid_and_holds_the_defaults() {
+        let f = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/gateway.toml");
+        let c = GatewayConfig::load(&f).unwrap();
+        assert_eq!(c.srt.listen.port(), 9710);
+        assert_eq!(c.srt.latency, Duration::from_millis(250));
+        assert_eq!(c.hls.segment_seconds, 2.0);
+        assert_eq!((c.public.width, c.public.kbps), (640, 600));
+    }
 }
