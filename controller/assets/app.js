@@ -25,6 +25,7 @@
 
   const S = {
     masks: new Map(), // camera -> polygons ([[x, y], ...], relative), of the station shown
+    live: new Map(), // camera -> { box, video, line, hls, status } live players of the station shown
     views: new Map(), // camera -> its view as GET .../view answers (decisions, masks on the station)
     maskEdit: null, // { camera, masks, current } while an operator draws
     me: null,
@@ -794,6 +795,93 @@
     if (S.station) renderCameras(S.station);
   }
 
+
+  // ---- live video through the gateway (docs/live.md): operators and admins only, unmasked
+
+  function stopLive() {
+    for (const p of S.live.values()) {
+      if (p.hls) p.hls.destroy();
+      clearInterval(p.timer);
+    }
+    S.live = new Map();
+  }
+
+  /** Why a camera cannot be watched now, in plain words. */
+  function liveReason(st) {
+    const l = st.station;
+    if (!l) return 'the station does not report a live branch for this camera';
+    if (l.mode === 'off') return 'live off for this camera';
+    if (l.rung === 'off') return 'record-only: uplink too weak';
+    if (!st.gateway || !st.gateway.publishing) return 'not reaching the gateway';
+    return 'waiting for the first segments';
+  }
+
+  async function loadLive(id) {
+    const p = S.live.get(id);
+    if (!p) return;
+    let st;
+    try {
+      st = await api(`${path()}/cameras/${encodeURIComponent(id)}/live`);
+    } catch (e) {
+      p.line.textContent = e.status === 404 ? 'live viewing is not configured' : `live: ${e.message}`;
+      return;
+    }
+    if (S.live.get(id) !== p) return;
+    p.status = st;
+    const parts = [];
+    if (st.station) parts.push(`rung ${st.station.rung}`);
+    if (st.gateway && st.gateway.publishing) parts.push(`${st.gateway.kbps} kbit/s at the gateway`);
+    if (st.delay_ms !== null && st.delay_ms !== undefined) parts.push(`delay ≥ ${(st.delay_ms / 1000).toFixed(1)} s`);
+    if (st.public) parts.push('public (masked)');
+    p.line.textContent = (st.playable ? 'live' : liveReason(st)) + (parts.length ? ` · ${parts.join(' · ')}` : '');
+    p.box.dataset.playable = st.playable ? 'yes' : 'no';
+    if (p.pub) p.pub.textContent = st.public ? 'Make not public' : 'Make public';
+    if (st.playable && !p.hls && window.Hls && window.Hls.isSupported()) {
+      const hls = new window.Hls({ liveSyncDurationCount: 2, enableWorker: false });
+      hls.on(window.Hls.Events.ERROR, (_, data) => {
+        if (!data.fatal) return;
+        if (data.type === window.Hls.ErrorTypes.MEDIA_ERROR) hls.recoverMediaError();
+        else hls.startLoad();
+      });
+      hls.loadSource(`${path()}/cameras/${encodeURIComponent(id)}/live/index.m3u8`);
+      hls.attachMedia(p.video);
+      p.video.play().catch(() => {});
+      p.hls = hls;
+    }
+  }
+
+  function livePanel(id) {
+    let p = S.live.get(id);
+    if (!p) {
+      const video = h('video', { class: 'live-video', muted: true, autoplay: true, playsinline: true, controls: true, dataset: { liveCamera: id } });
+      video.muted = true;
+      const line = h('div', { class: 'muted live-line' }, 'live: …');
+      const pub = S.me && S.me.role === 'admin'
+        ? h('button', { type: 'button', class: 'btn small', dataset: { livePublic: id } }, 'Make public') : null;
+      const box = h('div', { class: 'live-player', dataset: { camera: id } }, video, line, pub);
+      p = { box, video, line, pub, hls: null, status: null, timer: null };
+      S.live.set(id, p);
+      p.timer = setInterval(() => loadLive(id), 5000);
+      loadLive(id);
+    }
+    return p.box;
+  }
+
+  async function togglePublic(id) {
+    const p = S.live.get(id);
+    const now = Boolean(p && p.status && p.status.public);
+    const msg = now
+      ? `Stop showing camera ${id} on the public page?`
+      : `Show camera ${id} on the public page? The public sees it masked (draw the masks first), without sound.`;
+    if (!window.confirm(msg)) return;
+    try {
+      await api(`${path()}/cameras/${encodeURIComponent(id)}/public`, { method: 'PUT', json: { public: !now } });
+    } catch (e) {
+      banner(`public: ${e.message}`);
+    }
+    loadLive(id);
+  }
+
   function renderCameras(d) {
     const box = $('cameras');
     const hl = d.health || {};
@@ -880,9 +968,10 @@
               title: m === 'config' ? 'back to the configured mode' : `stream ${m}`,
             }, m))) : null);
       }
+      const live = c && c.live && may ? livePanel(id) : null;
       cards.push(h('article', { class: `camera cs-${state}`, dataset: { camera: id } },
         h('header', null, h('strong', null, id), ' ', h('span', { class: `cstate cs-${state}` }, state)),
-        img, facts, buttons));
+        img, live, facts, buttons));
     }
     box.replaceChildren(...cards);
   }
@@ -1139,6 +1228,7 @@
         S.station = null;
         S.masks = new Map();
         S.views = new Map();
+        stopLive();
         S.maskEdit = null;
         $('station-title').textContent = id;
         $('station-name').textContent = '';
@@ -1158,6 +1248,7 @@
       window.scrollTo(0, 0);
     } else {
       show('list');
+      stopLive();
       S.stationId = null;
       document.title = 'Stationwatch';
       readFilters();
@@ -1196,6 +1287,11 @@
       const vb = ev.target.closest('button[data-view]');
       if (vb) {
         viewAction(vb.dataset.view, vb.dataset.camera);
+        return;
+      }
+      const lp = ev.target.closest('button[data-live-public]');
+      if (lp) {
+        togglePublic(lp.dataset.livePublic);
         return;
       }
       const mb = ev.target.closest('button[data-mask]');

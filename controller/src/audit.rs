@@ -30,6 +30,8 @@ pub enum Action {
     EnrollCode,
     /// A station enrolled with a code (or refused).
     Enroll,
+    /// A camera marked public (or not) for the live page.
+    LivePublic,
 }
 
 impl Action {
@@ -52,6 +54,7 @@ impl Action {
             Action::ViewReview => "view_review",
             Action::EnrollCode => "enroll_code",
             Action::Enroll => "enroll",
+            Action::LivePublic => "live_public",
         }
     }
 }

@@ -27,6 +27,22 @@ pub struct ControllerConfig {
     pub requests: RequestsConfig,
     /// Enrollment of stations (`[enroll]`); `None`: not offered.
     pub enroll: Option<EnrollConfig>,
+    /// Live viewing through the gateways (`[live]`, `docs/live.md`); `None`: not offered.
+    pub live: Option<LiveConfig>,
+}
+
+/// Live viewing (`live.rs`, `[live]`): where the gateways write HLS and the secrets they share
+/// with the controller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveConfig {
+    /// The gateways' HLS root (`hls_dir`): `private/` and `public/` below it.
+    pub hls_dir: PathBuf,
+    /// The secret stations' SRT passphrases derive from (`secret_file`; created if missing).
+    pub secret_file: PathBuf,
+    /// The token gateways present (`gateway_token_file`; created if missing).
+    pub gateway_token_file: PathBuf,
+    /// The public page without login (`public_page`, default false).
+    pub public_page: bool,
 }
 
 /// Enrollment of stations (`enroll.rs`, `[enroll]`): what an enrolled station receives and how
@@ -308,6 +324,7 @@ fn read(
         "",
         &[
             "http", "database", "mqtt", "rules", "auth", "trust", "archive", "requests", "enroll",
+            "live",
         ],
     );
     let http = http(r, root);
@@ -320,6 +337,7 @@ fn read(
     let archive = archive(r, root, file, database.as_ref());
     let requests = requests(r, root);
     let enroll = enroll(r, root, check_machine);
+    let live = live(r, root, file);
     Some(ControllerConfig {
         file: file.to_owned(),
         http: http?,
@@ -331,7 +349,51 @@ fn read(
         archive: archive?,
         requests: requests?,
         enroll: enroll?,
+        live: live?,
     })
+}
+
+fn live(r: &mut TomlReader, root: &toml::Table, file: &Path) -> Option<Option<LiveConfig>> {
+    if !root.contains_key("live") {
+        return Some(None);
+    }
+    let p = "live";
+    let t = r.optional_section(
+        root,
+        p,
+        &[
+            "hls_dir",
+            "secret_file",
+            "gateway_token_file",
+            "public_page",
+        ],
+    );
+    let base = file.parent().unwrap_or(Path::new("."));
+    let hls = r.string(t, p, "hls_dir", true).map(PathBuf::from);
+    if let Some(d) = &hls {
+        if !d.is_absolute() {
+            r.problem(
+                join(p, "hls_dir"),
+                format!("{} must be an absolute path", d.display()),
+            );
+        }
+    }
+    // Relative to the config file, like the controller's key.
+    let secret = base.join(
+        r.string(t, p, "secret_file", false)
+            .unwrap_or_else(|| "live.secret".into()),
+    );
+    let token = base.join(
+        r.string(t, p, "gateway_token_file", false)
+            .unwrap_or_else(|| "gateway.token".into()),
+    );
+    let public_page = r.bool(t, p, "public_page", false);
+    Some(Some(LiveConfig {
+        hls_dir: hls.filter(|d| d.is_absolute())?,
+        secret_file: secret,
+        gateway_token_file: token,
+        public_page: public_page?,
+    }))
 }
 
 fn enroll(

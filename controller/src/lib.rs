@@ -21,6 +21,7 @@ pub(crate) mod commands;
 pub mod enroll;
 pub(crate) mod http;
 pub(crate) mod ingest;
+pub mod live;
 pub(crate) mod metrics;
 pub(crate) mod views;
 
@@ -60,6 +61,8 @@ pub enum StartError {
     Bootstrap(#[from] auth::CreateUserError),
     #[error(transparent)]
     Archive(#[from] archive::OpenError),
+    #[error("live viewing: {0}")]
+    Live(#[from] live::LiveError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -202,6 +205,7 @@ impl Controller {
             max_connections = connections.cap(),
             "HTTP connection cap"
         );
+        let live = cfg.live.as_ref().map(live::Live::load).transpose()?;
         let state = AppState {
             connections: connections.clone(),
             streams: http::StreamSlots::default(),
@@ -219,6 +223,7 @@ impl Controller {
             archive,
             requests,
             enroll: cfg.enroll.clone(),
+            live,
         };
         let listener = tokio::net::TcpListener::bind(cfg.http.listen)
             .await

@@ -28,6 +28,7 @@ pub mod agent_process;
 pub mod archive;
 pub mod browser;
 pub mod controller_process;
+pub mod gateway_process;
 pub mod mosquitto;
 pub mod netns;
 pub mod notify;

@@ -49,6 +49,15 @@ enum Cmd {
         #[arg(long = "grant")]
         grants: Vec<String>,
     },
+    /// Print a station's SRT passphrase for the live gateways (what its agent's live_target
+    /// carries: srt://GATEWAY:9710?streamid=STATION/CAMERA&passphrase=...); creates the live
+    /// secret at `[live] secret_file` if it does not exist yet.
+    LivePassphrase {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        station: String,
+    },
     /// Print the controller's public key (what verifiers pass as --controller-key); creates the
     /// key at `[trust] key_file` if it does not exist yet.
     Key {
@@ -93,6 +102,20 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Run { config } => run(ControllerConfig::load(&config)?).await,
+        Cmd::LivePassphrase { config, station } => {
+            let cfg = ControllerConfig::load(&config)?;
+            let Some(live) = &cfg.live else {
+                bail!(
+                    "{}: no [live] section: live viewing is not configured",
+                    config.display()
+                );
+            };
+            let station =
+                station_controller::protocol::StationId::new(station).context("--station")?;
+            let live = station_controller::live::Live::load(live)?;
+            println!("{}", live.passphrase(&station));
+            Ok(())
+        }
         Cmd::Key { config } => {
             let cfg = ControllerConfig::load(&config)?;
             let key = station_controller::keys::load_or_create_key(&cfg.trust.key_file)?;

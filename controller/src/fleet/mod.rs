@@ -559,6 +559,18 @@ impl Fleet {
         self.read().stations.len()
     }
 
+    /// Every station known, with its region (for the live gateways' list).
+    pub fn ids_and_regions(&self) -> Vec<(StationId, Option<String>)> {
+        let g = self.read();
+        let mut v: Vec<_> = g
+            .stations
+            .values()
+            .map(|s| (s.id.clone(), s.region().map(str::to_owned)))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -13,6 +13,7 @@ use super::AppState;
 const INDEX_HTML: &str = include_str!("../../assets/index.html");
 const LOGIN_HTML: &str = include_str!("../../assets/login.html");
 const REQUESTS_HTML: &str = include_str!("../../assets/requests.html");
+const PUBLIC_HTML: &str = include_str!("../../assets/public.html");
 
 const ASSETS: &[(&str, &str, &str)] = &[
     (
@@ -35,6 +36,11 @@ const ASSETS: &[(&str, &str, &str)] = &[
         "text/javascript; charset=utf-8",
         include_str!("../../assets/requests.js"),
     ),
+    (
+        "public.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../assets/public.js"),
+    ),
     // hls.js 1.7.4, Apache-2.0: see assets/vendor/README.md.
     (
         "hls.light.min.js",
@@ -49,7 +55,13 @@ const ASSETS: &[(&str, &str, &str)] = &[
 ];
 
 /// Assets the login page needs, served without a session (they hold nothing secret).
-const PUBLIC_ASSETS: &[&str] = &["login.js", "app.css"];
+const PUBLIC_ASSETS: &[&str] = &[
+    "login.js",
+    "app.css",
+    "public.js",
+    "hls.light.min.js",
+    "hls.js-LICENSE",
+];
 
 /// Headers every page gets: no framing, no inline script from elsewhere, no caching of data.
 fn secure(resp: impl IntoResponse, content_type: &'static str) -> Response {
@@ -101,6 +113,11 @@ pub(crate) async fn requests_page(
         Some(_) => page(REQUESTS_HTML),
         None => Redirect::to("/login").into_response(),
     })
+}
+
+/// The public live page (served by `live::public_page` only when it is switched on).
+pub(crate) fn public_page() -> Response {
+    page(PUBLIC_HTML)
 }
 
 pub(crate) async fn login_page() -> Response {

@@ -14,6 +14,7 @@ mod enroll;
 mod error;
 mod extract;
 mod keys;
+mod live;
 mod requests;
 pub mod serve;
 mod session;
@@ -71,6 +72,8 @@ pub struct AppState {
     pub requests: crate::requests::Requests,
     /// Enrollment of stations, when configured.
     pub enroll: Option<crate::config::EnrollConfig>,
+    /// Live viewing through the gateways, when configured.
+    pub live: Option<crate::live::Live>,
 }
 
 /// Token hash → the user it resolved to and when (bounded; cleared when full).
@@ -187,6 +190,25 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/api/stations/{id}/cameras/{camera}/view/{review}/snapshot",
             get(views::snapshot),
+        )
+        .route(
+            "/api/stations/{id}/cameras/{camera}/public",
+            put(live::set_public),
+        )
+        .route(
+            "/api/stations/{id}/cameras/{camera}/live",
+            get(live::status),
+        )
+        .route(
+            "/api/stations/{id}/cameras/{camera}/live/{file}",
+            get(live::private_file),
+        )
+        .route("/api/live/gateway", get(live::gateway))
+        .route("/api/public/cameras", get(live::public_cameras))
+        .route("/public", get(live::public_page))
+        .route(
+            "/public/live/{station}/{camera}/{file}",
+            get(live::public_file),
         )
         .route("/api/stations/{id}/key", put(keys::register))
         .route("/api/enrollments", post(enroll::create))

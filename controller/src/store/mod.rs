@@ -19,6 +19,7 @@ use crate::config::DatabaseConfig;
 
 pub mod archive;
 pub mod enroll;
+pub mod live;
 pub mod masks;
 pub mod requests;
 mod trust;

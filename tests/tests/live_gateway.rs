@@ -1,0 +1,447 @@
+//! Watching live through the gateway (issue 17), end to end with real parts: Mosquitto, the
+//! controller, a real agent streaming its test camera over SRT, the `live-gateway` binary, and
+//! headless Chromium playing the station page's player.
+//!
+//! What a user would check: the operator's player advances; the public page's stream has the
+//! privacy masks applied (pixels inside the mask uniform in a decoded frame) while a non-public
+//! camera and every unmasked file are unreachable without a login; a publisher with a wrong
+//! passphrase (or an unknown station) is refused; the gateway restarting mid-stream recovers by
+//! itself with the playlist carrying on and the player still advancing.
+//!
+//! Needs: mosquitto, x264enc/srtsink (GStreamer), ffmpeg, chromium + chromium-driver. Skips
+//! (or fails under CI=true) with the reason when one is missing.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use stationwatch_tests::agent_process::{agent_bin, AgentProcess};
+use stationwatch_tests::browser::{
+    chromedriver_bin, chromium_bin, click, step, type_into, wait_js, Browser, START,
+};
+use stationwatch_tests::controller_process::{
+    controller_bin, Api, ControllerOpts, ControllerProcess, ADMIN_PASSWORD, ADMIN_USER,
+};
+use stationwatch_tests::gateway_process::{gateway_bin, playlist, GatewayProcess};
+use stationwatch_tests::mosquitto::{have_mosquitto, Broker, BrokerOpts};
+use stationwatch_tests::{free_port, have_binary, have_gst_element};
+
+const STATION: &str = "LIVE-0001";
+/// A mask over the top-left quarter of the picture.
+const MASK: [[f64; 2]; 4] = [[0.0, 0.0], [0.5, 0.0], [0.5, 0.5], [0.0, 0.5]];
+
+fn ready() -> Option<(std::path::PathBuf, std::path::PathBuf)> {
+    let (Some(chromium), Some(driver)) = (chromium_bin(), chromedriver_bin()) else {
+        stationwatch_tests::skip_or_fail(
+            "chromium or chromedriver missing (run scripts/install-deps: Debian packages \
+             chromium and chromium-driver)",
+        );
+        return None;
+    };
+    let missing = ["x264enc", "srtsink", "mpegtsmux", "decodebin"]
+        .into_iter()
+        .find(|e| !have_gst_element(e));
+    if !stationwatch_tests::require(
+        have_mosquitto() && missing.is_none() && have_binary("ffmpeg"),
+        &format!(
+            "mosquitto, ffmpeg or GStreamer element {missing:?} missing (run scripts/install-deps)"
+        ),
+    ) {
+        return None;
+    }
+    Some((chromium, driver))
+}
+
+fn agent_config(dir: &Path, broker_port: u16, target: &str) -> String {
+    format!(
+        "[station]\nid = \"{STATION}\"\nname = \"Live school\"\nregion = \"North\"\n\n\
+         [storage]\npath = \"{}\"\nsegment_seconds = 4\n\n\
+         [supervision]\nstall_timeout_seconds = 3\n\n\
+         [mqtt]\nurl = \"mqtt://127.0.0.1:{broker_port}\"\nhealth_interval_seconds = 2\n\n\
+         [live]\noff_retry_seconds = 2\nprobe_backoff_max_seconds = 5\n\n\
+         [[camera]]\nid = \"desk\"\nsource = \"test\"\nwidth = 640\nheight = 360\nfps = 15\n\
+         bitrate_kbps = 800\nlive = \"on\"\nlive_target = \"{target}\"\n",
+        dir.join("rec").display()
+    )
+}
+
+/// Waits until the playlist exists and lists at least `n` segments; its media sequence.
+fn wait_playlist(
+    dir: &Path,
+    n: usize,
+    secs: u64,
+    what: &str,
+    gw: &GatewayProcess,
+    agent: &AgentProcess,
+) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some((seq, names, _)) = playlist(&dir.join("index.m3u8")) {
+            if names.len() >= n {
+                return seq;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: no playlist with {n} segments in {} after {secs} s\ngateway log:\n{}\nagent log:\n{}",
+            dir.display(),
+            gw.log(),
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// The video element's currentTime in the page.
+const CURRENT: &str =
+    "(() => { const v = document.querySelector('video[data-live-camera=\"desk\"]'); \
+                        return v ? v.currentTime : -1; })()";
+
+async fn wait_playing_past(c: &fantoccini::Client, t: f64, secs: u64, what: &str) -> f64 {
+    let v = wait_js(
+        c,
+        &format!("(() => {{ const t = {CURRENT}; return t > {t} ? t : null; }})()"),
+        secs,
+        what,
+    )
+    .await;
+    v.as_f64().unwrap()
+}
+
+#[test]
+fn operators_and_the_public_watch_live_through_the_gateway() {
+    let Some((chromium, driver)) = ready() else {
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(scenario(chromium, driver));
+}
+
+async fn scenario(chromium: std::path::PathBuf, driver: std::path::PathBuf) {
+    controller_bin().unwrap();
+    agent_bin().unwrap();
+    gateway_bin().unwrap();
+    START.get_or_init(Instant::now);
+    let dir = tempfile::tempdir().unwrap();
+    let hls = dir.path().join("hls");
+    let broker = Broker::new(BrokerOpts::default()).unwrap();
+    let mut opts = ControllerOpts::new(broker.port());
+    opts.extra_toml = format!(
+        "[rules]\nmin_disk_hours = 1.0\n\
+         [live]\nhls_dir = \"{}\"\nsecret_file = \"{}\"\ngateway_token_file = \"{}\"\npublic_page = true\n",
+        hls.display(),
+        dir.path().join("live.secret").display(),
+        dir.path().join("gateway.token").display(),
+    );
+    let controller = ControllerProcess::start(dir.path(), &opts).unwrap();
+    let base = controller.base_url();
+    step("controller started");
+
+    // The station's passphrase, as an admin would look it up for the device.
+    let out = Command::new(controller_bin().unwrap())
+        .args(["live-passphrase", "--config"])
+        .arg(&controller.config)
+        .args(["--station", STATION])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let passphrase = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert_eq!(passphrase.len(), 32, "{passphrase:?}");
+
+    let srt_port = free_port();
+    let gw_dir = dir.path().join("gateway");
+    let mut gw = GatewayProcess::start(
+        &gw_dir,
+        srt_port,
+        &hls,
+        &format!("{base}/"),
+        &dir.path().join("gateway.token"),
+        "",
+    )
+    .unwrap();
+    step("gateway started");
+
+    let agent_dir = dir.path().join("agent");
+    std::fs::create_dir_all(&agent_dir).unwrap();
+    let target =
+        format!("srt://127.0.0.1:{srt_port}?streamid={STATION}/desk&passphrase={passphrase}");
+    let agent = AgentProcess::start(
+        &agent_dir,
+        &agent_config(&agent_dir, broker.port(), &target),
+    )
+    .unwrap();
+    step("agent started");
+
+    // The agent reports, the controller lists the station, the gateway admits it.
+    let private = gw.private_dir(STATION, "desk");
+    let seq0 = wait_playlist(&private, 3, 90, "operator's stream", &gw, &agent);
+    step("private playlist");
+    let seg = std::fs::read_dir(&private)
+        .unwrap()
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().ends_with(".ts"))
+        .unwrap()
+        .path();
+    let probe = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_name,width",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(&seg)
+        .output()
+        .unwrap();
+    // (ffprobe prints the stream once per program and once alone.)
+    let probed = String::from_utf8_lossy(&probe.stdout).to_string();
+    assert!(
+        probed.lines().all(|l| l.is_empty() || l == "h264,640"),
+        "{probed}"
+    );
+    assert!(probed.contains("h264,640"), "{probed}");
+
+    // Without a login nothing live is reachable; observers never get the unmasked stream.
+    let anon = Api::anonymous(&base);
+    let live_path = format!("/api/stations/{STATION}/cameras/desk/live/index.m3u8");
+    assert_eq!(anon.get(&live_path).unwrap().status, 401);
+    assert_eq!(
+        anon.get(&format!("/public/live/{STATION}/desk/index.m3u8"))
+            .unwrap()
+            .status,
+        404,
+        "not public yet"
+    );
+    let admin = controller.admin().unwrap();
+    let r = admin.get_bytes(&live_path).unwrap();
+    assert_eq!(r.0, 200);
+    assert!(String::from_utf8_lossy(&r.1).starts_with("#EXTM3U"));
+
+    // The operator's page plays it.
+    let browser = Browser::start(&driver, dir.path());
+    let c = browser.session(&chromium).await;
+    c.goto(&format!("{base}/stations/{STATION}")).await.unwrap();
+    wait_js(&c, "location.pathname === '/login'", 10, "login page").await;
+    type_into(&c, "#username", ADMIN_USER).await;
+    type_into(&c, "#password", ADMIN_PASSWORD).await;
+    click(&c, "#login button[type=submit]").await;
+    wait_js(&c, "location.pathname !== '/login'", 20, "logged in").await;
+    if c.current_url().await.unwrap().path() != format!("/stations/{STATION}") {
+        c.goto(&format!("{base}/stations/{STATION}")).await.unwrap();
+    }
+    let t1 = wait_playing_past(&c, 0.5, 60, "the station page's live player plays").await;
+    let t2 = wait_playing_past(&c, t1 + 2.0, 30, "the live player keeps advancing").await;
+    step(&format!("player advancing: {t1:.1} s -> {t2:.1} s"));
+
+    // A publisher with a wrong passphrase, and one of an unknown station, are refused.
+    for (sid, pass, folder) in [
+        (
+            format!("{STATION}/door"),
+            "wrong-passphrase-000".to_string(),
+            gw.private_dir(STATION, "door"),
+        ),
+        (
+            "NOPE-0001/desk".to_string(),
+            passphrase.clone(),
+            gw.private_dir("NOPE-0001", "desk"),
+        ),
+    ] {
+        let status = Command::new("timeout")
+            .args([
+                "6",
+                "gst-launch-1.0",
+                "-q",
+                "videotestsrc",
+                "is-live=true",
+                "!",
+                "x264enc",
+                "tune=zerolatency",
+                "!",
+                "mpegtsmux",
+                "!",
+                "srtsink",
+            ])
+            .arg(format!(
+                "uri=srt://127.0.0.1:{srt_port}?streamid={sid}&passphrase={pass}"
+            ))
+            .args(["mode=caller", "wait-for-connection=false"])
+            .output()
+            .unwrap();
+        assert!(
+            !status.status.success(),
+            "{sid}: the publisher was not refused"
+        );
+        assert!(
+            !folder.exists(),
+            "{sid}: the gateway wrote {}",
+            folder.display()
+        );
+    }
+    let log = gw.log();
+    assert!(
+        log.contains("caller refused") && log.contains("unknown station NOPE-0001"),
+        "{log}"
+    );
+    assert!(
+        log.contains("rejecting"),
+        "wrong passphrase not logged:\n{log}"
+    );
+    step("wrong publishers refused");
+
+    // Public: masks drawn, the camera marked public; the public copy is masked.
+    let r = admin
+        .put(
+            &format!("/api/stations/{STATION}/cameras/desk/masks"),
+            &json!({ "masks": [MASK] }),
+        )
+        .unwrap();
+    assert_eq!(r.status, 200, "{r:?}");
+    let r = admin
+        .put(
+            &format!("/api/stations/{STATION}/cameras/desk/public"),
+            &json!({ "public": true }),
+        )
+        .unwrap();
+    assert_eq!(r.status, 200, "{r:?}");
+    let public = gw.public_dir(STATION, "desk");
+    wait_playlist(&public, 2, 60, "public stream", &gw, &agent);
+    let r = anon
+        .get_bytes(&format!("/public/live/{STATION}/desk/index.m3u8"))
+        .unwrap();
+    assert_eq!(r.0, 200);
+    let (_, names, _) = playlist(&public.join("index.m3u8")).unwrap();
+    let seg = anon
+        .get_bytes(&format!(
+            "/public/live/{STATION}/desk/{}",
+            names[names.len() - 1]
+        ))
+        .unwrap();
+    assert_eq!(seg.0, 200);
+    let seg_file = dir.path().join("public-seg.ts");
+    std::fs::write(&seg_file, &seg.1).unwrap();
+    let (w, h, grey) = decode_grey(&seg_file);
+    let inside: Vec<u8> = (h / 20..h / 2 - h / 20)
+        .flat_map(|y| (w / 20..w / 2 - w / 20).map(move |x| (y, x)))
+        .map(|(y, x)| grey[y * w + x])
+        .collect();
+    let outside: Vec<u8> = (h / 2 + h / 20..h - h / 20)
+        .flat_map(|y| (w / 2 + w / 20..w - w / 20).map(move |x| (y, x)))
+        .map(|(y, x)| grey[y * w + x])
+        .collect();
+    let spread = |v: &[u8]| v.iter().max().unwrap() - v.iter().min().unwrap();
+    assert!(
+        spread(&inside) <= 4,
+        "inside the mask not uniform: spread {}",
+        spread(&inside)
+    );
+    assert!(
+        spread(&outside) > 40,
+        "the picture outside the mask is gone"
+    );
+    // The private stream is still unmasked for operators, and never reachable without login.
+    assert_eq!(
+        anon.get(&format!("/public/live/{STATION}/door/index.m3u8"))
+            .unwrap()
+            .status,
+        404
+    );
+    assert_eq!(
+        anon.get(&format!(
+            "/public/live/{STATION}/desk/..%2F..%2Fprivate%2F{STATION}%2Fdesk%2Findex.m3u8"
+        ))
+        .unwrap()
+        .status,
+        404
+    );
+    step("public stream masked");
+
+    // The gateway restarts mid-stream: the playlist carries on, the player recovers.
+    let before = playlist(&private.join("index.m3u8")).unwrap();
+    gw.child.terminate(Duration::from_secs(10)).unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    gw = GatewayProcess::run(&gw.config.clone(), srt_port, &hls).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let now = playlist(&private.join("index.m3u8")).unwrap();
+        if now.2 > 0 && now.1.last() != before.1.last() {
+            assert!(
+                now.0 >= before.0 && now.0 >= seq0,
+                "sequence went back: {before:?} -> {now:?}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no new segments after the restart\n{}",
+            gw.log()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let t3 = js_f64(&c, CURRENT).await;
+    wait_playing_past(
+        &c,
+        t3 + 2.0,
+        60,
+        "the player plays on after the gateway restarted",
+    )
+    .await;
+    step("gateway restart recovered");
+}
+
+async fn js_f64(c: &fantoccini::Client, expr: &str) -> f64 {
+    stationwatch_tests::browser::js(c, expr)
+        .await
+        .as_f64()
+        .unwrap_or(-1.0)
+}
+
+/// The first frame of a TS file as 8-bit grey: width, height, pixels.
+fn decode_grey(ts: &Path) -> (usize, usize, Vec<u8>) {
+    let probe = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "stream=width,height",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(ts)
+        .output()
+        .unwrap();
+    let wh = String::from_utf8_lossy(&probe.stdout)
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim()
+        .to_owned();
+    let (w, h) = wh
+        .split_once(',')
+        .unwrap_or_else(|| panic!("ffprobe: {wh:?}"));
+    let (w, h): (usize, usize) = (w.parse().unwrap(), h.parse().unwrap());
+    let out = Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(ts)
+        .args(["-frames:v", "1", "-f", "rawvideo", "-pix_fmt", "gray", "-"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.stdout.len(),
+        w * h,
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (w, h, out.stdout)
+}
