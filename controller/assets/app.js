@@ -836,18 +836,35 @@
     p.line.textContent = (st.playable ? 'live' : liveReason(st)) + (parts.length ? ` · ${parts.join(' · ')}` : '');
     p.box.dataset.playable = st.playable ? 'yes' : 'no';
     if (p.pub) p.pub.textContent = st.public ? 'Make not public' : 'Make public';
-    if (st.playable && !p.hls && window.Hls && window.Hls.isSupported()) {
-      const hls = new window.Hls({ liveSyncDurationCount: 2, enableWorker: false });
-      hls.on(window.Hls.Events.ERROR, (_, data) => {
-        if (!data.fatal) return;
-        if (data.type === window.Hls.ErrorTypes.MEDIA_ERROR) hls.recoverMediaError();
-        else hls.startLoad();
-      });
-      hls.loadSource(`${path()}/cameras/${encodeURIComponent(id)}/live/index.m3u8`);
-      hls.attachMedia(p.video);
-      p.video.play().catch(() => {});
-      p.hls = hls;
-    }
+    if (st.playable && !p.hls) startPlayer(id, p);
+  }
+
+  /** (Re)starts a camera's player. A rung change (main <-> sub) is a new stream with another
+   *  picture size; when the browser's decoder gives up on it (a decode error), the player is
+   *  rebuilt on the same video element and joins the live edge again. */
+  function startPlayer(id, p) {
+    if (!(window.Hls && window.Hls.isSupported())) return;
+    if (p.hls) p.hls.destroy();
+    const hls = new window.Hls({ liveSyncDurationCount: 2, enableWorker: false });
+    hls.on(window.Hls.Events.ERROR, (_, data) => {
+      if (!data.fatal) return;
+      if (data.type === window.Hls.ErrorTypes.NETWORK_ERROR) hls.startLoad();
+      else restartPlayer(id, p);
+    });
+    hls.loadSource(`${path()}/cameras/${encodeURIComponent(id)}/live/index.m3u8`);
+    hls.attachMedia(p.video);
+    p.video.play().catch(() => {});
+    p.hls = hls;
+  }
+
+  function restartPlayer(id, p) {
+    if (S.live.get(id) !== p || p.restarting) return;
+    p.restarting = true;
+    p.restarts = (p.restarts || 0) + 1;
+    setTimeout(() => {
+      p.restarting = false;
+      if (S.live.get(id) === p) startPlayer(id, p);
+    }, 1000);
   }
 
   function livePanel(id) {
@@ -860,6 +877,8 @@
         ? h('button', { type: 'button', class: 'btn small', dataset: { livePublic: id } }, 'Make public') : null;
       const box = h('div', { class: 'live-player', dataset: { camera: id } }, video, line, pub);
       p = { box, video, line, pub, hls: null, status: null, timer: null };
+      const player = p;
+      video.addEventListener('error', () => restartPlayer(id, player));
       S.live.set(id, p);
       p.timer = setInterval(() => loadLive(id), 5000);
       loadLive(id);

@@ -31,12 +31,37 @@ impl GatewayProcess {
         token_file: &Path,
         extra: &str,
     ) -> Result<GatewayProcess> {
+        Self::start_in(
+            &[],
+            "127.0.0.1",
+            dir,
+            srt_port,
+            hls_dir,
+            controller_url,
+            token_file,
+            extra,
+        )
+    }
+
+    /// Like [`GatewayProcess::start`], listening on `addr`, behind a command prefix (e.g. `ip
+    /// netns exec NS`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn start_in(
+        prefix: &[String],
+        addr: &str,
+        dir: &Path,
+        srt_port: u16,
+        hls_dir: &Path,
+        controller_url: &str,
+        token_file: &Path,
+        extra: &str,
+    ) -> Result<GatewayProcess> {
         std::fs::create_dir_all(dir)?;
         let config = dir.join("gateway.toml");
         std::fs::write(
             &config,
             format!(
-                "name = \"gw-test\"\n{extra}\n[srt]\nlisten = \"127.0.0.1:{srt_port}\"\n\n\
+                "name = \"gw-test\"\n{extra}\n[srt]\nlisten = \"{addr}:{srt_port}\"\n\n\
                  [hls]\ndir = \"{}\"\nstate_dir = \"{}\"\nsegment_seconds = 1\n\n\
                  [controller]\nurl = \"{controller_url}\"\ntoken_file = \"{}\"\nrefresh_seconds = 2\n",
                 hls_dir.display(),
@@ -44,12 +69,28 @@ impl GatewayProcess {
                 token_file.display()
             ),
         )?;
-        Self::run(&config, srt_port, hls_dir)
+        Self::run_in(prefix, &config, srt_port, hls_dir)
     }
 
     /// Starts the gateway again on the same config (a restart).
     pub fn run(config: &Path, srt_port: u16, hls_dir: &Path) -> Result<GatewayProcess> {
-        let mut cmd = Command::new(gateway_bin()?);
+        Self::run_in(&[], config, srt_port, hls_dir)
+    }
+
+    pub fn run_in(
+        prefix: &[String],
+        config: &Path,
+        srt_port: u16,
+        hls_dir: &Path,
+    ) -> Result<GatewayProcess> {
+        let mut cmd = match prefix.split_first() {
+            Some((bin, rest)) => {
+                let mut c = Command::new(bin);
+                c.args(rest).arg(gateway_bin()?);
+                c
+            }
+            None => Command::new(gateway_bin()?),
+        };
         cmd.arg("run")
             .arg("--config")
             .arg(config)

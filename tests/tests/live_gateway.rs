@@ -25,6 +25,7 @@ use stationwatch_tests::controller_process::{
 };
 use stationwatch_tests::gateway_process::{gateway_bin, playlist, GatewayProcess};
 use stationwatch_tests::mosquitto::{have_mosquitto, Broker, BrokerOpts};
+use stationwatch_tests::netns::{Link, FAR_ADDR};
 use stationwatch_tests::{free_port, have_binary, have_gst_element};
 
 const STATION: &str = "LIVE-0001";
@@ -54,14 +55,18 @@ fn ready() -> Option<(std::path::PathBuf, std::path::PathBuf)> {
 }
 
 fn agent_config(dir: &Path, broker_port: u16, target: &str) -> String {
+    agent_config_with(dir, &format!("127.0.0.1:{broker_port}"), target, "on", "")
+}
+
+fn agent_config_with(dir: &Path, broker: &str, target: &str, live: &str, camera: &str) -> String {
     format!(
         "[station]\nid = \"{STATION}\"\nname = \"Live school\"\nregion = \"North\"\n\n\
          [storage]\npath = \"{}\"\nsegment_seconds = 4\n\n\
          [supervision]\nstall_timeout_seconds = 3\n\n\
-         [mqtt]\nurl = \"mqtt://127.0.0.1:{broker_port}\"\nhealth_interval_seconds = 2\n\n\
-         [live]\noff_retry_seconds = 2\nprobe_backoff_max_seconds = 5\n\n\
+         [mqtt]\nurl = \"mqtt://{broker}\"\nhealth_interval_seconds = 2\n\n\
+         [live]\noff_retry_seconds = 2\nprobe_backoff_max_seconds = 5\nstep_down_seconds = 3\n\n\
          [[camera]]\nid = \"desk\"\nsource = \"test\"\nwidth = 640\nheight = 360\nfps = 15\n\
-         bitrate_kbps = 800\nlive = \"on\"\nlive_target = \"{target}\"\n",
+         bitrate_kbps = 800\nlive = \"{live}\"\nlive_target = \"{target}\"\n{camera}\n",
         dir.join("rec").display()
     )
 }
@@ -99,15 +104,28 @@ const CURRENT: &str =
                         return v ? v.currentTime : -1; })()";
 
 async fn wait_playing_past(c: &fantoccini::Client, t: f64, secs: u64, what: &str) -> f64 {
-    let v = wait_js(
-        c,
-        &format!("(() => {{ const t = {CURRENT}; return t > {t} ? t : null; }})()"),
-        secs,
-        what,
-    )
-    .await;
-    v.as_f64().unwrap()
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let now = js_f64(c, CURRENT).await;
+        if now > t {
+            step(what);
+            return now;
+        }
+        if Instant::now() > deadline {
+            let state = stationwatch_tests::browser::js(c, PLAYER_STATE).await;
+            panic!("{what}: currentTime {now} not past {t} within {secs} s; player: {state}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
+
+/// What a failing test prints about the player.
+const PLAYER_STATE: &str = "(() => { const v = document.querySelector('video[data-live-camera=\"desk\"]'); \
+    if (!v) return 'no video element'; const b = []; \
+    for (let i = 0; i < v.buffered.length; i++) b.push(`${v.buffered.start(i).toFixed(1)}-${v.buffered.end(i).toFixed(1)}`); \
+    const line = document.querySelector('.live-player .live-line'); \
+    return JSON.stringify({ t: v.currentTime, paused: v.paused, ready: v.readyState, error: v.error && v.error.code, \
+      connected: v.isConnected, buffered: b, line: line && line.textContent }); })()";
 
 #[test]
 fn operators_and_the_public_watch_live_through_the_gateway() {
@@ -230,15 +248,7 @@ async fn scenario(chromium: std::path::PathBuf, driver: std::path::PathBuf) {
     // The operator's page plays it.
     let browser = Browser::start(&driver, dir.path());
     let c = browser.session(&chromium).await;
-    c.goto(&format!("{base}/stations/{STATION}")).await.unwrap();
-    wait_js(&c, "location.pathname === '/login'", 10, "login page").await;
-    type_into(&c, "#username", ADMIN_USER).await;
-    type_into(&c, "#password", ADMIN_PASSWORD).await;
-    click(&c, "#login button[type=submit]").await;
-    wait_js(&c, "location.pathname !== '/login'", 20, "logged in").await;
-    if c.current_url().await.unwrap().path() != format!("/stations/{STATION}") {
-        c.goto(&format!("{base}/stations/{STATION}")).await.unwrap();
-    }
+    open_station_page(&c, &base).await;
     let t1 = wait_playing_past(&c, 0.5, 60, "the station page's live player plays").await;
     let t2 = wait_playing_past(&c, t1 + 2.0, 30, "the live player keeps advancing").await;
     step(&format!("player advancing: {t1:.1} s -> {t2:.1} s"));
@@ -334,7 +344,8 @@ async fn scenario(chromium: std::path::PathBuf, driver: std::path::PathBuf) {
         .flat_map(|y| (w / 20..w / 2 - w / 20).map(move |x| (y, x)))
         .map(|(y, x)| grey[y * w + x])
         .collect();
-    let outside: Vec<u8> = (h / 2 + h / 20..h - h / 20)
+    // The right half of the picture (the test pattern's colour bars and clock): not masked.
+    let outside: Vec<u8> = (h / 20..h - h / 20)
         .flat_map(|y| (w / 2 + w / 20..w - w / 20).map(move |x| (y, x)))
         .map(|(y, x)| grey[y * w + x])
         .collect();
@@ -396,6 +407,142 @@ async fn scenario(chromium: std::path::PathBuf, driver: std::path::PathBuf) {
     )
     .await;
     step("gateway restart recovered");
+}
+
+/// Logs in as the admin and opens the station page.
+async fn open_station_page(c: &fantoccini::Client, base: &str) {
+    c.goto(&format!("{base}/stations/{STATION}")).await.unwrap();
+    wait_js(c, "location.pathname === '/login'", 10, "login page").await;
+    type_into(c, "#username", ADMIN_USER).await;
+    type_into(c, "#password", ADMIN_PASSWORD).await;
+    click(c, "#login button[type=submit]").await;
+    wait_js(c, "location.pathname !== '/login'", 20, "logged in").await;
+    if c.current_url().await.unwrap().path() != format!("/stations/{STATION}") {
+        c.goto(&format!("{base}/stations/{STATION}")).await.unwrap();
+    }
+}
+
+/// Behind a shaped uplink (network namespaces, `tc tbf`; root only) the agent drops from the
+/// main rung to the sub rung — a new SRT connection with a smaller picture — and the station
+/// page's player keeps playing across the switch. The gateway runs on the far side of the link;
+/// the broker and the controller are reached through TCP relays across it.
+#[test]
+fn the_player_keeps_playing_when_a_narrow_uplink_forces_the_sub_rung() {
+    let Some((chromium, driver)) = ready() else {
+        return;
+    };
+    if !stationwatch_tests::require_none(Link::unavailable()) {
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(sub_rung(chromium, driver));
+}
+
+async fn sub_rung(chromium: std::path::PathBuf, driver: std::path::PathBuf) {
+    controller_bin().unwrap();
+    agent_bin().unwrap();
+    gateway_bin().unwrap();
+    START.get_or_init(Instant::now);
+    let link = Link::create("gw").expect("creating network namespaces");
+    let dir = tempfile::tempdir().unwrap();
+    let hls = dir.path().join("hls");
+    let broker = Broker::new(BrokerOpts::default()).unwrap();
+    let mut opts = ControllerOpts::new(broker.port());
+    opts.extra_toml = format!(
+        "[rules]\nmin_disk_hours = 1.0\n\
+         [live]\nhls_dir = \"{}\"\n",
+        hls.display(),
+    );
+    let controller = ControllerProcess::start(dir.path(), &opts).unwrap();
+    let base = controller.base_url();
+    let mqtt_relay = link.relay(broker.port()).unwrap();
+    let http_relay = link.relay(controller.addr.port()).unwrap();
+    let out = Command::new(controller_bin().unwrap())
+        .args(["live-passphrase", "--config"])
+        .arg(&controller.config)
+        .args(["--station", STATION])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let passphrase = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    // The controller made the token next to its config (`[live] gateway_token_file` default).
+    let token = controller.config.parent().unwrap().join("gateway.token");
+    let srt_port = 9000;
+    let gw = GatewayProcess::start_in(
+        &link.far_prefix(),
+        FAR_ADDR,
+        &dir.path().join("gateway"),
+        srt_port,
+        &hls,
+        &format!("http://{FAR_ADDR}:{}/", http_relay.port),
+        &token,
+        "",
+    )
+    .unwrap();
+    let agent_dir = dir.path().join("agent");
+    std::fs::create_dir_all(&agent_dir).unwrap();
+    let target =
+        format!("srt://{FAR_ADDR}:{srt_port}?streamid={STATION}/desk&passphrase={passphrase}");
+    let cfg = agent_config_with(
+        &agent_dir,
+        &format!("{FAR_ADDR}:{}", mqtt_relay.port),
+        &target,
+        "auto",
+        "live_sub_kbps = 64",
+    );
+    let agent = AgentProcess::start_in(&link.agent_prefix(), &agent_dir, &cfg, &[]).unwrap();
+    let private = gw.private_dir(STATION, "desk");
+    wait_playlist(&private, 3, 90, "main rung at the gateway", &gw, &agent);
+    agent
+        .wait_log(
+            "live stream flowing camera=desk rung=\"main\"",
+            Duration::from_secs(30),
+        )
+        .unwrap();
+    step("main rung playing at the gateway");
+
+    let browser = Browser::start(&driver, dir.path());
+    let c = browser.session(&chromium).await;
+    open_station_page(&c, &base).await;
+    let t1 = wait_playing_past(&c, 1.0, 60, "the player plays the main rung").await;
+    step(&format!("player at {t1:.1} s on main"));
+
+    // The uplink narrows: main (800 kbit/s) no longer fits, the sub rung (64 kbit/s) does.
+    link.shape(250).unwrap();
+    agent
+        .wait_log(
+            "live stream flowing camera=desk rung=\"sub\"",
+            Duration::from_secs(40),
+        )
+        .unwrap();
+    step("agent on the sub rung");
+    // The gateway took the new connection and the playlist carries on with a discontinuity.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while playlist(&private.join("index.m3u8")).is_none_or(|p| p.2 == 0) {
+        assert!(
+            Instant::now() < deadline,
+            "no discontinuity in the playlist\n{}",
+            gw.log()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let t2 = js_f64(&c, CURRENT).await;
+    let t3 = wait_playing_past(
+        &c,
+        t2 + 4.0,
+        60,
+        "the player plays on across the switch to sub",
+    )
+    .await;
+    step(&format!("player {t2:.1} s -> {t3:.1} s across the switch"));
 }
 
 async fn js_f64(c: &fantoccini::Client, expr: &str) -> f64 {
