@@ -14,6 +14,8 @@ pub struct GatewayConfig {
     /// This gateway's name, in logs and `status.json`.
     pub name: String,
     pub srt: SrtConfig,
+    /// RTMP publishers (`[rtmp] listen`); `None`: not accepted.
+    pub rtmp: Option<SocketAddr>,
     pub hls: HlsConfig,
     pub controller: ControllerLink,
     pub public: PublicConfig,
@@ -71,7 +73,11 @@ impl GatewayConfig {
 }
 
 fn walk(r: &mut TomlReader, root: &toml::Table, file: &Path) -> Option<GatewayConfig> {
-    r.unknown_keys(root, "", &["name", "srt", "hls", "controller", "public"]);
+    r.unknown_keys(
+        root,
+        "",
+        &["name", "srt", "rtmp", "hls", "controller", "public"],
+    );
     let name = r
         .string(root, "", "name", false)
         .unwrap_or_else(|| "gateway".into());
@@ -91,6 +97,21 @@ fn walk(r: &mut TomlReader, root: &toml::Table, file: &Path) -> Option<GatewayCo
         }
     };
     let latency = r.int(t, "srt", "latency_ms", 20..=8000, 250);
+    let t = r.optional_section(root, "rtmp", &["listen"]);
+    let rtmp = match r.string(t, "rtmp", "listen", false).as_deref() {
+        None => Some(Some(SocketAddr::from(([0, 0, 0, 0], 1935)))),
+        Some("") | Some("off") => Some(None),
+        Some(a) => match a.parse::<SocketAddr>() {
+            Ok(a) => Some(Some(a)),
+            Err(e) => {
+                r.problem(
+                    join("rtmp", "listen"),
+                    format!("{a:?} is not an address:port or \"off\" ({e})"),
+                );
+                None
+            }
+        },
+    };
     let max_streams = r.int(t, "srt", "max_streams", 1..=100_000, 2000);
 
     let t = r.optional_section(
@@ -147,6 +168,7 @@ fn walk(r: &mut TomlReader, root: &toml::Table, file: &Path) -> Option<GatewayCo
             latency: Duration::from_millis(latency? as u64),
             max_streams: max_streams? as usize,
         },
+        rtmp: rtmp?,
         hls: HlsConfig {
             dir: dir?,
             segment_seconds: segment_seconds?,

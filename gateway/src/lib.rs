@@ -11,11 +11,13 @@
 //! | `hls.rs` | a stream folder: segments and a rolling playlist, continuous across publishers |
 //! | `publish.rs` | one reader thread per publishing camera; replacement; `status.json` |
 //! | `public.rs` | the masked public copy (GStreamer: decode, mask, encode) |
+//! | `rtmp.rs` | RTMP publishers, remuxed to MPEG-TS (GStreamer, no decoding) |
 
 pub mod config;
 pub mod hls;
 pub mod public;
 pub mod publish;
+pub mod rtmp;
 pub mod srt;
 pub mod stations;
 pub mod ts;
@@ -50,6 +52,8 @@ pub struct Gateway {
     publishers: Arc<publish::Publishers>,
     accept: Option<std::thread::JoinHandle<()>>,
     refresh: tokio::task::JoinHandle<()>,
+    /// The RTMP listening socket (closed at stop, which ends its accept thread).
+    rtmp: Option<std::net::TcpListener>,
 }
 
 impl Gateway {
@@ -85,7 +89,33 @@ impl Gateway {
         let listener = srt::Listener::bind(addr, cfg.srt.latency, Arc::new(list.clone()))
             .map_err(|source| GatewayError::Srt { addr, source })?;
         let listener = Arc::new(listener);
-        let publishers = publish::Publishers::new(cfg, list);
+        let rtmp = cfg
+            .rtmp
+            .map(|a| {
+                std::net::TcpListener::bind(a).map_err(|source| GatewayError::Io {
+                    path: format!("RTMP listener {a}").into(),
+                    source,
+                })
+            })
+            .transpose()?;
+        let publishers = publish::Publishers::new(cfg, list.clone());
+        let rtmp_stop = match rtmp {
+            Some(l) => {
+                let addr = l.local_addr().ok();
+                let stop = l.try_clone().ok();
+                let (s, p) = (list.clone(), publishers.clone());
+                std::thread::Builder::new()
+                    .name("rtmp-accept".into())
+                    .spawn(move || rtmp::serve(l, s, p))
+                    .map_err(|source| GatewayError::Io {
+                        path: "rtmp-accept thread".into(),
+                        source,
+                    })?;
+                info!(?addr, "live gateway listening for RTMP");
+                stop
+            }
+            None => None,
+        };
         let (l, p) = (listener.clone(), publishers.clone());
         let accept = std::thread::Builder::new()
             .name("srt-accept".into())
@@ -108,12 +138,19 @@ impl Gateway {
             publishers,
             accept: Some(accept),
             refresh,
+            rtmp: rtmp_stop,
         })
     }
 
     /// Stops taking callers, closes every publisher and writes their last status.
     pub fn stop(mut self) {
         self.listener.close();
+        if let Some(l) = self.rtmp.take() {
+            // SAFETY: shutdown(2) on a socket this process owns; it wakes the blocked accept.
+            unsafe {
+                libc::shutdown(std::os::fd::AsRawFd::as_raw_fd(&l), libc::SHUT_RDWR);
+            }
+        }
         if let Some(t) = self.accept.take() {
             if t.join().is_err() {
                 warn!("SRT accept thread panicked");

@@ -20,11 +20,42 @@ use tracing::{info, warn};
 use crate::config::GatewayConfig;
 use crate::hls::{write_atomic, HlsFolder};
 use crate::public::{OnSegment, PublicBranch};
-use crate::srt::{Closer, Connection, Received};
+use crate::srt::{Connection, Received};
 use crate::stations::Stations;
 use crate::ts::{Cutter, Segment};
 
 type Key = (StationId, CameraId);
+
+/// Where a publisher's MPEG-TS comes from: an SRT connection, or an RTMP publisher remuxed to TS
+/// (`rtmp.rs`).
+pub trait Source: Send {
+    /// The next bytes, waiting at most about a second.
+    fn next(&mut self) -> Next<'_>;
+}
+
+pub enum Next<'a> {
+    Data(&'a [u8]),
+    Idle,
+    Closed,
+}
+
+/// Closes a publisher from elsewhere (a newer one replaces it); its source then ends.
+pub type Closer = Arc<dyn Fn() + Send + Sync>;
+
+struct SrtSource {
+    conn: Connection,
+    buf: Vec<u8>,
+}
+
+impl Source for SrtSource {
+    fn next(&mut self) -> Next<'_> {
+        match self.conn.recv(&mut self.buf) {
+            Received::Data(n) => Next::Data(&self.buf[..n]),
+            Received::Idle => Next::Idle,
+            Received::Closed => Next::Closed,
+        }
+    }
+}
 
 struct Slot {
     private: Arc<Mutex<HlsFolder>>,
@@ -76,6 +107,31 @@ impl Publishers {
                 return;
             }
         };
+        let closer = conn.closer();
+        let peer = conn.peer;
+        let source = SrtSource {
+            conn,
+            buf: vec![0u8; 1500],
+        };
+        self.publish(
+            key,
+            peer,
+            "srt",
+            Box::new(source),
+            Arc::new(move || closer.close()),
+        );
+    }
+
+    /// Takes a publisher (already authenticated): replaces the camera's current one and starts
+    /// reading on a thread of its own.
+    pub fn publish(
+        self: &Arc<Self>,
+        key: Key,
+        peer: Option<std::net::SocketAddr>,
+        protocol: &'static str,
+        source: Box<dyn Source>,
+        closer: Closer,
+    ) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let private = {
             let mut slots = self.slots.lock();
@@ -108,17 +164,17 @@ impl Publishers {
                     })
                 }
             };
-            if let Some((old, closer)) = slot.current.replace((id, conn.closer())) {
+            if let Some((old, old_closer)) = slot.current.replace((id, closer)) {
                 info!(station = %key.0, camera = %key.1, old, new = id, "publisher replaced by a new connection");
-                closer.close();
+                old_closer();
             }
             slot.private.clone()
         };
-        info!(station = %key.0, camera = %key.1, peer = ?conn.peer, connection = id, "publisher connected");
+        info!(station = %key.0, camera = %key.1, ?peer, protocol, connection = id, "publisher connected");
         let me = self.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("pub-{}", key.1))
-            .spawn(move || me.read(id, key, conn, private));
+            .spawn(move || me.read(id, key, source, private));
         match spawned {
             Ok(h) => {
                 let mut threads = self.threads.lock();
@@ -129,27 +185,31 @@ impl Publishers {
         }
     }
 
-    fn read(self: Arc<Self>, id: u64, key: Key, conn: Connection, private: Arc<Mutex<HlsFolder>>) {
+    fn read(
+        self: Arc<Self>,
+        id: u64,
+        key: Key,
+        mut source: Box<dyn Source>,
+        private: Arc<Mutex<HlsFolder>>,
+    ) {
         let since = Utc::now();
         private.lock().discontinuity();
         self.status(&key, &private.lock(), true, since, None);
         let mut cutter = Cutter::new(self.cfg.hls.segment_seconds);
         let mut public: Option<PublicBranch> = None;
         let mut public_checked = Instant::now() - PUBLIC_CHECK;
-        let mut buf = vec![0u8; 1500];
         let mut bytes = 0u64;
         loop {
             if public_checked.elapsed() >= PUBLIC_CHECK {
                 public_checked = Instant::now();
                 self.keep_public(&key, &mut public, since);
             }
-            let n = match conn.recv(&mut buf) {
-                Received::Data(n) => n,
-                Received::Idle => continue,
-                Received::Closed => break,
+            let data = match source.next() {
+                Next::Data(d) => d,
+                Next::Idle => continue,
+                Next::Closed => break,
             };
-            bytes += n as u64;
-            let data = &buf[..n];
+            bytes += data.len() as u64;
             let segments = cutter.push(data);
             if !segments.is_empty() {
                 let mut f = private.lock();
@@ -285,7 +345,7 @@ impl Publishers {
     pub fn stop(&self) {
         for s in self.slots.lock().values() {
             if let Some((_, c)) = &s.current {
-                c.close();
+                c();
             }
         }
         let threads: Vec<_> = self.threads.lock().drain(..).collect();

@@ -16,6 +16,8 @@ pub fn gateway_bin() -> Result<PathBuf> {
 pub struct GatewayProcess {
     pub child: LoggedChild,
     pub srt_port: u16,
+    /// The RTMP port (on the same address as SRT), when the config has one.
+    pub rtmp_port: Option<u16>,
     pub hls_dir: PathBuf,
     pub config: PathBuf,
 }
@@ -58,10 +60,12 @@ impl GatewayProcess {
     ) -> Result<GatewayProcess> {
         std::fs::create_dir_all(dir)?;
         let config = dir.join("gateway.toml");
+        let rtmp_port = crate::free_port();
         std::fs::write(
             &config,
             format!(
                 "name = \"gw-test\"\n{extra}\n[srt]\nlisten = \"{addr}:{srt_port}\"\n\n\
+                 [rtmp]\nlisten = \"{addr}:{rtmp_port}\"\n\n\
                  [hls]\ndir = \"{}\"\nstate_dir = \"{}\"\nsegment_seconds = 1\n\n\
                  [controller]\nurl = \"{controller_url}\"\ntoken_file = \"{}\"\nrefresh_seconds = 2\n",
                 hls_dir.display(),
@@ -98,9 +102,17 @@ impl GatewayProcess {
             .stdin(Stdio::null());
         let child = LoggedChild::spawn("live-gateway", cmd).context("starting live-gateway")?;
         child.wait_log("live gateway listening for SRT", Duration::from_secs(60))?;
+        let rtmp_port = std::fs::read_to_string(config)
+            .ok()
+            .and_then(|t| t.parse::<toml::Table>().ok())
+            .and_then(|t| {
+                let l = t.get("rtmp")?.get("listen")?.as_str()?.to_owned();
+                l.rsplit_once(':')?.1.parse().ok()
+            });
         Ok(GatewayProcess {
             child,
             srt_port,
+            rtmp_port,
             hls_dir: hls_dir.to_owned(),
             config: config.to_owned(),
         })

@@ -40,9 +40,16 @@ fn ready() -> Option<(std::path::PathBuf, std::path::PathBuf)> {
         );
         return None;
     };
-    let missing = ["x264enc", "srtsink", "mpegtsmux", "decodebin"]
-        .into_iter()
-        .find(|e| !have_gst_element(e));
+    let missing = [
+        "x264enc",
+        "srtsink",
+        "mpegtsmux",
+        "decodebin",
+        "rtmp2sink",
+        "flvmux",
+    ]
+    .into_iter()
+    .find(|e| !have_gst_element(e));
     if !stationwatch_tests::require(
         have_mosquitto() && missing.is_none() && have_binary("ffmpeg"),
         &format!(
@@ -307,6 +314,59 @@ async fn scenario(chromium: std::path::PathBuf, driver: std::path::PathBuf) {
         "wrong passphrase not logged:\n{log}"
     );
     step("wrong publishers refused");
+
+    // RTMP publishers (an encoder that only speaks RTMP): the station's passphrase in the
+    // stream name; a wrong one is refused.
+    let rtmp_port = gw.rtmp_port.expect("the test gateway listens for RTMP");
+    let rtmp = move |camera: &str, pass: &str, secs: &str| {
+        Command::new("timeout")
+            .args([
+                secs,
+                "gst-launch-1.0",
+                "-q",
+                "videotestsrc",
+                "is-live=true",
+                "!",
+                "video/x-raw,width=320,height=180,framerate=15/1",
+                "!",
+                "x264enc",
+                "tune=zerolatency",
+                "key-int-max=15",
+                "!",
+                "h264parse",
+                "!",
+                "flvmux",
+                "streamable=true",
+                "!",
+                "rtmp2sink",
+            ])
+            .arg(format!(
+                "location=rtmp://127.0.0.1:{rtmp_port}/{STATION}/{camera}?passphrase={pass}"
+            ))
+            .output()
+            .unwrap()
+    };
+    let refused = rtmp("lobby", "wrong-passphrase-000", "6");
+    assert!(
+        !refused.status.success(),
+        "RTMP with a wrong passphrase was not refused"
+    );
+    assert!(!gw.private_dir(STATION, "lobby").exists());
+    assert!(gw.log().contains("RTMP publisher refused"), "{}", gw.log());
+    let hall = std::thread::spawn({
+        let pass = passphrase.clone();
+        move || rtmp("hall", &pass, "10")
+    });
+    wait_playlist(
+        &gw.private_dir(STATION, "hall"),
+        2,
+        30,
+        "RTMP publisher's stream",
+        &gw,
+        &agent,
+    );
+    hall.join().unwrap();
+    step("RTMP publisher accepted, wrong one refused");
 
     // Public: masks drawn, the camera marked public; the public copy is masked.
     let r = admin
