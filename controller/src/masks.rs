@@ -37,42 +37,14 @@ pub fn validate(masks: &[Polygon]) -> Result<(), MaskError> {
 }
 
 /// Whether the point `(x, y)` lies inside the polygon (even-odd rule).
-fn inside(poly: &[[f64; 2]], x: f64, y: f64) -> bool {
-    let mut inside = false;
-    let mut j = poly.len() - 1;
-    for i in 0..poly.len() {
-        let ([xi, yi], [xj, yj]) = (poly[i], poly[j]);
-        if (yi > y) != (yj > y) && x < (xj - xi) * (y - yi) / (yj - yi) + xi {
-            inside = !inside;
-        }
-        j = i;
-    }
-    inside
-}
-
 /// Blanks the masks in an RGB picture (`width * height * 3` bytes): every pixel whose centre
 /// lies inside a mask becomes uniform grey.
 pub fn blank(rgb: &mut [u8], width: usize, height: usize, masks: &[Polygon]) {
-    for m in masks.iter().filter(|m| m.len() >= 3) {
-        let px = |v: f64, n: usize| ((v * n as f64).floor().max(0.0) as usize).min(n);
-        let (x0, x1) = (
-            px(m.iter().map(|p| p[0]).fold(1.0, f64::min), width),
-            px(m.iter().map(|p| p[0]).fold(0.0, f64::max), width) + 1,
-        );
-        let (y0, y1) = (
-            px(m.iter().map(|p| p[1]).fold(1.0, f64::min), height),
-            px(m.iter().map(|p| p[1]).fold(0.0, f64::max), height) + 1,
-        );
-        for y in y0..y1.min(height) {
-            for x in x0..x1.min(width) {
-                let (cx, cy) = (
-                    (x as f64 + 0.5) / width as f64,
-                    (y as f64 + 0.5) / height as f64,
-                );
-                if inside(m, cx, cy) {
-                    let i = (y * width + x) * 3;
-                    rgb[i..i + 3].copy_from_slice(&FILL);
-                }
+    for (y, x0, x1) in stationwatch_protocol::masks::spans(width, height, masks) {
+        for x in x0..x1 {
+            let i = (y * width + x) * 3;
+            if let Some(px) = rgb.get_mut(i..i + 3) {
+                px.copy_from_slice(&FILL);
             }
         }
     }

@@ -176,7 +176,10 @@ mod tests {
     fn spans_cover_the_inside_of_each_mask() {
         // A rectangle over the left half, top half of a 10 x 4 picture.
         let rect = vec![[0.0, 0.0], [0.5, 0.0], [0.5, 0.5], [0.0, 0.5]];
-        assert_eq!(spans(10, 4, std::slice::from_ref(&rect)), vec![(0, 0, 5), (1, 0, 5)]);
+        assert_eq!(
+            spans(10, 4, std::slice::from_ref(&rect)),
+            vec![(0, 0, 5), (1, 0, 5)]
+        );
         // A triangle: fewer pixels per row as it narrows; nothing outside the picture.
         let tri = vec![[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]];
         let s = spans(8, 8, &[tri]);
