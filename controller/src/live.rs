@@ -75,8 +75,9 @@ impl Live {
     }
 
     /// What gateways fetch: every station the controller knows with its passphrase, and its
-    /// public cameras with their masks. A public camera whose masks cannot be read is left out
-    /// (fails closed: no public copy rather than an unmasked one).
+    /// public cameras with their masks. A public camera whose masks cannot be read, or were
+    /// never set (an operator saving an empty list says "none needed"), is left out (fails
+    /// closed: no public copy rather than an unmasked one).
     pub async fn gateway_config(
         &self,
         store: &Store,
@@ -88,10 +89,14 @@ impl Live {
             let mut cams = Vec::new();
             for (_, camera) in public.iter().filter(|(s, _)| *s == id) {
                 match store.masks(&id, camera).await {
-                    Ok(row) => cams.push(PublicCamera {
+                    Ok(Some(row)) => cams.push(PublicCamera {
                         camera: camera.clone(),
-                        masks: row.map(|r| r.masks).unwrap_or_default(),
+                        masks: row.masks,
                     }),
+                    // Never reviewed (not even "no mask needed"): not public.
+                    Ok(None) => {
+                        warn!(station = %id, %camera, "public camera left out: its masks were never set");
+                    }
                     Err(e) => {
                         warn!(station = %id, %camera, error = %e, "public camera left out: its masks cannot be read");
                     }

@@ -368,7 +368,15 @@ async fn scenario(chromium: std::path::PathBuf, driver: std::path::PathBuf) {
     hall.join().unwrap();
     step("RTMP publisher accepted, wrong one refused");
 
-    // Public: masks drawn, the camera marked public; the public copy is masked.
+    // Public: never without masks reviewed first; then masks drawn, the camera marked public,
+    // and the public copy is masked.
+    let r = admin
+        .put(
+            &format!("/api/stations/{STATION}/cameras/desk/public"),
+            &json!({ "public": true }),
+        )
+        .unwrap();
+    assert_eq!(r.status, 409, "public before any masks: {r:?}");
     let r = admin
         .put(
             &format!("/api/stations/{STATION}/cameras/desk/masks"),

@@ -69,7 +69,8 @@ pub(crate) struct PublicOut {
     public: bool,
 }
 
-/// `PUT /api/stations/{id}/cameras/{camera}/public` `{"public": true}`: admins only, audited.
+/// `PUT /api/stations/{id}/cameras/{camera}/public` `{"public": true}`: admins only, audited;
+/// 409 while the camera's masks were never set.
 pub(crate) async fn set_public(
     State(state): State<AppState>,
     super::extract::Require(user, _): Admin,
@@ -80,6 +81,12 @@ pub(crate) async fn set_public(
     let station = StationId::new(id).map_err(|e| ApiError::bad(e.to_string()))?;
     let camera = CameraId::new(camera).map_err(|e| ApiError::bad(e.to_string()))?;
     let Json(body) = body.map_err(|e| ApiError::bad(e.body_text()))?;
+    if body.public && state.store.masks(&station, &camera).await?.is_none() {
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            "draw the camera's privacy masks first (or save an empty mask list to say none is needed)".into(),
+        ));
+    }
     let now = crate::now_ms();
     state
         .store
