@@ -142,6 +142,13 @@ fn read_or_create(path: &Path, make: impl FnOnce() -> String) -> Result<String, 
     match std::fs::read_to_string(path) {
         Ok(s) => Ok(s.trim().to_owned()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            // Its folder too, like the controller's signing key (`keys::load_or_create_key`).
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|source| LiveError::File {
+                    path: dir.to_owned(),
+                    source,
+                })?;
+            }
             let value = make();
             let mut f = std::fs::OpenOptions::new()
                 .write(true)
@@ -197,8 +204,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cfg = LiveConfig {
             hls_dir: dir.path().join("hls"),
-            secret_file: dir.path().join("live.secret"),
-            gateway_token_file: dir.path().join("gateway.token"),
+            // In a folder that does not exist yet: created, like the controller's key's.
+            secret_file: dir.path().join("secrets/live.secret"),
+            gateway_token_file: dir.path().join("secrets/gateway.token"),
             public_page: false,
         };
         let a = Live::load(&cfg).unwrap();

@@ -64,9 +64,9 @@ pub(crate) struct PublicIn {
 
 #[derive(Serialize)]
 pub(crate) struct PublicOut {
-    station: StationId,
-    camera: CameraId,
-    public: bool,
+    pub(crate) station: StationId,
+    pub(crate) camera: CameraId,
+    pub(crate) public: bool,
 }
 
 /// `PUT /api/stations/{id}/cameras/{camera}/public` `{"public": true}`: admins only, audited;
@@ -115,15 +115,15 @@ pub(crate) async fn set_public(
 #[derive(Serialize)]
 pub(crate) struct LiveOut {
     /// The gateway's `status.json`, when a gateway wrote one.
-    gateway: Option<StreamStatus>,
+    pub(crate) gateway: Option<StreamStatus>,
     /// What the station last said about this camera's live branch.
-    station: Option<CameraLive>,
+    pub(crate) station: Option<CameraLive>,
     /// A playlist exists and a publisher is connected.
-    playable: bool,
+    pub(crate) playable: bool,
     /// Seconds from the newest segment's end to now plus one segment: how far behind the
     /// station's picture a player starting now is, at least (the player's own buffer adds to it).
-    delay_ms: Option<i64>,
-    public: bool,
+    pub(crate) delay_ms: Option<i64>,
+    pub(crate) public: bool,
 }
 
 fn staff(a: &StationAccess) -> ApiResult<()> {
@@ -215,11 +215,11 @@ pub(crate) struct RegionQuery {
 
 #[derive(Serialize)]
 pub(crate) struct PublicCameraOut {
-    station: StationId,
-    camera: CameraId,
-    name: Option<String>,
-    region: Option<String>,
-    playlist: String,
+    pub(crate) station: StationId,
+    pub(crate) camera: CameraId,
+    pub(crate) name: Option<String>,
+    pub(crate) region: Option<String>,
+    pub(crate) playlist: String,
 }
 
 /// `GET /api/public/cameras?region=`: the public cameras (no login; only with `public_page`).

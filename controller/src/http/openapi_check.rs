@@ -11,13 +11,15 @@ use std::sync::Arc;
 
 use serde::Serialize;
 use serde_json::{json, Map, Value};
+use stationwatch_protocol::live::{GatewayConfig, GatewayStation, PublicCamera, StreamStatus};
 use stationwatch_protocol::manifest::Timestamp;
-use stationwatch_protocol::mqtt::{Health, Status};
+use stationwatch_protocol::mqtt::{CameraLive, Health, Status};
 use stationwatch_protocol::{CameraId, StationId};
 
 use super::admin::AuditLog;
 use super::commands::Commands;
 use super::error::ErrorBody;
+use super::live::{LiveOut, PublicCameraOut, PublicOut};
 use super::requests::{RequestList, Timeline};
 use super::session::{LoggedIn, Me};
 use super::stations::{
@@ -255,8 +257,12 @@ fn document() -> Value {
 fn resolve<'a>(doc: &'a Value, schema: &'a Value) -> &'a Value {
     match schema.get("$ref").and_then(Value::as_str) {
         Some(r) => {
-            let name = r.strip_prefix("#/components/schemas/").expect("local $ref");
-            resolve(doc, &doc["components"]["schemas"][name])
+            // A schema (`#/components/schemas/Masks`) or a part of one
+            // (`#/components/schemas/Masks/properties/masks`).
+            let pointer = r.strip_prefix('#').expect("local $ref");
+            let target = doc.pointer(pointer);
+            assert!(target.is_some(), "$ref {r} points nowhere");
+            resolve(doc, target.unwrap())
         }
         None => match schema.get("allOf").and_then(Value::as_array) {
             Some(all) if all.len() == 1 => resolve(doc, &all[0]),
@@ -548,6 +554,7 @@ fn typed_responses_match_docs_openapi_yaml() {
                 camera: CameraId::new("desk").unwrap(),
                 received_at: 1,
             }],
+            public_cameras: vec![CameraId::new("desk").unwrap()],
         },
     );
     c(
@@ -860,6 +867,79 @@ fn typed_responses_match_docs_openapi_yaml() {
                 in_sync: false,
             },
         },
+    );
+    // Live viewing (`http/live.rs`).
+    let desk = CameraId::new("desk").unwrap();
+    let at = chrono::DateTime::from_timestamp_millis(1_780_000_000_000).unwrap();
+    c(
+        "get",
+        "/api/live/gateway",
+        "200",
+        &GatewayConfig {
+            stations: vec![GatewayStation {
+                station: station_id(),
+                passphrase: "0123456789abcdef0123456789abcdef".into(),
+                region: Some("North".into()),
+                public: vec![PublicCamera {
+                    camera: desk.clone(),
+                    masks: vec![vec![[0.1, 0.1], [0.5, 0.1], [0.5, 0.5]]],
+                }],
+            }],
+        },
+    );
+    c(
+        "put",
+        "/api/stations/{id}/cameras/{camera}/public",
+        "200",
+        &PublicOut {
+            station: station_id(),
+            camera: desk.clone(),
+            public: true,
+        },
+    );
+    c(
+        "get",
+        "/api/stations/{id}/cameras/{camera}/live",
+        "200",
+        &LiveOut {
+            gateway: Some(StreamStatus {
+                station: station_id(),
+                camera: desk.clone(),
+                publishing: true,
+                since: Some(at),
+                last_segment_at: Some(at),
+                kbps: 2000,
+                width: 1280,
+                height: 720,
+                segments: 6,
+                target_duration_s: 2,
+                gateway: "north-1".into(),
+                updated_at: at,
+            }),
+            station: Some(CameraLive {
+                uplink_bps: Some(3_000_000),
+                send_bps: Some(2_100_000),
+                rtt_ms: Some(40.0),
+                loss: Some(0.0),
+                reason: Some("link carries 3 Mbit/s".into()),
+                ..CameraLive::default()
+            }),
+            playable: true,
+            delay_ms: Some(3500),
+            public: false,
+        },
+    );
+    c(
+        "get",
+        "/api/public/cameras",
+        "200",
+        &vec![PublicCameraOut {
+            station: station_id(),
+            camera: desk,
+            name: Some("School 12".into()),
+            region: Some("North".into()),
+            playlist: "/public/live/KG-0042/desk/index.m3u8".into(),
+        }],
     );
     // The `stations` event of /api/stream is documented as the StreamBatch schema.
     let batch = serde_json::to_value(StreamBatch {

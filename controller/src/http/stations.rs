@@ -42,6 +42,8 @@ pub(crate) struct StationDetail<'a> {
     pub health: Option<&'a Health>,
     pub health_received_at: Option<i64>,
     pub snapshots: Vec<SnapshotTime>,
+    /// Cameras marked public for the live page (`docs/live.md`); the others are not.
+    pub public_cameras: Vec<CameraId>,
 }
 
 #[derive(Debug, Serialize)]
@@ -132,6 +134,7 @@ pub(crate) async fn detail(State(state): State<AppState>, a: StationAccess) -> A
             received_at,
         })
         .collect();
+    let public_cameras = state.store.live_public_cameras(&s.id).await?;
     Ok(Json(StationDetail {
         summary: s.summary(),
         status: s.status.as_ref(),
@@ -139,6 +142,7 @@ pub(crate) async fn detail(State(state): State<AppState>, a: StationAccess) -> A
         health: s.health.as_deref(),
         health_received_at: s.health_received_at,
         snapshots,
+        public_cameras,
     })
     .into_response())
 }

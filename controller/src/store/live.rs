@@ -54,6 +54,22 @@ impl Store {
         Ok(out)
     }
 
+    /// One station's public cameras (for its detail page).
+    pub async fn live_public_cameras(&self, station: &StationId) -> Result<Vec<CameraId>> {
+        let rows =
+            sqlx::query("SELECT camera FROM live_public WHERE station_id = $1 ORDER BY camera")
+                .bind(station.as_str())
+                .fetch_all(&self.pool)
+                .await?;
+        let mut out = Vec::new();
+        for r in rows {
+            if let Ok(c) = CameraId::new(r.try_get::<String, _>(0)?) {
+                out.push(c);
+            }
+        }
+        Ok(out)
+    }
+
     pub async fn is_live_public(&self, station: &StationId, camera: &CameraId) -> Result<bool> {
         let r = sqlx::query("SELECT 1 FROM live_public WHERE station_id = $1 AND camera = $2")
             .bind(station.as_str())
