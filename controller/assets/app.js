@@ -829,9 +829,18 @@
     if (S.live.get(id) !== p) return;
     p.status = st;
     const parts = [];
-    if (st.station) parts.push(`rung ${st.station.rung}`);
+    const l = st.station;
+    if (l) {
+      parts.push(`rung ${l.rung}`);
+      if (l.send_bps !== undefined && l.send_bps !== null) parts.push(`sending ${bits(l.send_bps)}`);
+      if (l.rtt_ms !== undefined && l.rtt_ms !== null) parts.push(`rtt ${Math.round(l.rtt_ms)} ms`);
+    }
     if (st.gateway && st.gateway.publishing) parts.push(`${st.gateway.kbps} kbit/s at the gateway`);
-    if (st.delay_ms !== null && st.delay_ms !== undefined) parts.push(`delay ≥ ${(st.delay_ms / 1000).toFixed(1)} s`);
+    // delay_ms: the newest segment's age plus one segment (docs/live.md); the player's own
+    // buffer comes on top, hence "at least".
+    parts.push(st.delay_ms !== null && st.delay_ms !== undefined
+      ? `delay ≥ ${(st.delay_ms / 1000).toFixed(1)} s` : 'delay unknown');
+    if (l && !st.playable && l.reason) parts.push(l.reason);
     if (st.public) parts.push('public (masked)');
     p.line.textContent = (st.playable ? 'live' : liveReason(st)) + (parts.length ? ` · ${parts.join(' · ')}` : '');
     p.box.dataset.playable = st.playable ? 'yes' : 'no';

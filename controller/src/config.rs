@@ -1276,6 +1276,53 @@ mod tests {
     }
 
     #[test]
+    fn live_section_is_read_and_checked() {
+        // Absent: live viewing off.
+        assert!(parse("").unwrap().live.is_none());
+        let c = parse("[live]\nhls_dir = \"/srv/hls\"").unwrap();
+        let l = c.live.unwrap();
+        assert_eq!(l.hls_dir, Path::new("/srv/hls"));
+        // The secrets next to the config file unless told otherwise; no public page by default.
+        assert_eq!(l.secret_file, Path::new("/etc/sw/live.secret"));
+        assert_eq!(l.gateway_token_file, Path::new("/etc/sw/gateway.token"));
+        assert!(!l.public_page);
+        let c = parse(
+            "[live]\nhls_dir = \"/srv/hls\"\nsecret_file = \"/run/s\"\n\
+             gateway_token_file = \"keys/t\"\npublic_page = true",
+        )
+        .unwrap();
+        let l = c.live.unwrap();
+        assert_eq!(
+            (l.secret_file.as_path(), l.gateway_token_file.as_path()),
+            (Path::new("/run/s"), Path::new("/etc/sw/keys/t"))
+        );
+        assert!(l.public_page);
+        // A section without its folder, a relative folder, a wrong type, an unknown key: each
+        // named with the file and the key.
+        for (text, key) in [
+            ("[live]\npublic_page = true", "live.hls_dir"),
+            ("[live]\nhls_dir = \"hls\"", "live.hls_dir"),
+            (
+                "[live]\nhls_dir = \"/srv/hls\"\npublic_page = \"yes\"",
+                "live.public_page",
+            ),
+            (
+                "[live]\nhls_dir = \"/srv/hls\"\npublic = true",
+                "live.public",
+            ),
+        ] {
+            let e = parse(text).unwrap_err();
+            let keys: Vec<_> = e.problems().iter().map(|p| p.key.as_str()).collect();
+            assert!(keys.contains(&key), "{text}: {keys:?}");
+            assert!(
+                e.to_string()
+                    .contains(&format!("/etc/sw/controller.toml: {key}")),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
     fn postgres_and_absolute_sqlite_urls_are_kept() {
         let c = parse("[database]\nurl = \"postgres://sw@db/sw\"").unwrap();
         assert!(c.database.is_postgres());
@@ -1289,5 +1336,26 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap();
         let c = ControllerConfig::parse(&path, &text, false).unwrap();
         assert!(c.http.cookie_secure);
+        // Its commented `[live]` section, switched on, says what the reader takes by default.
+        let live: String = text
+            .split_once("# [live]")
+            .expect("the reference config documents [live]")
+            .1
+            .lines()
+            .filter_map(|l| l.strip_prefix("# "))
+            .filter(|l| l.contains(" = "))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let c = ControllerConfig::parse(&path, &format!("{text}\n[live]\n{live}"), false).unwrap();
+        let dir = path.parent().unwrap();
+        let parsed = c.live.unwrap();
+        let defaults = parse("[live]\nhls_dir = \"/var/lib/stationwatch-gateway/hls\"")
+            .unwrap()
+            .live
+            .unwrap();
+        assert_eq!(parsed.secret_file, dir.join("live.secret"));
+        assert_eq!(parsed.gateway_token_file, dir.join("gateway.token"));
+        assert_eq!(parsed.public_page, defaults.public_page);
+        assert_eq!(parsed.hls_dir, defaults.hls_dir);
     }
 }
