@@ -140,7 +140,21 @@ pub fn servable(name: &str) -> Option<&'static str> {
 
 fn read_or_create(path: &Path, make: impl FnOnce() -> String) -> Result<String, LiveError> {
     match std::fs::read_to_string(path) {
-        Ok(s) => Ok(s.trim().to_owned()),
+        Ok(s) => {
+            // As the agent does for its key: say so, do not refuse (the operator fixes it).
+            use std::os::unix::fs::PermissionsExt;
+            if let Ok(meta) = std::fs::metadata(path) {
+                let mode = meta.permissions().mode() & 0o777;
+                if mode & 0o077 != 0 {
+                    warn!(
+                        path = %path.display(),
+                        mode = format!("{mode:o}"),
+                        "live secret is readable by other users; chmod 600 it"
+                    );
+                }
+            }
+            Ok(s.trim().to_owned())
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             // Its folder too, like the controller's signing key (`keys::load_or_create_key`).
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
