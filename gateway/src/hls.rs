@@ -195,6 +195,11 @@ impl HlsFolder {
         }
     }
 
+    /// The sequence number the next segment gets.
+    pub fn next_sequence(&self) -> u64 {
+        self.next_sequence
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }

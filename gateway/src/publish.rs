@@ -378,6 +378,18 @@ impl StatusWriter {
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok());
         let now = Utc::now();
+        // The picture size: read from a segment's SPS (a full demux of it, so only for the
+        // first segment of a publisher and every 30th after), else kept from the last status
+        // of the same publisher.
+        let same_publisher = previous.as_ref().filter(|p| p.since == Some(self.since));
+        let known = same_publisher.map_or((0, 0), |p| (p.width, p.height));
+        let probe_due = known == (0, 0) || folder.next_sequence().is_multiple_of(30);
+        let (width, height) = match segment.filter(|_| probe_due) {
+            Some(seg) => stationwatch_remux::probe_ts(&seg.data)
+                .map(|i| (i.width, i.height))
+                .unwrap_or(known),
+            None => known,
+        };
         let status = StreamStatus {
             station: self.key.0.clone(),
             camera: self.key.1.clone(),
@@ -389,8 +401,8 @@ impl StatusWriter {
                 previous.as_ref().and_then(|p| p.last_segment_at)
             },
             kbps: folder.kbps(),
-            width: previous.as_ref().map_or(0, |p| p.width),
-            height: previous.as_ref().map_or(0, |p| p.height),
+            width,
+            height,
             segments: folder.len() as u32,
             target_duration_s: self.segment_seconds.ceil() as u32,
             gateway: self.gateway.clone(),

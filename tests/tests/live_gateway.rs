@@ -251,6 +251,22 @@ async fn scenario(chromium: std::path::PathBuf, driver: std::path::PathBuf) {
     let r = admin.get_bytes(&live_path).unwrap();
     assert_eq!(r.0, 200);
     assert!(String::from_utf8_lossy(&r.1).starts_with("#EXTM3U"));
+    // What the station page shows beside the player: the gateway's view of the stream.
+    let st = admin
+        .ok(&format!("/api/stations/{STATION}/cameras/desk/live"))
+        .unwrap();
+    assert_eq!(st["playable"], json!(true), "{st}");
+    assert_eq!(st["gateway"]["publishing"], json!(true), "{st}");
+    assert_eq!(
+        (
+            st["gateway"]["width"].as_u64(),
+            st["gateway"]["height"].as_u64()
+        ),
+        (Some(640), Some(360)),
+        "{st}"
+    );
+    assert!(st["gateway"]["kbps"].as_u64().unwrap() > 50, "{st}");
+    assert!(st["delay_ms"].as_i64().unwrap() > 0, "{st}");
 
     // The operator's page plays it.
     let browser = Browser::start(&driver, dir.path());
