@@ -17,6 +17,11 @@ use stationwatch_protocol::live::PLAYLIST;
 
 /// Segments kept on disk after they left the playlist.
 const KEEP_AFTER: usize = 3;
+/// Sequence numbers above this in a folder are not ours (a file put there): ignored, so that
+/// numbering never overflows.
+const MAX_SEQUENCE: u64 = 1 << 53;
+/// A segment longer than this in an old playlist means the playlist is not ours: start afresh.
+const MAX_SEGMENT_SECONDS: f64 = 3600.0;
 
 #[derive(Debug, Clone, PartialEq)]
 struct Entry {
@@ -73,6 +78,10 @@ impl HlsFolder {
             f.next_sequence = entries.back().map_or(0, |e| e.sequence + 1);
             f.discontinuity_sequence = dseq;
             f.entries = entries;
+            // Never more than the window, whatever the file said.
+            while f.entries.len() > f.window {
+                f.entries.pop_front();
+            }
             f.pending_discontinuity = true;
         }
         // Segments no playlist names (an earlier run's leftovers, or a playlist lost): never
@@ -84,6 +93,7 @@ impl HlsFolder {
                 .to_str()
                 .and_then(|n| n.strip_suffix(".ts"))
                 .and_then(|n| n.parse::<u64>().ok())
+                .filter(|&n| n <= MAX_SEQUENCE)
             else {
                 continue;
             };
@@ -93,7 +103,7 @@ impl HlsFolder {
             }
         }
         if let Some(h) = highest {
-            if h + 1 > f.next_sequence {
+            if h >= f.next_sequence {
                 f.next_sequence = h + 1;
                 f.pending_discontinuity = true;
             }
@@ -205,7 +215,10 @@ impl HlsFolder {
     }
 }
 
-/// Reads a playlist this module wrote: its entries and discontinuity sequence.
+/// Reads a playlist this module wrote: its entries and discontinuity sequence. Anything that
+/// this module would not have written (a sequence number out of range, a duration that is not a
+/// finite number of seconds in range) makes the whole playlist unreadable: the folder starts
+/// afresh instead.
 fn parse_playlist(text: &str) -> Option<(VecDeque<Entry>, u64)> {
     let mut entries = VecDeque::new();
     let mut dseq = 0;
@@ -213,7 +226,7 @@ fn parse_playlist(text: &str) -> Option<(VecDeque<Entry>, u64)> {
     let mut disc = false;
     for line in text.lines() {
         if let Some(v) = line.strip_prefix("#EXT-X-DISCONTINUITY-SEQUENCE:") {
-            dseq = v.trim().parse().ok()?;
+            dseq = v.trim().parse().ok().filter(|&n| n <= MAX_SEQUENCE)?;
         } else if line == "#EXT-X-DISCONTINUITY" {
             disc = true;
         } else if let Some(v) = line.strip_prefix("#EXTINF:") {
@@ -222,10 +235,11 @@ fn parse_playlist(text: &str) -> Option<(VecDeque<Entry>, u64)> {
                     .split(',')
                     .next()?
                     .parse::<f64>()
-                    .ok()?,
+                    .ok()
+                    .filter(|d| d.is_finite() && (0.0..=MAX_SEGMENT_SECONDS).contains(d))?,
             );
         } else if let Some(seq) = line.strip_suffix(".ts") {
-            let sequence = seq.parse().ok()?;
+            let sequence = seq.parse().ok().filter(|&n| n <= MAX_SEQUENCE)?;
             entries.push_back(Entry {
                 sequence,
                 duration: duration.take()?,
@@ -330,5 +344,33 @@ mod tests {
         h.add(&vec![0; 50_000], 2.0, false).unwrap(); // 200 kbit/s
         h.add(&vec![0; 50_000], 2.0, false).unwrap();
         assert_eq!(h.kbps(), 200);
+    }
+
+    #[test]
+    fn a_playlist_or_segment_put_in_the_folder_cannot_break_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        // Numbers that would overflow, a duration that is not one: not ours, start afresh.
+        fs::write(tmp.path().join("18446744073709551615.ts"), b"x").unwrap();
+        fs::write(
+            tmp.path().join(PLAYLIST),
+            "#EXTM3U\n#EXT-X-DISCONTINUITY-SEQUENCE:0\n#EXTINF:inf,\n5.ts\n",
+        )
+        .unwrap();
+        let mut h = HlsFolder::open(tmp.path(), 3, 2.0).unwrap();
+        h.add(b"y", 2.0, false).unwrap();
+        assert!(
+            h.playlist().contains("#EXTINF:2.000,\n0.ts\n"),
+            "{}",
+            h.playlist()
+        );
+        // A long playlist is cut to the window.
+        let tmp = tempfile::tempdir().unwrap();
+        let long: String = (0..100)
+            .map(|i| format!("#EXTINF:2.0,\n{i}.ts\n"))
+            .collect();
+        fs::write(tmp.path().join(PLAYLIST), format!("#EXTM3U\n{long}")).unwrap();
+        let h = HlsFolder::open(tmp.path(), 3, 2.0).unwrap();
+        assert_eq!(h.len(), 3);
+        assert_eq!(h.next_sequence(), 100);
     }
 }

@@ -98,6 +98,7 @@ impl Gateway {
                 })
             })
             .transpose()?;
+        let max_streams = cfg.srt.max_streams;
         let publishers = publish::Publishers::new(cfg, list.clone());
         let rtmp_stop = match rtmp {
             Some(l) => {
@@ -106,7 +107,7 @@ impl Gateway {
                 let (s, p) = (list.clone(), publishers.clone());
                 std::thread::Builder::new()
                     .name("rtmp-accept".into())
-                    .spawn(move || rtmp::serve(l, s, p))
+                    .spawn(move || rtmp::serve(l, s, p, max_streams))
                     .map_err(|source| GatewayError::Io {
                         path: "rtmp-accept thread".into(),
                         source,

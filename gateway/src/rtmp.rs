@@ -27,11 +27,26 @@ use crate::stations::Stations;
 /// MPEG-TS chunks waiting for the publisher's reader; beyond, the newest are dropped.
 const QUEUED_CHUNKS: usize = 256;
 
-/// Accepts RTMP connections until the listener fails (it is closed at shutdown).
-pub fn serve(listener: TcpListener, stations: Stations, publishers: Arc<Publishers>) {
+/// Accepts RTMP connections until the listener fails (it is closed at shutdown). At most
+/// `max_connections` at once (one thread each): beyond, a connection is closed at once, so
+/// that unauthenticated callers cannot pile up threads.
+pub fn serve(
+    listener: TcpListener,
+    stations: Stations,
+    publishers: Arc<Publishers>,
+    max_connections: usize,
+) {
+    let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     for conn in listener.incoming() {
         match conn {
             Ok(stream) => {
+                use std::sync::atomic::Ordering;
+                if open.load(Ordering::Relaxed) >= max_connections {
+                    warn!(peer = ?stream.peer_addr().ok(), max_connections, "RTMP connection refused: too many open");
+                    continue;
+                }
+                open.fetch_add(1, Ordering::Relaxed);
+                let open_here = open.clone();
                 let (s, p) = (stations.clone(), publishers.clone());
                 let spawned =
                     std::thread::Builder::new()
@@ -41,8 +56,10 @@ pub fn serve(listener: TcpListener, stations: Stations, publishers: Arc<Publishe
                             if let Err(e) = connection(stream, &s, &p) {
                                 info!(?peer, reason = %e, "RTMP connection closed");
                             }
+                            open_here.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
                         });
                 if let Err(e) = spawned {
+                    open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
                     warn!(error = %e, "RTMP connection thread not started");
                 }
             }
