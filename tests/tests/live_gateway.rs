@@ -168,18 +168,7 @@ async fn scenario(chromium: std::path::PathBuf, driver: std::path::PathBuf) {
     step("controller started");
 
     // The station's passphrase, as an admin would look it up for the device.
-    let out = Command::new(controller_bin().unwrap())
-        .args(["live-passphrase", "--config"])
-        .arg(&controller.config)
-        .args(["--station", STATION])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let passphrase = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let passphrase = live_passphrase(&controller);
     assert_eq!(passphrase.len(), 32, "{passphrase:?}");
 
     let srt_port = free_port();
@@ -493,6 +482,23 @@ async fn scenario(chromium: std::path::PathBuf, driver: std::path::PathBuf) {
     step("gateway restart recovered");
 }
 
+/// The station's SRT passphrase, as an admin looks it up for the device
+/// (`station-controller live-passphrase`).
+fn live_passphrase(controller: &ControllerProcess) -> String {
+    let out = Command::new(controller_bin().unwrap())
+        .args(["live-passphrase", "--config"])
+        .arg(&controller.config)
+        .args(["--station", STATION])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
 /// Logs in as the admin and opens the station page.
 async fn open_station_page(c: &fantoccini::Client, base: &str) {
     c.goto(&format!("{base}/stations/{STATION}")).await.unwrap();
@@ -545,18 +551,7 @@ async fn sub_rung(chromium: std::path::PathBuf, driver: std::path::PathBuf) {
     let base = controller.base_url();
     let mqtt_relay = link.relay(broker.port()).unwrap();
     let http_relay = link.relay(controller.addr.port()).unwrap();
-    let out = Command::new(controller_bin().unwrap())
-        .args(["live-passphrase", "--config"])
-        .arg(&controller.config)
-        .args(["--station", STATION])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let passphrase = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let passphrase = live_passphrase(&controller);
     // The controller made the token next to its config (`[live] gateway_token_file` default).
     let token = controller.config.parent().unwrap().join("gateway.token");
     let srt_port = 9000;
