@@ -35,7 +35,8 @@ fn ok(cmd: &mut Command) -> String {
     )
 }
 
-fn package(version: &str, out: &Path) -> (String, String) {
+/// The agent's, the controller's and the gateway's package, in that order.
+fn package(version: &str, out: &Path) -> [String; 3] {
     let mut cmd = Command::new(workspace_root().join("scripts/package"));
     // The nested cargo build must see the environment the outer one saw (tests/src/process.rs).
     for (k, _) in std::env::vars() {
@@ -51,8 +52,18 @@ fn package(version: &str, out: &Path) -> (String, String) {
         .filter(|l| l.ends_with(".deb"))
         .map(str::to_owned)
         .collect();
-    assert_eq!(debs.len(), 2, "{text}");
-    (debs[0].clone(), debs[1].clone())
+    let find = |name: &str| {
+        debs.iter()
+            .find(|d| d.contains(&format!("/{name}_{version}_")))
+            .unwrap_or_else(|| panic!("no {name} package in {text}"))
+            .clone()
+    };
+    assert_eq!(debs.len(), 3, "{text}");
+    [
+        find("stationwatch-agent"),
+        find("stationwatch-controller"),
+        find("stationwatch-gateway"),
+    ]
 }
 
 fn mode_owner(path: &str) -> String {
@@ -62,17 +73,26 @@ fn mode_owner(path: &str) -> String {
 }
 
 fn cleanup() {
-    for p in ["stationwatch-agent", "stationwatch-controller"] {
+    for p in [
+        "stationwatch-agent",
+        "stationwatch-controller",
+        "stationwatch-gateway",
+    ] {
         let _ = Command::new("dpkg").args(["-P", p]).output();
     }
     for d in [
         "/var/lib/stationwatch",
         "/var/lib/stationwatch-controller",
+        "/var/lib/stationwatch-gateway",
         "/etc/stationwatch",
     ] {
         let _ = std::fs::remove_dir_all(d);
     }
-    for u in ["stationwatch", "stationwatch-controller"] {
+    for u in [
+        "stationwatch",
+        "stationwatch-controller",
+        "stationwatch-gateway",
+    ] {
         let _ = Command::new("userdel").arg(u).output();
         let _ = Command::new("groupdel").arg(u).output();
     }
@@ -97,8 +117,8 @@ fn packages_install_upgrade_and_remove_keeping_config_key_and_recordings() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let (agent1, controller1) = package("0.1.0", &dir.path().join("v1"));
-    let (agent2, _) = package("0.1.1", &dir.path().join("v2"));
+    let [agent1, controller1, gateway1] = package("0.1.0", &dir.path().join("v1"));
+    let [agent2, _, gateway2] = package("0.1.1", &dir.path().join("v2"));
     struct Clean;
     impl Drop for Clean {
         fn drop(&mut self) {
@@ -110,7 +130,7 @@ fn packages_install_upgrade_and_remove_keeping_config_key_and_recordings() {
     // lintian: no error, no warning (overrides are in packaging/, each explained).
     ok(Command::new("lintian")
         .args(["--fail-on", "error,warning"])
-        .args([&agent1, &controller1]));
+        .args([&agent1, &controller1, &gateway1]));
 
     // Installing: the user, folders and modes; nothing started.
     let out = ok(Command::new("dpkg").args(["-i", &agent1]));
@@ -216,6 +236,80 @@ fn packages_install_upgrade_and_remove_keeping_config_key_and_recordings() {
         mode_owner("/etc/stationwatch/controller.toml"),
         "640 root:stationwatch-controller"
     );
+
+    // The live gateway's package, installed next to the controller (as at a small centre): its
+    // own user; the HLS folder (unmasked video) readable by its group only, which the
+    // controller's user joins; the template refused by `check`, naming the file and the key;
+    // nothing started; an upgrade keeps the edited config and the token; purge deletes the
+    // live copies (not evidence) and says so, and keeps the token.
+    let out = ok(Command::new("dpkg").args(["-i", &gateway1]));
+    assert!(out.contains("live-gateway: not started"), "{out}");
+    assert!(Path::new("/usr/bin/live-gateway").exists());
+    assert!(Path::new("/lib/systemd/system/live-gateway.service").exists());
+    assert_eq!(
+        mode_owner("/var/lib/stationwatch-gateway/hls"),
+        "750 stationwatch-gateway:stationwatch-gateway"
+    );
+    assert_eq!(
+        mode_owner("/etc/stationwatch/gateway.toml"),
+        "640 root:stationwatch-gateway"
+    );
+    let groups = ok(Command::new("id").args(["-nG", "stationwatch-controller"]));
+    assert!(
+        groups.split_whitespace().any(|g| g == "stationwatch-gateway"),
+        "{groups}"
+    );
+    let gw_config = "/etc/stationwatch/gateway.toml";
+    let out = run(Command::new("runuser").args([
+        "-u",
+        "stationwatch-gateway",
+        "--",
+        "/usr/bin/live-gateway",
+        "check",
+        "--config",
+        gw_config,
+    ]));
+    let text =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "the template passed check: {text}");
+    assert!(
+        text.contains(gw_config) && text.contains("controller.token_file"),
+        "{text}"
+    );
+    // Set up as the postinst says: a token, the controller's URL. Now `check` passes as the
+    // service's user (it reads the token through the group).
+    let token = "/etc/stationwatch/gateway.token";
+    std::fs::write(token, "0123456789abcdef0123456789abcdef\n").unwrap();
+    ok(Command::new("chgrp").args(["stationwatch-gateway", token]));
+    ok(Command::new("chmod").args(["0640", token]));
+    let gw_edited = std::fs::read_to_string(gw_config)
+        .unwrap()
+        .replace("https://controller.example/", "http://127.0.0.1:9/");
+    std::fs::write(gw_config, &gw_edited).unwrap();
+    ok(Command::new("runuser").args([
+        "-u",
+        "stationwatch-gateway",
+        "--",
+        "/usr/bin/live-gateway",
+        "check",
+        "--config",
+        gw_config,
+    ]));
+    ok(Command::new("dpkg").args(["-i", "--force-confold", &gateway2]));
+    assert_eq!(std::fs::read_to_string(gw_config).unwrap(), gw_edited);
+    let live = "/var/lib/stationwatch-gateway/hls/private/S-1/desk/index.m3u8";
+    std::fs::create_dir_all(Path::new(live).parent().unwrap()).unwrap();
+    std::fs::write(live, "#EXTM3U\n").unwrap();
+    let out = ok(Command::new("dpkg").args(["-P", "stationwatch-gateway"]));
+    assert!(
+        out.contains("DELETED") && out.contains("KEPT") && out.contains("gateway token"),
+        "{out}"
+    );
+    assert!(!Path::new("/usr/bin/live-gateway").exists());
+    assert!(!Path::new(gw_config).exists());
+    assert!(!Path::new("/var/lib/stationwatch-gateway").exists());
+    assert!(Path::new(token).exists(), "purge deleted the token");
+
     let out = ok(Command::new("dpkg").args(["-P", "stationwatch-controller"]));
     assert!(out.contains("KEPT"), "{out}");
 }
