@@ -6,6 +6,11 @@
 //! 2 s, a codec browsers cannot play, no sub-stream for the live ladder). Credentials never
 //! appear: the source is printed through its `Display`, and GStreamer gets them in separate
 //! properties, not in the location it may put in an error.
+//!
+//! A V4L2 device (`/dev/videoN`) is opened as the recorder opens it (`v4l2src`, its default
+//! negotiation): the formats it offers, the one it gives, the frame rate it really delivers,
+//! a snapshot; the agent encodes these sources itself, so keyframe interval and bitrate are
+//! its own settings, not the device's.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -29,7 +34,7 @@ pub enum ProbeError {
     Pipeline(#[from] PipelineError),
     #[error("{camera}: {detail}")]
     Camera { camera: String, detail: String },
-    #[error("{0}: probing V4L2 devices is not supported yet; `check` validates the device node")]
+    #[error("{0}: the built-in test source has nothing to probe")]
     Unsupported(String),
 }
 
@@ -54,6 +59,10 @@ pub struct ProbeReport {
     pub seconds: f64,
     pub snapshot: Option<PathBuf>,
     pub warnings: Vec<String>,
+    /// V4L2: the formats the device offers, one line each.
+    pub offers: Vec<String>,
+    /// V4L2: the agent encodes this source (keyframe interval and bitrate are its own).
+    pub encoded_by_agent: bool,
 }
 
 impl fmt::Display for ProbeReport {
@@ -73,7 +82,17 @@ impl fmt::Display for ProbeReport {
         if let Some(fps) = self.fps {
             writeln!(f, "frame rate: {fps:.1} fps")?;
         }
+        for o in &self.offers {
+            writeln!(f, "offers: {o}")?;
+        }
+        if self.encoded_by_agent {
+            writeln!(
+                f,
+                "encoding: by the agent (H.264; keyframe interval, size and bitrate from the camera's encode settings)"
+            )?;
+        }
         match (self.keyframe_interval_s, self.keyframes_seen) {
+            _ if self.encoded_by_agent => {}
             (Some(k), n) if n >= 2 => writeln!(f, "keyframe interval: {k:.2} s")?,
             _ => writeln!(
                 f,
@@ -117,21 +136,49 @@ pub fn probe(
     seconds: f64,
     snapshot: Option<&Path>,
 ) -> Result<ProbeReport, ProbeError> {
-    let url = match source {
-        CameraSource::Rtsp(url) => url,
-        other => return Err(ProbeError::Unsupported(other.to_string())),
+    let (mut r, keyframe) = match source {
+        CameraSource::Rtsp(url) => probe_rtsp(source, url, seconds)?,
+        CameraSource::V4l2(dev) => probe_v4l2(source, dev, seconds)?,
+        CameraSource::Test => return Err(ProbeError::Unsupported(source.to_string())),
     };
-    let shown = source.to_string();
-    let fail = |detail: String| ProbeError::Camera {
-        camera: shown.clone(),
+    if let (Some(path), Some(k)) = (snapshot, keyframe) {
+        match jpeg_from_keyframe(Some(k), Duration::from_secs(5)) {
+            Ok(j) => match std::fs::write(path, &j.bytes) {
+                Ok(()) => r.snapshot = Some(path.to_owned()),
+                Err(e) => r
+                    .warnings
+                    .push(format!("snapshot not saved to {}: {e}", path.display())),
+            },
+            Err(e) => r.warnings.push(format!("no snapshot: {e}")),
+        }
+    }
+    Ok(r)
+}
+
+fn failure(source: &CameraSource) -> impl Fn(String) -> ProbeError {
+    let camera = source.to_string();
+    move |detail| ProbeError::Camera {
+        camera: camera.clone(),
         detail,
-    };
-    let pipeline = gst::Pipeline::builder().name("probe").build();
-    let sink = gst_app::AppSink::builder()
+    }
+}
+
+fn probe_sink() -> gst_app::AppSink {
+    gst_app::AppSink::builder()
         .name("probe-sink")
         .sync(false)
         .max_buffers(64)
-        .build();
+        .build()
+}
+
+fn probe_rtsp(
+    source: &CameraSource,
+    url: &url::Url,
+    seconds: f64,
+) -> Result<(ProbeReport, Option<gst::Sample>), ProbeError> {
+    let fail = failure(source);
+    let pipeline = gst::Pipeline::builder().name("probe").build();
+    let sink = probe_sink();
     pipeline.add(&sink).map_err(PipelineError::from)?;
     add_rtsp_source(&pipeline, url, sink.upcast_ref())?;
     // What the camera offers besides video (connected after the recorder's handler, so this
@@ -154,6 +201,167 @@ pub fn probe(
             Some((media == "video").to_value())
         });
     }
+    let seen = watch(&pipeline, &sink, seconds, &fail)?;
+    let r = report(
+        source.to_string(),
+        &seen,
+        audio.lock().map(|a| a.clone()).unwrap_or_default(),
+    );
+    Ok((r, seen.last_keyframe))
+}
+
+/// A V4L2 device (USB camera, capture card): what it offers, what it gives the recorder by
+/// default (`v4l2src` negotiates as in the recording pipeline), the frame rate it really
+/// delivers. The agent encodes these sources itself, so keyframe interval and bitrate are the
+/// agent's (`encode` in the camera's config), not the device's.
+fn probe_v4l2(
+    source: &CameraSource,
+    dev: &Path,
+    seconds: f64,
+) -> Result<(ProbeReport, Option<gst::Sample>), ProbeError> {
+    let fail = failure(source);
+    if !dev.exists() {
+        return Err(fail("no such device (is the camera plugged in?)".into()));
+    }
+    let pipeline = gst::Pipeline::builder().name("probe").build();
+    let src = gst::ElementFactory::make("v4l2src")
+        .name("source")
+        .property("device", dev.to_string_lossy().as_ref())
+        .build()
+        .map_err(|_| PipelineError::MissingElement("v4l2src"))?;
+    let sink = probe_sink();
+    pipeline
+        .add_many([&src, sink.upcast_ref()])
+        .map_err(PipelineError::from)?;
+    src.link(&sink).map_err(PipelineError::from)?;
+    // Opening the device (READY) is where a node that is not a capture device, or one another
+    // program holds, fails.
+    if pipeline.set_state(gst::State::Ready).is_err() {
+        let detail = pipeline
+            .bus()
+            .and_then(|b| b.pop_filtered(&[gst::MessageType::Error]))
+            .and_then(|m| match m.view() {
+                gst::MessageView::Error(e) => Some(e.error().to_string()),
+                _ => None,
+            })
+            .unwrap_or_else(|| "cannot open the device".into());
+        let _ = pipeline.set_state(gst::State::Null);
+        return Err(fail(detail));
+    }
+    let offers = src
+        .static_pad("src")
+        .map(|p| offered_formats(&p.query_caps(None)))
+        .unwrap_or_default();
+    let seen = watch(&pipeline, &sink, seconds, &fail)?;
+    let mut r = report(source.to_string(), &seen, Vec::new());
+    r.offers = offers;
+    r.encoded_by_agent = true;
+    r.bitrate_bps = None;
+    r.keyframe_interval_s = None;
+    r.warnings.clear();
+    let s = seen.caps.as_ref().and_then(|c| c.structure(0));
+    r.codec = match s.map(|s| s.name().as_str()) {
+        Some("image/jpeg") => "MJPEG".into(),
+        Some("video/x-raw") => format!(
+            "raw {}",
+            s.and_then(|s| s.get::<&str>("format").ok())
+                .unwrap_or("video")
+        ),
+        Some("video/x-h264") => "H.264".into(),
+        Some(other) => other.to_owned(),
+        None => "unknown".into(),
+    };
+    let nominal = s
+        .and_then(|s| s.get::<gst::Fraction>("framerate").ok())
+        .filter(|f| f.numer() > 0 && f.denom() > 0)
+        .map(|f| f.numer() as f64 / f.denom() as f64);
+    if let (Some(n), Some(got)) = (nominal, r.fps) {
+        if got < n * 0.8 {
+            r.warnings.push(format!(
+                "the device delivers {got:.1} fps where it announces {n:.0} (too little light, or \
+                 a USB bus shared with another camera): recordings will be jerky"
+            ));
+        }
+    }
+    if r.codec == "MJPEG" && r.width.unwrap_or(0) * r.height.unwrap_or(0) > 1280 * 720 {
+        r.warnings.push(
+            "MJPEG above 720p: the agent decodes every frame before encoding it, which costs \
+             a lot of CPU on a small board; choose 1280x720 in the camera's encode settings"
+                .into(),
+        );
+    }
+    Ok((r, seen.last_keyframe))
+}
+
+/// One line per format a device offers: `MJPEG 1920x1080, 1280x720 @ 30 fps`.
+fn offered_formats(caps: &gst::Caps) -> Vec<String> {
+    let mut out: Vec<(String, Vec<String>, Vec<String>)> = Vec::new();
+    for s in caps.iter() {
+        let name = match s.name().as_str() {
+            "image/jpeg" => "MJPEG".to_owned(),
+            "video/x-raw" => format!("raw {}", s.get::<&str>("format").unwrap_or("?")),
+            "video/x-h264" => "H.264".to_owned(),
+            other => other.to_owned(),
+        };
+        let size = match (s.get::<i32>("width"), s.get::<i32>("height")) {
+            (Ok(w), Ok(h)) => format!("{w}x{h}"),
+            _ => "any size".to_owned(),
+        };
+        let rates: Vec<String> = match s.value("framerate") {
+            Ok(v) => {
+                if let Ok(f) = v.get::<gst::Fraction>() {
+                    vec![fraction_fps(f)]
+                } else if let Ok(list) = v.get::<gst::List>() {
+                    list.iter()
+                        .filter_map(|v| v.get::<gst::Fraction>().ok())
+                        .map(fraction_fps)
+                        .collect()
+                } else {
+                    Vec::new()
+                }
+            }
+            Err(_) => Vec::new(),
+        };
+        match out.iter_mut().find(|(n, _, _)| *n == name) {
+            Some((_, sizes, r)) => {
+                if !sizes.contains(&size) {
+                    sizes.push(size);
+                }
+                for x in rates {
+                    if !r.contains(&x) {
+                        r.push(x);
+                    }
+                }
+            }
+            None => out.push((name, vec![size], rates)),
+        }
+    }
+    out.into_iter()
+        .map(|(name, sizes, rates)| {
+            if rates.is_empty() {
+                format!("{name} {}", sizes.join(", "))
+            } else {
+                format!("{name} {} @ {} fps", sizes.join(", "), rates.join("/"))
+            }
+        })
+        .collect()
+}
+
+fn fraction_fps(f: gst::Fraction) -> String {
+    if f.denom() == 1 {
+        f.numer().to_string()
+    } else {
+        format!("{:.1}", f.numer() as f64 / f.denom().max(1) as f64)
+    }
+}
+
+/// Plays `pipeline` and collects what reaches `sink` for `seconds` after the first picture.
+fn watch(
+    pipeline: &gst::Pipeline,
+    sink: &gst_app::AppSink,
+    seconds: f64,
+    fail: &dyn Fn(String) -> ProbeError,
+) -> Result<Seen, ProbeError> {
     pipeline
         .set_state(gst::State::Playing)
         .map_err(|e| fail(format!("cannot start: {e}")))?;
@@ -201,24 +409,7 @@ pub fn probe(
         }
     };
     let _ = pipeline.set_state(gst::State::Null);
-    result?;
-    let mut r = report(
-        shown,
-        &seen,
-        audio.lock().map(|a| a.clone()).unwrap_or_default(),
-    );
-    if let (Some(path), Some(k)) = (snapshot, seen.last_keyframe) {
-        match jpeg_from_keyframe(Some(k), Duration::from_secs(5)) {
-            Ok(j) => match std::fs::write(path, &j.bytes) {
-                Ok(()) => r.snapshot = Some(path.to_owned()),
-                Err(e) => r
-                    .warnings
-                    .push(format!("snapshot not saved to {}: {e}", path.display())),
-            },
-            Err(e) => r.warnings.push(format!("no snapshot: {e}")),
-        }
-    }
-    Ok(r)
+    result.map(|()| seen)
 }
 
 fn report(source: String, seen: &Seen, audio: Vec<String>) -> ProbeReport {
@@ -273,4 +464,46 @@ fn report(source: String, seen: &Seen, audio: Vec<String>) -> ProbeReport {
         );
     }
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_devices_formats_are_summed_up_one_line_per_format() {
+        gst::init().unwrap();
+        let caps: gst::Caps = "image/jpeg, width=(int)1920, height=(int)1080, framerate=(fraction){ 30/1, 15/1 }; \
+             image/jpeg, width=(int)1280, height=(int)720, framerate=(fraction){ 30/1, 15/1 }; \
+             video/x-raw, format=(string)YUY2, width=(int)640, height=(int)480, framerate=(fraction)30/1; \
+             video/x-raw, format=(string)YUY2, width=(int)320, height=(int)240, framerate=(fraction)30000/1001"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            offered_formats(&caps),
+            vec![
+                "MJPEG 1920x1080, 1280x720 @ 30/15 fps".to_owned(),
+                "raw YUY2 640x480, 320x240 @ 30/30.0 fps".to_owned(),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_v4l2_report_says_the_agent_encodes() {
+        let r = ProbeReport {
+            source: "/dev/video0".into(),
+            codec: "MJPEG".into(),
+            width: Some(1280),
+            height: Some(720),
+            fps: Some(30.0),
+            offers: vec!["MJPEG 1280x720 @ 30 fps".into()],
+            encoded_by_agent: true,
+            ..ProbeReport::default()
+        };
+        let text = r.to_string();
+        assert!(text.contains("video: MJPEG\n"), "{text}");
+        assert!(text.contains("offers: MJPEG 1280x720 @ 30 fps"), "{text}");
+        assert!(text.contains("encoding: by the agent"), "{text}");
+        assert!(!text.contains("keyframe interval:"), "{text}");
+    }
 }

@@ -256,7 +256,9 @@ fn packages_install_upgrade_and_remove_keeping_config_key_and_recordings() {
     );
     let groups = ok(Command::new("id").args(["-nG", "stationwatch-controller"]));
     assert!(
-        groups.split_whitespace().any(|g| g == "stationwatch-gateway"),
+        groups
+            .split_whitespace()
+            .any(|g| g == "stationwatch-gateway"),
         "{groups}"
     );
     let gw_config = "/etc/stationwatch/gateway.toml";

@@ -151,3 +151,45 @@ fn a_camera_that_refuses_is_reported_without_the_password() {
         t.elapsed()
     );
 }
+
+/// A V4L2 source that is not there, or a device node that is not a camera, is reported as
+/// such (this machine has no camera: the V4L2 path that succeeds is not tested here).
+#[test]
+fn a_usb_camera_that_is_missing_or_not_a_camera_is_reported_clearly() {
+    let (code, out, err) = agent_command(&["probe", "/dev/video63", "--seconds", "1"]).unwrap();
+    eprintln!("{out}{err}");
+    assert!(!code.success(), "{out}");
+    assert!(
+        out.contains("cannot probe: /dev/video63: no such device"),
+        "{out}"
+    );
+    if !stationwatch_tests::is_root() {
+        eprintln!("SKIP (part): needs root to make a device node that is not a camera");
+        return;
+    }
+    // /dev/video62 as a character device that is not V4L2 (the null device's numbers).
+    let node = std::path::Path::new("/dev/video62");
+    let _ = std::fs::remove_file(node);
+    let made = std::process::Command::new("mknod")
+        .args([node.to_str().unwrap(), "c", "1", "3"])
+        .status()
+        .unwrap();
+    assert!(made.success());
+    struct Rm<'a>(&'a std::path::Path);
+    impl Drop for Rm<'_> {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(self.0);
+        }
+    }
+    let _rm = Rm(node);
+    let t = Instant::now();
+    let (code, out, err) = agent_command(&["probe", "/dev/video62", "--seconds", "1"]).unwrap();
+    eprintln!("{out}{err}");
+    assert!(!code.success(), "{out}");
+    assert!(out.contains("cannot probe: /dev/video62: "), "{out}");
+    assert!(
+        t.elapsed() < Duration::from_secs(15),
+        "took {:?}",
+        t.elapsed()
+    );
+}

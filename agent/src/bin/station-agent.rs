@@ -197,10 +197,7 @@ fn check(path: &std::path::Path, probe: bool) -> anyhow::Result<ExitCode> {
     }
     let mut failed = false;
     for c in &config.cameras {
-        if !matches!(
-            c.source,
-            station_agent::config::source::CameraSource::Rtsp(_)
-        ) {
+        if matches!(c.source, station_agent::config::source::CameraSource::Test) {
             continue;
         }
         println!("probe of camera {}:", c.id);
@@ -209,6 +206,18 @@ fn check(path: &std::path::Path, probe: bool) -> anyhow::Result<ExitCode> {
             Ok(r) => {
                 for line in r.to_string().lines() {
                     println!("    {line}");
+                }
+                if r.encoded_by_agent
+                    && (r.width.unwrap_or(0) < c.encode.width as i32
+                        || r.height.unwrap_or(0) < c.encode.height as i32)
+                {
+                    println!(
+                        "    WARNING: the device gives {}x{} by default and the agent records {}x{}: the picture is scaled up (set encode width/height to what the device offers)",
+                        r.width.unwrap_or(0),
+                        r.height.unwrap_or(0),
+                        c.encode.width,
+                        c.encode.height
+                    );
                 }
                 if c.live.as_ref().is_some_and(|l| l.sub_stream.is_none()) {
                     println!(
