@@ -208,6 +208,7 @@ fn spawn_live(
         };
         let spawned = live::spawn(
             LiveContext {
+                station: config.station.clone(),
                 camera: cam.id.clone(),
                 source: cam.source.clone(),
                 bitrate_kbps: cam.encode.bitrate_kbps,

@@ -43,6 +43,10 @@ pub struct LiveConfig {
     pub gateway_token_file: PathBuf,
     /// The public page without login (`public_page`, default false).
     pub public_page: bool,
+    /// Where stations send their live SRT (`station_srt_url`, `srt://HOST:PORT`: the gateway,
+    /// or a load balancer in front of several). Given to a station at enrollment with its
+    /// passphrase; absent: enrollment gives no live settings.
+    pub station_srt_url: Option<String>,
 }
 
 /// Enrollment of stations (`enroll.rs`, `[enroll]`): what an enrolled station receives and how
@@ -366,6 +370,7 @@ fn live(r: &mut TomlReader, root: &toml::Table, file: &Path) -> Option<Option<Li
             "secret_file",
             "gateway_token_file",
             "public_page",
+            "station_srt_url",
         ],
     );
     let base = file.parent().unwrap_or(Path::new("."));
@@ -388,12 +393,36 @@ fn live(r: &mut TomlReader, root: &toml::Table, file: &Path) -> Option<Option<Li
             .unwrap_or_else(|| "gateway.token".into()),
     );
     let public_page = r.bool(t, p, "public_page", false);
+    let srt = r.string(t, p, "station_srt_url", false);
+    let srt_ok = match srt.as_deref().map(station_srt_url) {
+        Some(Err(e)) => {
+            r.problem(join(p, "station_srt_url"), e);
+            false
+        }
+        _ => true,
+    };
     Some(Some(LiveConfig {
         hls_dir: hls.filter(|d| d.is_absolute())?,
         secret_file: secret,
         gateway_token_file: token,
         public_page: public_page?,
+        station_srt_url: srt.filter(|_| srt_ok),
     }))
+}
+
+/// `srt://HOST:PORT` and nothing else: the passphrase and stream id are each station's own.
+fn station_srt_url(s: &str) -> Result<(), String> {
+    let u = url::Url::parse(s).map_err(|e| format!("not a URL: {e}"))?;
+    if u.scheme() != "srt" || u.host_str().is_none_or(str::is_empty) || u.port().is_none() {
+        return Err("must be srt://HOST:PORT (where stations send their live video)".into());
+    }
+    if u.query().is_some() || !matches!(u.path(), "" | "/") {
+        return Err(
+            "must be only srt://HOST:PORT: each station gets its own passphrase and stream id"
+                .into(),
+        );
+    }
+    Ok(())
 }
 
 fn enroll(
@@ -1297,10 +1326,31 @@ mod tests {
             (Path::new("/run/s"), Path::new("/etc/sw/keys/t"))
         );
         assert!(l.public_page);
-        // A section without its folder, a relative folder, a wrong type, an unknown key: each
-        // named with the file and the key.
+        assert_eq!(l.station_srt_url, None);
+        let c =
+            parse("[live]\nhls_dir = \"/srv/hls\"\nstation_srt_url = \"srt://gw.example:9710\"")
+                .unwrap();
+        assert_eq!(
+            c.live.unwrap().station_srt_url.as_deref(),
+            Some("srt://gw.example:9710")
+        );
+        // A section without its folder, a relative folder, a wrong type, an unknown key, a
+        // stations' SRT address that is not srt://HOST:PORT or carries a passphrase: each named
+        // with the file and the key.
         for (text, key) in [
             ("[live]\npublic_page = true", "live.hls_dir"),
+            (
+                "[live]\nhls_dir = \"/srv/hls\"\nstation_srt_url = \"srt://gw:9710?passphrase=x\"",
+                "live.station_srt_url",
+            ),
+            (
+                "[live]\nhls_dir = \"/srv/hls\"\nstation_srt_url = \"https://gw:9710\"",
+                "live.station_srt_url",
+            ),
+            (
+                "[live]\nhls_dir = \"/srv/hls\"\nstation_srt_url = \"srt://gw\"",
+                "live.station_srt_url",
+            ),
             ("[live]\nhls_dir = \"hls\"", "live.hls_dir"),
             (
                 "[live]\nhls_dir = \"/srv/hls\"\npublic_page = \"yes\"",

@@ -79,6 +79,18 @@ pub struct Enrolled {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_pem: Option<String>,
     pub key_fingerprint: String,
+    /// Where to send live video and with which passphrase, when this controller has a live
+    /// gateway (`[live] station_srt_url`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live: Option<EnrolledLive>,
+}
+
+/// The station's live settings: the gateway's SRT address and the station's own passphrase
+/// (the stream id is `<station>/<camera>`, which the agent uses by default).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EnrolledLive {
+    pub srt_url: String,
+    pub passphrase: String,
 }
 
 /// `xxxx-xxxx-…`: 128 random bits in 8 groups of 4 hex digits.
@@ -243,6 +255,7 @@ pub async fn redeem(
     store: &Store,
     fleet: &Fleet,
     cfg: Option<&EnrollConfig>,
+    live: Option<&crate::live::Live>,
     input: EnrollIn,
     now: i64,
 ) -> Result<Enrolled, EnrollError> {
@@ -322,6 +335,12 @@ pub async fn redeem(
         .await?;
         return Err(e);
     }
+    let live = live.and_then(|l| {
+        Some(EnrolledLive {
+            srt_url: l.cfg.station_srt_url.clone()?,
+            passphrase: l.passphrase(&station),
+        })
+    });
     audit::record(
         store,
         now,
@@ -329,7 +348,12 @@ pub async fn redeem(
         Action::Enroll,
         station.as_str(),
         &format!(
-            "key {fingerprint} registered, broker account set (code by {})",
+            "key {fingerprint} registered, broker account set{} (code by {})",
+            if live.is_some() {
+                ", live passphrase given"
+            } else {
+                ""
+            },
             row.created_by
         ),
         true,
@@ -343,6 +367,7 @@ pub async fn redeem(
         password,
         ca_pem,
         key_fingerprint: fingerprint,
+        live,
     })
 }
 

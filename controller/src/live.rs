@@ -222,6 +222,7 @@ mod tests {
             secret_file: dir.path().join("secrets/live.secret"),
             gateway_token_file: dir.path().join("secrets/gateway.token"),
             public_page: false,
+            station_srt_url: None,
         };
         let a = Live::load(&cfg).unwrap();
         let b = Live::load(&cfg).unwrap();

@@ -139,6 +139,23 @@ impl ControllerProcess {
         format!("http://{}", self.addr)
     }
 
+    /// A station's live SRT passphrase, as an admin looks it up for a device
+    /// (`station-controller live-passphrase`).
+    pub fn live_passphrase(&self, station: &str) -> Result<String> {
+        let out = Command::new(controller_bin()?)
+            .args(["live-passphrase", "--config"])
+            .arg(&self.config)
+            .args(["--station", station])
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "live-passphrase: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8(out.stdout)?.trim().to_owned())
+    }
+
     /// An API client logged in as the bootstrap admin.
     pub fn admin(&self) -> Result<Api> {
         Api::login(&self.base_url(), ADMIN_USER, ADMIN_PASSWORD)

@@ -792,12 +792,15 @@ fn a_station_enrolls_with_a_one_time_code_and_reports_under_its_own_account() ->
         reference_mount_point()?
     );
     let pid = r.broker.pid().context("broker pid")?;
+    // With a live gateway: enrollment also gives its SRT address and the station's passphrase.
     opts.extra_toml = format!(
         "[enroll]\nbroker_url = \"mqtts://127.0.0.1:{}\"\nca_file = \"{}\"\n\
-         passwd_file = \"{}\"\nreload_command = [\"kill\", \"-HUP\", \"{pid}\"]\n",
+         passwd_file = \"{}\"\nreload_command = [\"kill\", \"-HUP\", \"{pid}\"]\n\
+         [live]\nhls_dir = \"{}\"\nstation_srt_url = \"srt://127.0.0.1:9710\"\n",
         r.station_port,
         r.ca.display(),
-        r.root.join("stations.passwd").display()
+        r.root.join("stations.passwd").display(),
+        work.path().join("hls").display()
     );
     let ctl = ControllerProcess::start(&ctl_dir, &opts)?;
     let api = ctl.admin()?;
@@ -844,7 +847,10 @@ fn a_station_enrolls_with_a_one_time_code_and_reports_under_its_own_account() ->
     eprintln!("{out}{err}");
     assert!(!status.success());
     assert!(out.contains("unknown enrollment code"), "{out}");
-    assert!(!pw.exists() && !ca.exists(), "written although refused");
+    assert!(
+        !pw.exists() && !ca.exists() && !agent_dir.join("live.passphrase").exists(),
+        "written although refused"
+    );
     assert!(std::fs::read_to_string(&config)?.contains("unset.invalid"));
 
     // The code: enrolled, files written, check passes.
@@ -872,6 +878,21 @@ fn a_station_enrolls_with_a_one_time_code_and_reports_under_its_own_account() ->
         "{passwd}"
     );
     assert!(!passwd.contains(&password), "stored in clear");
+    // The live passphrase beside the MQTT password (the controller's, for this station), the
+    // config pointing at it, the camera's target the gateway's bare address; never printed.
+    let live_pass = std::fs::read_to_string(agent_dir.join("live.passphrase"))?;
+    assert_eq!(live_pass, ctl.live_passphrase(A)?);
+    assert!(
+        !out.contains(&live_pass) && !err.contains(&live_pass),
+        "the live passphrase was printed"
+    );
+    assert!(
+        text.contains(&format!(
+            "passphrase_file = \"{}\"",
+            agent_dir.join("live.passphrase").display()
+        )) && text.contains("live_target = \"srt://127.0.0.1:9710\""),
+        "{text}"
+    );
     // The key is registered.
     let keys = api.ok("/api/keys")?;
     assert!(keys.to_string().contains(A), "{keys}");

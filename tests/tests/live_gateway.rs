@@ -168,7 +168,7 @@ async fn scenario(chromium: std::path::PathBuf, driver: std::path::PathBuf) {
     step("controller started");
 
     // The station's passphrase, as an admin would look it up for the device.
-    let passphrase = live_passphrase(&controller);
+    let passphrase = controller.live_passphrase(STATION).unwrap();
     assert_eq!(passphrase.len(), 32, "{passphrase:?}");
 
     let srt_port = free_port();
@@ -186,11 +186,19 @@ async fn scenario(chromium: std::path::PathBuf, driver: std::path::PathBuf) {
 
     let agent_dir = dir.path().join("agent");
     std::fs::create_dir_all(&agent_dir).unwrap();
-    let target =
-        format!("srt://127.0.0.1:{srt_port}?streamid={STATION}/desk&passphrase={passphrase}");
+    // Set up as enrollment leaves it: the gateway's bare address as the target, the passphrase
+    // in `[live] passphrase_file`; the agent adds the stream id `<station>/<camera>` and the
+    // passphrase itself.
+    let pass_file = agent_dir.join("live.passphrase");
+    std::fs::write(&pass_file, format!("{passphrase}\n")).unwrap();
+    let target = format!("srt://127.0.0.1:{srt_port}");
     let agent = AgentProcess::start(
         &agent_dir,
-        &agent_config(&agent_dir, broker.port(), &target),
+        &agent_config(&agent_dir, broker.port(), &target).replacen(
+            "[live]\n",
+            &format!("[live]\npassphrase_file = \"{}\"\n", pass_file.display()),
+            1,
+        ),
     )
     .unwrap();
     step("agent started");
@@ -482,23 +490,6 @@ async fn scenario(chromium: std::path::PathBuf, driver: std::path::PathBuf) {
     step("gateway restart recovered");
 }
 
-/// The station's SRT passphrase, as an admin looks it up for the device
-/// (`station-controller live-passphrase`).
-fn live_passphrase(controller: &ControllerProcess) -> String {
-    let out = Command::new(controller_bin().unwrap())
-        .args(["live-passphrase", "--config"])
-        .arg(&controller.config)
-        .args(["--station", STATION])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
-
 /// Logs in as the admin and opens the station page.
 async fn open_station_page(c: &fantoccini::Client, base: &str) {
     c.goto(&format!("{base}/stations/{STATION}")).await.unwrap();
@@ -551,7 +542,7 @@ async fn sub_rung(chromium: std::path::PathBuf, driver: std::path::PathBuf) {
     let base = controller.base_url();
     let mqtt_relay = link.relay(broker.port()).unwrap();
     let http_relay = link.relay(controller.addr.port()).unwrap();
-    let passphrase = live_passphrase(&controller);
+    let passphrase = controller.live_passphrase(STATION).unwrap();
     // The controller made the token next to its config (`[live] gateway_token_file` default).
     let token = controller.config.parent().unwrap().join("gateway.token");
     let srt_port = 9000;

@@ -284,6 +284,16 @@ fn enroll(
         "station {} enrolled: key {} registered; broker {} as {}",
         answer.station, answer.key_fingerprint, answer.broker_url, answer.username
     );
+    if let Some(live) = &answer.live {
+        // The address only: the passphrase stays in its file.
+        let shown = station_agent::config::LiveTarget::parse(&live.srt_url)
+            .map(|t| t.to_string())
+            .unwrap_or_default();
+        println!(
+            "live: cameras without a live_target now send to the gateway {shown} (stream id {}/<camera>, the station's passphrase in [live] passphrase_file) when their live setting is on or auto",
+            answer.station
+        );
+    }
     for f in &written {
         println!("  wrote {}", f.display());
     }

@@ -131,6 +131,10 @@ pub struct LiveConfig {
     pub policy: PolicyConfig,
     /// SRT latency (receiver buffer), milliseconds.
     pub srt_latency_ms: u32,
+    /// The station's live passphrase (`passphrase_file`, written by `station-agent enroll`):
+    /// used for every `srt://` live target without a passphrase of its own. Read when a sender
+    /// starts, so a new passphrase needs no restart.
+    pub passphrase_file: Option<std::path::PathBuf>,
 }
 
 impl Default for LiveConfig {
@@ -138,15 +142,38 @@ impl Default for LiveConfig {
         Self {
             policy: PolicyConfig::default(),
             srt_latency_ms: 250,
+            passphrase_file: None,
         }
     }
+}
+
+/// SRT accepts passphrases of 10 to 79 characters.
+pub const PASSPHRASE_LEN: std::ops::RangeInclusive<usize> = 10..=79;
+
+/// Reads a passphrase file: its first line, trimmed; the error says what is wrong (never the
+/// passphrase).
+pub fn read_passphrase(file: &std::path::Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let p = text.lines().next().unwrap_or("").trim().to_owned();
+    if !PASSPHRASE_LEN.contains(&p.len()) {
+        return Err(format!(
+            "{}: an SRT passphrase has 10 to 79 characters, this one has {}",
+            file.display(),
+            p.len()
+        ));
+    }
+    Ok(p)
 }
 
 pub(super) const CAMERA_KEYS: [&str; 4] =
     ["live", "live_target", "live_sub_stream", "live_sub_kbps"];
 
 impl Reader {
-    pub(super) fn live_section(&mut self, root: &toml::Table) -> Option<LiveConfig> {
+    pub(super) fn live_section(
+        &mut self,
+        root: &toml::Table,
+        check_machine: bool,
+    ) -> Option<LiveConfig> {
         let p = "live";
         let t = self.optional_section(
             root,
@@ -161,6 +188,7 @@ impl Reader {
                 "max_backlog_ms",
                 "max_loss_percent",
                 "srt_latency_ms",
+                "passphrase_file",
             ],
         );
         let d = LiveConfig::default();
@@ -193,6 +221,23 @@ impl Reader {
             (dp.max_loss * 100.0) as i64,
         );
         let latency = self.int(t, p, "srt_latency_ms", 20..=8_000, d.srt_latency_ms as i64);
+        let passphrase_file = match t.get("passphrase_file") {
+            None => Some(None),
+            Some(_) => {
+                let f = self.file(t, p, "passphrase_file", check_machine);
+                match (&f, check_machine) {
+                    (Some(file), true) => match read_passphrase(file) {
+                        Ok(_) => Some(f),
+                        Err(e) => {
+                            self.problem(join(p, "passphrase_file"), e);
+                            None
+                        }
+                    },
+                    (Some(_), false) => Some(f),
+                    (None, _) => None,
+                }
+            }
+        };
         Some(LiveConfig {
             policy: PolicyConfig {
                 margin: margin? as f64 / 100.0,
@@ -206,6 +251,7 @@ impl Reader {
                 start_grace: dp.start_grace,
             },
             srt_latency_ms: latency? as u32,
+            passphrase_file: passphrase_file?,
         })
     }
 
@@ -366,6 +412,36 @@ mod tests {
         assert!(desk.sub_stream.is_some());
         let boxes = c.cameras[1].live.as_ref().expect("boxes streams");
         assert!(matches!(boxes.target, LiveTarget::Rtmp(_)));
+    }
+
+    #[test]
+    fn the_station_passphrase_file_is_checked_and_never_echoed() {
+        let dir = tempfile::tempdir().unwrap();
+        let short = dir.path().join("short");
+        std::fs::write(&short, "hunter2\n").unwrap();
+        let good = dir.path().join("good");
+        std::fs::write(&good, "0123456789abcdef0123456789abcdef\n").unwrap();
+        let text = |f: &std::path::Path| {
+            format!(
+                "[station]\nid = \"S-1\"\n[storage]\npath = \"{}\"\n[mqtt]\nurl = \"mqtt://127.0.0.1:1883\"\n\
+                 [live]\npassphrase_file = \"{}\"\n\
+                 [[camera]]\nid = \"desk\"\nsource = \"test\"\n",
+                dir.path().display(),
+                f.display()
+            )
+        };
+        let c = AgentConfig::parse(Path::new("agent.toml"), &text(&good), true).unwrap();
+        assert_eq!(c.live.passphrase_file.as_deref(), Some(good.as_path()));
+        assert_eq!(
+            read_passphrase(&good).unwrap(),
+            "0123456789abcdef0123456789abcdef"
+        );
+        for bad in [short.clone(), dir.path().join("missing")] {
+            let e = AgentConfig::parse(Path::new("agent.toml"), &text(&bad), true).unwrap_err();
+            let msg = e.to_string();
+            assert!(msg.contains("live.passphrase_file"), "{msg}");
+            assert!(!msg.contains("hunter2"), "{msg}");
+        }
     }
 
     #[test]

@@ -21,7 +21,10 @@ use crate::config::source::CameraSource;
 mod live;
 pub mod source;
 mod upload;
-pub use live::{CameraLiveConfig, LiveConfig, LiveSetting, LiveTarget, PolicyConfig};
+pub use live::{
+    read_passphrase, CameraLiveConfig, LiveConfig, LiveSetting, LiveTarget, PolicyConfig,
+    PASSPHRASE_LEN,
+};
 pub use upload::{paused_at, UploadConfig};
 
 /// Segment length bounds, seconds. Short segments are for tests; long ones make a lost file cost
@@ -240,7 +243,7 @@ impl Reader {
         let cameras = self.cameras(root, check_machine);
         let retention = self.retention(root, cameras.as_deref().unwrap_or_default());
         let mqtt = self.mqtt(root, check_machine);
-        let live = self.live_section(root);
+        let live = self.live_section(root, check_machine);
         let upload = self.upload(root, cameras.as_deref().unwrap_or_default(), check_machine);
         let (station, station_key, station_name, region) = station?;
         let storage = storage?;

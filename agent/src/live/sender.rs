@@ -79,6 +79,13 @@ pub(super) enum Input<'a> {
     Rtsp(&'a url::Url),
 }
 
+/// What an SRT sender says about itself when its URL does not: the stream id and the
+/// station's passphrase.
+pub(crate) struct SrtIdentity {
+    pub stream_id: String,
+    pub passphrase: Option<String>,
+}
+
 impl Sender {
     pub(super) fn start(
         camera: &CameraId,
@@ -86,6 +93,7 @@ impl Sender {
         input: Input<'_>,
         target: &LiveTarget,
         latency_ms: u32,
+        srt_identity: &SrtIdentity,
     ) -> Result<Sender, String> {
         let pipeline = gst::Pipeline::builder()
             .name(format!("live-{camera}-{}", rung.as_str()))
@@ -98,6 +106,13 @@ impl Sender {
                 mux.set_property("alignment", 7i32);
                 let sink = make("srtsink")?;
                 sink.set_property("uri", url.as_str());
+                let has = |key: &str| url.query_pairs().any(|(k, _)| k == key);
+                if !has("streamid") {
+                    sink.set_property("streamid", srt_identity.stream_id.as_str());
+                }
+                if let (false, Some(p)) = (has("passphrase"), &srt_identity.passphrase) {
+                    sink.set_property("passphrase", p.as_str());
+                }
                 sink.set_property_from_str("mode", "caller");
                 sink.set_property("wait-for-connection", false);
                 sink.set_property("auto-reconnect", false);

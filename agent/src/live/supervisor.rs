@@ -7,7 +7,7 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use stationwatch_protocol::mqtt::{EventKind, LiveState};
-use stationwatch_protocol::CameraId;
+use stationwatch_protocol::{CameraId, StationId};
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -16,6 +16,7 @@ use tracing::{debug, info, warn};
 use crate::config::source::CameraSource;
 use crate::config::{CameraLiveConfig, LiveConfig, LiveSetting};
 use crate::live::feed::{LiveFeed, Tap};
+use crate::live::sender::SrtIdentity;
 use crate::live::sender::{Input, Sender};
 use crate::live::status::LiveStatus;
 use crate::live::uplink::{RungPolicy, RungRates, Sample, UplinkEstimate};
@@ -24,6 +25,7 @@ use stationwatch_protocol::mqtt::LiveRung;
 
 /// Everything a camera's live supervisor needs.
 pub struct LiveContext {
+    pub station: StationId,
     pub camera: CameraId,
     pub source: CameraSource,
     pub bitrate_kbps: u32,
@@ -46,6 +48,7 @@ const RETRY_INITIAL: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(10);
 
 pub(super) struct Supervisor {
+    station: StationId,
     camera: CameraId,
     source: CameraSource,
     bitrate_kbps: u32,
@@ -90,6 +93,7 @@ impl Supervisor {
         Self {
             mode: ctx.initial_override.unwrap_or(ctx.live.mode),
             overridden: ctx.initial_override.is_some(),
+            station: ctx.station,
             camera: ctx.camera,
             source: ctx.source,
             bitrate_kbps: ctx.bitrate_kbps,
@@ -322,6 +326,23 @@ impl Supervisor {
         self.publish();
     }
 
+    /// The stream id (`<station>/<camera>`, what the live gateway expects) and the station's
+    /// passphrase (`[live] passphrase_file`, read now so a new one needs no restart), used by an
+    /// SRT target whose URL does not carry its own.
+    fn srt_identity(&self) -> Result<SrtIdentity, String> {
+        let passphrase = match &self.config.passphrase_file {
+            Some(f) => Some(
+                crate::config::read_passphrase(f)
+                    .map_err(|e| format!("live.passphrase_file: {e}"))?,
+            ),
+            None => None,
+        };
+        Ok(SrtIdentity {
+            stream_id: format!("{}/{}", self.station, self.camera),
+            passphrase,
+        })
+    }
+
     fn sender_failed(&mut self, err: String) {
         warn!(
             camera = %self.camera,
@@ -377,12 +398,17 @@ impl Supervisor {
             Input::Feed { tap, .. } => Some(tap),
             Input::Rtsp(_) => None,
         };
+        let srt = match self.srt_identity() {
+            Ok(i) => i,
+            Err(e) => return self.sender_failed(e),
+        };
         match Sender::start(
             &self.camera,
             wanted,
             input,
             &self.live.target,
             self.config.srt_latency_ms,
+            &srt,
         ) {
             Ok(mut s) => {
                 debug!(camera = %self.camera, rung = wanted.as_str(), "live sender started");

@@ -3,6 +3,12 @@
 //! here if the device has none) to the controller, and writes what it answers where the config
 //! expects it: the MQTT password into `[mqtt] password_file`, the broker's CA into
 //! `[mqtt] ca_file`, and the broker URL and username into the config itself (comments kept).
+//! When the controller has a live gateway it also answers the gateway's SRT address and the
+//! station's passphrase: the passphrase goes into `[live] passphrase_file` (default
+//! `live.passphrase` beside the MQTT password), and every camera without a `live_target`
+//! gets the gateway's address (no secret in it: the stream id `<station>/<camera>` and the
+//! passphrase are added by the sender). Live stays as each camera's `live` says (off by
+//! default; operators can turn it on from the controller).
 //! Nothing is written when the controller refuses; the files are written beside and renamed
 //! into place, the config last.
 
@@ -43,12 +49,23 @@ pub struct Enrolled {
     #[serde(default)]
     pub ca_pem: Option<String>,
     pub key_fingerprint: String,
+    #[serde(default)]
+    pub live: Option<EnrolledLive>,
+}
+
+/// The gateway's SRT address and the station's live passphrase.
+#[derive(Debug, Clone, Deserialize)]
+pub struct EnrolledLive {
+    pub srt_url: String,
+    pub passphrase: String,
 }
 
 /// Where the config wants the credentials: `[mqtt] password_file` and `ca_file`.
 pub struct Targets {
     pub password_file: PathBuf,
     pub ca_file: Option<PathBuf>,
+    /// `[live] passphrase_file`, if the config names one.
+    pub live_passphrase_file: Option<PathBuf>,
 }
 
 /// Reads the targets from the config text; the error names the file and the key.
@@ -78,9 +95,21 @@ pub fn targets(file: &Path, text: &str) -> Result<Targets, EnrollError> {
     let password_file = path("password_file")?.ok_or_else(|| {
         err("[mqtt].password_file: missing; name the file enrollment writes the MQTT password to (e.g. /etc/stationwatch/mqtt.password)")
     })?;
+    let live_passphrase_file = match doc
+        .get("live")
+        .and_then(|l| l.as_table_like())
+        .and_then(|l| l.get("passphrase_file"))
+    {
+        None => None,
+        Some(v) => match v.as_str() {
+            Some(s) if Path::new(s).is_absolute() => Some(PathBuf::from(s)),
+            _ => return Err(err("[live].passphrase_file: must be an absolute path")),
+        },
+    };
     Ok(Targets {
         password_file,
         ca_file: path("ca_file")?,
+        live_passphrase_file,
     })
 }
 
@@ -142,6 +171,15 @@ pub async fn request(
             "the answer is for another station or incomplete".into(),
         ));
     }
+    if let Some(l) = &e.live {
+        crate::config::LiveTarget::parse(&l.srt_url)
+            .map_err(|err| unreachable(format!("the live gateway's address: {err}")))?;
+        if !crate::config::PASSPHRASE_LEN.contains(&l.passphrase.trim().len()) {
+            return Err(unreachable(
+                "the live passphrase has not 10 to 79 characters".into(),
+            ));
+        }
+    }
     Ok(e)
 }
 
@@ -200,6 +238,20 @@ pub fn write(
         (None, _) => None,
     };
     let pw = stage(&t.password_file, e.password.as_bytes(), 0o640, config)?;
+    let live = match &e.live {
+        Some(l) => {
+            let file = t.live_passphrase_file.clone().unwrap_or_else(|| {
+                t.password_file
+                    .parent()
+                    .unwrap_or(Path::new("/"))
+                    .join("live.passphrase")
+            });
+            let tmp = stage(&file, l.passphrase.trim().as_bytes(), 0o640, config)?;
+            set_live(&mut doc, config, &file, &l.srt_url)?;
+            Some((tmp, file))
+        }
+        None => None,
+    };
     {
         let mqtt = doc["mqtt"]
             .as_table_like_mut()
@@ -230,7 +282,47 @@ pub fn write(
     }
     commit(&pw, &t.password_file)?;
     written.push(t.password_file.clone());
+    if let Some((tmp, f)) = live {
+        commit(&tmp, &f)?;
+        written.push(f);
+    }
     commit(&cfg, config)?;
     written.push(config.to_owned());
     Ok(written)
+}
+
+/// `[live] passphrase_file`, and the gateway's address for every camera without a live target.
+fn set_live(
+    doc: &mut toml_edit::DocumentMut,
+    config: &Path,
+    passphrase_file: &Path,
+    srt_url: &str,
+) -> Result<(), EnrollError> {
+    let bad = |what: &str| EnrollError::Config {
+        file: config.display().to_string(),
+        what: what.to_owned(),
+    };
+    if doc.get("live").is_none() {
+        doc["live"] = toml_edit::table();
+    }
+    let live = doc["live"]
+        .as_table_like_mut()
+        .ok_or_else(|| bad("[live]: not a table"))?;
+    if live.get("passphrase_file").is_none() {
+        live.insert(
+            "passphrase_file",
+            toml_edit::value(passphrase_file.display().to_string()),
+        );
+    }
+    if let Some(cameras) = doc
+        .get_mut("camera")
+        .and_then(|c| c.as_array_of_tables_mut())
+    {
+        for cam in cameras.iter_mut() {
+            if !cam.contains_key("live_target") {
+                cam.insert("live_target", toml_edit::value(srt_url));
+            }
+        }
+    }
+    Ok(())
 }

@@ -74,7 +74,16 @@ pub(crate) async fn redeem(
             ),
         ));
     }
-    match enroll::redeem(&state.store, &state.fleet, state.enroll.as_ref(), body, now).await {
+    match enroll::redeem(
+        &state.store,
+        &state.fleet,
+        state.enroll.as_ref(),
+        state.live.as_ref(),
+        body,
+        now,
+    )
+    .await
+    {
         Ok(done) => {
             state.limiter.succeeded(&who, address);
             Ok(Json(done))
