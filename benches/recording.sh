@@ -98,10 +98,12 @@ start_camera() {
     exit 1
 }
 
-# start_agent NAME URL...: one station-agent recording the given cameras; sets REC_PID.
+# start_agent NAME PATH URL...: one station-agent recording the given cameras; sets REC_PID.
+# PATH (EXPERIMENT, branch retina): "retina" = the pass-through reader, "gstreamer" = today's
+# rtspsrc pipeline (STATIONWATCH_RTSP_PATH=gstreamer).
 start_agent() {
-    local name=$1 conf=$WORK/$1.toml n=0 url
-    shift
+    local name=$1 path=$2 conf=$WORK/$1.toml n=0 url
+    shift 2
     mkdir -p "$WORK/out/$name"
     {
         printf '[station]\nid = "BENCH-0001"\n\n[storage]\npath = "%s"\nsegment_seconds = %d\n' \
@@ -111,7 +113,7 @@ start_agent() {
             printf '\n[[camera]]\nid = "cam%d"\nsource = "%s"\n' "$n" "$url"
         done
     } >"$conf"
-    "$AGENT" run --config "$conf" </dev/null >"$WORK/$name.log" 2>&1 &
+    STATIONWATCH_RTSP_PATH=$path "$AGENT" run --config "$conf" </dev/null >"$WORK/$name.log" 2>&1 &
     REC_PID=$!
     ALL_PIDS+=("$REC_PID")
 }
@@ -311,14 +313,17 @@ fi
 log "case a: 1 test camera; agent, ffmpeg (TS) and ffmpeg (Frigate args) on it at once"
 start_camera cam-a
 CAM_PIDS=("$CAM_PID")
-start_agent a-agent "$CAM_URL"
+start_agent a-agent retina "$CAM_URL"
 A_AGENT=$REC_PID
+start_agent a-agent-gst gstreamer "$CAM_URL"
+A_AGENT_GST=$REC_PID
 start_ffmpeg a-ffmpeg "$CAM_URL" ts "$WORK/out/a-ffmpeg"
 A_FFMPEG=$REC_PID
 start_ffmpeg a-frigate "$CAM_URL" frigate "$WORK/out/a-frigate"
 A_FRIGATE=$REC_PID
 measure "a: 1 camera" \
-    "station-agent|TERM|$A_AGENT|$WORK/out/a-agent" \
+    "station-agent (retina)|TERM|$A_AGENT|$WORK/out/a-agent" \
+    "station-agent (gstreamer)|TERM|$A_AGENT_GST|$WORK/out/a-agent-gst" \
     "ffmpeg -f segment (TS)|INT|$A_FFMPEG|$WORK/out/a-ffmpeg" \
     "ffmpeg, Frigate args (MP4)|INT|$A_FRIGATE|$WORK/out/a-frigate"
 stop_and_wait TERM "${CAM_PIDS[@]}"
@@ -335,8 +340,10 @@ done
 
 # start_b_agent SUFFIX / start_b_ffmpeg SUFFIX: case b's recorders; set B_AGENT / B_FFMPEG.
 start_b_agent() {
-    start_agent "b-agent$1" "${URLS[@]}"
-    B_AGENT="station-agent, 4 cameras|TERM|$REC_PID|$WORK/out/b-agent$1"
+    start_agent "b-agent$1" retina "${URLS[@]}"
+    B_AGENT="station-agent (retina), 4 cams|TERM|$REC_PID|$WORK/out/b-agent$1"
+    start_agent "b-agent-gst$1" gstreamer "${URLS[@]}"
+    B_AGENT_GST="station-agent (gst), 4 cams|TERM|$REC_PID|$WORK/out/b-agent-gst$1"
 }
 start_b_ffmpeg() {
     local i pids=() dir=$WORK/out/b-ffmpeg$1
@@ -351,7 +358,7 @@ if [ "$CASE_B" != sequential ]; then
     log "case b: one agent (4 cameras) and 4 ffmpeg at once"
     start_b_agent ""
     start_b_ffmpeg ""
-    measure "b: 4 cameras, simultaneous" "$B_AGENT" "$B_FFMPEG"
+    measure "b: 4 cameras, simultaneous" "$B_AGENT" "$B_AGENT_GST" "$B_FFMPEG"
 fi
 if [ "$CASE_B" = auto ]; then
     if [ "$LAST_HEADROOM" -lt "$MIN_HEADROOM" ]; then
@@ -365,7 +372,7 @@ fi
 if [ "$CASE_B" = sequential ] || { [ "$CASE_B" = auto ] && [ "$LAST_HEADROOM" -lt "$MIN_HEADROOM" ]; }; then
     log "case b, sequential: the agent alone"
     start_b_agent -seq
-    measure "b: 4 cameras, agent alone" "$B_AGENT"
+    measure "b: 4 cameras, agent alone" "$B_AGENT" "$B_AGENT_GST"
     log "case b, sequential: 4 ffmpeg alone"
     start_b_ffmpeg -seq
     measure "b: 4 cameras, ffmpeg alone" "$B_FFMPEG"

@@ -378,6 +378,11 @@ impl Recorder {
         lock(&self.writer)
     }
 
+    /// The segment writer, for a source that muxes itself (`camera/rtsp.rs`).
+    pub fn writer(&self) -> Arc<Mutex<SegmentWriter>> {
+        self.writer.clone()
+    }
+
     /// Builds the recording branch `queue ! mpegtsmux ! appsink` feeding this recorder. The
     /// returned queue's sink pad is where the branch attaches (a tee's src pad).
     pub fn branch(&self) -> Result<(Vec<gst::Element>, gst::Element), glib::BoolError> {
