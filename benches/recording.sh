@@ -83,6 +83,7 @@ log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
 # start_camera NAME: starts a test camera on a free port; sets CAM_PID and CAM_URL.
 start_camera() {
     local name=$1 out=$WORK/$1.out i
+    : >"$out" # exists before the camera's shell opens it, or awk below may find no file
     "$CAMERA" --port 0 --width 1280 --height 720 --fps $FPS --bitrate-kbps 2000 \
         >"$out" 2>"$WORK/$name.err" &
     CAM_PID=$!
@@ -108,6 +109,8 @@ start_agent() {
     {
         printf '[station]\nid = "BENCH-0001"\n\n[storage]\npath = "%s"\nsegment_seconds = %d\n' \
             "$WORK/out/$name" "$SEGMENT"
+        # VIEW=off: no view analysis (it decodes a keyframe every 2 s, which ffmpeg does not).
+        if [ "${VIEW:-on}" = off ]; then printf '\n[view]\nanalysis = false\n'; fi
         for url in "$@"; do
             n=$((n + 1))
             printf '\n[[camera]]\nid = "cam%d"\nsource = "%s"\n' "$n" "$url"
@@ -313,14 +316,17 @@ fi
 log "case a: 1 test camera; agent, ffmpeg (TS) and ffmpeg (Frigate args) on it at once"
 start_camera cam-a
 CAM_PIDS=("$CAM_PID")
+# One client first: the test camera's shared media is prepared once, before the others connect
+# (gst-rtsp-server answers 503 to clients that arrive while a shared media is torn down).
+start_ffmpeg a-ffmpeg "$CAM_URL" ts "$WORK/out/a-ffmpeg"
+A_FFMPEG=$REC_PID
+sleep 1
+start_ffmpeg a-frigate "$CAM_URL" frigate "$WORK/out/a-frigate"
+A_FRIGATE=$REC_PID
 start_agent a-agent retina "$CAM_URL"
 A_AGENT=$REC_PID
 start_agent a-agent-gst gstreamer "$CAM_URL"
 A_AGENT_GST=$REC_PID
-start_ffmpeg a-ffmpeg "$CAM_URL" ts "$WORK/out/a-ffmpeg"
-A_FFMPEG=$REC_PID
-start_ffmpeg a-frigate "$CAM_URL" frigate "$WORK/out/a-frigate"
-A_FRIGATE=$REC_PID
 measure "a: 1 camera" \
     "station-agent (retina)|TERM|$A_AGENT|$WORK/out/a-agent" \
     "station-agent (gstreamer)|TERM|$A_AGENT_GST|$WORK/out/a-agent-gst" \
@@ -356,8 +362,9 @@ start_b_ffmpeg() {
 
 if [ "$CASE_B" != sequential ]; then
     log "case b: one agent (4 cameras) and 4 ffmpeg at once"
-    start_b_agent ""
     start_b_ffmpeg ""
+    sleep 1
+    start_b_agent ""
     measure "b: 4 cameras, simultaneous" "$B_AGENT" "$B_AGENT_GST" "$B_FFMPEG"
 fi
 if [ "$CASE_B" = auto ]; then
