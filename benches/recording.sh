@@ -305,7 +305,7 @@ verify() {
 
 log "building $PROFILE binaries"
 if [ "$PROFILE" = release ]; then
-    (cd "$ROOT" && cargo build --release --quiet --workspace --bin station-agent --bin test-camera)
+    [ -e /tmp/retina-nobuild ] || (cd "$ROOT" && cargo build --release --quiet --workspace --bin station-agent --bin test-camera)
 else
     (cd "$ROOT" && cargo build --quiet --workspace --bin station-agent --bin test-camera)
 fi

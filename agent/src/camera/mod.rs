@@ -1,5 +1,6 @@
-//! Supervision of one camera: build and run its pipeline, detect loss (error, end of stream,
-//! stall), tear down cleanly, reconnect with backoff, and publish the camera's state.
+//! Supervision of one camera: start its recording (the RTSP reader `rtsp.rs`, or a GStreamer
+//! pipeline for the sources the agent encodes), detect loss (error, end of stream, stall),
+//! tear down cleanly, reconnect with backoff, and publish the camera's state.
 //!
 //! Each camera has its own task, pipeline and recorder: one camera failing never touches
 //! another.
@@ -159,14 +160,8 @@ pub fn spawn(
     })
 }
 
-/// EXPERIMENT (issue #19, branch `retina`): `STATIONWATCH_RTSP_PATH=gstreamer` records
-/// `rtsp://` cameras through the GStreamer pipeline instead of the pass-through reader, so the
-/// benchmark can compare both in one run.
-fn gstreamer_rtsp_requested() -> bool {
-    std::env::var("STATIONWATCH_RTSP_PATH").is_ok_and(|v| v == "gstreamer")
-}
-
-/// What records the camera during one attempt.
+/// What records the camera during one attempt: a GStreamer pipeline for the sources the agent
+/// encodes, the pass-through reader for RTSP cameras.
 enum Running {
     Pipeline(CameraPipeline),
     /// `None` once stopped.
@@ -298,7 +293,7 @@ impl Supervisor {
         let (bus_tx, mut bus_rx) = unbounded_channel();
         let started = Instant::now();
         let mut running = match &self.cam.source {
-            CameraSource::Rtsp(url) if !gstreamer_rtsp_requested() => {
+            CameraSource::Rtsp(url) => {
                 match RtspRecording::start(
                     &self.id,
                     url,
@@ -316,7 +311,7 @@ impl Supervisor {
                     }
                 }
             }
-            _ => {
+            CameraSource::Test | CameraSource::V4l2(_) => {
                 let built = CameraPipeline::build(
                     &self.station,
                     &self.cam,

@@ -27,7 +27,7 @@ use retina::client::{
     Credentials, PlayOptions, Session, SessionOptions, SetupOptions, TcpTransportOptions,
     Transport,
 };
-use retina::codec::{CodecItem, FrameFormat, VideoFrame};
+use retina::codec::{CodecItem, FrameFormat, ParametersRef, VideoFrame};
 use stationwatch_protocol::CameraId;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
@@ -67,7 +67,7 @@ impl RtspRecording {
         let _ = location.set_password(None);
         let creds = (!user.is_empty() || password.is_some()).then(|| Credentials {
             username: user,
-            password: password.unwrap_or_default(),
+            password: password.clone().unwrap_or_default(),
         });
         let source = Source {
             camera: camera.clone(),
@@ -77,6 +77,14 @@ impl RtspRecording {
             counters,
             live,
         };
+        // What must never reach a log, should `retina` quote it in an error.
+        let secrets: Vec<String> = password
+            .iter()
+            .cloned()
+            .chain(url.password().map(str::to_owned))
+            .chain(url.query().map(str::to_owned))
+            .filter(|s| !s.is_empty())
+            .collect();
         let token = stop.clone();
         let thread = std::thread::Builder::new()
             .name(format!("rtsp-{camera}"))
@@ -103,7 +111,7 @@ impl RtspRecording {
                         let _ = events.send(BusEvent::Eos);
                     }
                     Some(Err(e)) => {
-                        let _ = events.send(BusEvent::Error(e));
+                        let _ = events.send(BusEvent::Error(scrub(&e, &secrets)));
                     }
                 }
             })?;
@@ -247,6 +255,8 @@ impl Source {
         let mut ts = Vec::with_capacity(256 * 1024);
         // Until a keyframe with parameter sets, nothing can be recorded.
         let mut have_params = false;
+        // New parameter sets seen since the last keyframe (a new segment starts at the next).
+        let mut config_changed = false;
         while let Some(item) = demuxed.next().await {
             let frame = match item {
                 Ok(CodecItem::VideoFrame(f)) => f,
@@ -257,31 +267,36 @@ impl Source {
                 continue;
             }
             if frame.has_new_parameters() {
+                // The first parameters (from the SDP or in band) are not a change.
+                config_changed |= have_params;
                 have_params = true;
-                if let Some(p) = demuxed.streams()[index].parameters() {
-                    if let retina::codec::ParametersRef::Video(v) = p {
-                        let (w, h) = v.pixel_dimensions();
-                        info!(camera = %self.camera, width = w, height = h, "video parameters");
-                    }
+                if let Some(ParametersRef::Video(v)) = demuxed.streams()[index].parameters() {
+                    let (width, height) = v.pixel_dimensions();
+                    info!(camera = %self.camera, width, height, codec = v.rfc6381_codec(), "video parameters");
                 }
             } else if !have_params {
                 have_params = demuxed.streams()[index].parameters().is_some();
             }
-            self.on_frame(frame, have_params, &mut mux, &mut clock, &mut ts, &caps);
+            let key = frame.is_random_access_point() && have_params;
+            let new_config = key && std::mem::take(&mut config_changed);
+            self.on_frame(frame, key, new_config, &mut mux, &mut clock, &mut ts, &caps);
         }
         Ok(())
     }
 
+    /// Writes one access unit (`key`: a keyframe with its parameter sets in front;
+    /// `new_config`: their first keyframe after the camera changed them).
+    #[allow(clippy::too_many_arguments)]
     fn on_frame(
         &self,
         frame: VideoFrame,
-        have_params: bool,
+        key: bool,
+        new_config: bool,
         mux: &mut TsMuxer,
         clock: &mut Clock,
         ts: &mut Vec<u8>,
         caps: &gst::Caps,
     ) {
-        let key = frame.is_random_access_point() && have_params;
         let (rt, utc) = clock.place(frame.timestamp().timestamp(), Utc::now());
         let pts_90k = (rt.nseconds() as u128 * 90_000 / 1_000_000_000) as u64;
         if frame.loss() > 0 {
@@ -295,6 +310,7 @@ impl Source {
             rt,
             utc,
             key_unit_start: key,
+            new_config,
         });
         let live = self.live.as_ref().filter(|l| l.main_attached());
         if !key && live.is_none() {
@@ -315,6 +331,15 @@ impl Source {
             self.counters.set_keyframe(sample);
         }
     }
+}
+
+/// `msg` with every secret (password, query string) replaced by `***`.
+fn scrub(msg: &str, secrets: &[String]) -> String {
+    let mut out = msg.to_owned();
+    for s in secrets {
+        out = out.replace(s.as_str(), "***");
+    }
+    out
 }
 
 fn percent_decode(s: &str) -> String {
