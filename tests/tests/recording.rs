@@ -642,9 +642,12 @@ fn frame_sizes(seg: &SegmentFile) -> Vec<(u32, u32)> {
 }
 
 /// Records `cam` in 2 s segments until `min_segments` are finished, stops the agent and returns
-/// the segments.
-fn record_segments(cam: &TestCamera, min_segments: usize) -> Vec<SegmentFile> {
-    let (_dir, storage, mut agent) = record_camera(cam);
+/// the segments (and the folder holding them).
+fn record_segments(
+    cam: &TestCamera,
+    min_segments: usize,
+) -> (tempfile::TempDir, Vec<SegmentFile>) {
+    let (dir, storage, mut agent) = record_camera(cam);
     agent
         .wait_log_count("segment finished", min_segments, Duration::from_secs(30))
         .unwrap();
@@ -652,7 +655,7 @@ fn record_segments(cam: &TestCamera, min_segments: usize) -> Vec<SegmentFile> {
     assert!(status.success(), "{}", agent.log());
     let segs = segments(&storage, "cam").unwrap();
     assert!(segs.len() >= min_segments, "{segs:?}");
-    segs
+    (dir, segs)
 }
 
 #[test]
@@ -670,7 +673,7 @@ fn a_camera_that_changes_resolution_mid_stream_is_recorded_one_size_per_segment(
         },
     )
     .unwrap();
-    let segs = record_segments(&cam, 4);
+    let (_dir, segs) = record_segments(&cam, 4);
     let mut sizes_seen = Vec::new();
     for s in &segs {
         let sizes = frame_sizes(s);
@@ -714,7 +717,7 @@ fn rtp_timestamp_wrap_and_parameter_sets_only_in_the_sdp_are_recorded_gapless() 
         },
     )
     .unwrap();
-    let segs = record_segments(&cam, 3);
+    let (_dir, segs) = record_segments(&cam, 3);
     let frames = assert_gapless(&segs, 15.0, 0.02);
     eprintln!("{} segments, {frames} frames across the RTP timestamp wrap", segs.len());
     // 2 s segments at 15 fps: a wrap taken for a jump would split or stretch one.

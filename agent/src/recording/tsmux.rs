@@ -324,7 +324,8 @@ mod tests {
             .map(|(i, (au, k))| mux(VideoCodec::H264, &[(au.clone(), *k)], i as u64).len())
             .sum();
         let tail = &ts[second_key..];
-        assert_eq!(&tail[..4], &[0x47, 0x40, 0x00, 0x10]);
+        // A PAT (PID 0, unit start), the second one (continuity counter 1).
+        assert_eq!(&tail[..4], &[0x47, 0x40, 0x00, 0x11]);
         let info = stationwatch_remux::probe_ts(tail).unwrap();
         assert_eq!((info.frames, info.keyframes), (20, 2));
     }
