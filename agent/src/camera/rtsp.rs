@@ -3,9 +3,10 @@
 //! the camera's `SegmentWriter`, all on one thread per camera: socket → depacketiser → muxer →
 //! file, with no GStreamer element and no hand-off per packet.
 //!
-//! * Each access unit comes out of `retina` as Annex-B NAL units with the current SPS/PPS (and
-//!   VPS) put in front of every keyframe, whether the camera sends them in band or only in
-//!   the SDP, so every segment decodes on its own.
+//! * Each access unit comes out of `retina` as Annex-B NAL units without parameter sets; the
+//!   current SPS/PPS (and VPS), whether the camera sends them in band or only in the SDP, are
+//!   put in front of every keyframe (H.264 IDR; H.265 IRAP: IDR, CRA, BLA), so every segment
+//!   decodes on its own.
 //! * Timing: the running time of a frame is its RTP timestamp (extended past 32-bit wrap by
 //!   `retina`) minus the first frame's. Its UTC time is anchored at the wall clock when the
 //!   first frame arrives and advanced by media time, so segment names and lengths follow the
@@ -27,11 +28,15 @@ use retina::client::{
     Credentials, PlayOptions, Session, SessionOptions, SetupOptions, TcpTransportOptions,
     Transport,
 };
-use retina::codec::{CodecItem, FrameFormat, ParametersRef, VideoFrame};
+use retina::codec::h26x::Framing;
+use retina::codec::{
+    CodecItem, FrameFormat, ParameterSetInsertion, ParametersRef, VideoFrame,
+    VideoParametersCodec,
+};
 use stationwatch_protocol::CameraId;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use crate::camera::pipeline::BusEvent;
 use crate::live::LiveFeed;
@@ -225,7 +230,13 @@ impl Source {
                 index,
                 SetupOptions::default()
                     .transport(Transport::Tcp(TcpTransportOptions::default()))
-                    .frame_format(FrameFormat::SIMPLE),
+                    // Annex B; the parameter sets are put in front of keyframes here, as
+                    // `retina` takes only IDR pictures for keyframes (not H.265 CRA).
+                    .frame_format(FrameFormat {
+                        h26x_framing: Framing::AnnexB,
+                        parameter_set_insertion: ParameterSetInsertion::Never,
+                        ..FrameFormat::SIMPLE
+                    }),
             )
             .await
             .map_err(|e| format!("RTSP SETUP: {e}"))?;
@@ -253,8 +264,12 @@ impl Source {
             anchor: None,
         };
         let mut ts = Vec::with_capacity(256 * 1024);
-        // Until a keyframe with parameter sets, nothing can be recorded.
-        let mut have_params = false;
+        // The current parameter sets, Annex B, to put in front of every keyframe (empty until
+        // known: nothing is recorded before).
+        let mut params = Vec::new();
+        if let Some(ParametersRef::Video(v)) = demuxed.streams()[index].parameters() {
+            params = annex_b_parameter_sets(v.codec_params());
+        }
         // New parameter sets seen since the last keyframe (a new segment starts at the next).
         let mut config_changed = false;
         while let Some(item) = demuxed.next().await {
@@ -267,31 +282,36 @@ impl Source {
                 continue;
             }
             if frame.has_new_parameters() {
-                // The first parameters (from the SDP or in band) are not a change.
-                config_changed |= have_params;
-                have_params = true;
                 if let Some(ParametersRef::Video(v)) = demuxed.streams()[index].parameters() {
+                    // The first parameters (from the SDP or in band) are not a change.
+                    config_changed |= !params.is_empty();
+                    params = annex_b_parameter_sets(v.codec_params());
                     let (width, height) = v.pixel_dimensions();
                     info!(camera = %self.camera, width, height, codec = v.rfc6381_codec(), "video parameters");
                 }
-            } else if !have_params {
-                have_params = demuxed.streams()[index].parameters().is_some();
             }
-            let key = frame.is_random_access_point() && have_params;
+            let key = !params.is_empty()
+                && match codec {
+                    VideoCodec::H264 => frame.is_random_access_point(),
+                    VideoCodec::H265 => h265_irap(frame.data()),
+                };
             let new_config = key && std::mem::take(&mut config_changed);
-            self.on_frame(frame, key, new_config, &mut mux, &mut clock, &mut ts, &caps);
+            self.on_frame(
+                frame, key, new_config, &params, &mut mux, &mut clock, &mut ts, &caps,
+            );
         }
         Ok(())
     }
 
-    /// Writes one access unit (`key`: a keyframe with its parameter sets in front;
-    /// `new_config`: their first keyframe after the camera changed them).
+    /// Writes one access unit (`key`: a keyframe, written with `params` in front;
+    /// `new_config`: the first keyframe after the camera changed its parameter sets).
     #[allow(clippy::too_many_arguments)]
     fn on_frame(
         &self,
         frame: VideoFrame,
         key: bool,
         new_config: bool,
+        params: &[u8],
         mux: &mut TsMuxer,
         clock: &mut Clock,
         ts: &mut Vec<u8>,
@@ -300,11 +320,22 @@ impl Source {
         let (rt, utc) = clock.place(frame.timestamp().timestamp(), Utc::now());
         let pts_90k = (rt.nseconds() as u128 * 90_000 / 1_000_000_000) as u64;
         if frame.loss() > 0 {
-            warn!(camera = %self.camera, packets = frame.loss(), "RTP packets lost before this frame");
+            debug!(camera = %self.camera, packets = frame.loss(), "RTP packets lost before this frame");
         }
+        // A keyframe is copied once, with its parameter sets in front (about once a second);
+        // other frames are muxed from `retina`'s buffer.
+        let data = if key {
+            let mut d = Vec::with_capacity(params.len() + frame.data().len());
+            d.extend_from_slice(params);
+            d.extend_from_slice(frame.data());
+            d
+        } else {
+            Vec::new()
+        };
+        let au = if key { &data[..] } else { frame.data() };
         ts.clear();
-        mux.write_access_unit(ts, frame.data(), pts_90k, key);
-        self.counters.on_frame(frame.data().len());
+        mux.write_access_unit(ts, au, pts_90k, key);
+        self.counters.on_frame(au.len());
         self.writer.lock().push(Packet {
             data: ts,
             rt,
@@ -316,7 +347,8 @@ impl Source {
         if !key && live.is_none() {
             return;
         }
-        let mut buf = gst::Buffer::from_mut_slice(frame.into_data());
+        let data = if key { data } else { frame.into_data() };
+        let mut buf = gst::Buffer::from_mut_slice(data);
         if let Some(b) = buf.get_mut() {
             b.set_pts(rt);
             if !key {
@@ -333,6 +365,43 @@ impl Source {
     }
 }
 
+/// The parameter sets (H.264 SPS, PPS; H.265 VPS, SPS, PPS) as Annex-B NAL units.
+fn annex_b_parameter_sets(codec: &VideoParametersCodec) -> Vec<u8> {
+    let nals: Vec<&[u8]> = match codec {
+        VideoParametersCodec::H264 { sps, pps } => vec![sps, pps],
+        VideoParametersCodec::H265 { vps, sps, pps } => vec![vps, sps, pps],
+        _ => Vec::new(),
+    };
+    let mut out = Vec::new();
+    for nal in nals.into_iter().filter(|n| !n.is_empty()) {
+        out.extend_from_slice(&[0, 0, 0, 1]);
+        out.extend_from_slice(nal);
+    }
+    out
+}
+
+/// Whether an H.265 access unit (Annex B) is an intra random access point: its picture's
+/// slices are BLA, IDR or CRA NAL units (types 16 to 23), as `h265parse` counts keyframes.
+fn h265_irap(au: &[u8]) -> bool {
+    let mut vcl = false;
+    let mut i = 0;
+    while i + 3 < au.len() {
+        if au[i] == 0 && au[i + 1] == 0 && au[i + 2] == 1 {
+            let t = (au[i + 3] >> 1) & 0x3f;
+            if t < 32 {
+                if !(16..=23).contains(&t) {
+                    return false;
+                }
+                vcl = true;
+            }
+            i += 3;
+        } else {
+            i += 1;
+        }
+    }
+    vcl
+}
+
 /// `msg` with every secret (password, query string) replaced by `***`.
 fn scrub(msg: &str, secrets: &[String]) -> String {
     let mut out = msg.to_owned();
@@ -346,4 +415,61 @@ fn percent_decode(s: &str) -> String {
     percent_encoding::percent_decode_str(s)
         .decode_utf8_lossy()
         .into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn h265_keyframes_are_idr_cra_and_bla_pictures() {
+        // NAL header byte: type << 1.
+        let au = |types: &[u8]| -> Vec<u8> {
+            types
+                .iter()
+                .flat_map(|t| [0, 0, 0, 1, t << 1, 1, 0xaa])
+                .collect()
+        };
+        assert!(h265_irap(&au(&[35, 19]))); // AUD, IDR_W_RADL
+        assert!(h265_irap(&au(&[21, 21]))); // CRA in two slices
+        assert!(h265_irap(&au(&[16]))); // BLA_W_LP
+        assert!(!h265_irap(&au(&[1]))); // TRAIL_R
+        assert!(!h265_irap(&au(&[19, 1]))); // mixed
+        assert!(!h265_irap(&au(&[32, 33, 34]))); // parameter sets only
+        assert!(!h265_irap(&[0, 0, 1]));
+    }
+
+    #[test]
+    fn parameter_sets_become_annex_b() {
+        let p = VideoParametersCodec::H264 {
+            sps: bytes::Bytes::from_static(&[0x67, 1]),
+            pps: bytes::Bytes::from_static(&[0x68, 2]),
+        };
+        assert_eq!(
+            annex_b_parameter_sets(&p),
+            [0, 0, 0, 1, 0x67, 1, 0, 0, 0, 1, 0x68, 2]
+        );
+    }
+
+    #[test]
+    fn utc_follows_media_time_and_is_anchored_again_after_a_drift() {
+        let mut c = Clock {
+            origin: None,
+            clock_rate: NonZeroU32::new(90_000).unwrap(),
+            anchor: None,
+        };
+        let t0 = chrono::DateTime::parse_from_rfc3339("2026-12-04T07:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let ms = chrono::Duration::milliseconds;
+        // Frames at 1/15 s of media time, arriving with jitter: UTC follows media time.
+        assert_eq!(c.place(1_000_000, t0), (gst::ClockTime::ZERO, t0));
+        let (rt, utc) = c.place(1_000_000 + 6000, t0 + ms(90));
+        assert_eq!(rt, gst::ClockTime::from_nseconds(66_666_666));
+        assert_eq!(utc, t0 + chrono::Duration::nanoseconds(66_666_666));
+        // The wall clock is 2 s ahead of media time (a pause, a clock step): anchored again.
+        let (rt, utc) = c.place(1_000_000 + 12_000, t0 + ms(2133));
+        assert_eq!(rt, gst::ClockTime::from_nseconds(133_333_333));
+        assert_eq!(utc, t0 + ms(2133));
+    }
 }
