@@ -23,7 +23,10 @@
 # (-count_frames), decoder errors, sum of the files' durations.
 #
 # Usage: benches/recording.sh     (env: DURATION=60 seconds per run; CASE_B=auto|parallel|
-#        sequential; MIN_HEADROOM=20 percent; SEGMENT=10 seconds; KEEP=1 keeps the files)
+#        sequential; MIN_HEADROOM=20 percent; SEGMENT=10 seconds; KEEP=1 keeps the files;
+#        VIEW=off: agents without view analysis, which decodes a keyframe every 2 s and which
+#        ffmpeg does not do; BASELINE_AGENT=PATH: a second station-agent binary, e.g. built
+#        from an older commit, recording the same cameras in the same run)
 # Needs: cargo, ffmpeg, ffprobe, awk; GStreamer with rtsp-server, x264 (test-camera).
 set -euo pipefail
 
@@ -42,6 +45,8 @@ DURATION=${DURATION:-60}
 CASE_B=${CASE_B:-auto}
 MIN_HEADROOM=${MIN_HEADROOM:-20}
 SEGMENT=${SEGMENT:-10}
+# Another station-agent binary measured in the same run (e.g. one built from an older commit).
+BASELINE_AGENT=${BASELINE_AGENT:-}
 FPS=15
 CLK_TCK=$(getconf CLK_TCK)
 
@@ -99,11 +104,9 @@ start_camera() {
     exit 1
 }
 
-# start_agent NAME PATH URL...: one station-agent recording the given cameras; sets REC_PID.
-# PATH (EXPERIMENT, branch retina): "retina" = the pass-through reader, "gstreamer" = today's
-# rtspsrc pipeline (STATIONWATCH_RTSP_PATH=gstreamer).
+# start_agent NAME BINARY URL...: one station-agent recording the given cameras; sets REC_PID.
 start_agent() {
-    local name=$1 path=$2 conf=$WORK/$1.toml n=0 url
+    local name=$1 bin=$2 conf=$WORK/$1.toml n=0 url
     shift 2
     mkdir -p "$WORK/out/$name"
     {
@@ -116,7 +119,7 @@ start_agent() {
             printf '\n[[camera]]\nid = "cam%d"\nsource = "%s"\n' "$n" "$url"
         done
     } >"$conf"
-    STATIONWATCH_RTSP_PATH=$path "$AGENT" run --config "$conf" </dev/null >"$WORK/$name.log" 2>&1 &
+    "$bin" run --config "$conf" </dev/null >"$WORK/$name.log" 2>&1 &
     REC_PID=$!
     ALL_PIDS+=("$REC_PID")
 }
@@ -305,7 +308,7 @@ verify() {
 
 log "building $PROFILE binaries"
 if [ "$PROFILE" = release ]; then
-    [ -e /tmp/retina-nobuild ] || (cd "$ROOT" && cargo build --release --quiet --workspace --bin station-agent --bin test-camera)
+    (cd "$ROOT" && cargo build --release --quiet --workspace --bin station-agent --bin test-camera)
 else
     (cd "$ROOT" && cargo build --quiet --workspace --bin station-agent --bin test-camera)
 fi
@@ -323,13 +326,13 @@ A_FFMPEG=$REC_PID
 sleep 1
 start_ffmpeg a-frigate "$CAM_URL" frigate "$WORK/out/a-frigate"
 A_FRIGATE=$REC_PID
-start_agent a-agent retina "$CAM_URL"
-A_AGENT=$REC_PID
-start_agent a-agent-gst gstreamer "$CAM_URL"
-A_AGENT_GST=$REC_PID
-measure "a: 1 camera" \
-    "station-agent (retina)|TERM|$A_AGENT|$WORK/out/a-agent" \
-    "station-agent (gstreamer)|TERM|$A_AGENT_GST|$WORK/out/a-agent-gst" \
+start_agent a-agent "$AGENT" "$CAM_URL"
+A_GROUPS=("station-agent|TERM|$REC_PID|$WORK/out/a-agent")
+if [ -n "$BASELINE_AGENT" ]; then
+    start_agent a-baseline "$BASELINE_AGENT" "$CAM_URL"
+    A_GROUPS+=("baseline station-agent|TERM|$REC_PID|$WORK/out/a-baseline")
+fi
+measure "a: 1 camera" "${A_GROUPS[@]}" \
     "ffmpeg -f segment (TS)|INT|$A_FFMPEG|$WORK/out/a-ffmpeg" \
     "ffmpeg, Frigate args (MP4)|INT|$A_FRIGATE|$WORK/out/a-frigate"
 stop_and_wait TERM "${CAM_PIDS[@]}"
@@ -346,10 +349,12 @@ done
 
 # start_b_agent SUFFIX / start_b_ffmpeg SUFFIX: case b's recorders; set B_AGENT / B_FFMPEG.
 start_b_agent() {
-    start_agent "b-agent$1" retina "${URLS[@]}"
-    B_AGENT="station-agent (retina), 4 cams|TERM|$REC_PID|$WORK/out/b-agent$1"
-    start_agent "b-agent-gst$1" gstreamer "${URLS[@]}"
-    B_AGENT_GST="station-agent (gst), 4 cams|TERM|$REC_PID|$WORK/out/b-agent-gst$1"
+    start_agent "b-agent$1" "$AGENT" "${URLS[@]}"
+    B_AGENTS=("station-agent, 4 cameras|TERM|$REC_PID|$WORK/out/b-agent$1")
+    if [ -n "$BASELINE_AGENT" ]; then
+        start_agent "b-baseline$1" "$BASELINE_AGENT" "${URLS[@]}"
+        B_AGENTS+=("baseline agent, 4 cameras|TERM|$REC_PID|$WORK/out/b-baseline$1")
+    fi
 }
 start_b_ffmpeg() {
     local i pids=() dir=$WORK/out/b-ffmpeg$1
@@ -365,7 +370,7 @@ if [ "$CASE_B" != sequential ]; then
     start_b_ffmpeg ""
     sleep 1
     start_b_agent ""
-    measure "b: 4 cameras, simultaneous" "$B_AGENT" "$B_AGENT_GST" "$B_FFMPEG"
+    measure "b: 4 cameras, simultaneous" "${B_AGENTS[@]}" "$B_FFMPEG"
 fi
 if [ "$CASE_B" = auto ]; then
     if [ "$LAST_HEADROOM" -lt "$MIN_HEADROOM" ]; then
@@ -379,7 +384,7 @@ fi
 if [ "$CASE_B" = sequential ] || { [ "$CASE_B" = auto ] && [ "$LAST_HEADROOM" -lt "$MIN_HEADROOM" ]; }; then
     log "case b, sequential: the agent alone"
     start_b_agent -seq
-    measure "b: 4 cameras, agent alone" "$B_AGENT" "$B_AGENT_GST"
+    measure "b: 4 cameras, agent alone" "${B_AGENTS[@]}"
     log "case b, sequential: 4 ffmpeg alone"
     start_b_ffmpeg -seq
     measure "b: 4 cameras, ffmpeg alone" "$B_FFMPEG"

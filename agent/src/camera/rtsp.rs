@@ -250,13 +250,7 @@ impl Source {
         if let Some(live) = &self.live {
             live.new_generation();
         }
-        let caps = gst::Caps::builder(match codec {
-            VideoCodec::H264 => "video/x-h264",
-            VideoCodec::H265 => "video/x-h265",
-        })
-        .field("stream-format", "byte-stream")
-        .field("alignment", "au")
-        .build();
+        let mut caps = caps_for(codec, None);
         let mut mux = TsMuxer::new(codec);
         let mut clock = Clock {
             origin: None,
@@ -269,6 +263,7 @@ impl Source {
         let mut params = Vec::new();
         if let Some(ParametersRef::Video(v)) = demuxed.streams()[index].parameters() {
             params = annex_b_parameter_sets(v.codec_params());
+            caps = caps_for(codec, Some(v.pixel_dimensions()));
         }
         // New parameter sets seen since the last keyframe (a new segment starts at the next).
         let mut config_changed = false;
@@ -286,6 +281,7 @@ impl Source {
                     // The first parameters (from the SDP or in band) are not a change.
                     config_changed |= !params.is_empty();
                     params = annex_b_parameter_sets(v.codec_params());
+                    caps = caps_for(codec, Some(v.pixel_dimensions()));
                     let (width, height) = v.pixel_dimensions();
                     info!(camera = %self.camera, width, height, codec = v.rfc6381_codec(), "video parameters");
                 }
@@ -363,6 +359,23 @@ impl Source {
             self.counters.set_keyframe(sample);
         }
     }
+}
+
+/// Caps of the samples kept for snapshots and the view analysis (which takes the picture size
+/// from them: a changed size voids an approval) and pushed to the live sender.
+fn caps_for(codec: VideoCodec, size: Option<(u32, u32)>) -> gst::Caps {
+    let mut b = gst::Caps::builder(match codec {
+        VideoCodec::H264 => "video/x-h264",
+        VideoCodec::H265 => "video/x-h265",
+    })
+    .field("stream-format", "byte-stream")
+    .field("alignment", "au");
+    if let Some((w, h)) = size {
+        if let (Ok(w), Ok(h)) = (i32::try_from(w), i32::try_from(h)) {
+            b = b.field("width", w).field("height", h);
+        }
+    }
+    b.build()
 }
 
 /// The parameter sets (H.264 SPS, PPS; H.265 VPS, SPS, PPS) as Annex-B NAL units.
