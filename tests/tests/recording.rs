@@ -643,10 +643,7 @@ fn frame_sizes(seg: &SegmentFile) -> Vec<(u32, u32)> {
 
 /// Records `cam` in 2 s segments until `min_segments` are finished, stops the agent and returns
 /// the segments (and the folder holding them).
-fn record_segments(
-    cam: &TestCamera,
-    min_segments: usize,
-) -> (tempfile::TempDir, Vec<SegmentFile>) {
+fn record_segments(cam: &TestCamera, min_segments: usize) -> (tempfile::TempDir, Vec<SegmentFile>) {
     let (dir, storage, mut agent) = record_camera(cam);
     agent
         .wait_log_count("segment finished", min_segments, Duration::from_secs(30))
@@ -719,7 +716,10 @@ fn rtp_timestamp_wrap_and_parameter_sets_only_in_the_sdp_are_recorded_gapless() 
     .unwrap();
     let (_dir, segs) = record_segments(&cam, 3);
     let frames = assert_gapless(&segs, 15.0, 0.02);
-    eprintln!("{} segments, {frames} frames across the RTP timestamp wrap", segs.len());
+    eprintln!(
+        "{} segments, {frames} frames across the RTP timestamp wrap",
+        segs.len()
+    );
     // 2 s segments at 15 fps: a wrap taken for a jump would split or stretch one.
     for s in &segs[..segs.len() - 1] {
         let p = probe(s);

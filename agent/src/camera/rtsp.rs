@@ -25,13 +25,11 @@ use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use parking_lot::Mutex;
 use retina::client::{
-    Credentials, PlayOptions, Session, SessionOptions, SetupOptions, TcpTransportOptions,
-    Transport,
+    Credentials, PlayOptions, Session, SessionOptions, SetupOptions, TcpTransportOptions, Transport,
 };
 use retina::codec::h26x::Framing;
 use retina::codec::{
-    CodecItem, FrameFormat, ParameterSetInsertion, ParametersRef, VideoFrame,
-    VideoParametersCodec,
+    CodecItem, FrameFormat, ParameterSetInsertion, ParametersRef, VideoFrame, VideoParametersCodec,
 };
 use stationwatch_protocol::CameraId;
 use tokio::sync::mpsc::UnboundedSender;
@@ -201,18 +199,13 @@ impl Source {
         let mut session = Session::describe(self.location.clone(), opts)
             .await
             .map_err(|e| format!("RTSP DESCRIBE: {e}"))?;
-        let Some((index, codec)) = session
-            .streams()
-            .iter()
-            .enumerate()
-            .find_map(|(i, s)| {
-                (s.media() == "video").then(|| match s.encoding_name() {
-                    "h264" => Some((i, VideoCodec::H264)),
-                    "h265" => Some((i, VideoCodec::H265)),
-                    _ => None,
-                })?
-            })
-        else {
+        let Some((index, codec)) = session.streams().iter().enumerate().find_map(|(i, s)| {
+            (s.media() == "video").then(|| match s.encoding_name() {
+                "h264" => Some((i, VideoCodec::H264)),
+                "h265" => Some((i, VideoCodec::H265)),
+                _ => None,
+            })?
+        }) else {
             let found: Vec<String> = session
                 .streams()
                 .iter()

@@ -682,8 +682,14 @@ mod tests {
         let first = fin.try_recv().unwrap();
         let second = fin.try_recv().unwrap();
         assert!(fin.try_recv().is_err());
-        assert_eq!(std::fs::read(&first.path).unwrap(), (0..10).collect::<Vec<u8>>());
-        assert_eq!(std::fs::read(&second.path).unwrap(), (10..20).collect::<Vec<u8>>());
+        assert_eq!(
+            std::fs::read(&first.path).unwrap(),
+            (0..10).collect::<Vec<u8>>()
+        );
+        assert_eq!(
+            std::fs::read(&second.path).unwrap(),
+            (10..20).collect::<Vec<u8>>()
+        );
         assert_eq!(first.end, second.start);
     }
 

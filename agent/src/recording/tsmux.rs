@@ -115,7 +115,11 @@ impl TsMuxer {
                 af_content = 7;
             }
             let remaining = total - written;
-            let room = if af_content > 0 { 184 - 1 - af_content } else { 184 };
+            let room = if af_content > 0 {
+                184 - 1 - af_content
+            } else {
+                184
+            };
             let payload = remaining.min(room);
             let stuffing = room - payload;
             let pos = if af_content > 0 {
@@ -338,7 +342,10 @@ mod tests {
         let info = stationwatch_remux::probe_ts(&ts).unwrap();
         assert_eq!(info.codec, stationwatch_remux::Codec::H265);
         assert_eq!((info.width, info.height), (320, 240));
-        assert_eq!((info.frames, info.keyframes, info.damaged_frames), (20, 2, 0));
+        assert_eq!(
+            (info.frames, info.keyframes, info.damaged_frames),
+            (20, 2, 0)
+        );
     }
 
     #[test]
@@ -357,7 +364,9 @@ mod tests {
         // Sizes around the packet boundaries: payload of the first packet is 176 bytes
         // (PCR adaptation field), the next ones 184.
         let mut m = TsMuxer::new(VideoCodec::H264);
-        for len in [0usize, 1, 161, 162, 163, 175, 176, 177, 345, 346, 347, 360, 361, 1000] {
+        for len in [
+            0usize, 1, 161, 162, 163, 175, 176, 177, 345, 346, 347, 360, 361, 1000,
+        ] {
             let au: Vec<u8> = (0..len).map(|i| i as u8).collect();
             let mut ts = Vec::new();
             m.write_access_unit(&mut ts, &au, 0, false);
@@ -365,7 +374,11 @@ mod tests {
             // Reassemble the payload: PES header (14 bytes) then the access unit.
             let mut payload = Vec::new();
             for pkt in ts.chunks(TS_PACKET) {
-                let start = if pkt[3] & 0x20 != 0 { 5 + usize::from(pkt[4]) } else { 4 };
+                let start = if pkt[3] & 0x20 != 0 {
+                    5 + usize::from(pkt[4])
+                } else {
+                    4
+                };
                 payload.extend_from_slice(&pkt[start..]);
             }
             assert_eq!(&payload[..4], &[0, 0, 1, 0xe0], "len {len}");

@@ -261,7 +261,10 @@ fn strip_parameter_sets(media: &gst::Element, codec: Codec) -> Result<()> {
     };
     // Keeps a packet (renumbered) or drops it.
     let keep = move |buf: &mut gst::Buffer, dropped: &AtomicU16| -> bool {
-        let param = buf.map_readable().map(|m| is_param_set(&m)).unwrap_or(false);
+        let param = buf
+            .map_readable()
+            .map(|m| is_param_set(&m))
+            .unwrap_or(false);
         if param {
             dropped.fetch_add(1, Ordering::Relaxed);
             return false;
