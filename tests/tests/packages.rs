@@ -262,15 +262,20 @@ fn packages_install_upgrade_and_remove_keeping_config_key_and_recordings() {
         "{groups}"
     );
     let gw_config = "/etc/stationwatch/gateway.toml";
-    let out = run(Command::new("runuser").args([
-        "-u",
-        "stationwatch-gateway",
-        "--",
-        "/usr/bin/live-gateway",
-        "check",
-        "--config",
-        gw_config,
-    ]));
+    let gateway_check = || {
+        let mut cmd = Command::new("runuser");
+        cmd.args([
+            "-u",
+            "stationwatch-gateway",
+            "--",
+            "/usr/bin/live-gateway",
+            "check",
+            "--config",
+            gw_config,
+        ]);
+        cmd
+    };
+    let out = run(&mut gateway_check());
     let text =
         String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success(), "the template passed check: {text}");
@@ -288,15 +293,7 @@ fn packages_install_upgrade_and_remove_keeping_config_key_and_recordings() {
         .unwrap()
         .replace("https://controller.example/", "http://127.0.0.1:9/");
     std::fs::write(gw_config, &gw_edited).unwrap();
-    ok(Command::new("runuser").args([
-        "-u",
-        "stationwatch-gateway",
-        "--",
-        "/usr/bin/live-gateway",
-        "check",
-        "--config",
-        gw_config,
-    ]));
+    ok(&mut gateway_check());
     ok(Command::new("dpkg").args(["-i", "--force-confold", &gateway2]));
     assert_eq!(std::fs::read_to_string(gw_config).unwrap(), gw_edited);
     let live = "/var/lib/stationwatch-gateway/hls/private/S-1/desk/index.m3u8";
