@@ -137,6 +137,21 @@ fn packages_install_upgrade_and_remove_keeping_config_key_and_recordings() {
     assert!(out.contains("station-agent: not started"), "{out}");
     assert!(Path::new("/usr/bin/station-agent").exists());
     assert!(Path::new("/lib/systemd/system/station-agent.service").exists());
+    // The manual, one page per subcommand, in the package and readable by `man` (where this
+    // machine's dpkg installs manual pages and has man-db).
+    let contents = ok(Command::new("dpkg-deb").args(["-c", &agent1]));
+    for page in [
+        "station-agent",
+        "station-agent-enroll",
+        "station-agent-probe",
+    ] {
+        let file = format!("/usr/share/man/man1/{page}.1.gz");
+        assert!(contents.contains(&format!(".{file}")), "{contents}");
+        if Path::new(&file).exists() && have_binary("man") {
+            let text = ok(Command::new("man").args(["-P", "cat", page]));
+            assert!(text.contains(page), "{text}");
+        }
+    }
     ok(Command::new("getent").args(["passwd", "stationwatch"]));
     let groups = ok(Command::new("id").args(["-nG", "stationwatch"]));
     assert!(groups.split_whitespace().any(|g| g == "video"), "{groups}");

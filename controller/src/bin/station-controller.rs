@@ -26,6 +26,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Writes the manual pages (one per subcommand) into DIR (used by scripts/package).
+    #[command(hide = true)]
+    Man { dir: PathBuf },
     /// Run until SIGTERM or Ctrl-C.
     Run {
         #[arg(long)]
@@ -110,6 +113,13 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     stationwatch_runtime::logging::init(cli.log_json);
     match cli.command {
+        Cmd::Man { dir } => {
+            use clap::CommandFactory;
+            for f in stationwatch_runtime::man::write_pages(Cli::command(), &dir)? {
+                println!("{}", f.display());
+            }
+            Ok(())
+        }
         Cmd::Check { config } => {
             ControllerConfig::load(&config)?;
             eprintln!("{}: OK", config.display());
