@@ -1359,6 +1359,45 @@
       });
     }
     $('filters').addEventListener('submit', (ev) => ev.preventDefault());
+    // Admins: the codes open and those of the last two weeks; an open one can be revoked.
+    async function loadEnrollCodes() {
+      let r;
+      try {
+        r = await api('/api/enrollments');
+      } catch (err) {
+        $('enroll-codes').replaceChildren(h('tr', null, h('td', { colspan: 5, class: 'error' }, `Cannot list codes: ${err.message}`)));
+        return;
+      }
+      const now = Date.now();
+      const rows = r.codes.map((c) => {
+        let state = 'open';
+        if (c.used_at) state = 'used';
+        else if (c.revoked_at) state = `revoked by ${c.revoked_by}`;
+        else if (c.expires_at < now) state = 'expired';
+        const revoke = state === 'open'
+          ? h('button', { class: 'btn small', 'data-revoke': c.id, title: 'refuse this code from now on' }, 'Revoke')
+          : '';
+        return h('tr', { 'data-code': c.id, 'data-state': state.split(' ')[0] },
+          h('td', null, c.station), h('td', null, state), h('td', null, c.created_by),
+          h('td', null, when(c.expires_at)), h('td', null, revoke));
+      });
+      $('enroll-codes').replaceChildren(...rows);
+      $('enroll-codes-none').hidden = rows.length > 0;
+    }
+    $('enroll-codes').addEventListener('click', async (ev) => {
+      const b = ev.target.closest('button[data-revoke]');
+      if (!b) return;
+      const row = b.closest('tr');
+      if (!window.confirm(`Revoke the enrollment code for ${row.firstChild.textContent}? The device can no longer use it.`)) return;
+      try {
+        await api(`/api/enrollments/${encodeURIComponent(b.dataset.revoke)}`, { method: 'DELETE' });
+      } catch (err) {
+        $('enroll-result').className = 'error';
+        $('enroll-result').textContent = `Not revoked: ${err.message}`;
+      }
+      loadEnrollCodes();
+    });
+    S.loadEnrollCodes = loadEnrollCodes;
     // Admins: a one-time enrollment code for a station (docs/enrollment.md), shown once.
     $('enroll-form').addEventListener('submit', async (ev) => {
       ev.preventDefault();
@@ -1375,6 +1414,7 @@
         out.className = 'error';
         out.textContent = `No code: ${err.message}`;
       }
+      loadEnrollCodes();
     });
     $('filter-state').addEventListener('change', (ev) => setFilters({ state: ev.target.value }));
     $('filter-region').addEventListener('change', (ev) => setFilters({ region: ev.target.value }));
@@ -1459,6 +1499,7 @@
     $('me').textContent = S.me.username ? `${S.me.username} (${S.me.role})` : '';
     document.body.dataset.role = S.me.role || '';
     $('enroll').hidden = S.me.role !== 'admin';
+    if (S.me.role === 'admin' && S.loadEnrollCodes) S.loadEnrollCodes();
     await loadSummary();
     route();
     connect();

@@ -28,6 +28,8 @@ pub enum Action {
     ViewReview,
     /// An enrollment code created.
     EnrollCode,
+    /// An open enrollment code revoked.
+    EnrollRevoke,
     /// A station enrolled with a code (or refused).
     Enroll,
     /// A camera marked public (or not) for the live page.
@@ -53,6 +55,7 @@ impl Action {
             Action::Masks => "masks",
             Action::ViewReview => "view_review",
             Action::EnrollCode => "enroll_code",
+            Action::EnrollRevoke => "enroll_revoke",
             Action::Enroll => "enroll",
             Action::LivePublic => "live_public",
         }

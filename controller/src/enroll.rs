@@ -36,8 +36,10 @@ pub const MAX_TTL_MS: i64 = 30 * 24 * 3_600_000;
 pub enum EnrollError {
     #[error("enrollment is not configured on this controller ([enroll] in its config)")]
     NotConfigured,
-    #[error("only admins create enrollment codes")]
+    #[error("only admins create, list or revoke enrollment codes")]
     Forbidden,
+    #[error("no open enrollment code with this id (unknown, used or already revoked)")]
+    NotFound,
     #[error("{0}")]
     Invalid(String),
     /// The code was refused; the message says why, for the technician.
@@ -168,6 +170,61 @@ pub async fn create(
     })
 }
 
+/// How far back the list of codes shows used, expired and revoked ones.
+pub const LIST_DAYS: i64 = 14;
+
+/// The codes still open and those of the last [`LIST_DAYS`] days. Admins only.
+pub async fn list(
+    store: &Store,
+    user: &User,
+    now: i64,
+) -> Result<Vec<crate::store::enroll::EnrollmentInfo>, EnrollError> {
+    if user.role != Role::Admin {
+        return Err(EnrollError::Forbidden);
+    }
+    Ok(store
+        .list_enrollments(now, now - LIST_DAYS * 86_400_000)
+        .await?)
+}
+
+/// Revokes an open code (given to the wrong person, or no longer needed): it is refused from
+/// now on. Admins only; audited, refusals too.
+pub async fn revoke(store: &Store, user: &User, id: &str, now: i64) -> Result<String, EnrollError> {
+    if user.role != Role::Admin {
+        audit::record(
+            store,
+            now,
+            &user.username,
+            Action::EnrollRevoke,
+            id,
+            "refused: not an admin",
+            false,
+        )
+        .await?;
+        return Err(EnrollError::Forbidden);
+    }
+    let valid = id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit());
+    let station = match valid {
+        true => store.revoke_enrollment(id, now, &user.username).await?,
+        false => None,
+    };
+    let Some(station) = station else {
+        return Err(EnrollError::NotFound);
+    };
+    audit::record(
+        store,
+        now,
+        &user.username,
+        Action::EnrollRevoke,
+        &station,
+        &format!("code {} revoked", &id[..12]),
+        true,
+    )
+    .await?;
+    info!(station = %station, user = %user.username, "enrollment code revoked");
+    Ok(station)
+}
+
 /// One `passwd_file` change at a time.
 static PASSWD: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -285,6 +342,10 @@ pub async fn redeem(
     };
     if row.station_id != station.as_str() {
         return refuse("this code was made for another station id".into()).await;
+    }
+    if row.revoked_at.is_some() {
+        return refuse("this code was revoked by an admin; ask an admin for a new one".into())
+            .await;
     }
     if row.used_at.is_some() {
         return refuse("this code was already used; ask an admin for a new one".into()).await;

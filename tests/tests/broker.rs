@@ -937,6 +937,55 @@ fn a_station_enrolls_with_a_one_time_code_and_reports_under_its_own_account() ->
     std::thread::sleep(Duration::from_millis(1500));
     let (status, out, _) = enroll(&short);
     assert!(!status.success() && out.contains("expired"), "{out}");
+    // The command line lists the codes (the used one with the key it registered) and revokes
+    // an open one, which the device is then refused with.
+    let cli = |args: &[&str]| -> Result<String> {
+        let out =
+            std::process::Command::new(stationwatch_tests::controller_process::controller_bin()?)
+                .args(args)
+                .arg("--config")
+                .arg(&ctl.config)
+                .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8(out.stdout)?)
+    };
+    let open = code_for(A, None)?;
+    let list = cli(&["enroll-codes"])?;
+    let fingerprint = stationwatch_protocol::manifest::PublicKey::from_text(
+        keys["stations"][0]["keys"][0]["key"]
+            .as_str()
+            .context("registered key")?,
+    )?
+    .fingerprint()
+    .to_string();
+    let used_line = list
+        .lines()
+        .find(|l| l.contains(" used (key "))
+        .with_context(|| format!("no used code in:\n{list}"))?;
+    let used_key = used_line
+        .split_once("(key ")
+        .and_then(|(_, rest)| rest.split_once(')'))
+        .map(|(k, _)| k)
+        .unwrap_or("?");
+    assert!(
+        used_line.contains(A) && used_key == fingerprint,
+        "{list}\n{fingerprint}"
+    );
+    assert!(list.lines().any(|l| l.contains(" expired ")), "{list}");
+    let id = list
+        .lines()
+        .find(|l| l.contains(&format!("  {A}  open  ")))
+        .and_then(|l| l.split_whitespace().next())
+        .with_context(|| format!("no open code in:\n{list}"))?
+        .to_owned();
+    cli(&["enroll-revoke", "--id", &id])?;
+    assert!(cli(&["enroll-codes"])?.contains(&format!("{id}  {A}  revoked by cli")));
+    let (status, out, _) = enroll(&open);
+    assert!(!status.success() && out.contains("revoked"), "{out}");
     let audit = api.ok("/api/audit?limit=100")?;
     let enrolls: Vec<&serde_json::Value> = audit["entries"]
         .as_array()

@@ -262,14 +262,58 @@ async fn scenario(chromium: PathBuf, driver: PathBuf) {
     assert_eq!(code.len(), 39, "{code}");
     let audit = admin.ok("/api/audit?limit=50").unwrap();
     assert!(
-        audit["entries"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|e| e["action"] == "enroll_code" && e["target"] == "KG-0042"),
+        audited(&audit, |e| e["action"] == "enroll_code"
+            && e["target"] == "KG-0042"),
         "{audit}"
     );
     assert!(!audit.to_string().contains(&code), "the code is not kept");
+
+    // The admin sees it open in the list of codes and revokes it (given to the wrong person):
+    // the row says revoked, the audit says who, and the device's enrollment is refused.
+    let open_row = "document.querySelector('#enroll-codes tr[data-state=open]')";
+    wait_js(
+        &c,
+        &format!("{open_row} && {open_row}.firstChild.textContent === 'KG-0042'"),
+        10,
+        "the open code listed",
+    )
+    .await;
+    js(&c, "window.confirm = () => true").await;
+    click(&c, "#enroll-codes button[data-revoke]").await;
+    wait_js(
+        &c,
+        &format!(
+            "(document.querySelector('#enroll-codes tr[data-state=revoked] td:nth-child(2)') || {{}}).textContent === 'revoked by {ADMIN_USER}'"
+        ),
+        10,
+        "the code shown revoked",
+    )
+    .await;
+    let audit = admin.ok("/api/audit?limit=50").unwrap();
+    assert!(
+        audited(&audit, |e| e["action"] == "enroll_revoke"
+            && e["target"] == "KG-0042"
+            && e["username"] == ADMIN_USER),
+        "{audit}"
+    );
+    let refused = admin
+        .post(
+            "/api/enroll",
+            &json!({
+                "code": code,
+                "station": "KG-0042",
+                "public_key": station_controller_key_hex(),
+            }),
+        )
+        .unwrap();
+    assert_eq!(refused.status, 403, "{refused:?}");
+    assert!(
+        refused.body["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("revoked"),
+        "{refused:?}"
+    );
 
     // The agent's station appears, connected (online, or degraded only for this machine's
     // unsynchronised clock), updated live.
@@ -560,4 +604,19 @@ async fn scenario(chromium: PathBuf, driver: PathBuf) {
     drop(browser);
     drop(controller);
     eprintln!("dashboard scenario took {:?}", t0.elapsed());
+}
+
+/// Some station public key (hex), as a device would send it.
+fn station_controller_key_hex() -> String {
+    stationwatch_protocol::manifest::StationKey::generate()
+        .unwrap()
+        .public()
+        .to_hex()
+}
+
+/// Whether `GET /api/audit` holds an entry matching `f`.
+fn audited(audit: &Value, f: impl Fn(&Value) -> bool) -> bool {
+    audit["entries"]
+        .as_array()
+        .is_some_and(|entries| entries.iter().any(f))
 }

@@ -137,6 +137,21 @@ fn packages_install_upgrade_and_remove_keeping_config_key_and_recordings() {
     assert!(out.contains("station-agent: not started"), "{out}");
     assert!(Path::new("/usr/bin/station-agent").exists());
     assert!(Path::new("/lib/systemd/system/station-agent.service").exists());
+    // The manual, one page per subcommand, in the package and readable by `man` (where this
+    // machine's dpkg installs manual pages and has man-db).
+    let contents = ok(Command::new("dpkg-deb").args(["-c", &agent1]));
+    for page in [
+        "station-agent",
+        "station-agent-enroll",
+        "station-agent-probe",
+    ] {
+        let file = format!("/usr/share/man/man1/{page}.1.gz");
+        assert!(contents.contains(&format!(".{file}")), "{contents}");
+        if Path::new(&file).exists() && have_binary("man") {
+            let text = ok(Command::new("man").args(["-P", "cat", page]));
+            assert!(text.contains(page), "{text}");
+        }
+    }
     ok(Command::new("getent").args(["passwd", "stationwatch"]));
     let groups = ok(Command::new("id").args(["-nG", "stationwatch"]));
     assert!(groups.split_whitespace().any(|g| g == "video"), "{groups}");
@@ -262,15 +277,20 @@ fn packages_install_upgrade_and_remove_keeping_config_key_and_recordings() {
         "{groups}"
     );
     let gw_config = "/etc/stationwatch/gateway.toml";
-    let out = run(Command::new("runuser").args([
-        "-u",
-        "stationwatch-gateway",
-        "--",
-        "/usr/bin/live-gateway",
-        "check",
-        "--config",
-        gw_config,
-    ]));
+    let gateway_check = || {
+        let mut cmd = Command::new("runuser");
+        cmd.args([
+            "-u",
+            "stationwatch-gateway",
+            "--",
+            "/usr/bin/live-gateway",
+            "check",
+            "--config",
+            gw_config,
+        ]);
+        cmd
+    };
+    let out = run(&mut gateway_check());
     let text =
         String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success(), "the template passed check: {text}");
@@ -288,15 +308,7 @@ fn packages_install_upgrade_and_remove_keeping_config_key_and_recordings() {
         .unwrap()
         .replace("https://controller.example/", "http://127.0.0.1:9/");
     std::fs::write(gw_config, &gw_edited).unwrap();
-    ok(Command::new("runuser").args([
-        "-u",
-        "stationwatch-gateway",
-        "--",
-        "/usr/bin/live-gateway",
-        "check",
-        "--config",
-        gw_config,
-    ]));
+    ok(&mut gateway_check());
     ok(Command::new("dpkg").args(["-i", "--force-confold", &gateway2]));
     assert_eq!(std::fs::read_to_string(gw_config).unwrap(), gw_edited);
     let live = "/var/lib/stationwatch-gateway/hls/private/S-1/desk/index.m3u8";

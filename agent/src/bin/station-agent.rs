@@ -25,6 +25,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Writes the manual pages (one per subcommand) into DIR (used by scripts/package).
+    #[command(hide = true)]
+    Man { dir: PathBuf },
     /// Record the configured cameras until SIGTERM.
     Run {
         #[arg(long, short)]
@@ -34,14 +37,15 @@ enum Command {
     Check {
         #[arg(long, short)]
         config: PathBuf,
-        /// Also connect to every RTSP camera and report what it sends (as `probe` does).
+        /// Also connect to every camera and report what it sends (as `probe` does).
         #[arg(long)]
         probe: bool,
     },
-    /// Connect to a camera (rtsp://…) and report codec and profile, resolution, frame rate,
-    /// keyframe interval, bitrate and audio, with warnings for what will hurt recording or
-    /// viewing; saves a snapshot. Never prints credentials. Exit status 1 when it cannot
-    /// connect or sees no video.
+    /// Connect to a camera (rtsp://…, or a USB camera /dev/videoN) and report codec and
+    /// profile, resolution, frame rate, keyframe interval, bitrate and audio (a USB camera: the
+    /// formats it offers and gives), with warnings for what will hurt recording or viewing;
+    /// saves a snapshot. Never prints credentials. Exit status 1 when it cannot connect or sees
+    /// no video.
     Probe {
         /// The camera, e.g. rtsp://user:password@10.0.0.5/stream1
         source: String,
@@ -93,6 +97,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     stationwatch_runtime::logging::init(cli.log_json);
     let result = match cli.command {
+        Command::Man { dir } => man(&dir),
         Command::Run { config } => run(&config),
         Command::Check { config, probe } => check(&config, probe),
         Command::Probe {
@@ -160,6 +165,14 @@ fn load(path: &std::path::Path) -> anyhow::Result<AgentConfig> {
         );
     }
     Ok(config)
+}
+
+fn man(dir: &std::path::Path) -> anyhow::Result<ExitCode> {
+    use clap::CommandFactory;
+    for f in stationwatch_runtime::man::write_pages(Cli::command(), dir)? {
+        println!("{}", f.display());
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn probe(source: &str, seconds: f64, snapshot: &std::path::Path) -> anyhow::Result<ExitCode> {

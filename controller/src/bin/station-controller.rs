@@ -26,6 +26,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Writes the manual pages (one per subcommand) into DIR (used by scripts/package).
+    #[command(hide = true)]
+    Man { dir: PathBuf },
     /// Run until SIGTERM or Ctrl-C.
     Run {
         #[arg(long)]
@@ -89,6 +92,20 @@ enum Cmd {
         #[arg(long)]
         ttl_hours: Option<i64>,
     },
+    /// Lists the enrollment codes still open and those of the last two weeks (used, expired,
+    /// revoked), one per line: id, station, state, who made it, until when.
+    EnrollCodes {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Revokes an open enrollment code (its id from `enroll-codes` or the dashboard): refused
+    /// from now on. Audited.
+    EnrollRevoke {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        id: String,
+    },
 }
 
 #[tokio::main]
@@ -96,6 +113,13 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     stationwatch_runtime::logging::init(cli.log_json);
     match cli.command {
+        Cmd::Man { dir } => {
+            use clap::CommandFactory;
+            for f in stationwatch_runtime::man::write_pages(Cli::command(), &dir)? {
+                println!("{}", f.display());
+            }
+            Ok(())
+        }
         Cmd::Check { config } => {
             ControllerConfig::load(&config)?;
             eprintln!("{}: OK", config.display());
@@ -135,16 +159,10 @@ async fn main() -> anyhow::Result<()> {
             let cfg = ControllerConfig::load(&config)?;
             let station = station_controller::protocol::StationId::new(station)?;
             let store = Store::connect(&cfg.database).await?;
-            let admin = station_controller::auth::User {
-                id: 0,
-                username: "cli".into(),
-                role: station_controller::auth::Role::Admin,
-                grants: None,
-            };
             let code = station_controller::enroll::create(
                 &store,
                 cfg.enroll.as_ref(),
-                &admin,
+                &cli_admin(),
                 &station,
                 ttl_hours.map(|h| h.saturating_mul(3_600_000)),
                 station_controller::now_ms(),
@@ -157,6 +175,49 @@ async fn main() -> anyhow::Result<()> {
                 "one-time enrollment code for station {}, valid until {} (Unix ms)",
                 code.station, code.expires_at
             );
+            Ok(())
+        }
+        Cmd::EnrollCodes { config } => {
+            let cfg = ControllerConfig::load(&config)?;
+            let store = Store::connect(&cfg.database).await?;
+            let now = station_controller::now_ms();
+            let codes = station_controller::enroll::list(&store, &cli_admin(), now).await;
+            store.close().await;
+            for c in codes? {
+                let state = match (c.used_at, c.revoked_at) {
+                    (Some(_), _) => format!("used (key {})", c.used_key.as_deref().unwrap_or("?")),
+                    (None, Some(_)) => {
+                        format!("revoked by {}", c.revoked_by.as_deref().unwrap_or("?"))
+                    }
+                    (None, None) if c.expires_at < now => "expired".into(),
+                    (None, None) => "open".into(),
+                };
+                println!(
+                    "{}  {}  {}  by {}  until {}",
+                    c.id,
+                    c.station,
+                    state,
+                    c.created_by,
+                    chrono::DateTime::from_timestamp_millis(c.expires_at)
+                        .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
+                        .unwrap_or_default()
+                );
+            }
+            Ok(())
+        }
+        Cmd::EnrollRevoke { config, id } => {
+            let cfg = ControllerConfig::load(&config)?;
+            let store = Store::connect(&cfg.database).await?;
+            let done = station_controller::enroll::revoke(
+                &store,
+                &cli_admin(),
+                id.trim(),
+                station_controller::now_ms(),
+            )
+            .await;
+            store.close().await;
+            let station = done?;
+            eprintln!("enrollment code for station {station} revoked");
             Ok(())
         }
         Cmd::KeyRegister {
@@ -255,4 +316,15 @@ async fn run(cfg: ControllerConfig) -> anyhow::Result<()> {
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     controller.stop().await;
     Ok(())
+}
+
+/// Who the command line acts as (audited as "cli"): whoever can read the config and reach the
+/// database is the controller's operator.
+fn cli_admin() -> station_controller::auth::User {
+    station_controller::auth::User {
+        id: 0,
+        username: "cli".into(),
+        role: station_controller::auth::Role::Admin,
+        grants: None,
+    }
 }

@@ -1,7 +1,7 @@
 //! `/api/enrollments` (admins create a one-time code) and `/api/enroll` (a device redeems it;
 //! no session: the code is the credential). `crate::enroll` owns what they do.
 
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
@@ -18,6 +18,7 @@ impl From<EnrollError> for ApiError {
         match e {
             EnrollError::NotConfigured => ApiError(StatusCode::NOT_FOUND, e.to_string()),
             EnrollError::Forbidden => ApiError(StatusCode::FORBIDDEN, e.to_string()),
+            EnrollError::NotFound => ApiError(StatusCode::NOT_FOUND, e.to_string()),
             EnrollError::Invalid(m) => ApiError::bad(m),
             EnrollError::Refused(m) => ApiError(StatusCode::FORBIDDEN, m),
             EnrollError::Broker(m) => ApiError(StatusCode::SERVICE_UNAVAILABLE, m),
@@ -52,6 +53,25 @@ pub(crate) async fn create(
     )
     .await?;
     Ok((StatusCode::CREATED, Json(code)))
+}
+
+/// The open codes and those of the last two weeks (admins).
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    user: User,
+) -> ApiResult<Json<serde_json::Value>> {
+    let codes = enroll::list(&state.store, &user, crate::now_ms()).await?;
+    Ok(Json(serde_json::json!({ "codes": codes })))
+}
+
+/// Revokes an open code (admins; audited).
+pub(crate) async fn revoke(
+    State(state): State<AppState>,
+    user: User,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    enroll::revoke(&state.store, &user, &id, crate::now_ms()).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Redeeming is throttled like logins (`auth/throttle.rs`), by address and by station:

@@ -211,7 +211,8 @@ pub fn router(state: AppState) -> Router {
             get(live::public_file),
         )
         .route("/api/stations/{id}/key", put(keys::register))
-        .route("/api/enrollments", post(enroll::create))
+        .route("/api/enrollments", post(enroll::create).get(enroll::list))
+        .route("/api/enrollments/{id}", delete(enroll::revoke))
         .route("/api/enroll", post(enroll::redeem))
         .route("/api/stations/{id}/witness", get(keys::witness))
         .route("/api/keys", get(keys::registry))

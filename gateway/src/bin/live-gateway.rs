@@ -23,6 +23,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Writes the manual pages (one per subcommand) into DIR (used by scripts/package).
+    #[command(hide = true)]
+    Man { dir: PathBuf },
     /// Run until SIGTERM or Ctrl-C.
     Run {
         #[arg(long, default_value = "/etc/stationwatch/gateway.toml")]
@@ -39,6 +42,13 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     stationwatch_runtime::logging::init(cli.log_json);
     match cli.command {
+        Cmd::Man { dir } => {
+            use clap::CommandFactory;
+            for f in stationwatch_runtime::man::write_pages(Cli::command(), &dir)? {
+                println!("{}", f.display());
+            }
+            Ok(())
+        }
         Cmd::Check { config } => {
             let cfg = GatewayConfig::load(&config)?;
             gst::init().context("GStreamer")?;

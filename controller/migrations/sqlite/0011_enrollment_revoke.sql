@@ -1,0 +1,4 @@
+-- Enrollment codes an admin revoked before they were used (issue 18): refused like used ones,
+-- listed as revoked. Keep in step with ../postgres/0011_enrollment_revoke.sql.
+ALTER TABLE enrollments ADD COLUMN revoked_at INTEGER;
+ALTER TABLE enrollments ADD COLUMN revoked_by TEXT;
