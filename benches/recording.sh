@@ -23,7 +23,10 @@
 # (-count_frames), decoder errors, sum of the files' durations.
 #
 # Usage: benches/recording.sh     (env: DURATION=60 seconds per run; CASE_B=auto|parallel|
-#        sequential; MIN_HEADROOM=20 percent; SEGMENT=10 seconds; KEEP=1 keeps the files)
+#        sequential; MIN_HEADROOM=20 percent; SEGMENT=10 seconds; KEEP=1 keeps the files;
+#        VIEW=off: agents without view analysis, which decodes a keyframe every 2 s and which
+#        ffmpeg does not do; BASELINE_AGENT=PATH: a second station-agent binary, e.g. built
+#        from an older commit, recording the same cameras in the same run)
 # Needs: cargo, ffmpeg, ffprobe, awk; GStreamer with rtsp-server, x264 (test-camera).
 set -euo pipefail
 
@@ -42,6 +45,8 @@ DURATION=${DURATION:-60}
 CASE_B=${CASE_B:-auto}
 MIN_HEADROOM=${MIN_HEADROOM:-20}
 SEGMENT=${SEGMENT:-10}
+# Another station-agent binary measured in the same run (e.g. one built from an older commit).
+BASELINE_AGENT=${BASELINE_AGENT:-}
 FPS=15
 CLK_TCK=$(getconf CLK_TCK)
 
@@ -83,6 +88,7 @@ log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
 # start_camera NAME: starts a test camera on a free port; sets CAM_PID and CAM_URL.
 start_camera() {
     local name=$1 out=$WORK/$1.out i
+    : >"$out" # exists before the camera's shell opens it, or awk below may find no file
     "$CAMERA" --port 0 --width 1280 --height 720 --fps $FPS --bitrate-kbps 2000 \
         >"$out" 2>"$WORK/$name.err" &
     CAM_PID=$!
@@ -98,20 +104,22 @@ start_camera() {
     exit 1
 }
 
-# start_agent NAME URL...: one station-agent recording the given cameras; sets REC_PID.
+# start_agent NAME BINARY URL...: one station-agent recording the given cameras; sets REC_PID.
 start_agent() {
-    local name=$1 conf=$WORK/$1.toml n=0 url
-    shift
+    local name=$1 bin=$2 conf=$WORK/$1.toml n=0 url
+    shift 2
     mkdir -p "$WORK/out/$name"
     {
         printf '[station]\nid = "BENCH-0001"\n\n[storage]\npath = "%s"\nsegment_seconds = %d\n' \
             "$WORK/out/$name" "$SEGMENT"
+        # VIEW=off: no view analysis (it decodes a keyframe every 2 s, which ffmpeg does not).
+        if [ "${VIEW:-on}" = off ]; then printf '\n[view]\nanalysis = false\n'; fi
         for url in "$@"; do
             n=$((n + 1))
             printf '\n[[camera]]\nid = "cam%d"\nsource = "%s"\n' "$n" "$url"
         done
     } >"$conf"
-    "$AGENT" run --config "$conf" </dev/null >"$WORK/$name.log" 2>&1 &
+    "$bin" run --config "$conf" </dev/null >"$WORK/$name.log" 2>&1 &
     REC_PID=$!
     ALL_PIDS+=("$REC_PID")
 }
@@ -311,14 +319,20 @@ fi
 log "case a: 1 test camera; agent, ffmpeg (TS) and ffmpeg (Frigate args) on it at once"
 start_camera cam-a
 CAM_PIDS=("$CAM_PID")
-start_agent a-agent "$CAM_URL"
-A_AGENT=$REC_PID
+# One client first: the test camera's shared media is prepared once, before the others connect
+# (gst-rtsp-server answers 503 to clients that arrive while a shared media is torn down).
 start_ffmpeg a-ffmpeg "$CAM_URL" ts "$WORK/out/a-ffmpeg"
 A_FFMPEG=$REC_PID
+sleep 1
 start_ffmpeg a-frigate "$CAM_URL" frigate "$WORK/out/a-frigate"
 A_FRIGATE=$REC_PID
-measure "a: 1 camera" \
-    "station-agent|TERM|$A_AGENT|$WORK/out/a-agent" \
+start_agent a-agent "$AGENT" "$CAM_URL"
+A_GROUPS=("station-agent|TERM|$REC_PID|$WORK/out/a-agent")
+if [ -n "$BASELINE_AGENT" ]; then
+    start_agent a-baseline "$BASELINE_AGENT" "$CAM_URL"
+    A_GROUPS+=("baseline station-agent|TERM|$REC_PID|$WORK/out/a-baseline")
+fi
+measure "a: 1 camera" "${A_GROUPS[@]}" \
     "ffmpeg -f segment (TS)|INT|$A_FFMPEG|$WORK/out/a-ffmpeg" \
     "ffmpeg, Frigate args (MP4)|INT|$A_FRIGATE|$WORK/out/a-frigate"
 stop_and_wait TERM "${CAM_PIDS[@]}"
@@ -335,8 +349,12 @@ done
 
 # start_b_agent SUFFIX / start_b_ffmpeg SUFFIX: case b's recorders; set B_AGENT / B_FFMPEG.
 start_b_agent() {
-    start_agent "b-agent$1" "${URLS[@]}"
-    B_AGENT="station-agent, 4 cameras|TERM|$REC_PID|$WORK/out/b-agent$1"
+    start_agent "b-agent$1" "$AGENT" "${URLS[@]}"
+    B_AGENTS=("station-agent, 4 cameras|TERM|$REC_PID|$WORK/out/b-agent$1")
+    if [ -n "$BASELINE_AGENT" ]; then
+        start_agent "b-baseline$1" "$BASELINE_AGENT" "${URLS[@]}"
+        B_AGENTS+=("baseline agent, 4 cameras|TERM|$REC_PID|$WORK/out/b-baseline$1")
+    fi
 }
 start_b_ffmpeg() {
     local i pids=() dir=$WORK/out/b-ffmpeg$1
@@ -349,9 +367,10 @@ start_b_ffmpeg() {
 
 if [ "$CASE_B" != sequential ]; then
     log "case b: one agent (4 cameras) and 4 ffmpeg at once"
-    start_b_agent ""
     start_b_ffmpeg ""
-    measure "b: 4 cameras, simultaneous" "$B_AGENT" "$B_FFMPEG"
+    sleep 1
+    start_b_agent ""
+    measure "b: 4 cameras, simultaneous" "${B_AGENTS[@]}" "$B_FFMPEG"
 fi
 if [ "$CASE_B" = auto ]; then
     if [ "$LAST_HEADROOM" -lt "$MIN_HEADROOM" ]; then
@@ -365,7 +384,7 @@ fi
 if [ "$CASE_B" = sequential ] || { [ "$CASE_B" = auto ] && [ "$LAST_HEADROOM" -lt "$MIN_HEADROOM" ]; }; then
     log "case b, sequential: the agent alone"
     start_b_agent -seq
-    measure "b: 4 cameras, agent alone" "$B_AGENT"
+    measure "b: 4 cameras, agent alone" "${B_AGENTS[@]}"
     log "case b, sequential: 4 ffmpeg alone"
     start_b_ffmpeg -seq
     measure "b: 4 cameras, ffmpeg alone" "$B_FFMPEG"

@@ -159,6 +159,13 @@ pub struct CameraOpts {
     /// Show the switchable scene (`--pattern scene`), read from this file:
     /// [`TestCamera::set_scene`] changes it while the camera runs.
     pub scene_file: Option<PathBuf>,
+    /// Change the picture size to (width, height) this long after the stream started
+    /// (`--resize-after-secs`, `--resize-to`).
+    pub resize: Option<(Duration, (u32, u32))>,
+    /// RTP timestamp of the first packet (`--rtp-timestamp-offset`), e.g. close to 2^32.
+    pub rtp_timestamp_offset: Option<u32>,
+    /// Parameter sets only in the SDP, never in band (`--params-out-of-band`).
+    pub params_out_of_band: bool,
 }
 
 impl Default for CameraOpts {
@@ -173,6 +180,9 @@ impl Default for CameraOpts {
             snow: false,
             prefix: Vec::new(),
             scene_file: None,
+            resize: None,
+            rtp_timestamp_offset: None,
+            params_out_of_band: false,
         }
     }
 }
@@ -205,6 +215,23 @@ impl CameraOpts {
             self.scene_file
                 .iter()
                 .flat_map(|f| ["--scene-file".into(), f.display().to_string()]),
+        )
+        .chain(self.resize.iter().flat_map(|(after, (w, h))| {
+            [
+                "--resize-after-secs".into(),
+                after.as_secs().to_string(),
+                "--resize-to".into(),
+                format!("{w}x{h}"),
+            ]
+        }))
+        .chain(
+            self.rtp_timestamp_offset
+                .iter()
+                .flat_map(|o| ["--rtp-timestamp-offset".into(), o.to_string()]),
+        )
+        .chain(
+            self.params_out_of_band
+                .then(|| "--params-out-of-band".to_string()),
         )
         .collect()
     }

@@ -623,3 +623,106 @@ fn restart_crash_and_power_loss_are_entered_as_gaps_with_their_reason() {
         );
     }
 }
+
+/// Picture size of every decoded frame of a segment (ffprobe decodes it).
+fn frame_sizes(seg: &SegmentFile) -> Vec<(u32, u32)> {
+    let out = std::process::Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v:0"])
+        .args(["-show_entries", "frame=width,height", "-of", "csv=p=0"])
+        .arg(&seg.path)
+        .output()
+        .expect("ffprobe");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let mut it = l.trim().trim_end_matches(',').split(',');
+            Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Records `cam` in 2 s segments until `min_segments` are finished, stops the agent and returns
+/// the segments (and the folder holding them).
+fn record_segments(cam: &TestCamera, min_segments: usize) -> (tempfile::TempDir, Vec<SegmentFile>) {
+    let (dir, storage, mut agent) = record_camera(cam);
+    agent
+        .wait_log_count("segment finished", min_segments, Duration::from_secs(30))
+        .unwrap();
+    let (status, _) = agent.terminate(Duration::from_secs(10)).unwrap();
+    assert!(status.success(), "{}", agent.log());
+    let segs = segments(&storage, "cam").unwrap();
+    assert!(segs.len() >= min_segments, "{segs:?}");
+    (dir, segs)
+}
+
+#[test]
+fn a_camera_that_changes_resolution_mid_stream_is_recorded_one_size_per_segment() {
+    if !tools_present() {
+        return;
+    }
+    // 320x240, then 640x360 from 4 s after the stream started (the agent connects about 1 s
+    // in): the encoder restarts with new SPS/PPS and a keyframe.
+    let cam = TestCamera::start(
+        CAMERA_BIN,
+        CameraOpts {
+            resize: Some((Duration::from_secs(4), (640, 360))),
+            ..CameraOpts::default()
+        },
+    )
+    .unwrap();
+    let (_dir, segs) = record_segments(&cam, 4);
+    let mut sizes_seen = Vec::new();
+    for s in &segs {
+        let sizes = frame_sizes(s);
+        let p = probe(s);
+        assert!(!sizes.is_empty(), "{} decodes no frame", s.path.display());
+        assert_eq!(
+            sizes.len(),
+            p.pts.len(),
+            "{}: every frame decodes",
+            s.path.display()
+        );
+        // One decoder configuration per segment: a new one starts at the change.
+        assert!(
+            sizes.iter().all(|z| *z == sizes[0]),
+            "{} mixes picture sizes: {sizes:?}",
+            s.path.display()
+        );
+        sizes_seen.push(sizes[0]);
+    }
+    eprintln!("picture size per segment: {sizes_seen:?}");
+    assert_eq!(sizes_seen.first(), Some(&(320, 240)));
+    assert_eq!(sizes_seen.last(), Some(&(640, 360)));
+    // The change loses no frame: one timeline across it (the camera restarts its encoder but
+    // not its clock).
+    assert_gapless(&segs, 15.0, 0.02);
+}
+
+#[test]
+fn rtp_timestamp_wrap_and_parameter_sets_only_in_the_sdp_are_recorded_gapless() {
+    if !tools_present() {
+        return;
+    }
+    // The RTP timestamp wraps past 2^32 3 s after the stream started, and the camera never
+    // sends SPS/PPS in band: every segment must still start with them and decode on its own.
+    let cam = TestCamera::start(
+        CAMERA_BIN,
+        CameraOpts {
+            rtp_timestamp_offset: Some(u32::MAX - 3 * 90_000),
+            params_out_of_band: true,
+            ..CameraOpts::default()
+        },
+    )
+    .unwrap();
+    let (_dir, segs) = record_segments(&cam, 3);
+    let frames = assert_gapless(&segs, 15.0, 0.02);
+    eprintln!(
+        "{} segments, {frames} frames across the RTP timestamp wrap",
+        segs.len()
+    );
+    // 2 s segments at 15 fps: a wrap taken for a jump would split or stretch one.
+    for s in &segs[..segs.len() - 1] {
+        let p = probe(s);
+        assert_eq!(p.pts.len(), 30, "{}", s.path.display());
+    }
+}

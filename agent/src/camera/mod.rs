@@ -1,10 +1,12 @@
-//! Supervision of one camera: build and run its pipeline, detect loss (error, end of stream,
-//! stall), tear down cleanly, reconnect with backoff, and publish the camera's state.
+//! Supervision of one camera: start its recording (the RTSP reader `rtsp.rs`, or a GStreamer
+//! pipeline for the sources the agent encodes), detect loss (error, end of stream, stall),
+//! tear down cleanly, reconnect with backoff, and publish the camera's state.
 //!
 //! Each camera has its own task, pipeline and recorder: one camera failing never touches
 //! another.
 
 pub mod pipeline;
+pub mod rtsp;
 pub mod snapshot;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,6 +25,8 @@ use tracing::{error, info, warn};
 
 use crate::backoff::Backoff;
 use crate::camera::pipeline::{BusEvent, CameraPipeline};
+use crate::camera::rtsp::RtspRecording;
+use crate::config::source::CameraSource;
 use crate::config::{CameraConfig, StorageConfig, SupervisionConfig};
 use crate::elements::PipelineError;
 use crate::live::LiveFeed;
@@ -156,6 +160,14 @@ pub fn spawn(
     })
 }
 
+/// What records the camera during one attempt: a GStreamer pipeline for the sources the agent
+/// encodes, the pass-through reader for RTSP cameras.
+enum Running {
+    Pipeline(CameraPipeline),
+    /// `None` once stopped.
+    Rtsp(Option<RtspRecording>),
+}
+
 struct Supervisor {
     station: StationId,
     id: CameraId,
@@ -279,37 +291,63 @@ impl Supervisor {
 
     async fn run_once(&mut self) -> Outcome {
         let (bus_tx, mut bus_rx) = unbounded_channel();
-        let built = CameraPipeline::build(
-            &self.station,
-            &self.cam,
-            &self.recorder,
-            self.counters.clone(),
-            bus_tx,
-            self.live_feed.as_ref(),
-        );
-        let p = match built {
-            Ok(p) => p,
-            Err(e @ PipelineError::MissingElement(_)) => return Outcome::Fatal(e.to_string()),
-            Err(e) => {
-                return Outcome::Lost {
-                    reason: e.to_string(),
-                    recorded_for: Duration::ZERO,
+        let started = Instant::now();
+        let mut running = match &self.cam.source {
+            CameraSource::Rtsp(url) => {
+                match RtspRecording::start(
+                    &self.id,
+                    url,
+                    self.recorder.writer(),
+                    self.counters.clone(),
+                    self.live_feed.clone(),
+                    bus_tx,
+                ) {
+                    Ok(r) => Running::Rtsp(Some(r)),
+                    Err(e) => {
+                        return Outcome::Lost {
+                            reason: format!("cannot start the RTSP reader: {e}"),
+                            recorded_for: Duration::ZERO,
+                        }
+                    }
                 }
             }
+            CameraSource::Test | CameraSource::V4l2(_) => {
+                let built = CameraPipeline::build(
+                    &self.station,
+                    &self.cam,
+                    &self.recorder,
+                    self.counters.clone(),
+                    bus_tx,
+                    self.live_feed.as_ref(),
+                );
+                let p = match built {
+                    Ok(p) => p,
+                    Err(e @ PipelineError::MissingElement(_)) => {
+                        return Outcome::Fatal(e.to_string())
+                    }
+                    Err(e) => {
+                        return Outcome::Lost {
+                            reason: e.to_string(),
+                            recorded_for: Duration::ZERO,
+                        }
+                    }
+                };
+                if let Err(e) = p.pipeline.set_state(gst::State::Playing) {
+                    let reason = bus_rx
+                        .try_recv()
+                        .ok()
+                        .map(|e| format!("{e:?}"))
+                        .unwrap_or_else(|| e.to_string());
+                    let mut running = Running::Pipeline(p);
+                    self.teardown(&mut running, &mut bus_rx, true).await;
+                    return Outcome::Lost {
+                        reason,
+                        recorded_for: Duration::ZERO,
+                    };
+                }
+                Running::Pipeline(p)
+            }
         };
-        let started = Instant::now();
-        if let Err(e) = p.pipeline.set_state(gst::State::Playing) {
-            let reason = bus_rx
-                .try_recv()
-                .ok()
-                .map(|e| format!("{e:?}"))
-                .unwrap_or_else(|| e.to_string());
-            self.teardown(&p, &mut bus_rx, true).await;
-            return Outcome::Lost {
-                reason,
-                recorded_for: Duration::ZERO,
-            };
-        }
         let mut recording_since: Option<Instant> = None;
         // The stream already ended (EOS) or failed (error): nothing can be drained through it.
         let mut drained = false;
@@ -376,7 +414,7 @@ impl Supervisor {
                 }
             }
         };
-        self.teardown(&p, &mut bus_rx, !drained).await;
+        self.teardown(&mut running, &mut bus_rx, !drained).await;
         outcome
     }
 
@@ -391,10 +429,24 @@ impl Supervisor {
     /// happens in GStreamer, the recorder is finished so the segment is closed and announced.
     async fn teardown(
         &self,
-        p: &CameraPipeline,
+        running: &mut Running,
         bus_rx: &mut UnboundedReceiver<BusEvent>,
         drain: bool,
     ) {
+        let p = match running {
+            Running::Pipeline(p) => p,
+            Running::Rtsp(r) => {
+                // Frames are written on the reader's thread as they arrive: stopping it is
+                // the drain.
+                if let Some(r) = r.take() {
+                    if let Err(e) = tokio::task::spawn_blocking(move || r.stop()).await {
+                        warn!(camera = %self.id, error = %e, "stopping the RTSP reader panicked");
+                    }
+                }
+                self.recorder.finish();
+                return;
+            }
+        };
         if drain {
             let entry = p.recorder_entry.clone();
             let live_sinks = p.live_sinks.clone();

@@ -1,12 +1,13 @@
-//! One camera's GStreamer pipeline: source → parse → tee → recorder (and, later, live and
-//! analysis branches on the same tee).
+//! One camera's GStreamer pipeline for the sources the agent encodes: source → parse → tee →
+//! recorder (and the live taps on the same tee).
 //!
 //! * `test`: `videotestsrc` (moving ball) with the station, camera and wall clock burned in,
 //!   encoded with x264.
 //! * V4L2: `v4l2src ! decodebin` (raw or MJPEG cameras), scaled to the configured size and rate,
 //!   encoded with x264.
-//! * RTSP: `rtspsrc` over TCP, H.264 or H.265 depayloaded and parsed, never re-encoded. The depay
-//!   and parse elements are created when the camera announces its video stream (pad-added).
+//!
+//! RTSP cameras are not recorded through GStreamer: `camera/rtsp.rs` reads them and writes the
+//! MPEG-TS itself.
 //!
 //! Every parser runs with `config-interval=-1` so each keyframe carries its parameter sets and
 //! every segment decodes on its own.
@@ -20,7 +21,7 @@ use tracing::debug;
 
 use crate::config::source::CameraSource;
 use crate::config::CameraConfig;
-use crate::elements::{add_rtsp_source, PipelineError};
+use crate::elements::PipelineError;
 use crate::live::{self, LiveFeed};
 use crate::recording::recorder::Recorder;
 use crate::state::CameraCounters;
@@ -58,17 +59,8 @@ pub fn required_elements(source: &CameraSource) -> &'static [&'static str] {
             "x264enc",
             "h264parse",
         ],
-        CameraSource::Rtsp(_) => &[
-            "tee",
-            "queue",
-            "mpegtsmux",
-            "appsink",
-            "rtspsrc",
-            "rtph264depay",
-            "h264parse",
-            "rtph265depay",
-            "h265parse",
-        ],
+        // Recorded without GStreamer (`camera/rtsp.rs`).
+        CameraSource::Rtsp(_) => &[],
     }
 }
 
@@ -114,16 +106,16 @@ impl CameraPipeline {
         tee.link(&rec_entry)?;
         // The seam for the analysis branch: more `tee ! queue ! ...` here.
 
-        match &cam.source {
-            CameraSource::Rtsp(url) => add_rtsp_source(&pipeline, url, &tee)?,
-            CameraSource::Test | CameraSource::V4l2(_) => {
-                let desc = encoded_source_description(station, cam);
-                let bin = gst::parse::bin_from_description(&desc, true)
-                    .map_err(|e| PipelineError::Build(e.to_string()))?;
-                pipeline.add(&bin)?;
-                bin.link(&tee)?;
-            }
+        if let CameraSource::Rtsp(_) = &cam.source {
+            return Err(PipelineError::Build(
+                "rtsp:// cameras are recorded by camera/rtsp.rs, not by a pipeline".into(),
+            ));
         }
+        let desc = encoded_source_description(station, cam);
+        let bin = gst::parse::bin_from_description(&desc, true)
+            .map_err(|e| PipelineError::Build(e.to_string()))?;
+        pipeline.add(&bin)?;
+        bin.link(&tee)?;
 
         // The live branch: a leaky tap that can drop but never block (live/taps.rs).
         let live_sinks = match live_feed {

@@ -101,6 +101,24 @@ impl LiveFeed {
         }
     }
 
+    /// Whether a sender is attached to the main tap (the RTSP pass-through builds samples only
+    /// then).
+    pub fn main_attached(&self) -> bool {
+        self.main.src.lock().is_some()
+    }
+
+    /// Pushes a frame of the recorded stream to the sender on the main tap, if any; never
+    /// blocks (`camera/rtsp.rs`, which has no tee).
+    pub fn push_main(&self, sample: &gst::Sample) {
+        self.main.push(sample);
+    }
+
+    /// A new recording source started: its timestamps start again, so a sender fed from the
+    /// previous one is rebuilt.
+    pub fn new_generation(&self) {
+        self.generation.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Detaches both taps from any sender and closes the sub encoder.
     pub(super) fn disconnect(&self) {
         self.main.attach(None);

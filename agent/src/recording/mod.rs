@@ -10,3 +10,4 @@ pub mod ledger;
 pub mod manifest_writer;
 pub mod recorder;
 pub mod segment;
+pub mod tsmux;

@@ -145,6 +145,10 @@ pub struct Packet<'a> {
     pub utc: DateTime<Utc>,
     /// First packet of a key unit: a segment may start here.
     pub key_unit_start: bool,
+    /// A key unit whose parameter sets differ from the previous ones (the camera changed its
+    /// resolution or codec settings): the segment ends here whatever its length, so each
+    /// segment holds one decoder configuration (what `remux/` needs for its MP4).
+    pub new_config: bool,
 }
 
 impl SegmentWriter {
@@ -157,7 +161,9 @@ impl SegmentWriter {
         if p.key_unit_start {
             let due = match &self.current {
                 None => self.may_retry(p.rt),
-                Some(cur) => p.rt + SPLIT_TOLERANCE >= cur.start_rt + self.segment_len,
+                Some(cur) => {
+                    p.new_config || p.rt + SPLIT_TOLERANCE >= cur.start_rt + self.segment_len
+                }
             };
             if due {
                 self.open(p.rt, p.utc);
@@ -378,6 +384,11 @@ impl Recorder {
         lock(&self.writer)
     }
 
+    /// The segment writer, for a source that muxes itself (`camera/rtsp.rs`).
+    pub fn writer(&self) -> Arc<Mutex<SegmentWriter>> {
+        self.writer.clone()
+    }
+
     /// Builds the recording branch `queue ! mpegtsmux ! appsink` feeding this recorder. The
     /// returned queue's sink pad is where the branch attaches (a tee's src pad).
     pub fn branch(&self) -> Result<(Vec<gst::Element>, gst::Element), glib::BoolError> {
@@ -468,6 +479,7 @@ fn on_sample(
         rt,
         utc,
         key_unit_start: !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT),
+        new_config: false,
     });
     // Recording errors are handled (and reported) by the writer; the pipeline keeps flowing so
     // the next key unit can retry.
@@ -540,6 +552,7 @@ mod tests {
                     rt,
                     utc: t0() + chrono::Duration::milliseconds(100 * i as i64),
                     key_unit_start: i % 5 == 0 && k == 0,
+                    new_config: false,
                 });
             }
         }
@@ -643,11 +656,41 @@ mod tests {
             rt: gst::ClockTime::ZERO,
             utc: t0(),
             key_unit_start: false,
+            new_config: false,
         });
         feed(&r, 1);
         r.shutdown();
         let seg = fin.try_recv().unwrap();
         assert_eq!(std::fs::read(&seg.path).unwrap(), [0, 0, 0, 1, 0, 2]);
+    }
+
+    #[test]
+    fn a_new_decoder_configuration_starts_a_new_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        let (r, mut fin) = writer(dir.path(), Duration::from_secs(60));
+        for i in 0..20u64 {
+            r.lock().push(Packet {
+                data: &[i as u8],
+                rt: gst::ClockTime::from_mseconds(100 * i),
+                utc: t0() + chrono::Duration::milliseconds(100 * i as i64),
+                key_unit_start: i % 5 == 0,
+                // The camera changes its resolution at frame 10 (a key unit).
+                new_config: i == 10,
+            });
+        }
+        r.shutdown();
+        let first = fin.try_recv().unwrap();
+        let second = fin.try_recv().unwrap();
+        assert!(fin.try_recv().is_err());
+        assert_eq!(
+            std::fs::read(&first.path).unwrap(),
+            (0..10).collect::<Vec<u8>>()
+        );
+        assert_eq!(
+            std::fs::read(&second.path).unwrap(),
+            (10..20).collect::<Vec<u8>>()
+        );
+        assert_eq!(first.end, second.start);
     }
 
     #[test]
@@ -674,6 +717,7 @@ mod tests {
                 rt: gst::ClockTime::from_mseconds(100 * i),
                 utc: t0(),
                 key_unit_start: i % 5 == 0,
+                new_config: false,
             });
         }
         let mut opened = false;

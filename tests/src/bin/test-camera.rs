@@ -50,6 +50,34 @@ struct Args {
     /// tamper with the camera while it runs (`TestCamera::set_scene`).
     #[arg(long)]
     scene_file: Option<std::path::PathBuf>,
+    /// Changes the picture size to `WIDTHxHEIGHT` this many seconds after the stream started
+    /// (the encoder starts again: new SPS/PPS and a keyframe), as a camera reconfigured
+    /// while it streams. With `--resize-to`.
+    #[arg(long, requires = "resize_to")]
+    resize_after_secs: Option<u64>,
+    /// The new size for `--resize-after-secs`, e.g. `640x360`.
+    #[arg(long, value_parser = parse_size, requires = "resize_after_secs")]
+    resize_to: Option<(u32, u32)>,
+    /// The RTP timestamp of the first packet (the payloader's `timestamp-offset`), e.g. close
+    /// to 2^32 so that the timestamps wrap around soon after the start.
+    #[arg(long)]
+    rtp_timestamp_offset: Option<u32>,
+    /// Sends the parameter sets (SPS/PPS, VPS) only in the SDP (`sprop-parameter-sets`), never
+    /// in band: they are cut out of the RTP stream, as some cameras do.
+    #[arg(long)]
+    params_out_of_band: bool,
+}
+
+fn parse_size(s: &str) -> std::result::Result<(u32, u32), String> {
+    let (w, h) = s
+        .split_once('x')
+        .ok_or_else(|| format!("{s:?}: expected WIDTHxHEIGHT"))?;
+    let w: u32 = w.parse().map_err(|e| format!("width {w:?}: {e}"))?;
+    let h: u32 = h.parse().map_err(|e| format!("height {h:?}: {e}"))?;
+    if w == 0 || h == 0 {
+        return Err("width and height must be positive".into());
+    }
+    Ok((w, h))
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -95,11 +123,19 @@ fn launch_line(args: &Args) -> String {
              ! {encoder} ! {payloader} name=pay0 pt=96 config-interval=-1 )"
         );
     }
+    let mut pay_opts = String::from(if args.params_out_of_band {
+        "config-interval=0"
+    } else {
+        "config-interval=-1"
+    });
+    if let Some(offset) = args.rtp_timestamp_offset {
+        pay_opts.push_str(&format!(" timestamp-offset={offset}"));
+    }
     format!(
         "( videotestsrc is-live=true pattern={pattern} \
-         ! video/x-raw,width={width},height={height},framerate={fps}/1 \
+         ! capsfilter name=size caps=video/x-raw,width={width},height={height},framerate={fps}/1 \
          ! timeoverlay ! videoconvert ! video/x-raw,format=I420 \
-         ! {encoder} ! {payloader} name=pay0 pt=96 config-interval=-1 )",
+         ! {encoder} ! {payloader} name=pay0 pt=96 {pay_opts} )",
         pattern = match args.pattern {
             Pattern::Ball | Pattern::Scene => "ball",
             Pattern::Snow => "snow",
@@ -190,6 +226,82 @@ fn apply_scene(media: &gst::Element, scene: &str) -> Result<()> {
     Ok(())
 }
 
+/// Cuts the parameter-set NAL units (H.264 SPS 7 / PPS 8; H.265 VPS 32 / SPS 33 / PPS 34) out of
+/// the payloader's RTP packets, and renumbers the packets after them so the receiver sees no
+/// loss: the parameter sets reach a client only through the SDP (`--params-out-of-band`).
+fn strip_parameter_sets(media: &gst::Element, codec: Codec) -> Result<()> {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    let bin = media
+        .clone()
+        .dynamic_cast::<gst::Bin>()
+        .map_err(|_| anyhow::anyhow!("the media is not a bin"))?;
+    let pay = bin
+        .by_name_recurse_up("pay0")
+        .or_else(|| bin.by_name("pay0"))
+        .context("no payloader pay0")?;
+    let pad = pay.static_pad("src").context("payloader without src pad")?;
+    let dropped = std::sync::Arc::new(AtomicU16::new(0));
+    // RTP payload of a packet: after 12 bytes, the CSRCs and any header extension.
+    fn payload(rtp: &[u8]) -> Option<&[u8]> {
+        let mut pos = 12 + 4 * usize::from(*rtp.first()? & 0x0f);
+        if rtp[0] & 0x10 != 0 {
+            let len = u16::from_be_bytes([*rtp.get(pos + 2)?, *rtp.get(pos + 3)?]);
+            pos += 4 + 4 * usize::from(len);
+        }
+        rtp.get(pos..)
+    }
+    let is_param_set = move |rtp: &[u8]| -> bool {
+        let Some(p) = payload(rtp).and_then(|p| p.first().copied()) else {
+            return false;
+        };
+        match codec {
+            Codec::H264 => matches!(p & 0x1f, 7 | 8),
+            Codec::H265 => matches!((p >> 1) & 0x3f, 32..=34),
+        }
+    };
+    // Keeps a packet (renumbered) or drops it.
+    let keep = move |buf: &mut gst::Buffer, dropped: &AtomicU16| -> bool {
+        let param = buf
+            .map_readable()
+            .map(|m| is_param_set(&m))
+            .unwrap_or(false);
+        if param {
+            dropped.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        let shift = dropped.load(Ordering::Relaxed);
+        if shift != 0 {
+            if let Ok(mut m) = buf.make_mut().map_writable() {
+                if m.len() >= 4 {
+                    let seq = u16::from_be_bytes([m[2], m[3]]).wrapping_sub(shift);
+                    m[2..4].copy_from_slice(&seq.to_be_bytes());
+                }
+            }
+        }
+        true
+    };
+    pad.add_probe(
+        gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
+        move |_, info| match &mut info.data {
+            Some(gst::PadProbeData::Buffer(buf)) => {
+                if keep(buf, &dropped) {
+                    gst::PadProbeReturn::Ok
+                } else {
+                    gst::PadProbeReturn::Drop
+                }
+            }
+            Some(gst::PadProbeData::BufferList(list)) => {
+                list.make_mut().foreach_mut(|mut buf, _| {
+                    std::ops::ControlFlow::Continue(keep(&mut buf, &dropped).then_some(buf))
+                });
+                gst::PadProbeReturn::Ok
+            }
+            _ => gst::PadProbeReturn::Ok,
+        },
+    );
+    Ok(())
+}
+
 /// Blocks SIGTERM and SIGINT in this thread (and so in every thread spawned later, including
 /// GStreamer's), so that they can be received synchronously with `sigwait` in one thread.
 fn block_termination_signals() -> Result<libc::sigset_t> {
@@ -226,8 +338,34 @@ fn run(args: Args) -> Result<()> {
     let media_bin: std::rc::Rc<std::cell::RefCell<Option<glib::WeakRef<gst::Element>>>> =
         Default::default();
     let (tx, rx) = std::sync::mpsc::channel::<glib::WeakRef<gst::Element>>();
+    let resize = args.resize_after_secs.zip(args.resize_to);
+    let (codec, out_of_band, fps) = (args.codec, args.params_out_of_band, args.fps);
     factory.connect_media_configure(move |_, media| {
-        let _ = tx.send(media.element().downgrade());
+        let element = media.element();
+        let _ = tx.send(element.downgrade());
+        if let Some((after, (w, h))) = resize {
+            let weak = element.downgrade();
+            glib::timeout_add_once(std::time::Duration::from_secs(after), move || {
+                let size = weak
+                    .upgrade()
+                    .and_then(|e| e.dynamic_cast::<gst::Bin>().ok())
+                    .and_then(|b| b.by_name_recurse_up("size").or_else(|| b.by_name("size")));
+                if let Some(size) = size {
+                    let caps = gst::Caps::builder("video/x-raw")
+                        .field("width", w as i32)
+                        .field("height", h as i32)
+                        .field("framerate", gst::Fraction::new(fps as i32, 1))
+                        .build();
+                    size.set_property("caps", &caps);
+                    eprintln!("test-camera: picture size now {w}x{h}");
+                }
+            });
+        }
+        if out_of_band {
+            if let Err(e) = strip_parameter_sets(&element, codec) {
+                eprintln!("test-camera: cannot strip parameter sets: {e:#}");
+            }
+        }
     });
     let _scene = args.scene_file.clone().map(|file| {
         let bin = media_bin.clone();
