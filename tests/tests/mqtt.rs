@@ -79,12 +79,30 @@ fn status_health_and_last_will_tell_the_truth() {
     wait(&ctl, "status online", 20, |m| {
         m.topic == topic("status") && m.text().contains("\"online\"")
     });
-    // A report taken while recording (the first may come before the first frame).
-    let h = wait(&ctl, "health while recording", 20, |m| {
+    // A report taken while recording. The first one may cover the start (frames for part of its
+    // interval only), so the figures are checked on the next: a full interval of recording.
+    let recording_health = |m: &Message| {
         m.topic == topic("health")
             && m.text().contains("\"recording\"")
             && m.text().contains("\"fps\"")
-    });
+    };
+    wait(&ctl, "health while recording", 20, recording_health);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let h = loop {
+        let reports: Vec<Message> = ctl
+            .messages()
+            .into_iter()
+            .filter(|m| recording_health(m))
+            .collect();
+        if let Some(second) = reports.get(1) {
+            break second.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no second health report while recording"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
     let h = decode_health(&h.payload).unwrap();
     let cam = &h.cameras[&stationwatch_protocol::CameraId::new("cam").unwrap()];
     let fps = cam.fps.unwrap();
