@@ -142,6 +142,21 @@ start_ffmpeg() {
     ALL_PIDS+=("$REC_PID")
 }
 
+# wait_output DIR...: waits (at most 15 s) until each recorder's output folder holds a file, i.e.
+# its client plays the test camera's shared media. Only then may the next client of the same
+# camera connect: gst-rtsp-server 1.22 aborts (`gst_rtsp_media_get_rates: assertion failed`)
+# when a second client PLAYs a shared media that is still starting, and a fixed sleep was not
+# enough on a busy machine (seen once in CI).
+wait_output() {
+    local dir i
+    for dir in "$@"; do
+        for i in $(seq 150); do
+            if [ -n "$(find "$dir" -type f -print -quit 2>/dev/null)" ]; then break; fi
+            sleep 0.1
+        done
+    done
+}
+
 # cpu_ticks PID...: summed utime+stime (clock ticks) of the processes.
 cpu_ticks() {
     local pid sum=0 t
@@ -320,10 +335,12 @@ log "case a: 1 test camera; agent, ffmpeg (TS) and ffmpeg (Frigate args) on it a
 start_camera cam-a
 CAM_PIDS=("$CAM_PID")
 # One client first: the test camera's shared media is prepared once, before the others connect
-# (gst-rtsp-server answers 503 to clients that arrive while a shared media is torn down).
+# (gst-rtsp-server answers 503 to clients that arrive while a shared media is torn down, and
+# aborts on a second PLAY while it starts: wait_output). ffmpeg thus starts ~1 s before the
+# agent; its CPU figure includes that second (~2 % of it), which slightly favours the agent.
 start_ffmpeg a-ffmpeg "$CAM_URL" ts "$WORK/out/a-ffmpeg"
 A_FFMPEG=$REC_PID
-sleep 1
+wait_output "$WORK/out/a-ffmpeg"
 start_ffmpeg a-frigate "$CAM_URL" frigate "$WORK/out/a-frigate"
 A_FRIGATE=$REC_PID
 start_agent a-agent "$AGENT" "$CAM_URL"
@@ -368,7 +385,7 @@ start_b_ffmpeg() {
 if [ "$CASE_B" != sequential ]; then
     log "case b: one agent (4 cameras) and 4 ffmpeg at once"
     start_b_ffmpeg ""
-    sleep 1
+    wait_output "$WORK/out/b-ffmpeg/cam"{1,2,3,4}
     start_b_agent ""
     measure "b: 4 cameras, simultaneous" "${B_AGENTS[@]}" "$B_FFMPEG"
 fi
