@@ -166,6 +166,9 @@ pub struct CameraOpts {
     pub rtp_timestamp_offset: Option<u32>,
     /// Parameter sets only in the SDP, never in band (`--params-out-of-band`).
     pub params_out_of_band: bool,
+    /// H.264 keyframes as several slices, each with the parameter sets in band in front
+    /// (`--sliced-threads`: x264 sliced threads, as some cameras send).
+    pub sliced_threads: bool,
 }
 
 impl Default for CameraOpts {
@@ -183,6 +186,7 @@ impl Default for CameraOpts {
             resize: None,
             rtp_timestamp_offset: None,
             params_out_of_band: false,
+            sliced_threads: false,
         }
     }
 }
@@ -233,6 +237,7 @@ impl CameraOpts {
             self.params_out_of_band
                 .then(|| "--params-out-of-band".to_string()),
         )
+        .chain(self.sliced_threads.then(|| "--sliced-threads".to_string()))
         .collect()
     }
 }

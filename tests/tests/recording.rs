@@ -209,6 +209,25 @@ fn rtsp_segments_are_frame_exact_closed_on_sigterm_and_in_the_manifest() {
     gapless_closed_on_sigterm_and_in_manifest(&rtsp_source(&cam));
 }
 
+/// A camera sending each picture as several slices with the parameter sets in band (x264
+/// sliced threads): every segment still holds whole frames, exactly, and decodes on its own
+/// (the GStreamer path once split such access units: docs/recording.md, "Split access units").
+#[test]
+fn rtsp_camera_sending_pictures_as_slices_is_recorded_frame_exact() {
+    if !tools_present() {
+        return;
+    }
+    let cam = TestCamera::start(
+        CAMERA_BIN,
+        CameraOpts {
+            sliced_threads: true,
+            ..CameraOpts::default()
+        },
+    )
+    .unwrap();
+    gapless_closed_on_sigterm_and_in_manifest(&rtsp_source(&cam));
+}
+
 /// SIGKILL at moments spread over segment phases, one storage folder across restarts: earlier
 /// files stay, every finished segment plays whole, the open one plays up to at most
 /// [`KILL_LOSS_LIMIT_MS`] before the kill, and only a segment being opened may be empty.

@@ -66,6 +66,11 @@ struct Args {
     /// in band: they are cut out of the RTP stream, as some cameras do.
     #[arg(long)]
     params_out_of_band: bool,
+    /// H.264: each picture in 4 slices encoded in parallel (x264 `sliced-threads`), with the
+    /// parameter sets in band: the case that made `h264parse` split access units
+    /// (docs/recording.md, "Split access units").
+    #[arg(long)]
+    sliced_threads: bool,
 }
 
 fn parse_size(s: &str) -> std::result::Result<(u32, u32), String> {
@@ -100,8 +105,13 @@ fn launch_line(args: &Args) -> String {
     let (encoder, payloader) = match args.codec {
         Codec::H264 => (
             format!(
-                "x264enc tune=zerolatency speed-preset=ultrafast sliced-threads=false key-int-max={fps} \
-                 bitrate={bitrate_kbps}"
+                "x264enc tune=zerolatency speed-preset=ultrafast {slices} key-int-max={fps} \
+                 bitrate={bitrate_kbps}",
+                slices = if args.sliced_threads {
+                    "sliced-threads=true threads=4"
+                } else {
+                    "sliced-threads=false"
+                }
             ),
             "rtph264pay",
         ),
