@@ -196,6 +196,19 @@ struct Users {
     obs: String,
 }
 
+/// A running controller on `dir` (`public_page` as in [`config`]) and a client for it.
+fn start(
+    rt: &tokio::runtime::Runtime,
+    dir: &Path,
+    public_page: Option<bool>,
+) -> (Controller, Http) {
+    let c = rt
+        .block_on(Controller::start(config(dir, public_page)))
+        .unwrap();
+    let h = Http::new(&c);
+    (c, h)
+}
+
 fn users(h: &Http) -> Users {
     let admin = h.login("admin", ADMIN_PW);
     for (name, pw, role) in [("op", OP_PW, "operator"), ("obs", OBS_PW, "observer")] {
@@ -228,10 +241,7 @@ const PUBLIC_PLAYLIST: &str =
 fn gateways_get_passphrases_and_only_public_cameras_with_their_masks() {
     let dir = tempfile::tempdir().unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let c = rt
-        .block_on(Controller::start(config(dir.path(), Some(false))))
-        .unwrap();
-    let h = Http::new(&c);
+    let (c, h) = start(&rt, dir.path(), Some(false));
     let u = users(&h);
     // st-001 reports; st-002 only has a registered key (enrolled, never seen yet).
     report(&c, &st("st-001"));
@@ -411,10 +421,7 @@ fn gateways_get_passphrases_and_only_public_cameras_with_their_masks() {
 fn operators_watch_the_unmasked_stream_observers_and_strangers_never() {
     let dir = tempfile::tempdir().unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let c = rt
-        .block_on(Controller::start(config(dir.path(), Some(true))))
-        .unwrap();
-    let h = Http::new(&c);
+    let (c, h) = start(&rt, dir.path(), Some(true));
     let u = users(&h);
     report(&c, &st("st-001"));
     report(&c, &st("st-009"));
@@ -550,10 +557,7 @@ fn operators_watch_the_unmasked_stream_observers_and_strangers_never() {
 fn the_public_page_serves_public_cameras_masked_copy_only_and_nothing_when_off() {
     let dir = tempfile::tempdir().unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let c = rt
-        .block_on(Controller::start(config(dir.path(), Some(true))))
-        .unwrap();
-    let h = Http::new(&c);
+    let (c, h) = start(&rt, dir.path(), Some(true));
     let u = users(&h);
     report(&c, &st("st-001"));
     for camera in ["desk", "hall"] {
@@ -654,10 +658,7 @@ fn the_public_page_serves_public_cameras_masked_copy_only_and_nothing_when_off()
     rt.block_on(c.stop());
 
     // The same database with the public page off: every public route 404, the camera still public.
-    let c = rt
-        .block_on(Controller::start(config(dir.path(), Some(false))))
-        .unwrap();
-    let h = Http::new(&c);
+    let (c, h) = start(&rt, dir.path(), Some(false));
     report(&c, &st("st-001"));
     for path in [
         "/public",
@@ -675,10 +676,7 @@ fn the_public_page_serves_public_cameras_masked_copy_only_and_nothing_when_off()
     rt.block_on(c.stop());
 
     // No [live] at all: the live routes say so.
-    let c = rt
-        .block_on(Controller::start(config(dir.path(), None)))
-        .unwrap();
-    let h = Http::new(&c);
+    let (c, h) = start(&rt, dir.path(), None);
     report(&c, &st("st-001"));
     let r = h.get("/api/live/gateway", None);
     assert_eq!(r.status, 404);

@@ -302,7 +302,8 @@ async fn scenario(chromium: PathBuf, driver: PathBuf) {
             &json!({
                 "code": code,
                 "station": "KG-0042",
-                "public_key": station_controller_key_hex(),
+                // A device's key (the agent's: the code is checked before the key matters).
+                "public_key": key,
             }),
         )
         .unwrap();
@@ -604,14 +605,6 @@ async fn scenario(chromium: PathBuf, driver: PathBuf) {
     drop(browser);
     drop(controller);
     eprintln!("dashboard scenario took {:?}", t0.elapsed());
-}
-
-/// Some station public key (hex), as a device would send it.
-fn station_controller_key_hex() -> String {
-    stationwatch_protocol::manifest::StationKey::generate()
-        .unwrap()
-        .public()
-        .to_hex()
 }
 
 /// Whether `GET /api/audit` holds an entry matching `f`.
