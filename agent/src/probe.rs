@@ -202,11 +202,12 @@ fn probe_rtsp(
         });
     }
     let seen = watch(&pipeline, &sink, seconds, &fail)?;
-    let r = report(
+    let mut r = report(
         source.to_string(),
         &seen,
         audio.lock().map(|a| a.clone()).unwrap_or_default(),
     );
+    warn_rtsp(&mut r, &seen);
     Ok((r, seen.last_keyframe))
 }
 
@@ -258,7 +259,6 @@ fn probe_v4l2(
     r.encoded_by_agent = true;
     r.bitrate_bps = None;
     r.keyframe_interval_s = None;
-    r.warnings.clear();
     let s = seen.caps.as_ref().and_then(|c| c.structure(0));
     r.codec = match s.map(|s| s.name().as_str()) {
         Some("image/jpeg") => "MJPEG".into(),
@@ -447,7 +447,13 @@ fn report(source: String, seen: &Seen, audio: Vec<String>) -> ProbeReport {
     } else {
         None
     };
-    let k = r.keyframe_interval_s.unwrap_or(span);
+    r
+}
+
+/// What will hurt with a camera the agent records as it is (RTSP): keyframes too far apart, a
+/// codec browsers cannot play.
+fn warn_rtsp(r: &mut ProbeReport, seen: &Seen) {
+    let k = r.keyframe_interval_s.unwrap_or(r.seconds);
     if k > MAX_KEYFRAME_INTERVAL_S {
         r.warnings.push(format!(
             "keyframes {}{k:.1} s apart: segments cut late and live viewing starts late; set the \
@@ -463,7 +469,6 @@ fn report(source: String, seen: &Seen, audio: Vec<String>) -> ProbeReport {
                 .into(),
         );
     }
-    r
 }
 
 #[cfg(test)]
