@@ -192,7 +192,11 @@ fn stage(path: &Path, data: &[u8], mode: u32, like: &Path) -> Result<PathBuf, En
         path: path.display().to_string(),
         source,
     };
-    let tmp = path.with_extension("enroll-tmp");
+    // Beside it, named after the whole file name: two targets that differ only in their
+    // extension (`station.password`, `station.passphrase`) must not share a staging file.
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".enroll-tmp");
+    let tmp = path.with_file_name(name);
     let _ = std::fs::remove_file(&tmp);
     let mut f = std::fs::OpenOptions::new()
         .write(true)
@@ -325,4 +329,64 @@ fn set_live(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_file_gets_its_own_content_even_when_names_differ_only_by_extension() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("agent.toml");
+        let text = "[mqtt]\n# filled in by enrollment\nurl = \"mqtt://unset.invalid\"\n\
+                    [[camera]]\nid = \"desk\"\nsource = \"test\"\n\
+                    [[camera]]\nid = \"hall\"\nsource = \"test\"\nlive_target = \"srt://other:1\"\n";
+        std::fs::write(&config, text).unwrap();
+        let t = Targets {
+            password_file: dir.path().join("station.password"),
+            ca_file: None,
+            live_passphrase_file: Some(dir.path().join("station.passphrase")),
+        };
+        let e = Enrolled {
+            station: "S-1".into(),
+            broker_url: "mqtts://broker.example:8883".into(),
+            username: "S-1".into(),
+            password: "the-mqtt-password".into(),
+            ca_pem: None,
+            key_fingerprint: "ab".into(),
+            live: Some(EnrolledLive {
+                srt_url: "srt://gw.example:9710".into(),
+                passphrase: "the-live-passphrase".into(),
+            }),
+        };
+        let written = write(&config, text, &t, &e).unwrap();
+        assert_eq!(written.len(), 3, "{written:?}");
+        assert_eq!(
+            std::fs::read_to_string(&t.password_file).unwrap(),
+            "the-mqtt-password"
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("station.passphrase")).unwrap(),
+            "the-live-passphrase"
+        );
+        let cfg = std::fs::read_to_string(&config).unwrap();
+        assert!(cfg.contains("# filled in by enrollment"), "{cfg}");
+        assert!(
+            cfg.contains("url = \"mqtts://broker.example:8883\""),
+            "{cfg}"
+        );
+        assert!(
+            cfg.contains("live_target = \"srt://gw.example:9710\""),
+            "{cfg}"
+        );
+        assert!(cfg.contains("live_target = \"srt://other:1\""), "{cfg}");
+        assert!(!cfg.contains("the-live-passphrase") && !cfg.contains("the-mqtt-password"));
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".enroll-tmp"))
+            .collect();
+        assert!(left.is_empty(), "staging files left: {left:?}");
+    }
 }
